@@ -1,1 +1,91 @@
-//! nn
+//! Building blocks shared by several models: activations named as in HF configs, and
+//! multi-head attention on top of burn's fused attention kernel.
+
+use burn::tensor::activation;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The activation functions named by the `hidden_act` field of Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Activation {
+    /// Exact (erf) GELU: `gelu`.
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// tanh-approximated GELU: `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`.
+    #[serde(alias = "gelu_new", alias = "gelu_fast", rename = "gelu_pytorch_tanh")]
+    GeluTanh,
+    /// `x * sigmoid(1.702 x)`, as in OpenAI CLIP: `quick_gelu`.
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// `relu`.
+    #[serde(rename = "relu")]
+    Relu,
+    /// `silu` / `swish`.
+    #[serde(alias = "swish", rename = "silu")]
+    Silu,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Gelu => activation::gelu(x),
+            Activation::GeluTanh => gelu_tanh(x),
+            Activation::QuickGelu => quick_gelu(x),
+            Activation::Relu => activation::relu(x),
+            Activation::Silu => activation::silu(x),
+        }
+    }
+}
+
+/// `x * sigmoid(1.702 x)`.
+pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone() * activation::sigmoid(x * 1.702)
+}
+
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    x * (inner.tanh() + 1.0) * 0.5
+}
+
+/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, s, d] = x.dims();
+    x.reshape([b, s, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// Merges `[batch, heads, seq, head_dim]` back into `[batch, seq, heads * head_dim]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, s, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, s, h * d])
+}
+
+/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` tensors with burn's fused
+/// kernel. `key_padding` (`[batch, seq_k]`, true = ignore that key) and `causal` combine.
+pub fn scaled_dot_product_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    key_padding: Option<Tensor<2, Bool>>,
+    causal: bool,
+) -> Tensor<4> {
+    let [b, h, sq, _] = q.dims();
+    let sk = k.dims()[2];
+    let mask = key_padding.map(|m| m.reshape([b, 1, 1, sk]).expand([b, h, sq, sk]));
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
+    };
+    attention(q, k, v, mask, None, options)
+}
+
+/// Turns an HF `attention_mask` (`[batch, seq]`, 1 = token, 0 = padding) into the key padding
+/// mask [`scaled_dot_product_attention`] takes (true = padding).
+pub fn padding_mask(attention_mask: Tensor<2, Int>) -> Tensor<2, Bool> {
+    attention_mask.equal_elem(0)
+}

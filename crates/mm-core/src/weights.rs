@@ -1,1 +1,335 @@
-//! weights
+//! Loading safetensors weights into burn modules.
+//!
+//! [`Weights`] opens one `.safetensors` file, a sharded checkpoint (through its
+//! `*.safetensors.index.json`), or a model folder holding either. Files are memory-mapped and
+//! only their headers are read up front; each tensor's bytes are read, converted from the
+//! PyTorch layout and cast to the compute dtype when it is applied to a module.
+//!
+//! ```no_run
+//! # fn main() -> mm_core::Result<()> {
+//! use mm_core::weights::Weights;
+//! let weights = Weights::open("clip-vit-base-patch32")?
+//!     // drop buffers the module does not keep, rename the rest as needed
+//!     .rename(|name| (!name.ends_with("position_ids")).then(|| name.to_string()));
+//! println!("{} tensors", weights.len());
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn_store::bridge;
+use burn_store::{
+    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, SafetensorsStore,
+};
+
+use crate::{Error, LoadReport, Result};
+
+type PackTensor = burn_store::burn_pack::Tensor;
+
+/// The safetensors file names looked for in a model folder, in order of preference.
+const SINGLE_FILES: [&str; 2] = ["model.safetensors", "diffusion_pytorch_model.safetensors"];
+const INDEX_FILES: [&str; 2] = [
+    "model.safetensors.index.json",
+    "diffusion_pytorch_model.safetensors.index.json",
+];
+
+/// A lazily read set of named tensors from one or more safetensors files.
+#[derive(Clone)]
+pub struct Weights {
+    source: String,
+    tensors: BTreeMap<String, PackTensor>,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("source", &self.source)
+            .field("tensors", &self.tensors.len())
+            .field("dtype", &self.dtype)
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Opens a `.safetensors` file, a `*.safetensors.index.json` of a sharded checkpoint, or a
+    /// folder holding `model.safetensors` (or `diffusion_pytorch_model.safetensors`) or their
+    /// sharded index.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let found = INDEX_FILES
+                .iter()
+                .chain(SINGLE_FILES.iter())
+                .map(|name| path.join(name))
+                .find(|p| p.is_file());
+            return match found {
+                Some(file) => Self::open(file),
+                None => Err(Error::MissingFile {
+                    what: "model weights (model.safetensors or model.safetensors.index.json)"
+                        .into(),
+                    path: path.to_path_buf(),
+                    hint: String::new(),
+                }),
+            };
+        }
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                what: "weights file".into(),
+                path: path.to_path_buf(),
+                hint: String::new(),
+            });
+        }
+        let is_index = path.to_string_lossy().ends_with(".index.json");
+        let files = if is_index {
+            shard_files(path)?
+        } else {
+            vec![path.to_path_buf()]
+        };
+        Self::from_files(&files, path.display().to_string())
+    }
+
+    /// Opens several safetensors files as one set of tensors (the shards of a checkpoint).
+    /// A name present in two files is an error.
+    pub fn from_files(files: &[PathBuf], source: impl Into<String>) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for file in files {
+            if !file.is_file() {
+                return Err(Error::MissingFile {
+                    what: "weights shard".into(),
+                    path: file.clone(),
+                    hint: String::new(),
+                });
+            }
+            let mut store = SafetensorsStore::from_file(file);
+            let shard = store.get_all_tensors().map_err(|e| Error::Safetensors {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?;
+            for (name, tensor) in shard {
+                if tensors.insert(name.clone(), tensor.clone()).is_some() {
+                    return Err(Error::Safetensors {
+                        path: file.clone(),
+                        reason: format!("tensor '{name}' is also in another shard"),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            source: source.into(),
+            tensors,
+            dtype: DType::F32,
+        })
+    }
+
+    /// Where the tensors come from (a path), for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Whether a tensor of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The stored shape of a tensor.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|t| t.shape.to_vec())
+    }
+
+    /// The stored dtype of a tensor.
+    pub fn stored_dtype(&self, name: &str) -> Option<DType> {
+        self.tensors.get(name).map(|t| t.dtype)
+    }
+
+    /// The float dtype parameters are cast to when loaded (default `F32`). `F16`/`BF16` keep
+    /// half-precision checkpoints in half precision in memory.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The float dtype parameters are cast to when loaded.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
+    /// module does not keep, say).
+    pub fn rename(self, mut f: impl FnMut(&str) -> Option<String>) -> Self {
+        let tensors = self
+            .tensors
+            .into_iter()
+            .filter_map(|(name, mut tensor)| {
+                let new = f(&name)?;
+                tensor.name = new.clone();
+                Some((new, tensor))
+            })
+            .collect();
+        Self { tensors, ..self }
+    }
+
+    /// Keeps only the tensors under `prefix` (followed by a dot) and removes the prefix.
+    pub fn select_prefix(self, prefix: &str) -> Self {
+        let dotted = format!("{prefix}.");
+        self.rename(|name| name.strip_prefix(&dotted).map(str::to_string))
+    }
+
+    /// Reads one tensor (any float dtype, cast to [`Weights::dtype`]) onto `device`.
+    pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
+        let pack = self.tensors.get(name).ok_or_else(|| {
+            Error::from(LoadReport {
+                source: self.source.clone(),
+                missing: vec![name.to_string()],
+                ..Default::default()
+            })
+        })?;
+        if pack.shape.num_dims() != D {
+            return Err(LoadReport {
+                source: self.source.clone(),
+                mismatched: vec![(name.to_string(), vec![0; D], pack.shape.to_vec())],
+                ..Default::default()
+            }
+            .into());
+        }
+        let data = bridge::to_data(pack).map_err(|e| Error::Safetensors {
+            path: self.source.clone().into(),
+            reason: format!("cannot read '{name}': {e}"),
+        })?;
+        Ok(Tensor::<D>::from_data(data, device).cast(self.dtype))
+    }
+
+    /// Loads the tensors into `module` strictly: every parameter must be found with the right
+    /// shape, and every tensor must be used. All problems are reported together in one
+    /// [`Error::Load`]. Tensor names are in the PyTorch convention (`weight`/`bias` of norms,
+    /// `[out, in]` linear weights); scalar (0-d) tensors load into 1-element parameters.
+    pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
+        let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
+        let adapter: Box<dyn ModuleAdapter> =
+            Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(self.dtype)));
+        let result = module.apply(tensors, None, Some(adapter), false);
+
+        let mut report = LoadReport {
+            source: self.source.clone(),
+            missing: result.missing.iter().map(|(p, _)| pytorch_name(p)).collect(),
+            unexpected: result.unused.clone(),
+            ..Default::default()
+        };
+        for error in &result.errors {
+            match error {
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => {
+                    let name = pytorch_name(path);
+                    let stored = self.shape(&name).unwrap_or_else(|| found.to_vec());
+                    let mut expected = expected.to_vec();
+                    // The adapter transposed a linear weight: state the expectation in the
+                    // stored (PyTorch) layout too.
+                    if found.to_vec() != stored && expected.len() == 2 {
+                        expected.reverse();
+                    }
+                    report.mismatched.push((name, expected, stored));
+                }
+                ApplyError::DTypeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => report.failed.push((
+                    pytorch_name(path),
+                    format!("expected dtype {expected:?}, found {found:?}"),
+                )),
+                ApplyError::AdapterError { path, message }
+                | ApplyError::LoadError { path, message } => {
+                    report.failed.push((pytorch_name(path), message.clone()))
+                }
+            }
+        }
+        if report.is_clean() {
+            Ok(module)
+        } else {
+            Err(report.into())
+        }
+    }
+}
+
+/// The (PyTorch name, PyTorch shape) of every parameter a module expects, sorted by name: what
+/// a checkpoint for it must contain.
+pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let adapter: Box<dyn ModuleAdapter> = Box::new(burn_store::BurnToPyTorchAdapter);
+    let mut out: Vec<(String, Vec<usize>)> = module
+        .collect(None, Some(adapter), false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Norm parameters are `gamma`/`beta` in burn and `weight`/`bias` in checkpoints.
+fn pytorch_name(path: &str) -> String {
+    if let Some(stem) = path.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = path.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        path.to_string()
+    }
+}
+
+/// burn has no rank-0 tensors: a 0-d tensor (`logit_scale`) is offered as a 1-element vector.
+fn scalar_as_vector(tensor: &PackTensor) -> PackTensor {
+    if tensor.shape.num_dims() != 0 {
+        return tensor.clone();
+    }
+    let shape = Shape::new([1]);
+    let target = shape.clone();
+    bridge::map_data(
+        tensor.clone(),
+        tensor.name.clone(),
+        tensor.dtype,
+        shape,
+        move |data: TensorData| {
+            let (bytes, _, dtype) = data.into_parts();
+            TensorData::from_bytes(bytes, target.clone(), dtype)
+        },
+    )
+}
+
+/// The shard files named by a `*.safetensors.index.json` (`weight_map` values), in order.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let index_data: Index = crate::config::read_json(index)?;
+    let dir = index.parent().unwrap_or_else(|| Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for file in index_data.weight_map.values() {
+        let path = dir.join(file);
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

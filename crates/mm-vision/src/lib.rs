@@ -1,1 +1,24 @@
+//! # mm-vision
+//!
+//! Vision and vision–language encoders as burn modules that load Hugging Face checkpoints:
+//!
+//! - [`clip`]: `CLIPModel`, the text and vision towers with and without projection, every
+//!   hidden state exposed (Stable Diffusion, SDXL, LLaVA and IP-Adapter use them).
+//! - [`siglip`]: `SiglipModel` with the attention-pooling vision head and sigmoid scoring.
+//! - [`vit`]: `ViTModel` and `ViTForImageClassification`.
+//! - [`contrastive`]: normalisation and the CLIP / SigLIP training losses.
+//!
+//! Every model has `new` (random weights), `load` (a snapshot folder or a repo id in the local
+//! Hugging Face cache) and `from_weights`, and runs on any burn `Device`.
 
+pub mod clip;
+pub mod contrastive;
+pub mod encoder;
+mod error;
+mod loading;
+pub mod output;
+pub mod siglip;
+pub mod vit;
+
+pub use error::{Error, Result};
+pub use output::TowerOutput;

@@ -1,0 +1,12 @@
+//! CLIP (Radford et al. 2021): text and vision towers trained contrastively.
+
+mod config;
+mod model;
+mod text;
+mod vision;
+
+pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use model::{ClipModel, ClipOutput};
+pub use text::{ClipTextEmbeddings, ClipTextModel, ClipTextModelWithProjection, ClipTextTransformer};
+pub use vision::{ClipVisionEmbeddings, ClipVisionModel, ClipVisionModelWithProjection, ClipVisionTransformer};
+pub(crate) use vision::patchify;

@@ -1,0 +1,150 @@
+//! The pre-norm transformer encoder shared by CLIP and SigLIP (both towers): tensor names
+//! `layers.N.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Bool, Device, Tensor};
+use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+
+/// Sizes of an encoder, read from a tower's config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderDims {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of attention heads.
+    pub num_heads: usize,
+    /// Number of layers.
+    pub num_layers: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// MLP activation.
+    pub activation: Activation,
+}
+
+/// Multi-head self-attention with separate q/k/v projections.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub out_proj: Linear,
+    num_heads: usize,
+}
+
+impl SelfAttention {
+    fn new(dims: &EncoderDims, device: &Device) -> Self {
+        let d = dims.hidden_size;
+        Self {
+            q_proj: LinearConfig::new(d, d).init(device),
+            k_proj: LinearConfig::new(d, d).init(device),
+            v_proj: LinearConfig::new(d, d).init(device),
+            out_proj: LinearConfig::new(d, d).init(device),
+            num_heads: dims.num_heads,
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `key_padding`: `[batch, seq]`, true = padding.
+    pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Tensor<3> {
+        let h = self.num_heads;
+        let q = split_heads(self.q_proj.forward(x.clone()), h);
+        let k = split_heads(self.k_proj.forward(x.clone()), h);
+        let v = split_heads(self.v_proj.forward(x), h);
+        let out = scaled_dot_product_attention(q, k, v, key_padding, causal);
+        self.out_proj.forward(merge_heads(out))
+    }
+}
+
+/// The two-layer MLP of an encoder layer.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Up projection.
+    pub fc1: Linear,
+    /// Down projection.
+    pub fc2: Linear,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl Mlp {
+    /// An MLP `in → hidden → in`.
+    pub fn new(d_in: usize, d_hidden: usize, activation: Activation, device: &Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(d_in, d_hidden).init(device),
+            fc2: LinearConfig::new(d_hidden, d_in).init(device),
+            activation,
+        }
+    }
+
+    /// Applies the MLP.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.fc2.forward(self.activation.forward(self.fc1.forward(x)))
+    }
+}
+
+/// One pre-norm encoder layer.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// Norm before attention.
+    pub layer_norm1: LayerNorm,
+    /// Self-attention.
+    pub self_attn: SelfAttention,
+    /// Norm before the MLP.
+    pub layer_norm2: LayerNorm,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn new(dims: &EncoderDims, device: &Device) -> Self {
+        let norm = LayerNormConfig::new(dims.hidden_size).with_epsilon(dims.layer_norm_eps);
+        Self {
+            layer_norm1: norm.init(device),
+            self_attn: SelfAttention::new(dims, device),
+            layer_norm2: norm.init(device),
+            mlp: Mlp::new(dims.hidden_size, dims.intermediate_size, dims.activation, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Tensor<3> {
+        let attn = self
+            .self_attn
+            .forward(self.layer_norm1.forward(x.clone()), key_padding, causal);
+        let x = x + attn;
+        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+}
+
+/// A stack of encoder layers (`encoder.layers.N`).
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// The layers.
+    pub layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// A randomly initialised encoder.
+    pub fn new(dims: &EncoderDims, device: &Device) -> Self {
+        Self {
+            layers: (0..dims.num_layers).map(|_| EncoderLayer::new(dims, device)).collect(),
+        }
+    }
+
+    /// Runs every layer. Returns the hidden states: the input first, then each layer's output
+    /// (`num_layers + 1` entries, as `output_hidden_states=True` in transformers).
+    pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Vec<Tensor<3>> {
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let mut h = x;
+        for layer in &self.layers {
+            states.push(h.clone());
+            h = layer.forward(h, key_padding.clone(), causal);
+        }
+        states.push(h);
+        states
+    }
+}

@@ -1,0 +1,143 @@
+//! SigLIP configs, mirroring transformers' `SiglipTextConfig`, `SiglipVisionConfig`,
+//! `SiglipConfig`.
+
+use std::path::Path;
+
+use mm_core::nn::Activation;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::encoder::EncoderDims;
+use crate::loading::read_tower_config;
+
+/// `SiglipTextConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiglipTextConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of layers.
+    pub num_hidden_layers: usize,
+    /// Number of attention heads.
+    pub num_attention_heads: usize,
+    /// Maximum sequence length (texts are padded to it).
+    pub max_position_embeddings: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Output width of the text head (defaults to `hidden_size`).
+    pub projection_size: Option<usize>,
+    /// Padding token id.
+    pub pad_token_id: Option<i64>,
+}
+
+impl Default for SiglipTextConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 32000,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 64,
+            hidden_act: Activation::GeluTanh,
+            layer_norm_eps: 1e-6,
+            projection_size: None,
+            pad_token_id: Some(1),
+        }
+    }
+}
+
+impl SiglipTextConfig {
+    pub(crate) fn dims(&self) -> EncoderDims {
+        EncoderDims {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_heads: self.num_attention_heads,
+            num_layers: self.num_hidden_layers,
+            layer_norm_eps: self.layer_norm_eps,
+            activation: self.hidden_act,
+        }
+    }
+
+    /// Reads a `SiglipTextConfig` file, or the `text_config` of a `SiglipConfig` file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        read_tower_config(path, "text_config")
+    }
+}
+
+/// `SiglipVisionConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiglipVisionConfig {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of layers.
+    pub num_hidden_layers: usize,
+    /// Number of attention heads.
+    pub num_attention_heads: usize,
+    /// Input channels.
+    pub num_channels: usize,
+    /// Input resolution (square).
+    pub image_size: usize,
+    /// Patch size.
+    pub patch_size: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Whether the attention-pooling head exists.
+    pub vision_use_head: bool,
+}
+
+impl Default for SiglipVisionConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 16,
+            hidden_act: Activation::GeluTanh,
+            layer_norm_eps: 1e-6,
+            vision_use_head: true,
+        }
+    }
+}
+
+impl SiglipVisionConfig {
+    pub(crate) fn dims(&self) -> EncoderDims {
+        EncoderDims {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_heads: self.num_attention_heads,
+            num_layers: self.num_hidden_layers,
+            layer_norm_eps: self.layer_norm_eps,
+            activation: self.hidden_act,
+        }
+    }
+
+    /// Reads a `SiglipVisionConfig` file, or the `vision_config` of a `SiglipConfig` file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        read_tower_config(path, "vision_config")
+    }
+}
+
+/// `SiglipConfig`: both towers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiglipConfig {
+    /// Text tower.
+    pub text_config: SiglipTextConfig,
+    /// Vision tower.
+    pub vision_config: SiglipVisionConfig,
+}

@@ -1,0 +1,59 @@
+//! Helpers for the parity tests: fixture paths, reading expected tensors, comparing.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+/// `tests/fixtures/<name>` at the workspace root.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// The expected inputs and outputs written by `tools/reference`.
+pub struct Expected(Vec<u8>);
+
+impl Expected {
+    pub fn open(model: &str) -> Self {
+        Self(std::fs::read(fixture(model).join("expected.safetensors")).unwrap())
+    }
+
+    fn raw(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("no '{name}' in fixture"));
+        (t.dtype(), t.shape().to_vec(), t.data().to_vec())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        SafeTensors::deserialize(&self.0).unwrap().names().into_iter().map(str::to_string).collect()
+    }
+
+    pub fn float<const D: usize>(&self, name: &str) -> Tensor<D> {
+        let (dtype, shape, bytes) = self.raw(name);
+        assert_eq!(dtype, Dtype::F32, "{name}");
+        let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        Tensor::from_data(TensorData::new(v, shape), &device())
+    }
+
+    pub fn int<const D: usize>(&self, name: &str) -> Tensor<D, Int> {
+        let (dtype, shape, bytes) = self.raw(name);
+        assert_eq!(dtype, Dtype::I64, "{name}");
+        let v: Vec<i64> = bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        Tensor::from_data(TensorData::new(v, shape), &device())
+    }
+
+    /// Asserts `actual` matches the fixture tensor `name` (same shape, max abs error ≤ tol).
+    pub fn check<const D: usize>(&self, name: &str, actual: Tensor<D>, tol: f32) {
+        let expected = self.float::<D>(name);
+        assert_eq!(actual.dims(), expected.dims(), "shape of {name}");
+        let err: f32 = (actual - expected).abs().max().into_scalar::<f32>();
+        assert!(err <= tol, "{name}: max abs error {err:e} > {tol:e}");
+        eprintln!("{name}: max abs error {err:.2e}");
+    }
+}
+
