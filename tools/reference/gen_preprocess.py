@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Reference pixel tensors for mm-core's image processors.
+
+Runs the PIL-based ("slow") image processors of transformers 5.x (`CLIPImageProcessorPil`,
+`SiglipImageProcessorPil`, `ViTImageProcessorPil`; in 5.x the plain `CLIPImageProcessor` names
+the torchvision backend and only falls back to these when torchvision is missing) on the photos
+in the shared assets folder and writes:
+
+- `tests/fixtures/preprocess/expected.safetensors`: f32 `[3, 224, 224]` tensors keyed
+  `<processor>.<image stem>` (e.g. `clip.astronaut`);
+- `tests/fixtures/preprocess/{clip,siglip,vit}_preprocessor_config.json`: the processors'
+  configs (`to_json_file`), from which the Rust test builds its processors.
+
+Images are opened as `Image.open(p).convert("RGB")`, exactly what `mm_core::image::load_image`
+returns. For an image with alpha, the processors themselves would instead composite onto white
+(`transformers.image_transforms.convert_to_rgb`), so `clip.CLIP_onwhite` additionally stores
+what CLIP gives for the raw RGBA `CLIP.png` (matched by `load_image_on_white`).
+
+Usage (from the repo root): python tools/reference/gen_preprocess.py [--assets DIR]
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save_file
+from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil, ViTImageProcessorPil
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "tests" / "fixtures" / "preprocess"
+
+ALL = ["astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "CLIP.png"]
+# grayscale `camera`, non-square `chelsea` (451x300) and the JPEG `rocket`.
+SUBSET = ["camera.png", "chelsea.png", "rocket.jpg"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    default_assets = os.environ.get("MM_ASSETS", str(REPO.parent / "shared" / "assets"))
+    ap.add_argument("--assets", default=default_assets)
+    args = ap.parse_args()
+    images_dir = Path(args.assets) / "images"
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    processors = {
+        "clip": (CLIPImageProcessorPil(), ALL),
+        "siglip": (SiglipImageProcessorPil(), SUBSET),
+        "vit": (ViTImageProcessorPil(), SUBSET),
+    }
+    tensors = {}
+    for name, (proc, files) in processors.items():
+        proc.to_json_file(str(OUT / f"{name}_preprocessor_config.json"))
+        for f in files:
+            img = Image.open(images_dir / f).convert("RGB")
+            pv = proc(images=img, return_tensors="np")["pixel_values"][0]
+            assert pv.shape == (3, 224, 224) and pv.dtype == np.float32, (pv.shape, pv.dtype)
+            tensors[f"{name}.{Path(f).stem}"] = np.ascontiguousarray(pv)
+    raw = Image.open(images_dir / "CLIP.png")
+    assert raw.mode == "RGBA"
+    pv = processors["clip"][0](images=raw, return_tensors="np")["pixel_values"][0]
+    tensors["clip.CLIP_onwhite"] = np.ascontiguousarray(pv)
+
+    save_file(tensors, str(OUT / "expected.safetensors"))
+    size = (OUT / "expected.safetensors").stat().st_size
+    print(f"wrote {len(tensors)} tensors ({size / 1e6:.1f} MB) to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
