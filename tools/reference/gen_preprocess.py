@@ -9,7 +9,9 @@ in the shared assets folder and writes:
 - `tests/fixtures/preprocess/expected.safetensors`: f32 `[3, 224, 224]` tensors keyed
   `<processor>.<image stem>` (e.g. `clip.astronaut`);
 - `tests/fixtures/preprocess/{clip,siglip,vit}_preprocessor_config.json`: the processors'
-  configs (`to_json_file`), from which the Rust test builds its processors.
+  configs (`to_json_file`), from which the Rust test builds its processors;
+- `tests/fixtures/preprocess/resize.safetensors`: plain `Image.resize` outputs (uint8, HWC) for
+  every PIL filter, downscaling and upscaling, keyed `resize.<filter>.<case>`.
 
 Images are opened as `Image.open(p).convert("RGB")`, exactly what `mm_core::image::load_image`
 returns. For an image with alpha, the processors themselves would instead composite onto white
@@ -34,6 +36,8 @@ OUT = REPO / "tests" / "fixtures" / "preprocess"
 ALL = ["astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "CLIP.png"]
 # grayscale `camera`, non-square `chelsea` (451x300) and the JPEG `rocket`.
 SUBSET = ["camera.png", "chelsea.png", "rocket.jpg"]
+# (left, upper, right, lower) of the 20x15 chelsea patch that the upscaling cases use.
+RESIZE_PATCH = (200, 100, 220, 115)
 
 
 def main():
@@ -65,6 +69,31 @@ def main():
     save_file(tensors, str(OUT / "expected.safetensors"))
     size = (OUT / "expected.safetensors").stat().st_size
     print(f"wrote {len(tensors)} tensors ({size / 1e6:.1f} MB) to {OUT}")
+
+    # Plain PIL resizes (uint8 HWC) of small images with every filter, to check the resampler
+    # on its own: `resize.<filter>.<case>`.
+    chelsea = Image.open(images_dir / "chelsea.png").convert("RGB")
+    patch = chelsea.crop(RESIZE_PATCH)
+    cases = {
+        "down": (chelsea, (47, 31)),  # 451x300 -> 47x31
+        "up": (patch, (53, 37)),  # 20x15 -> 53x37
+        "h_only": (patch, (7, 15)),  # width only
+        "v_only": (patch, (20, 40)),  # height only
+    }
+    filters = {
+        "nearest": Image.NEAREST,
+        "lanczos": Image.LANCZOS,
+        "bilinear": Image.BILINEAR,
+        "bicubic": Image.BICUBIC,
+        "box": Image.BOX,
+        "hamming": Image.HAMMING,
+    }
+    resized = {}
+    for fname, code in filters.items():
+        for cname, (src, size) in cases.items():
+            resized[f"resize.{fname}.{cname}"] = np.ascontiguousarray(np.array(src.resize(size, code)))
+    save_file(resized, str(OUT / "resize.safetensors"))
+    print(f"wrote {len(resized)} resized images to {OUT / 'resize.safetensors'}")
 
 
 if __name__ == "__main__":

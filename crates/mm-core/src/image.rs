@@ -186,7 +186,10 @@ pub fn images_to_tensor(images: &[RgbImage], device: &Device) -> Result<Tensor<4
 /// Builds an RGB image from planar `[3, H, W]` values, clamping to `[0, 1]` and rounding
 /// `x * 255` to the nearest integer (NaN becomes 0).
 pub fn chw_to_image(data: &[f32], height: usize, width: usize) -> Result<RgbImage> {
-    let plane = height * width;
+    let plane = height
+        .checked_mul(width)
+        .filter(|p| p.checked_mul(3).is_some())
+        .ok_or_else(|| Error::InvalidInput(format!("image size {height}x{width} overflows")))?;
     if data.len() != 3 * plane {
         return Err(Error::InvalidInput(format!(
             "expected 3x{height}x{width} = {} values, got {}",

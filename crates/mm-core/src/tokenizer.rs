@@ -68,10 +68,13 @@ pub struct Encoded {
 impl Encoded {
     /// `(input_ids, attention_mask)` as `[batch, seq]` int tensors.
     ///
-    /// Rows of different lengths (only possible with [`Padding::None`]) give
-    /// [`Error::InvalidInput`].
+    /// An empty batch, or rows of different lengths (only possible with [`Padding::None`]),
+    /// give [`Error::InvalidInput`].
     pub fn to_tensors(&self, device: &Device) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
         let rows = self.ids.len();
+        if rows == 0 {
+            return Err(Error::InvalidInput("empty batch of sequences".into()));
+        }
         let len = self.ids.first().map_or(0, Vec::len);
         if self
             .ids

@@ -144,3 +144,47 @@ fn sd15_feature_extractor_config_reads_as_clip() {
     .unwrap();
     assert_eq!(cfg, ImageProcessorConfig::clip());
 }
+
+#[test]
+fn resize_is_bit_identical_to_pillow_for_every_filter() {
+    use mm_core::processor::{Resample, resize};
+    let bytes = std::fs::read(fixtures().join("resize.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let chelsea = load_image(assets().join("images/chelsea.png")).unwrap();
+    // RESIZE_PATCH of gen_preprocess.py: (200, 100) - (220, 115).
+    let patch =
+        mm_core::image::RgbImage::from_fn(20, 15, |x, y| *chelsea.get_pixel(200 + x, 100 + y));
+    let cases = [
+        ("down", &chelsea, 47, 31),
+        ("up", &patch, 53, 37),
+        ("h_only", &patch, 7, 15),
+        ("v_only", &patch, 20, 40),
+    ];
+    let filters = [
+        ("nearest", Resample::Nearest),
+        ("lanczos", Resample::Lanczos),
+        ("bilinear", Resample::Bilinear),
+        ("bicubic", Resample::Bicubic),
+        ("box", Resample::Box),
+        ("hamming", Resample::Hamming),
+    ];
+    let mut mismatches = Vec::new();
+    for (fname, filter) in filters {
+        for (cname, src, w, h) in cases {
+            let key = format!("resize.{fname}.{cname}");
+            let view = st.tensor(&key).unwrap();
+            assert_eq!(view.shape(), &[h as usize, w as usize, 3], "{key}");
+            let got = resize(src, h, w, filter).unwrap();
+            let differing = got
+                .as_raw()
+                .iter()
+                .zip(view.data())
+                .filter(|(a, b)| a != b)
+                .count();
+            if differing > 0 {
+                mismatches.push(format!("{key}: {differing} values differ"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
