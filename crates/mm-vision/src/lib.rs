@@ -22,3 +22,4 @@ pub mod vit;
 
 pub use error::{Error, Result};
 pub use output::TowerOutput;
+pub mod pipeline;

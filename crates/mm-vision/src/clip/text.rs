@@ -45,6 +45,7 @@ pub struct ClipTextTransformer {
     /// `eos_token_id` of the config; `None` or `2` pools at the largest token id.
     eos_token_id: Option<i64>,
     max_positions: usize,
+    vocab_size: usize,
 }
 
 impl ClipTextTransformer {
@@ -63,6 +64,7 @@ impl ClipTextTransformer {
                 .init(device),
             eos_token_id: config.eos_token_id,
             max_positions: config.max_position_embeddings,
+            vocab_size: config.vocab_size,
         }
     }
 
@@ -87,7 +89,7 @@ impl ClipTextTransformer {
             });
         }
         let device = input_ids.device();
-        let ids_host = ids_to_vec(&input_ids)?;
+        let ids_host = ids_to_vec(&input_ids, self.vocab_size)?;
         let eos_positions = eos_positions(&ids_host, batch, seq, self.eos_token_id);
 
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
@@ -109,12 +111,27 @@ impl ClipTextTransformer {
     }
 }
 
-/// Token ids read back to the host (they are small), checked to be non-negative.
-pub(crate) fn ids_to_vec(ids: &Tensor<2, Int>) -> Result<Vec<i64>> {
-    ids.to_data()
+/// Token ids read back to the host (they are small), checked to be in `0..vocab_size`: an id
+/// outside the embedding table is an error, not an out-of-bounds read.
+pub(crate) fn ids_to_vec(ids: &Tensor<2, Int>, vocab_size: usize) -> Result<Vec<i64>> {
+    let ids = ids
+        .to_data()
         .convert::<i64>()
         .try_into_vec::<i64>()
-        .map_err(|e| Error::InvalidInput(format!("cannot read input_ids: {e:?}")))
+        .map_err(|e| Error::InvalidInput(format!("cannot read input_ids: {e:?}")))?;
+    match ids.iter().find(|&&t| t < 0 || t as usize >= vocab_size) {
+        Some(bad) => Err(Error::InvalidInput(format!(
+            "token id {bad} is outside the vocabulary (size {vocab_size}): is the tokenizer the model's own?"
+        ))),
+        None => Ok(ids),
+    }
+}
+
+impl ClipTextTransformer {
+    /// The longest token sequence the model takes (`max_position_embeddings`).
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
 }
 
 /// Where each sequence is pooled, as transformers' `CLIPTextTransformer` decides it: with the

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::padding_mask;
 
 use super::config::SiglipTextConfig;
+use crate::clip::ids_to_vec;
 use crate::encoder::Encoder;
 use crate::output::TowerOutput;
 use crate::{Error, Result};
@@ -32,6 +33,7 @@ pub struct SiglipTextTransformer {
     /// Head on the last token.
     pub head: Linear,
     max_positions: usize,
+    vocab_size: usize,
 }
 
 impl SiglipTextTransformer {
@@ -50,6 +52,7 @@ impl SiglipTextTransformer {
                 .init(device),
             head: LinearConfig::new(d, config.projection_size.unwrap_or(d)).init(device),
             max_positions: config.max_position_embeddings,
+            vocab_size: config.vocab_size,
         }
     }
 
@@ -65,6 +68,7 @@ impl SiglipTextTransformer {
                 got: vec![batch, seq],
             });
         }
+        ids_to_vec(&input_ids, self.vocab_size)?;
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
         let x = self.embeddings.token_embedding.forward(input_ids)
@@ -84,5 +88,12 @@ impl SiglipTextTransformer {
             last_hidden_state,
             hidden_states,
         })
+    }
+}
+
+impl SiglipTextTransformer {
+    /// The longest token sequence the model takes (`max_position_embeddings`).
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
     }
 }

@@ -57,3 +57,11 @@ impl Expected {
     }
 }
 
+
+/// The shared real assets: `$MM_ASSETS`, else `../shared/assets` beside the repo.
+pub fn assets() -> PathBuf {
+    match std::env::var_os("MM_ASSETS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/assets"),
+    }
+}
