@@ -34,7 +34,11 @@ pub fn parse(name: &str) -> Result<Device> {
         other => Err(Error::InvalidInput(format!(
             "unknown or not compiled-in device '{other}' (available: cpu{}{})",
             if cfg!(feature = "wgpu") { ", wgpu" } else { "" },
-            if cfg!(feature = "cuda") { ", cuda[:N]" } else { "" },
+            if cfg!(feature = "cuda") {
+                ", cuda[:N]"
+            } else {
+                ""
+            },
         ))),
     }
 }

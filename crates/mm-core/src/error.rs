@@ -116,7 +116,11 @@ impl fmt::Display for LoadReport {
             .map(|(n, e, g)| format!("{n}: expected shape {e:?}, found {g:?}"))
             .collect();
         list(f, "mis-shaped tensors", &mismatched)?;
-        let failed: Vec<String> = self.failed.iter().map(|(n, m)| format!("{n}: {m}")).collect();
+        let failed: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(n, m)| format!("{n}: {m}"))
+            .collect();
         list(f, "unreadable tensors", &failed)
     }
 }

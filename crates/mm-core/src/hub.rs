@@ -144,7 +144,9 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
@@ -184,7 +186,10 @@ mod tests {
         };
         assert!(dir.file("config.json").is_ok());
         let err = dir.file("model.safetensors").unwrap_err().to_string();
-        assert!(err.contains("huggingface-cli download org/name model.safetensors"), "{err}");
+        assert!(
+            err.contains("huggingface-cli download org/name model.safetensors"),
+            "{err}"
+        );
         std::fs::remove_dir_all(tmp).unwrap();
     }
 

@@ -48,7 +48,8 @@ pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    let inner =
+        (x.clone() + x.clone().powi_scalar(3) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
     x * (inner.tanh() + 1.0) * 0.5
 }
 

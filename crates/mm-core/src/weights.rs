@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
-    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    SafetensorsStore,
 };
 
 use crate::{Error, LoadReport, Result};
@@ -229,7 +229,11 @@ impl Weights {
 
         let mut report = LoadReport {
             source: self.source.clone(),
-            missing: result.missing.iter().map(|(p, _)| pytorch_name(p)).collect(),
+            missing: result
+                .missing
+                .iter()
+                .map(|(p, _)| pytorch_name(p))
+                .collect(),
             unexpected: result.unused.clone(),
             ..Default::default()
         };

@@ -50,7 +50,12 @@ impl SelfAttention {
     }
 
     /// `x`: `[batch, seq, hidden]`; `key_padding`: `[batch, seq]`, true = padding.
-    pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        key_padding: Option<Tensor<2, Bool>>,
+        causal: bool,
+    ) -> Tensor<3> {
         let h = self.num_heads;
         let q = split_heads(self.q_proj.forward(x.clone()), h);
         let k = split_heads(self.k_proj.forward(x.clone()), h);
@@ -83,7 +88,8 @@ impl Mlp {
 
     /// Applies the MLP.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2.forward(self.activation.forward(self.fc1.forward(x)))
+        self.fc2
+            .forward(self.activation.forward(self.fc1.forward(x)))
     }
 }
 
@@ -107,11 +113,21 @@ impl EncoderLayer {
             layer_norm1: norm.init(device),
             self_attn: SelfAttention::new(dims, device),
             layer_norm2: norm.init(device),
-            mlp: Mlp::new(dims.hidden_size, dims.intermediate_size, dims.activation, device),
+            mlp: Mlp::new(
+                dims.hidden_size,
+                dims.intermediate_size,
+                dims.activation,
+                device,
+            ),
         }
     }
 
-    fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        key_padding: Option<Tensor<2, Bool>>,
+        causal: bool,
+    ) -> Tensor<3> {
         let attn = self
             .self_attn
             .forward(self.layer_norm1.forward(x.clone()), key_padding, causal);
@@ -131,13 +147,20 @@ impl Encoder {
     /// A randomly initialised encoder.
     pub fn new(dims: &EncoderDims, device: &Device) -> Self {
         Self {
-            layers: (0..dims.num_layers).map(|_| EncoderLayer::new(dims, device)).collect(),
+            layers: (0..dims.num_layers)
+                .map(|_| EncoderLayer::new(dims, device))
+                .collect(),
         }
     }
 
     /// Runs every layer. Returns the hidden states: the input first, then each layer's output
     /// (`num_layers + 1` entries, as `output_hidden_states=True` in transformers).
-    pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>, causal: bool) -> Vec<Tensor<3>> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        key_padding: Option<Tensor<2, Bool>>,
+        causal: bool,
+    ) -> Vec<Tensor<3>> {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut h = x;
         for layer in &self.layers {

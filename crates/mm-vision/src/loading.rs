@@ -29,7 +29,12 @@ pub(crate) fn read_tower_config<T: DeserializeOwned>(path: &Path, key: &str) -> 
 /// Tensors named `prefix.*` or in `extra` are kept; those under another of `siblings` are
 /// dropped; any other name is taken to be a bare name of this tower and gets the prefix.
 /// `position_ids` buffers, stored by older checkpoints, are dropped.
-pub(crate) fn select_tower(weights: Weights, prefix: &str, extra: &[&str], siblings: &[&str]) -> Weights {
+pub(crate) fn select_tower(
+    weights: Weights,
+    prefix: &str,
+    extra: &[&str],
+    siblings: &[&str],
+) -> Weights {
     let dotted = format!("{prefix}.");
     weights.rename(|name| {
         if name.ends_with("position_ids") {

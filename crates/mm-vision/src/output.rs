@@ -22,6 +22,8 @@ impl TowerOutput {
     pub fn hidden_state(&self, index: isize) -> Option<Tensor<3>> {
         let n = self.hidden_states.len() as isize;
         let i = if index < 0 { n + index } else { index };
-        (0..n).contains(&i).then(|| self.hidden_states[i as usize].clone())
+        (0..n)
+            .contains(&i)
+            .then(|| self.hidden_states[i as usize].clone())
     }
 }

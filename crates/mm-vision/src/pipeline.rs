@@ -47,7 +47,11 @@ pub trait ImageTextModel: Sized {
     /// Loads the model from a snapshot folder.
     fn load_model(dir: &ModelDir, device: &Device) -> Result<Self>;
     /// Unnormalised text embeddings `[batch, dim]`.
-    fn text_features(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<Tensor<2>>;
+    fn text_features(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<Tensor<2>>;
     /// Unnormalised image embeddings `[batch, dim]`.
     fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>>;
     /// Similarity logits `[texts, images]` of normalised embeddings.
@@ -66,7 +70,11 @@ impl ImageTextModel for ClipModel {
     fn load_model(dir: &ModelDir, device: &Device) -> Result<Self> {
         ClipModel::load(dir.path().to_string_lossy(), device)
     }
-    fn text_features(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Result<Tensor<2>> {
+    fn text_features(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Int>>,
+    ) -> Result<Tensor<2>> {
         ClipModel::text_features(self, ids, mask)
     }
     fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>> {
@@ -90,7 +98,11 @@ impl ImageTextModel for SiglipModel {
     fn load_model(dir: &ModelDir, device: &Device) -> Result<Self> {
         SiglipModel::load(dir.path().to_string_lossy(), device)
     }
-    fn text_features(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Result<Tensor<2>> {
+    fn text_features(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Int>>,
+    ) -> Result<Tensor<2>> {
         SiglipModel::text_features(self, ids, mask)
     }
     fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>> {
@@ -142,7 +154,12 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
 
     /// Assembles a pipeline from parts; the tokenizer is set to pad and truncate as the model
     /// needs.
-    pub fn new(model: M, tokenizer: Tokenizer, processor: ImageProcessor, device: &Device) -> Result<Self> {
+    pub fn new(
+        model: M,
+        tokenizer: Tokenizer,
+        processor: ImageProcessor,
+        device: &Device,
+    ) -> Result<Self> {
         let tokenizer = tokenizer
             .with_padding(M::PADDING)
             .with_max_length(model.max_text_length())?;
@@ -182,7 +199,10 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
         if texts.is_empty() {
             return Err(Error::InvalidInput("no texts to embed".into()));
         }
-        let (ids, mask) = self.tokenizer.encode_batch(texts)?.to_tensors(&self.device)?;
+        let (ids, mask) = self
+            .tokenizer
+            .encode_batch(texts)?
+            .to_tensors(&self.device)?;
         let mask = M::USE_ATTENTION_MASK.then_some(mask);
         Ok(l2_normalize(self.model.text_features(ids, mask)?))
     }
@@ -211,7 +231,10 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
         if labels.is_empty() {
             return Err(Error::NoLabels);
         }
-        let prompts: Vec<String> = labels.iter().map(|l| self.template.replace("{}", l)).collect();
+        let prompts: Vec<String> = labels
+            .iter()
+            .map(|l| self.template.replace("{}", l))
+            .collect();
         let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let scores = self.scores(std::slice::from_ref(image), &prompts)?;
         let probs: Vec<f32> = scores
@@ -219,11 +242,8 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::InvalidInput(format!("cannot read scores: {e:?}")))?;
-        let mut ranked: Vec<(String, f32)> = labels
-            .iter()
-            .map(|l| l.to_string())
-            .zip(probs)
-            .collect();
+        let mut ranked: Vec<(String, f32)> =
+            labels.iter().map(|l| l.to_string()).zip(probs).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ranked)
     }

@@ -69,7 +69,11 @@ impl Default for ViTConfig {
 impl ViTConfig {
     /// The number of classes (`len(id2label)`, 2 when the config names none, as transformers).
     pub fn num_labels(&self) -> usize {
-        if self.id2label.is_empty() { 2 } else { self.id2label.len() }
+        if self.id2label.is_empty() {
+            2
+        } else {
+            self.id2label.len()
+        }
     }
 
     /// The name of class `index` (`LABEL_{index}` when the config has none).
@@ -212,7 +216,10 @@ impl ViTModel {
         let d = config.hidden_size;
         let p = config.patch_size;
         let grid = config.image_size / p;
-        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         Self {
             embeddings: ViTEmbeddings {
                 cls_token: init.init([1, 1, d], device),
@@ -357,7 +364,11 @@ impl ViTForImageClassification {
 }
 
 /// The `k` largest entries of each row of `scores`, best first, named by `label`.
-pub(crate) fn top_k(scores: Tensor<2>, k: usize, label: impl Fn(usize) -> String) -> Result<Vec<Vec<Prediction>>> {
+pub(crate) fn top_k(
+    scores: Tensor<2>,
+    k: usize,
+    label: impl Fn(usize) -> String,
+) -> Result<Vec<Vec<Prediction>>> {
     let [rows, cols] = scores.dims();
     let values = scores
         .into_data()

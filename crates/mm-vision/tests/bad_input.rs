@@ -53,7 +53,10 @@ fn truncated_safetensors_is_reported() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Core(CoreError::Safetensors { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Core(CoreError::Safetensors { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
 
@@ -70,7 +73,10 @@ fn missing_tensors_are_all_listed() {
     };
     assert_eq!(
         report.missing,
-        vec!["text_model.final_layer_norm.weight", "visual_projection.weight"]
+        vec![
+            "text_model.final_layer_norm.weight",
+            "visual_projection.weight"
+        ]
     );
     assert!(err.to_string().contains("2 missing tensors"), "{err}");
 }
@@ -110,18 +116,27 @@ fn config_with_wrong_type_names_the_field() {
     )
     .unwrap();
     let err = load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Core(CoreError::Config { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Core(CoreError::Config { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("invalid type"), "{err}");
 }
 
 #[test]
 fn missing_folder_and_weights_say_what_is_missing() {
     let err = load(Path::new("/no/such/model")).unwrap_err();
-    assert!(matches!(err, Error::Core(CoreError::MissingFile { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Core(CoreError::MissingFile { .. })),
+        "{err:?}"
+    );
     let dir = scratch_copy("clip-tiny-gelu", "noweights");
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = load(&dir).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("huggingface-cli download"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("huggingface-cli download"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,10 +145,28 @@ fn wrong_image_size_and_sequence_length_are_errors() {
     let exp = Expected::open("clip-tiny-gelu");
     let small = burn::tensor::Tensor::<4>::zeros([1, 3, 16, 16], &device());
     let err = model.image_features(small).unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "pixel_values", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "pixel_values",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let long = burn::tensor::Tensor::<2, burn::tensor::Int>::zeros([1, 40], &device());
     let err = model.text_features(long, None).unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "input_ids", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "input_ids",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let ids = exp.int::<2>("input_ids");
     let bad_mask = burn::tensor::Tensor::<2, burn::tensor::Int>::ones([1, 3], &device());
     assert!(model.text_features(ids, Some(bad_mask)).is_err());

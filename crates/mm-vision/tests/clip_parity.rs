@@ -3,7 +3,10 @@
 mod common;
 
 use common::{Expected, device, fixture};
-use mm_vision::clip::{ClipModel, ClipTextModel, ClipTextModelWithProjection, ClipVisionModel, ClipVisionModelWithProjection};
+use mm_vision::clip::{
+    ClipModel, ClipTextModel, ClipTextModelWithProjection, ClipVisionModel,
+    ClipVisionModelWithProjection,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -16,13 +19,29 @@ fn check_full_model(name: &str) {
     let pixels = exp.float::<4>("pixel_values");
     let out = model.forward(ids, Some(mask), pixels).unwrap();
 
-    exp.check("text.last_hidden_state", out.text_output.last_hidden_state.clone(), TOL);
-    exp.check("text.pooler_output", out.text_output.pooler_output.clone(), TOL);
+    exp.check(
+        "text.last_hidden_state",
+        out.text_output.last_hidden_state.clone(),
+        TOL,
+    );
+    exp.check(
+        "text.pooler_output",
+        out.text_output.pooler_output.clone(),
+        TOL,
+    );
     for (i, h) in out.text_output.hidden_states.iter().enumerate() {
         exp.check(&format!("text.hidden_states.{i}"), h.clone(), TOL);
     }
-    exp.check("vision.last_hidden_state", out.vision_output.last_hidden_state.clone(), TOL);
-    exp.check("vision.pooler_output", out.vision_output.pooler_output.clone(), TOL);
+    exp.check(
+        "vision.last_hidden_state",
+        out.vision_output.last_hidden_state.clone(),
+        TOL,
+    );
+    exp.check(
+        "vision.pooler_output",
+        out.vision_output.pooler_output.clone(),
+        TOL,
+    );
     for (i, h) in out.vision_output.hidden_states.iter().enumerate() {
         exp.check(&format!("vision.hidden_states.{i}"), h.clone(), TOL);
     }
@@ -64,7 +83,10 @@ fn clip_towers_load_alone_with_projections() {
         let vision = ClipVisionModel::load(path, &device()).unwrap();
         let out = vision.forward(pixels.clone()).unwrap();
         exp.check("vision.pooler_output", out.pooler_output.clone(), TOL);
-        assert_eq!(out.hidden_state(-2).unwrap().dims(), out.hidden_states[out.hidden_states.len() - 2].dims());
+        assert_eq!(
+            out.hidden_state(-2).unwrap().dims(),
+            out.hidden_states[out.hidden_states.len() - 2].dims()
+        );
 
         let vision = ClipVisionModelWithProjection::load(path, &device()).unwrap();
         let (_, embeds) = vision.forward(pixels).unwrap();

@@ -66,11 +66,21 @@ fn clip_zero_shot_gives_a_ranked_distribution() {
 #[test]
 fn clip_embeddings_are_normalised_and_batched() {
     let clip = small_clip();
-    let texts = clip.embed_texts(&["a photo of a cat", "a rocket on the launch pad"]).unwrap();
-    let images = clip.embed_images(&[photo("chelsea"), photo("rocket"), photo("camera")]).unwrap();
+    let texts = clip
+        .embed_texts(&["a photo of a cat", "a rocket on the launch pad"])
+        .unwrap();
+    let images = clip
+        .embed_images(&[photo("chelsea"), photo("rocket"), photo("camera")])
+        .unwrap();
     assert_eq!(texts.dims(), [2, 16]);
     assert_eq!(images.dims(), [3, 16]);
-    let norms: Vec<f32> = images.powi_scalar(2).sum_dim(1).sqrt().into_data().try_to_vec().unwrap();
+    let norms: Vec<f32> = images
+        .powi_scalar(2)
+        .sum_dim(1)
+        .sqrt()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
     // Batching does not change a text's embedding.
     let alone = clip.embed_texts(&["a photo of a cat"]).unwrap();
@@ -100,7 +110,11 @@ fn token_ids_outside_the_vocabulary_are_an_error() {
         ..Default::default()
     };
     let model = ClipModel::new(&config, &device());
-    let (ids, mask) = tokenizer().encode_batch(&["a cat"]).unwrap().to_tensors(&device()).unwrap();
+    let (ids, mask) = tokenizer()
+        .encode_batch(&["a cat"])
+        .unwrap()
+        .to_tensors(&device())
+        .unwrap();
     let err = model.text_features(ids, Some(mask)).unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
@@ -128,7 +142,9 @@ fn siglip_scores_are_independent_sigmoids() {
     let model = SiglipModel::new(&config, &device());
     let processor = ImageProcessor::new(ImageProcessorConfig::siglip()).unwrap();
     let siglip = SiglipPipeline::new(model, tokenizer(), processor, &device()).unwrap();
-    let ranked = siglip.zero_shot(&photo("coffee"), &["coffee", "a cat"]).unwrap();
+    let ranked = siglip
+        .zero_shot(&photo("coffee"), &["coffee", "a cat"])
+        .unwrap();
     assert_eq!(ranked.len(), 2);
     assert!(ranked.iter().all(|(_, p)| *p > 0.0 && *p < 1.0));
     let embeds = siglip.embed_texts(&["coffee", "a cat"]).unwrap();

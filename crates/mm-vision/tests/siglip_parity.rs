@@ -17,13 +17,29 @@ fn siglip_matches_transformers() {
     let pixels = exp.float::<4>("pixel_values");
     let out = model.forward(ids.clone(), Some(mask), pixels).unwrap();
 
-    exp.check("text.last_hidden_state", out.text_output.last_hidden_state.clone(), TOL);
-    exp.check("text.pooler_output", out.text_output.pooler_output.clone(), TOL);
+    exp.check(
+        "text.last_hidden_state",
+        out.text_output.last_hidden_state.clone(),
+        TOL,
+    );
+    exp.check(
+        "text.pooler_output",
+        out.text_output.pooler_output.clone(),
+        TOL,
+    );
     for (i, h) in out.text_output.hidden_states.iter().enumerate() {
         exp.check(&format!("text.hidden_states.{i}"), h.clone(), TOL);
     }
-    exp.check("vision.last_hidden_state", out.vision_output.last_hidden_state.clone(), TOL);
-    exp.check("vision.pooler_output", out.vision_output.pooler_output.clone(), TOL);
+    exp.check(
+        "vision.last_hidden_state",
+        out.vision_output.last_hidden_state.clone(),
+        TOL,
+    );
+    exp.check(
+        "vision.pooler_output",
+        out.vision_output.pooler_output.clone(),
+        TOL,
+    );
     for (i, h) in out.vision_output.hidden_states.iter().enumerate() {
         exp.check(&format!("vision.hidden_states.{i}"), h.clone(), TOL);
     }
@@ -43,7 +59,10 @@ fn siglip_towers_load_alone() {
     let exp = Expected::open("siglip-tiny");
     let text = SiglipTextModel::load(path.to_str().unwrap(), &device()).unwrap();
     let out = text
-        .forward(exp.int::<2>("input_ids"), Some(exp.int::<2>("attention_mask")))
+        .forward(
+            exp.int::<2>("input_ids"),
+            Some(exp.int::<2>("attention_mask")),
+        )
         .unwrap();
     exp.check("text.pooler_output", out.pooler_output, TOL);
     let vision = SiglipVisionModel::load(path.to_str().unwrap(), &device()).unwrap();

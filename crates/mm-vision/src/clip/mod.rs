@@ -7,7 +7,11 @@ mod vision;
 
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use model::{ClipModel, ClipOutput};
-pub use text::{ClipTextEmbeddings, ClipTextModel, ClipTextModelWithProjection, ClipTextTransformer};
-pub use vision::{ClipVisionEmbeddings, ClipVisionModel, ClipVisionModelWithProjection, ClipVisionTransformer};
 pub(crate) use text::ids_to_vec;
+pub use text::{
+    ClipTextEmbeddings, ClipTextModel, ClipTextModelWithProjection, ClipTextTransformer,
+};
 pub(crate) use vision::patchify;
+pub use vision::{
+    ClipVisionEmbeddings, ClipVisionModel, ClipVisionModelWithProjection, ClipVisionTransformer,
+};

@@ -9,10 +9,10 @@ use mm_core::weights::Weights;
 use super::config::ClipConfig;
 use super::text::ClipTextTransformer;
 use super::vision::ClipVisionTransformer;
+use crate::Result;
 use crate::contrastive::{clip_loss, l2_normalize};
 use crate::loading::without_buffers;
 use crate::output::TowerOutput;
-use crate::Result;
 
 /// Everything [`ClipModel::forward`] computes.
 #[derive(Debug, Clone)]
@@ -88,7 +88,11 @@ impl ClipModel {
 
     /// Projected, unnormalised text features `[batch, projection_dim]`
     /// (transformers' `get_text_features`).
-    pub fn text_features(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<Tensor<2>> {
+    pub fn text_features(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<Tensor<2>> {
         let out = self.text_model.forward(input_ids, attention_mask)?;
         Ok(self.text_projection.forward(out.pooler_output))
     }
@@ -101,11 +105,22 @@ impl ClipModel {
     }
 
     /// Runs both towers and scores every image against every text.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>, pixel_values: Tensor<4>) -> Result<ClipOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        pixel_values: Tensor<4>,
+    ) -> Result<ClipOutput> {
         let text_output = self.text_model.forward(input_ids, attention_mask)?;
         let vision_output = self.vision_model.forward(pixel_values)?;
-        let text_embeds = l2_normalize(self.text_projection.forward(text_output.pooler_output.clone()));
-        let image_embeds = l2_normalize(self.visual_projection.forward(vision_output.pooler_output.clone()));
+        let text_embeds = l2_normalize(
+            self.text_projection
+                .forward(text_output.pooler_output.clone()),
+        );
+        let image_embeds = l2_normalize(
+            self.visual_projection
+                .forward(vision_output.pooler_output.clone()),
+        );
         let logits_per_text = self.similarity(text_embeds.clone(), image_embeds.clone());
         Ok(ClipOutput {
             logits_per_image: logits_per_text.clone().transpose(),

@@ -70,7 +70,11 @@ impl ClipTextTransformer {
 
     /// Encodes token ids `[batch, seq]` with an optional attention mask (1 = token, 0 =
     /// padding). `pooler_output` is the final-normed hidden state at each sequence's EOS token.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<TowerOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<TowerOutput> {
         let [batch, seq] = input_ids.dims();
         if seq == 0 || seq > self.max_positions {
             return Err(Error::Shape {
@@ -98,9 +102,10 @@ impl ClipTextTransformer {
         let hidden_states = self
             .encoder
             .forward(x, attention_mask.map(padding_mask), true);
-        let last = hidden_states.last().cloned().ok_or_else(|| {
-            Error::InvalidInput("the text encoder has no layers".into())
-        })?;
+        let last = hidden_states
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::InvalidInput("the text encoder has no layers".into()))?;
         let last_hidden_state = self.final_layer_norm.forward(last);
         let pooler_output = gather_rows(last_hidden_state.clone(), &eos_positions);
         Ok(TowerOutput {
@@ -189,13 +194,21 @@ impl ClipTextModel {
     }
 
     /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ClipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &ClipTextConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let weights = select_tower(weights, "text_model", &[], &CLIP_PARTS);
         Ok(weights.load_into(Self::new(config, device))?)
     }
 
     /// See [`ClipTextTransformer::forward`].
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<TowerOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<TowerOutput> {
         self.text_model.forward(input_ids, attention_mask)
     }
 }
@@ -216,7 +229,11 @@ impl ClipTextModelWithProjection {
         Self::with_projection_dim(config, config.projection_dim, device)
     }
 
-    pub(crate) fn with_projection_dim(config: &ClipTextConfig, projection_dim: usize, device: &Device) -> Self {
+    pub(crate) fn with_projection_dim(
+        config: &ClipTextConfig,
+        projection_dim: usize,
+        device: &Device,
+    ) -> Self {
         Self {
             text_model: ClipTextTransformer::new(config, device),
             text_projection: LinearConfig::new(config.hidden_size, projection_dim)
@@ -233,17 +250,30 @@ impl ClipTextModelWithProjection {
     }
 
     /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ClipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &ClipTextConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let projection_dim = weights
             .shape("text_projection.weight")
             .map(|s| s[0])
             .unwrap_or(config.projection_dim);
-        let weights = select_tower(weights, "text_model", &["text_projection.weight"], &CLIP_PARTS);
+        let weights = select_tower(
+            weights,
+            "text_model",
+            &["text_projection.weight"],
+            &CLIP_PARTS,
+        );
         Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
     }
 
     /// Runs the tower; returns its outputs and the projected (unnormalised) `text_embeds`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<(TowerOutput, Tensor<2>)> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<(TowerOutput, Tensor<2>)> {
         let out = self.text_model.forward(input_ids, attention_mask)?;
         let embeds = self.text_projection.forward(out.pooler_output.clone());
         Ok((out, embeds))

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::{Device, Int, Tensor};
 use mm_core::hub::ModelDir;
 use mm_core::weights::Weights;
@@ -29,7 +31,12 @@ pub struct ClipVisionEmbeddings {
 
 /// Turns `[batch, channels, H, W]` images into `[batch, patches, hidden]` with a convolution of
 /// stride = kernel = patch size, after checking the input size.
-pub(crate) fn patchify(conv: &Conv2d, pixel_values: Tensor<4>, channels: usize, image_size: usize) -> Result<Tensor<3>> {
+pub(crate) fn patchify(
+    conv: &Conv2d,
+    pixel_values: Tensor<4>,
+    channels: usize,
+    image_size: usize,
+) -> Result<Tensor<3>> {
     let dims = pixel_values.dims();
     if dims[1] != channels || dims[2] != image_size || dims[3] != image_size {
         return Err(Error::Shape {
@@ -66,7 +73,11 @@ impl ClipVisionTransformer {
         let norm = LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps);
         Self {
             embeddings: ClipVisionEmbeddings {
-                class_embedding: Initializer::Normal { mean: 0.0, std: 0.02 }.init([d], device),
+                class_embedding: Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                }
+                .init([d], device),
                 patch_embedding: Conv2dConfig::new([config.num_channels, d], [p, p])
                     .with_stride([p, p])
                     .with_bias(false)
@@ -94,7 +105,12 @@ impl ClipVisionTransformer {
         )?;
         let [b, n, d] = patches.dims();
         let device = patches.device();
-        let class = self.embeddings.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
+        let class = self
+            .embeddings
+            .class_embedding
+            .val()
+            .reshape([1, 1, d])
+            .expand([b, 1, d]);
         let positions = Tensor::<1, Int>::arange(0..(n + 1) as i64, &device).reshape([1, n + 1]);
         let x = Tensor::cat(vec![class, patches], 1)
             + self.embeddings.position_embedding.forward(positions);
@@ -141,7 +157,11 @@ impl ClipVisionModel {
     /// Builds the model from a config and loads `weights` into it strictly. The tensors may
     /// be those of a bigger model when `weights` was narrowed with
     /// [`Weights::select_prefix`] (e.g. LLaVA's `vision_tower`).
-    pub fn from_weights(config: &ClipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &ClipVisionConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let weights = select_tower(weights, "vision_model", &[], &CLIP_PARTS);
         Ok(weights.load_into(Self::new(config, device))?)
     }
@@ -168,7 +188,11 @@ impl ClipVisionModelWithProjection {
         Self::with_projection_dim(config, config.projection_dim, device)
     }
 
-    pub(crate) fn with_projection_dim(config: &ClipVisionConfig, projection_dim: usize, device: &Device) -> Self {
+    pub(crate) fn with_projection_dim(
+        config: &ClipVisionConfig,
+        projection_dim: usize,
+        device: &Device,
+    ) -> Self {
         Self {
             vision_model: ClipVisionTransformer::new(config, device),
             visual_projection: LinearConfig::new(config.hidden_size, projection_dim)
@@ -185,12 +209,21 @@ impl ClipVisionModelWithProjection {
     }
 
     /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ClipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &ClipVisionConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let projection_dim = weights
             .shape("visual_projection.weight")
             .map(|s| s[0])
             .unwrap_or(config.projection_dim);
-        let weights = select_tower(weights, "vision_model", &["visual_projection.weight"], &CLIP_PARTS);
+        let weights = select_tower(
+            weights,
+            "vision_model",
+            &["visual_projection.weight"],
+            &CLIP_PARTS,
+        );
         Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
     }
 

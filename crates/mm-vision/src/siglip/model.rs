@@ -78,8 +78,15 @@ impl SiglipModel {
     }
 
     /// Text embeddings `[batch, dim]`, unnormalised (transformers' `get_text_features`).
-    pub fn text_features(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<Tensor<2>> {
-        Ok(self.text_model.forward(input_ids, attention_mask)?.pooler_output)
+    pub fn text_features(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<Tensor<2>> {
+        Ok(self
+            .text_model
+            .forward(input_ids, attention_mask)?
+            .pooler_output)
     }
 
     /// Image embeddings `[batch, dim]`, unnormalised (transformers' `get_image_features`).
@@ -88,7 +95,12 @@ impl SiglipModel {
     }
 
     /// Runs both towers and scores every image against every text.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>, pixel_values: Tensor<4>) -> Result<SiglipOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        pixel_values: Tensor<4>,
+    ) -> Result<SiglipOutput> {
         let text_output = self.text_model.forward(input_ids, attention_mask)?;
         let vision_output = self.vision_model.forward(pixel_values)?;
         let text_embeds = l2_normalize(text_output.pooler_output.clone());
@@ -130,7 +142,11 @@ impl SiglipTextModel {
     }
 
     /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &SiglipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &SiglipTextConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let module = Self {
             text_model: SiglipTextTransformer::new(config, device),
         };
@@ -138,7 +154,11 @@ impl SiglipTextModel {
     }
 
     /// See [`SiglipTextTransformer::forward`].
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<TowerOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<TowerOutput> {
         self.text_model.forward(input_ids, attention_mask)
     }
 }
@@ -160,7 +180,11 @@ impl SiglipVisionModel {
     }
 
     /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &SiglipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &SiglipVisionConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
         let module = Self {
             vision_model: SiglipVisionTransformer::new(config, device),
         };

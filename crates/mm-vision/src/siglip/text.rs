@@ -59,7 +59,11 @@ impl SiglipTextTransformer {
     /// Encodes token ids `[batch, seq]`. SigLIP was trained on texts padded to
     /// `max_position_embeddings` without a mask, and pools the last position whatever the
     /// mask says (as transformers does); pass `attention_mask` only to reproduce a masked run.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Result<TowerOutput> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Result<TowerOutput> {
         let [batch, seq] = input_ids.dims();
         if seq == 0 || seq > self.max_positions {
             return Err(Error::Shape {
@@ -82,7 +86,10 @@ impl SiglipTextTransformer {
             .ok_or_else(|| Error::InvalidInput("the text encoder has no layers".into()))?;
         let last_hidden_state = self.final_layer_norm.forward(last);
         let d = last_hidden_state.dims()[2];
-        let last_token = last_hidden_state.clone().narrow(1, seq - 1, 1).reshape([batch, d]);
+        let last_token = last_hidden_state
+            .clone()
+            .narrow(1, seq - 1, 1)
+            .reshape([batch, d]);
         Ok(TowerOutput {
             pooler_output: self.head.forward(last_token),
             last_hidden_state,

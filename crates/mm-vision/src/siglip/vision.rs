@@ -2,7 +2,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
 
@@ -36,7 +38,12 @@ pub struct PackedAttention {
 impl PackedAttention {
     fn new(d: usize, num_heads: usize, device: &Device) -> Self {
         Self {
-            in_proj_weight: Initializer::XavierUniform { gain: 1.0 }.init_with([3 * d, d], Some(d), Some(3 * d), device),
+            in_proj_weight: Initializer::XavierUniform { gain: 1.0 }.init_with(
+                [3 * d, d],
+                Some(d),
+                Some(3 * d),
+                device,
+            ),
             in_proj_bias: Initializer::Zeros.init([3 * d], device),
             out_proj: LinearConfig::new(d, d).init(device),
             num_heads,
@@ -79,7 +86,11 @@ impl SiglipPoolingHead {
     fn new(config: &SiglipVisionConfig, device: &Device) -> Self {
         let d = config.hidden_size;
         Self {
-            probe: Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, d], device),
+            probe: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([1, 1, d], device),
             attention: PackedAttention::new(d, config.num_attention_heads, device),
             layernorm: LayerNormConfig::new(d)
                 .with_epsilon(config.layer_norm_eps)

@@ -8,7 +8,9 @@ use safetensors::{Dtype, SafeTensors};
 
 /// `tests/fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 pub fn device() -> Device {
@@ -25,25 +27,38 @@ impl Expected {
 
     fn raw(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
         let st = SafeTensors::deserialize(&self.0).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("no '{name}' in fixture"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("no '{name}' in fixture"));
         (t.dtype(), t.shape().to_vec(), t.data().to_vec())
     }
 
     pub fn names(&self) -> Vec<String> {
-        SafeTensors::deserialize(&self.0).unwrap().names().into_iter().map(str::to_string).collect()
+        SafeTensors::deserialize(&self.0)
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn float<const D: usize>(&self, name: &str) -> Tensor<D> {
         let (dtype, shape, bytes) = self.raw(name);
         assert_eq!(dtype, Dtype::F32, "{name}");
-        let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Tensor::from_data(TensorData::new(v, shape), &device())
     }
 
     pub fn int<const D: usize>(&self, name: &str) -> Tensor<D, Int> {
         let (dtype, shape, bytes) = self.raw(name);
         assert_eq!(dtype, Dtype::I64, "{name}");
-        let v: Vec<i64> = bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Tensor::from_data(TensorData::new(v, shape), &device())
     }
 
@@ -56,7 +71,6 @@ impl Expected {
         eprintln!("{name}: max abs error {err:.2e}");
     }
 }
-
 
 /// The shared real assets: `$MM_ASSETS`, else `../shared/assets` beside the repo.
 pub fn assets() -> PathBuf {
