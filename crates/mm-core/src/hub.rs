@@ -3,7 +3,7 @@
 //! A model is named either by a folder (a Hugging Face snapshot downloaded anywhere) or by a
 //! repo id such as `openai/clip-vit-base-patch32`, which is looked up in the local Hugging Face
 //! cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`) without any
-//! network access. With the `hub` cargo feature, [`ModelDir::download`] fetches missing files.
+//! network access. With the `hub` cargo feature, `ModelDir::download` fetches missing files.
 //!
 //! ```no_run
 //! # fn main() -> mm_core::Result<()> {

@@ -13,8 +13,13 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The device the tests run on: `$MM_TEST_DEVICE` (`cpu`, `wgpu`, `cuda:N` when compiled in),
+/// else the CPU.
 pub fn device() -> Device {
-    Device::flex()
+    match std::env::var("MM_TEST_DEVICE") {
+        Ok(name) => mm_core::device::parse(&name).expect("MM_TEST_DEVICE"),
+        Err(_) => Device::flex(),
+    }
 }
 
 /// The expected inputs and outputs written by `tools/reference`.
