@@ -11,6 +11,7 @@ use clap::Parser;
 use mm_core::hub::ModelDir;
 use mm_core::processor::{ImageProcessor, ImageProcessorConfig};
 use mm_examples::{AnyError, device};
+use mm_vision::Pretrained;
 use mm_vision::vit::ViTForImageClassification;
 
 /// Prints the top-k classes of each image.

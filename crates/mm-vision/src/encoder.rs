@@ -153,21 +153,22 @@ impl Encoder {
         }
     }
 
-    /// Runs every layer. Returns the hidden states: the input first, then each layer's output
-    /// (`num_layers + 1` entries, as `output_hidden_states=True` in transformers).
+    /// Runs every layer. Returns the hidden states — the input first, then each layer's output
+    /// (`num_layers + 1` entries, as `output_hidden_states=True` in transformers) — and the last
+    /// of them.
     pub fn forward(
         &self,
         x: Tensor<3>,
         key_padding: Option<Tensor<2, Bool>>,
         causal: bool,
-    ) -> Vec<Tensor<3>> {
+    ) -> (Vec<Tensor<3>>, Tensor<3>) {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut h = x;
         for layer in &self.layers {
             states.push(h.clone());
             h = layer.forward(h, key_padding.clone(), causal);
         }
-        states.push(h);
-        states
+        states.push(h.clone());
+        (states, h)
     }
 }

@@ -8,18 +8,22 @@
 //! - [`vit`]: `ViTModel` and `ViTForImageClassification`.
 //! - [`contrastive`]: normalisation and the CLIP / SigLIP training losses.
 //!
-//! Every model has `new` (random weights), `load` (a snapshot folder or a repo id in the local
-//! Hugging Face cache) and `from_weights`, and runs on any burn `Device`.
+//! Every model has `new` (random weights) and implements [`Pretrained`]: `load` (a snapshot
+//! folder or a repo id in the local Hugging Face cache) and `from_weights`; every model runs on
+//! any burn `Device`.
 
 pub mod clip;
 pub mod contrastive;
+pub mod embeddings;
 pub mod encoder;
 mod error;
 mod loading;
 pub mod output;
+mod pretrained;
 pub mod siglip;
 pub mod vit;
 
 pub use error::{Error, Result};
 pub use output::TowerOutput;
+pub use pretrained::Pretrained;
 pub mod pipeline;

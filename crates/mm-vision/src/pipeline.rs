@@ -21,21 +21,13 @@ use mm_core::processor::{ImageProcessor, ImageProcessorConfig};
 use mm_core::tokenizer::{Padding, Tokenizer};
 
 use crate::clip::ClipModel;
+pub use crate::contrastive::Scoring;
 use crate::contrastive::l2_normalize;
 use crate::siglip::SiglipModel;
-use crate::{Error, Result};
-
-/// How a contrastive model turns similarity logits into probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scoring {
-    /// Softmax over the candidate labels (CLIP): the probabilities sum to one.
-    Softmax,
-    /// Independent sigmoid per label (SigLIP): each is the probability of a match.
-    Sigmoid,
-}
+use crate::{Error, Pretrained, Result};
 
 /// What a pipeline needs from an image–text model.
-pub trait ImageTextModel: Sized {
+pub trait ImageTextModel: Pretrained {
     /// How logits become probabilities.
     const SCORING: Scoring;
     /// How texts are padded (SigLIP was trained on texts padded to the maximum length).
@@ -44,8 +36,6 @@ pub trait ImageTextModel: Sized {
     const USE_ATTENTION_MASK: bool;
     /// The image processor to use when the snapshot has no `preprocessor_config.json`.
     fn default_processor() -> ImageProcessorConfig;
-    /// Loads the model from a snapshot folder.
-    fn load_model(dir: &ModelDir, device: &Device) -> Result<Self>;
     /// Unnormalised text embeddings `[batch, dim]`.
     fn text_features(
         &self,
@@ -66,9 +56,6 @@ impl ImageTextModel for ClipModel {
     const USE_ATTENTION_MASK: bool = true;
     fn default_processor() -> ImageProcessorConfig {
         ImageProcessorConfig::clip()
-    }
-    fn load_model(dir: &ModelDir, device: &Device) -> Result<Self> {
-        ClipModel::load(dir.path().to_string_lossy(), device)
     }
     fn text_features(
         &self,
@@ -94,9 +81,6 @@ impl ImageTextModel for SiglipModel {
     const USE_ATTENTION_MASK: bool = false;
     fn default_processor() -> ImageProcessorConfig {
         ImageProcessorConfig::siglip()
-    }
-    fn load_model(dir: &ModelDir, device: &Device) -> Result<Self> {
-        SiglipModel::load(dir.path().to_string_lossy(), device)
     }
     fn text_features(
         &self,
@@ -137,7 +121,7 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
     /// default processor when absent).
     pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
         let dir = ModelDir::resolve(model)?;
-        let model = M::load_model(&dir, device)?;
+        let model = M::load_dir(&dir, device)?;
         let tokenizer = match dir.file("tokenizer.json") {
             Ok(path) => Tokenizer::from_file(path)?,
             Err(missing) => match (dir.file("vocab.json"), dir.file("merges.txt")) {

@@ -8,14 +8,13 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use mm_core::hub::ModelDir;
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use crate::clip::patchify;
 use crate::output::TowerOutput;
-use crate::{Error, Result};
+use crate::{Error, Pretrained, Result};
 
 /// `ViTConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,27 +245,6 @@ impl ViTModel {
         }
     }
 
-    /// Loads a model folder or cached repo id. Reads `ViTModel` checkpoints (bare names) and
-    /// the `vit.*` part of classification checkpoints; the pooler is built when the weights
-    /// have one.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config: ViTConfig = mm_core::config::read_json(dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ViTConfig, weights: Weights, device: &Device) -> Result<Self> {
-        let prefixed = weights.names().any(|n| n.starts_with("vit."));
-        let weights = if prefixed {
-            weights.select_prefix("vit")
-        } else {
-            weights
-        };
-        let pooled = weights.contains("pooler.dense.weight");
-        Ok(weights.load_into(Self::new(config, pooled, device))?)
-    }
-
     /// Encodes normalised images `[batch, 3, image_size, image_size]`. `last_hidden_state` is
     /// after the final norm; `pooler_output` is the pooler's output, or the normed class token
     /// when the model has no pooler.
@@ -332,18 +310,6 @@ impl ViTForImageClassification {
         }
     }
 
-    /// Loads a model folder or cached repo id (`config.json` + `model.safetensors`).
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config: ViTConfig = mm_core::config::read_json(dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ViTConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(weights.load_into(Self::new(config, device))?)
-    }
-
     /// The config the model was built from (labels included).
     pub fn config(&self) -> &ViTConfig {
         &self.config
@@ -391,4 +357,27 @@ pub(crate) fn top_k(
                 .collect()
         })
         .collect())
+}
+
+impl Pretrained for ViTModel {
+    type Config = ViTConfig;
+
+    fn from_weights(config: &ViTConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let prefixed = weights.names().any(|n| n.starts_with("vit."));
+        let weights = if prefixed {
+            weights.select_prefix("vit")
+        } else {
+            weights
+        };
+        let pooled = weights.contains("pooler.dense.weight");
+        Ok(weights.load_into(Self::new(config, pooled, device))?)
+    }
+}
+
+impl Pretrained for ViTForImageClassification {
+    type Config = ViTConfig;
+
+    fn from_weights(config: &ViTConfig, weights: Weights, device: &Device) -> Result<Self> {
+        Ok(weights.load_into(Self::new(config, device))?)
+    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use common::{Expected, device, fixture};
 use mm_core::Error as CoreError;
 use mm_vision::Error;
+use mm_vision::Pretrained;
 use mm_vision::clip::ClipModel;
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;

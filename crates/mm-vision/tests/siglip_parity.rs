@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{Expected, device, fixture};
+use common::{Expected, check_contrastive, device, fixture};
+use mm_vision::Pretrained;
 use mm_vision::siglip::{SiglipModel, SiglipTextModel, SiglipVisionModel};
 
 const TOL: f32 = 1e-4;
@@ -17,37 +18,7 @@ fn siglip_matches_transformers() {
     let pixels = exp.float::<4>("pixel_values");
     let out = model.forward(ids.clone(), Some(mask), pixels).unwrap();
 
-    exp.check(
-        "text.last_hidden_state",
-        out.text_output.last_hidden_state.clone(),
-        TOL,
-    );
-    exp.check(
-        "text.pooler_output",
-        out.text_output.pooler_output.clone(),
-        TOL,
-    );
-    for (i, h) in out.text_output.hidden_states.iter().enumerate() {
-        exp.check(&format!("text.hidden_states.{i}"), h.clone(), TOL);
-    }
-    exp.check(
-        "vision.last_hidden_state",
-        out.vision_output.last_hidden_state.clone(),
-        TOL,
-    );
-    exp.check(
-        "vision.pooler_output",
-        out.vision_output.pooler_output.clone(),
-        TOL,
-    );
-    for (i, h) in out.vision_output.hidden_states.iter().enumerate() {
-        exp.check(&format!("vision.hidden_states.{i}"), h.clone(), TOL);
-    }
-    exp.check("text_embeds", out.text_embeds.clone(), TOL);
-    exp.check("image_embeds", out.image_embeds.clone(), TOL);
-    exp.check("logits_per_image", out.logits_per_image.clone(), TOL);
-    exp.check("logits_per_text", out.logits_per_text.clone(), TOL);
-    exp.check("loss", out.loss(), TOL);
+    check_contrastive(&exp, &out, TOL);
 
     let unmasked = model.text_features(ids, None).unwrap();
     exp.check("text_nomask.pooler_output", unmasked, TOL);

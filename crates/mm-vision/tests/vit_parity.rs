@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Expected, device, fixture};
+use common::{Expected, check_tower, device, fixture};
+use mm_vision::Pretrained;
 use mm_vision::vit::{ViTForImageClassification, ViTModel};
 
 const TOL: f32 = 1e-4;
@@ -16,10 +17,7 @@ fn vit_classifier_matches_transformers() {
     let pixels = exp.float::<4>("pixel_values");
     let (logits, out) = model.forward(pixels.clone()).unwrap();
     exp.check("logits", logits.clone(), TOL);
-    exp.check("last_hidden_state", out.last_hidden_state, TOL);
-    for (i, h) in out.hidden_states.iter().enumerate() {
-        exp.check(&format!("hidden_states.{i}"), h.clone(), TOL);
-    }
+    check_tower(&exp, "", &out, TOL);
 
     let top = model.classify(pixels, 3).unwrap();
     assert_eq!(top.len(), 2);
@@ -42,11 +40,7 @@ fn vit_model_with_pooler_matches_transformers() {
     assert!(model.pooler.is_some());
     let exp = Expected::open("vit-tiny-model");
     let out = model.forward(exp.float::<4>("pixel_values")).unwrap();
-    exp.check("last_hidden_state", out.last_hidden_state, TOL);
-    exp.check("pooler_output", out.pooler_output, TOL);
-    for (i, h) in out.hidden_states.iter().enumerate() {
-        exp.check(&format!("hidden_states.{i}"), h.clone(), TOL);
-    }
+    check_tower(&exp, "", &out, TOL);
 }
 
 #[test]

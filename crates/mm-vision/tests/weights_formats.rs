@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use common::{Expected, device, fixture};
 use mm_core::weights::Weights;
+use mm_vision::Pretrained;
 use mm_vision::clip::ClipModel;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -21,7 +22,9 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 /// The fixture's tensors as (name, dtype, shape, bytes), converted by `convert`.
-fn tensors(convert: impl Fn(&[u8]) -> (Dtype, Vec<u8>)) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+fn tensors(
+    convert: impl Fn(&[u8]) -> (Dtype, Vec<u8>),
+) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(fixture(NAME).join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<_> = st
@@ -45,7 +48,9 @@ fn write(path: PathBuf, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
 }
 
 fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
 }
 
 fn logits(dir: &std::path::Path) -> burn::tensor::Tensor<2> {
@@ -101,7 +106,11 @@ fn sharded_checkpoint_loads_through_its_index() {
     let weight_map: serde_json::Map<String, serde_json::Value> = first
         .iter()
         .map(|t| (t.0.clone(), "model-00001-of-00002.safetensors".into()))
-        .chain(second.iter().map(|t| (t.0.clone(), "model-00002-of-00002.safetensors".into())))
+        .chain(
+            second
+                .iter()
+                .map(|t| (t.0.clone(), "model-00002-of-00002.safetensors".into())),
+        )
         .collect();
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();

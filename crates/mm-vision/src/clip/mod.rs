@@ -7,10 +7,7 @@ mod vision;
 
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use model::{ClipModel, ClipOutput};
-pub(crate) use text::ids_to_vec;
-pub use text::{
-    ClipTextEmbeddings, ClipTextModel, ClipTextModelWithProjection, ClipTextTransformer,
-};
+pub use text::{ClipTextModel, ClipTextModelWithProjection, ClipTextTransformer};
 pub(crate) use vision::patchify;
 pub use vision::{
     ClipVisionEmbeddings, ClipVisionModel, ClipVisionModelWithProjection, ClipVisionTransformer,

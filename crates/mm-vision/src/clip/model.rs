@@ -3,41 +3,14 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
-use mm_core::hub::ModelDir;
 use mm_core::weights::Weights;
 
 use super::config::ClipConfig;
 use super::text::ClipTextTransformer;
 use super::vision::ClipVisionTransformer;
-use crate::Result;
-use crate::contrastive::{clip_loss, l2_normalize};
+use crate::contrastive::{ContrastiveOutput, Scoring};
 use crate::loading::without_buffers;
-use crate::output::TowerOutput;
-
-/// Everything [`ClipModel::forward`] computes.
-#[derive(Debug, Clone)]
-pub struct ClipOutput {
-    /// Scaled cosine similarities `[images, texts]`.
-    pub logits_per_image: Tensor<2>,
-    /// Scaled cosine similarities `[texts, images]`.
-    pub logits_per_text: Tensor<2>,
-    /// L2-normalised text embeddings `[texts, projection_dim]`.
-    pub text_embeds: Tensor<2>,
-    /// L2-normalised image embeddings `[images, projection_dim]`.
-    pub image_embeds: Tensor<2>,
-    /// The text tower's outputs.
-    pub text_output: TowerOutput,
-    /// The vision tower's outputs.
-    pub vision_output: TowerOutput,
-}
-
-impl ClipOutput {
-    /// The symmetric contrastive loss (`return_loss=True` in transformers); needs as many
-    /// texts as images, pair `i` matching.
-    pub fn loss(&self) -> Tensor<1> {
-        clip_loss(self.logits_per_text.clone())
-    }
-}
+use crate::{Pretrained, Result};
 
 /// `CLIPModel` (`openai/clip-vit-base-patch32`, `openai/clip-vit-large-patch14`, ...).
 #[derive(Module, Debug)]
@@ -74,18 +47,6 @@ impl ClipModel {
         }
     }
 
-    /// Loads a model folder or cached repo id (`config.json` + `model.safetensors`).
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config: ClipConfig = mm_core::config::read_json(dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &ClipConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
-    }
-
     /// Projected, unnormalised text features `[batch, projection_dim]`
     /// (transformers' `get_text_features`).
     pub fn text_features(
@@ -110,26 +71,22 @@ impl ClipModel {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
         pixel_values: Tensor<4>,
-    ) -> Result<ClipOutput> {
+    ) -> Result<ContrastiveOutput> {
         let text_output = self.text_model.forward(input_ids, attention_mask)?;
         let vision_output = self.vision_model.forward(pixel_values)?;
-        let text_embeds = l2_normalize(
+        let features = (
             self.text_projection
                 .forward(text_output.pooler_output.clone()),
-        );
-        let image_embeds = l2_normalize(
             self.visual_projection
                 .forward(vision_output.pooler_output.clone()),
         );
-        let logits_per_text = self.similarity(text_embeds.clone(), image_embeds.clone());
-        Ok(ClipOutput {
-            logits_per_image: logits_per_text.clone().transpose(),
-            logits_per_text,
-            text_embeds,
-            image_embeds,
+        Ok(ContrastiveOutput::new(
             text_output,
             vision_output,
-        })
+            features,
+            |t, i| self.similarity(t, i),
+            Scoring::Softmax,
+        ))
     }
 
     /// `exp(logit_scale) · text · imageᵀ` for normalised embeddings: `[texts, images]`.
@@ -138,3 +95,14 @@ impl ClipModel {
         text_embeds.matmul(image_embeds.transpose()) * scale
     }
 }
+
+impl Pretrained for ClipModel {
+    type Config = ClipConfig;
+
+    fn from_weights(config: &ClipConfig, weights: Weights, device: &Device) -> Result<Self> {
+        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
+    }
+}
+
+/// What [`ClipModel::forward`] returns.
+pub type ClipOutput = ContrastiveOutput;

@@ -3,17 +3,17 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use mm_core::hub::ModelDir;
 use mm_core::nn::padding_mask;
 use mm_core::weights::Weights;
 
 use super::config::ClipTextConfig;
+use crate::embeddings::TextEmbeddings;
 use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
-use crate::{Error, Result};
+use crate::{Pretrained, Result};
 
 /// Names of the other parts of a full CLIP checkpoint, dropped when loading one tower.
 pub(crate) const CLIP_PARTS: [&str; 5] = [
@@ -24,28 +24,17 @@ pub(crate) const CLIP_PARTS: [&str; 5] = [
     "logit_scale",
 ];
 
-/// Token and position embeddings (`text_model.embeddings`).
-#[derive(Module, Debug)]
-pub struct ClipTextEmbeddings {
-    /// Token embeddings `[vocab, hidden]`.
-    pub token_embedding: Embedding,
-    /// Position embeddings `[max_positions, hidden]`.
-    pub position_embedding: Embedding,
-}
-
 /// The text transformer (`text_model`): embeddings, causal encoder, final norm, EOS pooling.
 #[derive(Module, Debug)]
 pub struct ClipTextTransformer {
     /// Embeddings.
-    pub embeddings: ClipTextEmbeddings,
+    pub embeddings: TextEmbeddings,
     /// Encoder layers.
     pub encoder: Encoder,
     /// Final LayerNorm.
     pub final_layer_norm: LayerNorm,
     /// `eos_token_id` of the config; `None` or `2` pools at the largest token id.
     eos_token_id: Option<i64>,
-    max_positions: usize,
-    vocab_size: usize,
 }
 
 impl ClipTextTransformer {
@@ -53,18 +42,17 @@ impl ClipTextTransformer {
     pub fn new(config: &ClipTextConfig, device: &Device) -> Self {
         let d = config.hidden_size;
         Self {
-            embeddings: ClipTextEmbeddings {
-                token_embedding: EmbeddingConfig::new(config.vocab_size, d).init(device),
-                position_embedding: EmbeddingConfig::new(config.max_position_embeddings, d)
-                    .init(device),
-            },
+            embeddings: TextEmbeddings::new(
+                config.vocab_size,
+                config.max_position_embeddings,
+                d,
+                device,
+            ),
             encoder: Encoder::new(&config.dims(), device),
             final_layer_norm: LayerNormConfig::new(d)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             eos_token_id: config.eos_token_id,
-            max_positions: config.max_position_embeddings,
-            vocab_size: config.vocab_size,
         }
     }
 
@@ -75,37 +63,13 @@ impl ClipTextTransformer {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Result<TowerOutput> {
-        let [batch, seq] = input_ids.dims();
-        if seq == 0 || seq > self.max_positions {
-            return Err(Error::Shape {
-                what: "input_ids",
-                expected: format!("[batch, 1..={}]", self.max_positions),
-                got: vec![batch, seq],
-            });
-        }
-        if let Some(mask) = &attention_mask
-            && mask.dims() != [batch, seq]
-        {
-            return Err(Error::Shape {
-                what: "attention_mask",
-                expected: format!("[{batch}, {seq}] like input_ids"),
-                got: mask.dims().to_vec(),
-            });
-        }
-        let device = input_ids.device();
-        let ids_host = ids_to_vec(&input_ids, self.vocab_size)?;
-        let eos_positions = eos_positions(&ids_host, batch, seq, self.eos_token_id);
-
-        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
-        let x = self.embeddings.token_embedding.forward(input_ids)
-            + self.embeddings.position_embedding.forward(positions);
-        let hidden_states = self
+        let (x, ids) = self
+            .embeddings
+            .forward(input_ids, attention_mask.as_ref())?;
+        let eos_positions = eos_positions(&ids.ids, ids.batch, ids.seq, self.eos_token_id);
+        let (hidden_states, last) = self
             .encoder
             .forward(x, attention_mask.map(padding_mask), true);
-        let last = hidden_states
-            .last()
-            .cloned()
-            .ok_or_else(|| Error::InvalidInput("the text encoder has no layers".into()))?;
         let last_hidden_state = self.final_layer_norm.forward(last);
         let pooler_output = gather_rows(last_hidden_state.clone(), &eos_positions);
         Ok(TowerOutput {
@@ -116,26 +80,10 @@ impl ClipTextTransformer {
     }
 }
 
-/// Token ids read back to the host (they are small), checked to be in `0..vocab_size`: an id
-/// outside the embedding table is an error, not an out-of-bounds read.
-pub(crate) fn ids_to_vec(ids: &Tensor<2, Int>, vocab_size: usize) -> Result<Vec<i64>> {
-    let ids = ids
-        .to_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| Error::InvalidInput(format!("cannot read input_ids: {e:?}")))?;
-    match ids.iter().find(|&&t| t < 0 || t as usize >= vocab_size) {
-        Some(bad) => Err(Error::InvalidInput(format!(
-            "token id {bad} is outside the vocabulary (size {vocab_size}): is the tokenizer the model's own?"
-        ))),
-        None => Ok(ids),
-    }
-}
-
 impl ClipTextTransformer {
     /// The longest token sequence the model takes (`max_position_embeddings`).
     pub fn max_positions(&self) -> usize {
-        self.max_positions
+        self.embeddings.max_positions()
     }
 }
 
@@ -184,25 +132,6 @@ impl ClipTextModel {
         }
     }
 
-    /// Loads a model folder or cached repo id (`config.json` + `model.safetensors`). Reads
-    /// the text tower of a full CLIP checkpoint too, and tensor names with or without the
-    /// `text_model.` prefix.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = ClipTextConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(
-        config: &ClipTextConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self> {
-        let weights = select_tower(weights, "text_model", &[], &CLIP_PARTS);
-        Ok(weights.load_into(Self::new(config, device))?)
-    }
-
     /// See [`ClipTextTransformer::forward`].
     pub fn forward(
         &self,
@@ -242,32 +171,6 @@ impl ClipTextModelWithProjection {
         }
     }
 
-    /// Loads a model folder or cached repo id; see [`ClipTextModel::load`].
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = ClipTextConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(
-        config: &ClipTextConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self> {
-        let projection_dim = weights
-            .shape("text_projection.weight")
-            .map(|s| s[0])
-            .unwrap_or(config.projection_dim);
-        let weights = select_tower(
-            weights,
-            "text_model",
-            &["text_projection.weight"],
-            &CLIP_PARTS,
-        );
-        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
-    }
-
     /// Runs the tower; returns its outputs and the projected (unnormalised) `text_embeds`.
     pub fn forward(
         &self,
@@ -284,5 +187,40 @@ impl ClipTextConfig {
     /// Reads a `CLIPTextConfig` file, or the `text_config` of a `CLIPConfig` file.
     pub fn from_file(path: &Path) -> Result<Self> {
         read_tower_config(path, "text_config")
+    }
+}
+
+impl Pretrained for ClipTextModel {
+    type Config = ClipTextConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        ClipTextConfig::from_file(path)
+    }
+
+    fn from_weights(config: &ClipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let weights = select_tower(weights, "text_model", &[], &CLIP_PARTS);
+        Ok(weights.load_into(Self::new(config, device))?)
+    }
+}
+
+impl Pretrained for ClipTextModelWithProjection {
+    type Config = ClipTextConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        ClipTextConfig::from_file(path)
+    }
+
+    fn from_weights(config: &ClipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let projection_dim = weights
+            .shape("text_projection.weight")
+            .map(|s| s[0])
+            .unwrap_or(config.projection_dim);
+        let weights = select_tower(
+            weights,
+            "text_model",
+            &["text_projection.weight"],
+            &CLIP_PARTS,
+        );
+        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
     }
 }

@@ -8,7 +8,6 @@ use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
-use mm_core::hub::ModelDir;
 use mm_core::weights::Weights;
 
 use super::config::ClipVisionConfig;
@@ -16,7 +15,7 @@ use super::text::CLIP_PARTS;
 use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
-use crate::{Error, Result};
+use crate::{Error, Pretrained, Result};
 
 /// Patch, class and position embeddings (`vision_model.embeddings`).
 #[derive(Module, Debug)]
@@ -115,11 +114,7 @@ impl ClipVisionTransformer {
         let x = Tensor::cat(vec![class, patches], 1)
             + self.embeddings.position_embedding.forward(positions);
         let x = self.pre_layrnorm.forward(x);
-        let hidden_states = self.encoder.forward(x, None, false);
-        let last_hidden_state = hidden_states
-            .last()
-            .cloned()
-            .ok_or_else(|| Error::InvalidInput("the vision encoder has no layers".into()))?;
+        let (hidden_states, last_hidden_state) = self.encoder.forward(x, None, false);
         let class_token = last_hidden_state.clone().narrow(1, 0, 1).reshape([b, d]);
         let pooler_output = self.post_layernorm.forward(class_token);
         Ok(TowerOutput {
@@ -143,27 +138,6 @@ impl ClipVisionModel {
         Self {
             vision_model: ClipVisionTransformer::new(config, device),
         }
-    }
-
-    /// Loads a model folder or cached repo id (`config.json` + `model.safetensors`). Reads
-    /// the vision tower of a full CLIP checkpoint too, and tensor names with or without the
-    /// `vision_model.` prefix.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = ClipVisionConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly. The tensors may
-    /// be those of a bigger model when `weights` was narrowed with
-    /// [`Weights::select_prefix`] (e.g. LLaVA's `vision_tower`).
-    pub fn from_weights(
-        config: &ClipVisionConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self> {
-        let weights = select_tower(weights, "vision_model", &[], &CLIP_PARTS);
-        Ok(weights.load_into(Self::new(config, device))?)
     }
 
     /// See [`ClipVisionTransformer::forward`].
@@ -201,32 +175,6 @@ impl ClipVisionModelWithProjection {
         }
     }
 
-    /// Loads a model folder or cached repo id; see [`ClipVisionModel::load`].
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = ClipVisionConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(
-        config: &ClipVisionConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self> {
-        let projection_dim = weights
-            .shape("visual_projection.weight")
-            .map(|s| s[0])
-            .unwrap_or(config.projection_dim);
-        let weights = select_tower(
-            weights,
-            "vision_model",
-            &["visual_projection.weight"],
-            &CLIP_PARTS,
-        );
-        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
-    }
-
     /// Runs the tower; returns its outputs and the projected (unnormalised) `image_embeds`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Result<(TowerOutput, Tensor<2>)> {
         let out = self.vision_model.forward(pixel_values)?;
@@ -239,5 +187,40 @@ impl ClipVisionConfig {
     /// Reads a `CLIPVisionConfig` file, or the `vision_config` of a `CLIPConfig` file.
     pub fn from_file(path: &Path) -> Result<Self> {
         read_tower_config(path, "vision_config")
+    }
+}
+
+impl Pretrained for ClipVisionModel {
+    type Config = ClipVisionConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        ClipVisionConfig::from_file(path)
+    }
+
+    fn from_weights(config: &ClipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let weights = select_tower(weights, "vision_model", &[], &CLIP_PARTS);
+        Ok(weights.load_into(Self::new(config, device))?)
+    }
+}
+
+impl Pretrained for ClipVisionModelWithProjection {
+    type Config = ClipVisionConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        ClipVisionConfig::from_file(path)
+    }
+
+    fn from_weights(config: &ClipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let projection_dim = weights
+            .shape("visual_projection.weight")
+            .map(|s| s[0])
+            .unwrap_or(config.projection_dim);
+        let weights = select_tower(
+            weights,
+            "vision_model",
+            &["visual_projection.weight"],
+            &CLIP_PARTS,
+        );
+        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
     }
 }

@@ -7,7 +7,7 @@ mod vision;
 
 pub use config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
 pub use model::{SiglipModel, SiglipOutput, SiglipTextModel, SiglipVisionModel};
-pub use text::{SiglipTextEmbeddings, SiglipTextTransformer};
+pub use text::SiglipTextTransformer;
 pub use vision::{
     PackedAttention, SiglipPoolingHead, SiglipVisionEmbeddings, SiglipVisionTransformer,
 };

@@ -1,45 +1,21 @@
 //! `SiglipModel` and the standalone towers.
 
+use std::path::Path;
+
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor};
-use mm_core::hub::ModelDir;
 use mm_core::weights::Weights;
 
 use super::config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
 use super::text::SiglipTextTransformer;
 use super::vision::SiglipVisionTransformer;
-use crate::Result;
-use crate::contrastive::{l2_normalize, siglip_loss};
+use crate::contrastive::{ContrastiveOutput, Scoring};
 use crate::loading::{select_tower, without_buffers};
 use crate::output::TowerOutput;
+use crate::{Pretrained, Result};
 
 const SIGLIP_PARTS: [&str; 4] = ["text_model", "vision_model", "logit_scale", "logit_bias"];
-
-/// Everything [`SiglipModel::forward`] computes.
-#[derive(Debug, Clone)]
-pub struct SiglipOutput {
-    /// `exp(logit_scale) · cos + logit_bias`, `[images, texts]`; `sigmoid` of it is the
-    /// probability that the pair matches.
-    pub logits_per_image: Tensor<2>,
-    /// The same, `[texts, images]`.
-    pub logits_per_text: Tensor<2>,
-    /// L2-normalised text embeddings.
-    pub text_embeds: Tensor<2>,
-    /// L2-normalised image embeddings.
-    pub image_embeds: Tensor<2>,
-    /// The text tower's outputs.
-    pub text_output: TowerOutput,
-    /// The vision tower's outputs.
-    pub vision_output: TowerOutput,
-}
-
-impl SiglipOutput {
-    /// The pairwise sigmoid loss (`return_loss=True` in transformers).
-    pub fn loss(&self) -> Tensor<1> {
-        siglip_loss(self.logits_per_text.clone())
-    }
-}
 
 /// `SiglipModel` (`google/siglip-base-patch16-224`, ...).
 #[derive(Module, Debug)]
@@ -65,18 +41,6 @@ impl SiglipModel {
         }
     }
 
-    /// Loads a model folder or cached repo id (`config.json` + `model.safetensors`).
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config: SiglipConfig = mm_core::config::read_json(dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(config: &SiglipConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
-    }
-
     /// Text embeddings `[batch, dim]`, unnormalised (transformers' `get_text_features`).
     pub fn text_features(
         &self,
@@ -100,20 +64,20 @@ impl SiglipModel {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
         pixel_values: Tensor<4>,
-    ) -> Result<SiglipOutput> {
+    ) -> Result<ContrastiveOutput> {
         let text_output = self.text_model.forward(input_ids, attention_mask)?;
         let vision_output = self.vision_model.forward(pixel_values)?;
-        let text_embeds = l2_normalize(text_output.pooler_output.clone());
-        let image_embeds = l2_normalize(vision_output.pooler_output.clone());
-        let logits_per_text = self.similarity(text_embeds.clone(), image_embeds.clone());
-        Ok(SiglipOutput {
-            logits_per_image: logits_per_text.clone().transpose(),
-            logits_per_text,
-            text_embeds,
-            image_embeds,
+        let features = (
+            text_output.pooler_output.clone(),
+            vision_output.pooler_output.clone(),
+        );
+        Ok(ContrastiveOutput::new(
             text_output,
             vision_output,
-        })
+            features,
+            |t, i| self.similarity(t, i),
+            Scoring::Sigmoid,
+        ))
     }
 
     /// `exp(logit_scale) · text · imageᵀ + logit_bias` for normalised embeddings:
@@ -133,26 +97,6 @@ pub struct SiglipTextModel {
 }
 
 impl SiglipTextModel {
-    /// Loads a model folder or cached repo id; reads the text tower of a full SigLIP
-    /// checkpoint too.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = SiglipTextConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
-    }
-
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(
-        config: &SiglipTextConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self> {
-        let module = Self {
-            text_model: SiglipTextTransformer::new(config, device),
-        };
-        Ok(select_tower(weights, "text_model", &[], &SIGLIP_PARTS).load_into(module)?)
-    }
-
     /// See [`SiglipTextTransformer::forward`].
     pub fn forward(
         &self,
@@ -171,16 +115,43 @@ pub struct SiglipVisionModel {
 }
 
 impl SiglipVisionModel {
-    /// Loads a model folder or cached repo id; reads the vision tower of a full SigLIP
-    /// checkpoint too.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config = SiglipVisionConfig::from_file(&dir.file("config.json")?)?;
-        Self::from_weights(&config, dir.weights()?, device)
+    /// See [`SiglipVisionTransformer::forward`].
+    pub fn forward(&self, pixel_values: Tensor<4>) -> Result<TowerOutput> {
+        self.vision_model.forward(pixel_values)
+    }
+}
+
+impl Pretrained for SiglipModel {
+    type Config = SiglipConfig;
+
+    fn from_weights(config: &SiglipConfig, weights: Weights, device: &Device) -> Result<Self> {
+        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
+    }
+}
+
+impl Pretrained for SiglipTextModel {
+    type Config = SiglipTextConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        SiglipTextConfig::from_file(path)
     }
 
-    /// Builds the model from a config and loads `weights` into it strictly.
-    pub fn from_weights(
+    fn from_weights(config: &SiglipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
+        let module = Self {
+            text_model: SiglipTextTransformer::new(config, device),
+        };
+        Ok(select_tower(weights, "text_model", &[], &SIGLIP_PARTS).load_into(module)?)
+    }
+}
+
+impl Pretrained for SiglipVisionModel {
+    type Config = SiglipVisionConfig;
+
+    fn read_config(path: &Path) -> Result<Self::Config> {
+        SiglipVisionConfig::from_file(path)
+    }
+
+    fn from_weights(
         config: &SiglipVisionConfig,
         weights: Weights,
         device: &Device,
@@ -190,9 +161,7 @@ impl SiglipVisionModel {
         };
         Ok(select_tower(weights, "vision_model", &[], &SIGLIP_PARTS).load_into(module)?)
     }
-
-    /// See [`SiglipVisionTransformer::forward`].
-    pub fn forward(&self, pixel_values: Tensor<4>) -> Result<TowerOutput> {
-        self.vision_model.forward(pixel_values)
-    }
 }
+
+/// What [`SiglipModel::forward`] returns.
+pub type SiglipOutput = ContrastiveOutput;

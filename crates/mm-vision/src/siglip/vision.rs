@@ -9,10 +9,10 @@ use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
 
 use super::config::SiglipVisionConfig;
+use crate::Result;
 use crate::clip::patchify;
 use crate::encoder::{Encoder, Mlp};
 use crate::output::TowerOutput;
-use crate::{Error, Result};
 
 /// Patch and position embeddings (`vision_model.embeddings`); no class token.
 #[derive(Module, Debug)]
@@ -162,11 +162,7 @@ impl SiglipVisionTransformer {
         let [_, n, _] = patches.dims();
         let positions = Tensor::<1, Int>::arange(0..n as i64, &patches.device()).reshape([1, n]);
         let x = patches + self.embeddings.position_embedding.forward(positions);
-        let hidden_states = self.encoder.forward(x, None, false);
-        let last = hidden_states
-            .last()
-            .cloned()
-            .ok_or_else(|| Error::InvalidInput("the vision encoder has no layers".into()))?;
+        let (hidden_states, last) = self.encoder.forward(x, None, false);
         let last_hidden_state = self.post_layernorm.forward(last);
         let pooler_output = match &self.head {
             Some(head) => head.forward(last_hidden_state.clone()),

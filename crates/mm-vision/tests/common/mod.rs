@@ -77,6 +77,38 @@ impl Expected {
     }
 }
 
+/// Checks a tower's outputs against `{prefix}last_hidden_state`, `{prefix}pooler_output` (when
+/// the fixture has it) and every `{prefix}hidden_states.{i}`.
+pub fn check_tower(exp: &Expected, prefix: &str, out: &mm_vision::TowerOutput, tol: f32) {
+    exp.check(
+        &format!("{prefix}last_hidden_state"),
+        out.last_hidden_state.clone(),
+        tol,
+    );
+    let pooled = format!("{prefix}pooler_output");
+    if exp.names().contains(&pooled) {
+        exp.check(&pooled, out.pooler_output.clone(), tol);
+    }
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        exp.check(&format!("{prefix}hidden_states.{i}"), h.clone(), tol);
+    }
+}
+
+/// Checks both towers, the embeddings, the logits and the loss of a contrastive model.
+pub fn check_contrastive(
+    exp: &Expected,
+    out: &mm_vision::contrastive::ContrastiveOutput,
+    tol: f32,
+) {
+    check_tower(exp, "text.", &out.text_output, tol);
+    check_tower(exp, "vision.", &out.vision_output, tol);
+    exp.check("text_embeds", out.text_embeds.clone(), tol);
+    exp.check("image_embeds", out.image_embeds.clone(), tol);
+    exp.check("logits_per_image", out.logits_per_image.clone(), tol);
+    exp.check("logits_per_text", out.logits_per_text.clone(), tol);
+    exp.check("loss", out.loss(), tol);
+}
+
 /// The shared real assets: `$MM_ASSETS`, else `../shared/assets` beside the repo.
 pub fn assets() -> PathBuf {
     match std::env::var_os("MM_ASSETS") {
