@@ -178,7 +178,7 @@ fn tower_ops(t: &Tower, batch: usize, device: &Device, filter: &Option<String>) 
     };
     let layer = Encoder::new(&dims, device);
     time(&p("encoder layer (x12)"), filter, || {
-        sync(layer.forward(x.clone(), None, t.causal).pop().unwrap())
+        sync(layer.forward(x.clone(), None, t.causal).1)
     });
 }
 
