@@ -1,0 +1,488 @@
+//! Shared building blocks: config enums, beta schedules, timestep spacing,
+//! sigma conversions and sample-space helpers.
+//!
+//! Precision follows diffusers: betas and `alphas_cumprod` are float32
+//! tensors there (cumprod accumulates in float64), sigma tables are float32,
+//! interpolation and Karras/exponential conversions run in float64 numpy and
+//! are cast to float32 at the end.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SchedulerError};
+
+/// How betas are laid out over the training timesteps (`beta_schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BetaSchedule {
+    /// `linear`: betas linear from `beta_start` to `beta_end`.
+    #[default]
+    #[serde(rename = "linear")]
+    Linear,
+    /// `scaled_linear`: square roots linear, squared (Stable Diffusion).
+    #[serde(rename = "scaled_linear")]
+    ScaledLinear,
+    /// `squaredcos_cap_v2`: the cosine schedule of Nichol & Dhariwal.
+    #[serde(rename = "squaredcos_cap_v2")]
+    SquaredcosCapV2,
+}
+
+/// What the model predicts (`prediction_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PredictionType {
+    /// The noise.
+    #[default]
+    #[serde(rename = "epsilon")]
+    Epsilon,
+    /// The clean sample (diffusers also calls it `original_sample`).
+    #[serde(rename = "sample", alias = "original_sample")]
+    Sample,
+    /// The velocity `alpha * eps - sigma * x0`.
+    #[serde(rename = "v_prediction")]
+    VPrediction,
+    /// The flow-matching velocity `noise - x0`.
+    #[serde(rename = "flow_prediction")]
+    FlowPrediction,
+}
+
+impl PredictionType {
+    /// The diffusers name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epsilon => "epsilon",
+            Self::Sample => "sample",
+            Self::VPrediction => "v_prediction",
+            Self::FlowPrediction => "flow_prediction",
+        }
+    }
+
+    pub(crate) fn unsupported(self, scheduler: &'static str) -> SchedulerError {
+        SchedulerError::UnsupportedPredictionType(self.as_str().to_string(), scheduler)
+    }
+}
+
+/// How inference timesteps are spread over the training range (`timestep_spacing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimestepSpacing {
+    /// `leading`: `0, r, 2r, …` plus `steps_offset` (SD 1.x style).
+    #[default]
+    #[serde(rename = "leading")]
+    Leading,
+    /// `trailing`: ends at `num_train_timesteps - 1` (zero-SNR papers).
+    #[serde(rename = "trailing")]
+    Trailing,
+    /// `linspace`: evenly from `0` to `num_train_timesteps - 1`.
+    #[serde(rename = "linspace")]
+    Linspace,
+}
+
+/// The last sigma of a sigma schedule (`final_sigmas_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalSigmasType {
+    /// Append `0`.
+    #[default]
+    #[serde(rename = "zero")]
+    Zero,
+    /// Append the smallest training sigma.
+    #[serde(rename = "sigma_min")]
+    SigmaMin,
+}
+
+/// Inputs of a training noise schedule, shared by all DDPM-family configs.
+#[derive(Clone, Debug)]
+pub struct BetaConfig<'a> {
+    /// `num_train_timesteps`.
+    pub num_train_timesteps: usize,
+    /// `beta_start`.
+    pub beta_start: f64,
+    /// `beta_end`.
+    pub beta_end: f64,
+    /// `beta_schedule`.
+    pub beta_schedule: BetaSchedule,
+    /// `trained_betas`, used instead of the schedule when given.
+    pub trained_betas: Option<&'a [f64]>,
+    /// `rescale_betas_zero_snr`.
+    pub rescale_betas_zero_snr: bool,
+}
+
+/// The training noise schedule: betas and cumulative alphas, float32 as in diffusers.
+#[derive(Clone, Debug)]
+pub struct NoiseSchedule {
+    /// `betas`.
+    pub betas: Vec<f32>,
+    /// `alphas_cumprod`.
+    pub alphas_cumprod: Vec<f32>,
+}
+
+/// `torch.linspace(start, end, n, dtype=float32)`, bit-exact.
+fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+    let (s, e) = (start as f32, end as f32);
+    if n == 1 {
+        return vec![s];
+    }
+    let step = (e - s) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, s)
+            } else {
+                (-step).mul_add((n - i - 1) as f32, e)
+            }
+        })
+        .collect()
+}
+
+/// Betas of the `squaredcos_cap_v2` schedule (`betas_for_alpha_bar`, cosine).
+fn betas_for_alpha_bar(n: usize, max_beta: f64) -> Vec<f32> {
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    (0..n)
+        .map(|i| {
+            let t1 = i as f64 / n as f64;
+            let t2 = (i + 1) as f64 / n as f64;
+            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(max_beta) as f32
+        })
+        .collect()
+}
+
+/// `torch.cumprod` of a float32 vector (float64 accumulation, float32 results).
+fn cumprod(x: &[f32]) -> Vec<f32> {
+    let mut acc = 1.0f64;
+    x.iter()
+        .map(|&v| {
+            acc *= v as f64;
+            acc as f32
+        })
+        .collect()
+}
+
+/// `rescale_zero_terminal_snr` (Lin et al. 2023, Algorithm 1), in float32.
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+    let mut sqrt: Vec<f32> = cumprod(&alphas).iter().map(|a| a.sqrt()).collect();
+    let (first, last) = (sqrt[0], sqrt[sqrt.len() - 1]);
+    let scale = first / (first - last);
+    for v in sqrt.iter_mut() {
+        *v = (*v - last) * scale;
+    }
+    let bar: Vec<f32> = sqrt.iter().map(|v| v * v).collect();
+    let mut out = Vec::with_capacity(bar.len());
+    out.push(1.0 - bar[0]);
+    for i in 1..bar.len() {
+        out.push(1.0 - bar[i] / bar[i - 1]);
+    }
+    out
+}
+
+impl NoiseSchedule {
+    /// Builds betas and `alphas_cumprod` from a config.
+    pub fn new(c: &BetaConfig<'_>) -> Result<Self> {
+        if c.num_train_timesteps == 0 {
+            return Err(SchedulerError::InvalidConfig("num_train_timesteps must be > 0".into()));
+        }
+        let mut betas = match (c.trained_betas, c.beta_schedule) {
+            (Some(b), _) => {
+                if b.is_empty() {
+                    return Err(SchedulerError::InvalidConfig("trained_betas is empty".into()));
+                }
+                b.iter().map(|&v| v as f32).collect()
+            }
+            (None, BetaSchedule::Linear) => torch_linspace_f32(c.beta_start, c.beta_end, c.num_train_timesteps),
+            (None, BetaSchedule::ScaledLinear) => {
+                torch_linspace_f32(c.beta_start.sqrt(), c.beta_end.sqrt(), c.num_train_timesteps)
+                    .into_iter()
+                    .map(|v| v * v)
+                    .collect()
+            }
+            (None, BetaSchedule::SquaredcosCapV2) => betas_for_alpha_bar(c.num_train_timesteps, 0.999),
+        };
+        if c.rescale_betas_zero_snr {
+            betas = rescale_zero_terminal_snr(&betas);
+        }
+        let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+        let alphas_cumprod = cumprod(&alphas);
+        Ok(Self { betas, alphas_cumprod })
+    }
+
+    /// Number of training timesteps.
+    pub fn len(&self) -> usize {
+        self.alphas_cumprod.len()
+    }
+
+    /// Whether the schedule is empty (never true for a built schedule).
+    pub fn is_empty(&self) -> bool {
+        self.alphas_cumprod.is_empty()
+    }
+
+    /// `alphas_cumprod[t]` as f64, `None` when `t` is out of range.
+    pub fn alpha_prod(&self, t: i64) -> Option<f64> {
+        usize::try_from(t).ok().and_then(|i| self.alphas_cumprod.get(i)).map(|&a| a as f64)
+    }
+
+    /// Training sigmas `((1 - ᾱ) / ᾱ)^½`, float32 as diffusers computes them.
+    pub fn sigmas(&self) -> Vec<f32> {
+        self.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+    }
+
+    /// Sets the last `alphas_cumprod` to `2^-24` (Euler-family zero-SNR fix).
+    pub(crate) fn fix_zero_snr_terminal(&mut self) {
+        if let Some(last) = self.alphas_cumprod.last_mut() {
+            *last = 2f32.powi(-24);
+        }
+    }
+}
+
+/// `numpy.linspace(a, b, n)` in float64.
+pub(crate) fn np_linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    match n {
+        0 => vec![],
+        1 => vec![a],
+        _ => {
+            let step = (b - a) / (n - 1) as f64;
+            let mut v: Vec<f64> = (0..n).map(|i| a + i as f64 * step).collect();
+            v[n - 1] = b;
+            v
+        }
+    }
+}
+
+/// `numpy.arange(start, stop, step)` in float64.
+pub(crate) fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
+    let len = ((stop - start) / step).ceil();
+    if !(len.is_finite() && len > 0.0) {
+        return vec![];
+    }
+    (0..len as usize).map(|i| start + i as f64 * step).collect()
+}
+
+/// `numpy.interp(x, arange(len(fp)), fp)`.
+pub(crate) fn interp_index(x: f64, fp: &[f32]) -> f64 {
+    let n = fp.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if x <= 0.0 {
+        return fp[0] as f64;
+    }
+    if x >= (n - 1) as f64 {
+        return fp[n - 1] as f64;
+    }
+    let j = x.floor() as usize;
+    let slope = (fp[j + 1] as f64 - fp[j] as f64) / 1.0;
+    slope * (x - j as f64) + fp[j] as f64
+}
+
+/// The timestep spacing shared by DDIM, DDPM, Euler, Euler ancestral, Heun and PNDM:
+/// descending timesteps as float64 (integers except unrounded `linspace` when
+/// `round_linspace` is false).
+pub(crate) fn spaced_timesteps(
+    spacing: TimestepSpacing,
+    num_train: usize,
+    n: usize,
+    steps_offset: usize,
+    round_linspace: bool,
+) -> Vec<f64> {
+    let t = num_train as f64;
+    match spacing {
+        TimestepSpacing::Linspace => {
+            let mut v = np_linspace(0.0, t - 1.0, n);
+            v.reverse();
+            if round_linspace {
+                v.iter().map(|x| x.round_ties_even()).collect()
+            } else {
+                v.iter().map(|&x| x as f32 as f64).collect()
+            }
+        }
+        TimestepSpacing::Leading => {
+            let ratio = num_train / n;
+            (0..n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+        }
+        TimestepSpacing::Trailing => np_arange(t, 0.0, -(t / n as f64))
+            .into_iter()
+            .map(|x| x.round_ties_even() - 1.0)
+            .collect(),
+    }
+}
+
+/// Checks `1 <= n <= num_train`.
+pub(crate) fn check_steps(n: usize, num_train: usize) -> Result<()> {
+    if n == 0 {
+        return Err(SchedulerError::ZeroSteps);
+    }
+    if n > num_train {
+        return Err(SchedulerError::TooManySteps { steps: n, train: num_train });
+    }
+    Ok(())
+}
+
+/// Karras et al. (2022) sigmas, rho = 7, float64.
+pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    np_linspace(0.0, 1.0, n)
+        .into_iter()
+        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// Exponential (log-linear) sigmas, float64.
+pub(crate) fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    np_linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect()
+}
+
+/// Natural log of the float32 training sigmas, float32 as `np.log` on them.
+pub(crate) fn log_sigmas(sigmas: &[f32]) -> Vec<f32> {
+    sigmas.iter().map(|s| s.ln()).collect()
+}
+
+/// `_sigma_to_t`: fractional training timestep whose sigma is `sigma`, by
+/// linear interpolation of log-sigmas (ascending training sigmas).
+pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    let n = log_sigmas.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let log_sigma = sigma.max(1e-10).ln();
+    // argmax of cumsum(dists >= 0): the last index whose log-sigma <= log_sigma
+    let count = log_sigmas.iter().filter(|&&l| log_sigma - l as f64 >= 0.0).count();
+    let mut low = 0usize;
+    let mut running = 0usize;
+    let mut best = 0usize;
+    for (i, &l) in log_sigmas.iter().enumerate() {
+        if log_sigma - l as f64 >= 0.0 {
+            running += 1;
+        }
+        if running > best {
+            best = running;
+            low = i;
+        }
+    }
+    if count == 0 {
+        low = 0;
+    }
+    let low = low.min(n - 2);
+    let high = low + 1;
+    let (l, h) = (log_sigmas[low], log_sigmas[high]);
+    let w = ((l as f64 - log_sigma) / (l - h) as f64).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * high as f64
+}
+
+/// Index of `t` in `timesteps` as diffusers' `index_for_timestep`: the second
+/// match when there are several (img2img starts mid-schedule), else the first.
+pub(crate) fn index_for_timestep(timesteps: &[f64], t: f64) -> Result<usize> {
+    let mut it = timesteps.iter().enumerate().filter(|(_, v)| **v == t).map(|(i, _)| i);
+    let first = it.next().ok_or(SchedulerError::UnknownTimestep(t))?;
+    Ok(it.next().unwrap_or(first))
+}
+
+/// `int(n * strength)` steps from the end of a schedule: the begin index of
+/// img2img (`StableDiffusionImg2ImgPipeline.get_timesteps`) for `n` steps and `order`.
+pub fn img2img_begin_index(num_inference_steps: usize, order: usize, strength: f64) -> Result<usize> {
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(SchedulerError::InvalidStrength(strength));
+    }
+    let init = ((num_inference_steps as f64 * strength) as usize).min(num_inference_steps);
+    Ok(num_inference_steps.saturating_sub(init) * order)
+}
+
+/// Reads a tensor's values as float32.
+pub(crate) fn to_vec<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
+    x.try_into_data()
+        .map_err(|e| SchedulerError::Shape(format!("cannot read tensor: {e:?}")))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| SchedulerError::Shape(format!("cannot read tensor: {e:?}")))
+}
+
+/// Builds a float tensor of `shape` from values.
+pub(crate) fn from_vec<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// diffusers' `_threshold_sample` (dynamic thresholding, Imagen): per batch
+/// item, clamp to the `ratio` quantile `s` of |x| (clamped to `[1, max]`) and divide by `s`.
+pub(crate) fn threshold_sample<const D: usize>(x: Tensor<D>, ratio: f64, max_value: f64) -> Result<Tensor<D>> {
+    let dims = x.dims();
+    let device = x.device();
+    let mut v = to_vec(x)?;
+    let batch = dims.first().copied().unwrap_or(1).max(1);
+    let per = v.len() / batch;
+    if per == 0 {
+        return Ok(from_vec(v, dims, &device));
+    }
+    let ratio = ratio as f32;
+    for row in v.chunks_mut(per) {
+        let mut abs: Vec<f32> = row.iter().map(|a| a.abs()).collect();
+        abs.sort_by(f32::total_cmp);
+        let pos = ratio * (per - 1) as f32;
+        let lo = pos.floor() as usize;
+        let hi = (pos.ceil() as usize).min(per - 1);
+        let w = pos - lo as f32;
+        let (a, b) = (abs[lo], abs[hi]);
+        let q = if w < 0.5 { a + w * (b - a) } else { b - (b - a) * (1.0 - w) };
+        let s = q.max(1.0).min(max_value as f32);
+        for e in row.iter_mut() {
+            *e = e.clamp(-s, s) / s;
+        }
+    }
+    Ok(from_vec(v, dims, &device))
+}
+
+/// Clipping / dynamic thresholding of a predicted x0 (DDPM-family options).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct X0Clip {
+    pub thresholding: bool,
+    pub dynamic_thresholding_ratio: f64,
+    pub sample_max_value: f64,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+}
+
+impl X0Clip {
+    /// Thresholding wins over clipping, as in diffusers.
+    pub fn apply<const D: usize>(&self, x0: Tensor<D>) -> Result<Tensor<D>> {
+        if self.thresholding {
+            threshold_sample(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+        } else if self.clip_sample {
+            let r = self.clip_sample_range as f32;
+            Ok(x0.clamp(-r, r))
+        } else {
+            Ok(x0)
+        }
+    }
+}
+
+/// `(x0, eps)` from a model output in the ᾱ parametrisation (DDIM, DDPM, LCM).
+/// Scalars are float32 like diffusers' 0-dim tensors.
+pub(crate) fn alpha_predict<const D: usize>(
+    prediction: PredictionType,
+    model_output: Tensor<D>,
+    sample: Tensor<D>,
+    alpha_prod_t: f32,
+    name: &'static str,
+) -> Result<(Tensor<D>, Tensor<D>)> {
+    let a = alpha_prod_t.sqrt();
+    let b = (1.0 - alpha_prod_t).sqrt();
+    Ok(match prediction {
+        PredictionType::Epsilon => ((sample - model_output.clone() * b) / a, model_output),
+        PredictionType::Sample => {
+            let eps = (sample - model_output.clone() * a) / b;
+            (model_output, eps)
+        }
+        PredictionType::VPrediction => (
+            sample.clone() * a - model_output.clone() * b,
+            model_output * a + sample * b,
+        ),
+        PredictionType::FlowPrediction => return Err(prediction.unsupported(name)),
+    })
+}
+
+/// `sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) noise`, the DDPM forward process.
+pub(crate) fn alpha_add_noise<const D: usize>(
+    schedule: &NoiseSchedule,
+    original: Tensor<D>,
+    noise: Tensor<D>,
+    t: f64,
+) -> Result<Tensor<D>> {
+    let a = schedule.alpha_prod(t as i64).ok_or(SchedulerError::UnknownTimestep(t))? as f32;
+    Ok(original * a.sqrt() + noise * (1.0 - a).sqrt())
+}

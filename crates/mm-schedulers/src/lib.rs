@@ -1,0 +1,18 @@
+//! Diffusion schedulers and guidance for mm, numerically matching diffusers.
+#![deny(missing_docs)]
+
+pub mod common;
+pub mod config;
+pub mod ddim;
+pub mod error;
+pub mod noise;
+pub mod registry;
+pub mod scheduler;
+
+pub use common::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
+pub use config::SchedulerConfig;
+pub use ddim::{DdimConfig, DdimScheduler};
+pub use error::{Result, SchedulerError};
+pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
+pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};
+pub use scheduler::{Scheduler, StepOutput, TimestepRequest};

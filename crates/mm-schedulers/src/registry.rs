@@ -1,0 +1,35 @@
+//! Building any scheduler by diffusers class name, from any compatible config.
+
+use serde_json::Value;
+
+use crate::config::{SchedulerConfig, class_name_of};
+use crate::error::{Result, SchedulerError};
+use crate::scheduler::Scheduler;
+
+/// The diffusers class names this crate implements.
+pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler"];
+
+fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
+where
+    C: SchedulerConfig,
+    S: Scheduler<D> + 'static,
+{
+    Ok(Box::new(new(C::from_value(config)?)?))
+}
+
+/// Builds the scheduler `class_name` from a config JSON of any scheduler
+/// (diffusers' `Class.from_config(other.config)`): e.g. the Euler ancestral
+/// scheduler of SDXL from its DDIM-style `scheduler_config.json`.
+pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -> Result<Box<dyn Scheduler<D>>> {
+    use crate::*;
+    match class_name {
+        "DDIMScheduler" => build::<D, DdimConfig, _>(config, DdimScheduler::new),
+        other => Err(SchedulerError::UnknownClass(other.to_string())),
+    }
+}
+
+/// Builds the scheduler a `scheduler_config.json` names in `_class_name`.
+pub fn scheduler_from_json<const D: usize>(config: &Value) -> Result<Box<dyn Scheduler<D>>> {
+    let class = class_name_of(config).ok_or_else(|| SchedulerError::UnknownClass("<missing _class_name>".into()))?;
+    scheduler_from_config(class, config)
+}

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Write deterministic diffusers scheduler traces for the `mm-schedulers` tests.
+
+Run with the reference venv (diffusers 0.42.1, torch):
+
+    /root/venvs/mmref/bin/python tools/reference/gen_schedulers.py
+
+Output: `tests/fixtures/schedulers/traces.json`, one entry per case with the
+scheduler class, its full config (as `scheduler.config` holds it), the
+`set_timesteps` arguments, the resulting timesteps / sigmas, the initial
+sample and, for every step of the loop, the timestep, the noise drawn by the
+scheduler (if any) and the sample after the step.
+
+The loop is the one of diffusers' own scheduler tests:
+
+    sample = sample0 * scheduler.init_noise_sigma
+    for t in scheduler.timesteps[begin:]:
+        x = scheduler.scale_model_input(sample, t)
+        out = model(x, t)          # model(x, t) = x * t / (t + 1), in float32
+        sample = scheduler.step(out, t, sample).prev_sample
+
+Noise: every `randn_tensor` call of a scheduler module is replaced by a seeded
+draw that is recorded, so the Rust test can feed the very same noise.
+"""
+
+import importlib
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import diffusers
+
+SHAPE = [1, 2, 4, 4]
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "schedulers", "traces.json")
+
+_drawn = []
+_gen = torch.Generator().manual_seed(0)
+
+
+def _fake_randn(shape, generator=None, device=None, dtype=None, layout=None):
+    x = torch.randn(tuple(shape), generator=_gen, dtype=torch.float32)
+    _drawn.append(x.clone())
+    return x.to(dtype or torch.float32)
+
+
+for mod in [
+    "scheduling_ddim", "scheduling_ddpm", "scheduling_euler_ancestral_discrete", "scheduling_euler_discrete",
+    "scheduling_dpmsolver_multistep", "scheduling_lcm", "scheduling_flow_match_euler_discrete",
+]:
+    m = importlib.import_module("diffusers.schedulers." + mod)
+    if hasattr(m, "randn_tensor"):
+        m.randn_tensor = _fake_randn
+
+
+def sample0():
+    n = int(np.prod(SHAPE))
+    x = torch.arange(n, dtype=torch.float32).flip(-1) / n
+    return ((x - 0.3) * 2.0).reshape(SHAPE)
+
+
+def model(x, t):
+    t = torch.as_tensor(t).to(torch.float32)
+    return x * t / (t + 1)
+
+
+def flat(x):
+    return [float(v) for v in x.detach().to(torch.float32).flatten().tolist()]
+
+
+def jsonable(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return None  # JSON has no infinities; `null` means "diffusers default" in the Rust configs
+    if isinstance(v, (np.ndarray,)):
+        return v.tolist()
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    return v
+
+
+CASES = []
+
+
+def case(name, cls, steps, config=None, set_kwargs=None, strength=None, step_kwargs=None):
+    CASES.append(dict(name=name, cls=cls, steps=steps, config=config or {}, set_kwargs=set_kwargs or {},
+                      strength=strength, step_kwargs=step_kwargs or {}))
+
+
+SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+# ---- DDIM
+case("ddim_default", "DDIMScheduler", 10)
+case("ddim_sd_leading_offset", "DDIMScheduler", 12, dict(SD, steps_offset=1, clip_sample=False, set_alpha_to_one=False))
+case("ddim_trailing_vpred_zsnr", "DDIMScheduler", 10, dict(SD, timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True, clip_sample=False))
+case("ddim_linspace_sample", "DDIMScheduler", 8, dict(timestep_spacing="linspace", prediction_type="sample"))
+case("ddim_cosine", "DDIMScheduler", 10, dict(beta_schedule="squaredcos_cap_v2", clip_sample=False))
+case("ddim_eta", "DDIMScheduler", 10, dict(SD, clip_sample=False), step_kwargs=dict(eta=0.5))
+case("ddim_eta1_clipped_eps", "DDIMScheduler", 6, dict(), step_kwargs=dict(eta=1.0, use_clipped_model_output=True))
+case("ddim_threshold", "DDIMScheduler", 10, dict(thresholding=True, sample_max_value=2.0, dynamic_thresholding_ratio=0.9, clip_sample=False))
+case("ddim_strength", "DDIMScheduler", 20, dict(SD, steps_offset=1, clip_sample=False), strength=0.6)
+case("ddim_clip_range", "DDIMScheduler", 10, dict(clip_sample=True, clip_sample_range=0.5))
+# ---- Euler
+case("euler_default", "EulerDiscreteScheduler", 10)
+case("euler_sd_leading", "EulerDiscreteScheduler", 15, dict(SD, timestep_spacing="leading", steps_offset=1))
+case("euler_trailing_vpred", "EulerDiscreteScheduler", 10, dict(SD, timestep_spacing="trailing", prediction_type="v_prediction"))
+case("euler_karras", "EulerDiscreteScheduler", 12, dict(SD, use_karras_sigmas=True))
+case("euler_exponential", "EulerDiscreteScheduler", 12, dict(SD, use_exponential_sigmas=True))
+case("euler_log_linear", "EulerDiscreteScheduler", 10, dict(SD, interpolation_type="log_linear"))
+case("euler_sigma_min_final", "EulerDiscreteScheduler", 10, dict(SD, final_sigmas_type="sigma_min"))
+case("euler_zsnr_trailing", "EulerDiscreteScheduler", 10, dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"))
+case("euler_sample_pred", "EulerDiscreteScheduler", 8, dict(prediction_type="sample"))
+case("euler_cosine", "EulerDiscreteScheduler", 10, dict(beta_schedule="squaredcos_cap_v2"))
+case("euler_vpred_continuous", "EulerDiscreteScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_type="continuous"))
+case("euler_strength", "EulerDiscreteScheduler", 20, dict(SD, timestep_spacing="leading", steps_offset=1), strength=0.45)
+case("euler_custom_sigmas", "EulerDiscreteScheduler", None, dict(SD), set_kwargs=dict(sigmas=[14.6, 8.0, 4.0, 2.0, 1.0, 0.5, 0.1, 0.0]))
+case("euler_custom_timesteps", "EulerDiscreteScheduler", None, dict(SD), set_kwargs=dict(timesteps=[999, 850, 700, 500, 300, 120, 20]))
+case("euler_karras_sigma_bounds", "EulerDiscreteScheduler", 10, dict(SD, use_karras_sigmas=True, sigma_min=0.03, sigma_max=10.0))
+# ---- Euler ancestral
+case("euler_a_default", "EulerAncestralDiscreteScheduler", 10)
+case("euler_a_sdxl_leading", "EulerAncestralDiscreteScheduler", 15, dict(SD, timestep_spacing="leading", steps_offset=1))
+case("euler_a_trailing_vpred", "EulerAncestralDiscreteScheduler", 10, dict(SD, timestep_spacing="trailing", prediction_type="v_prediction"))
+case("euler_a_zsnr", "EulerAncestralDiscreteScheduler", 10, dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing"))
+case("euler_a_strength", "EulerAncestralDiscreteScheduler", 20, dict(SD), strength=0.5)
+# ---- DPM-Solver++ multistep
+case("dpmpp_2m_default", "DPMSolverMultistepScheduler", 10)
+case("dpmpp_2m_karras", "DPMSolverMultistepScheduler", 20, dict(SD, use_karras_sigmas=True))
+case("dpmpp_2m_karras_short", "DPMSolverMultistepScheduler", 8, dict(SD, use_karras_sigmas=True, timestep_spacing="leading", steps_offset=1))
+case("dpmpp_3m", "DPMSolverMultistepScheduler", 20, dict(SD, solver_order=3))
+case("dpmpp_3m_short", "DPMSolverMultistepScheduler", 10, dict(SD, solver_order=3, final_sigmas_type="sigma_min"))
+case("dpmpp_1", "DPMSolverMultistepScheduler", 10, dict(SD, solver_order=1))
+case("dpmpp_2m_heun", "DPMSolverMultistepScheduler", 12, dict(SD, solver_type="heun"))
+case("dpm_2m_dpmsolver", "DPMSolverMultistepScheduler", 12, dict(SD, algorithm_type="dpmsolver", final_sigmas_type="sigma_min"))
+case("dpm_3m_dpmsolver_heun", "DPMSolverMultistepScheduler", 16, dict(SD, algorithm_type="dpmsolver", solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"))
+case("dpmpp_2m_sde", "DPMSolverMultistepScheduler", 12, dict(SD, algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))
+case("dpmpp_2m_sde_heun", "DPMSolverMultistepScheduler", 12, dict(SD, algorithm_type="sde-dpmsolver++", solver_type="heun"))
+case("dpmpp_3m_sde", "DPMSolverMultistepScheduler", 16, dict(SD, algorithm_type="sde-dpmsolver++", solver_order=3))
+case("dpm_2m_sde_dpmsolver", "DPMSolverMultistepScheduler", 12, dict(SD, algorithm_type="sde-dpmsolver", final_sigmas_type="sigma_min"))
+case("dpmpp_2m_vpred_trailing", "DPMSolverMultistepScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
+case("dpmpp_2m_sample_pred", "DPMSolverMultistepScheduler", 10, dict(prediction_type="sample"))
+case("dpmpp_2m_exponential", "DPMSolverMultistepScheduler", 12, dict(SD, use_exponential_sigmas=True))
+case("dpmpp_2m_lambda_clip_cosine", "DPMSolverMultistepScheduler", 12, dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1))
+case("dpmpp_2m_no_lower_final", "DPMSolverMultistepScheduler", 10, dict(SD, lower_order_final=False, final_sigmas_type="sigma_min"))
+case("dpmpp_2m_euler_at_final", "DPMSolverMultistepScheduler", 20, dict(SD, euler_at_final=True, final_sigmas_type="sigma_min"))
+case("dpmpp_2m_lu_lambdas", "DPMSolverMultistepScheduler", 12, dict(SD, use_lu_lambdas=True))
+case("dpmpp_2m_threshold", "DPMSolverMultistepScheduler", 10, dict(thresholding=True, sample_max_value=1.5))
+case("dpmpp_2m_flow", "DPMSolverMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+case("dpmpp_2m_strength", "DPMSolverMultistepScheduler", 20, dict(SD, use_karras_sigmas=True), strength=0.6)
+case("dpmpp_2m_custom_timesteps", "DPMSolverMultistepScheduler", None, dict(SD), set_kwargs=dict(timesteps=[999, 800, 600, 400, 200, 50]))
+# ---- DDPM
+case("ddpm_default", "DDPMScheduler", 10)
+case("ddpm_fixed_small_log", "DDPMScheduler", 10, dict(SD, variance_type="fixed_small_log", clip_sample=False))
+case("ddpm_fixed_large", "DDPMScheduler", 10, dict(variance_type="fixed_large"))
+case("ddpm_vpred_trailing", "DDPMScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False))
+case("ddpm_sample_cosine", "DDPMScheduler", 10, dict(beta_schedule="squaredcos_cap_v2", prediction_type="sample"))
+case("ddpm_threshold", "DDPMScheduler", 10, dict(thresholding=True, sample_max_value=2.0, clip_sample=False))
+case("ddpm_custom_timesteps", "DDPMScheduler", None, dict(), set_kwargs=dict(timesteps=[900, 700, 500, 300, 100, 0]))
+# ---- LCM
+case("lcm_default", "LCMScheduler", 4)
+case("lcm_8", "LCMScheduler", 8, dict(timestep_spacing="leading", steps_offset=1))
+case("lcm_vpred", "LCMScheduler", 4, dict(prediction_type="v_prediction", original_inference_steps=100))
+case("lcm_strength", "LCMScheduler", 4, dict(), set_kwargs=dict(strength=0.5))
+case("lcm_custom_timesteps", "LCMScheduler", None, dict(), set_kwargs=dict(timesteps=[999, 759, 499, 259]))
+# ---- Flow matching Euler
+case("flow_default", "FlowMatchEulerDiscreteScheduler", 10)
+case("flow_sd3_shift3", "FlowMatchEulerDiscreteScheduler", 12, dict(shift=3.0))
+case("flow_flux_dynamic", "FlowMatchEulerDiscreteScheduler", None, dict(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096),
+     set_kwargs=dict(sigmas=list(np.linspace(1.0, 1 / 10, 10)), mu=0.8))
+case("flow_dynamic_linear", "FlowMatchEulerDiscreteScheduler", 10, dict(use_dynamic_shifting=True, time_shift_type="linear"), set_kwargs=dict(mu=1.3))
+case("flow_shift_terminal", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=3.0, shift_terminal=0.02))
+case("flow_karras", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=3.0, use_karras_sigmas=True))
+case("flow_exponential", "FlowMatchEulerDiscreteScheduler", 10, dict(use_exponential_sigmas=True))
+case("flow_invert", "FlowMatchEulerDiscreteScheduler", 10, dict(invert_sigmas=True))
+case("flow_stochastic", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=3.0, stochastic_sampling=True))
+case("flow_strength", "FlowMatchEulerDiscreteScheduler", 20, dict(shift=3.0), strength=0.5)
+# ---- PNDM
+case("pndm_default", "PNDMScheduler", 10)
+case("pndm_skip_prk_sd", "PNDMScheduler", 15, dict(SD, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False))
+case("pndm_vpred", "PNDMScheduler", 12, dict(prediction_type="v_prediction", skip_prk_steps=True))
+case("pndm_trailing", "PNDMScheduler", 10, dict(SD, timestep_spacing="trailing", skip_prk_steps=True))
+# ---- Heun
+case("heun_default", "HeunDiscreteScheduler", 10)
+case("heun_sd_karras", "HeunDiscreteScheduler", 8, dict(SD, use_karras_sigmas=True))
+case("heun_vpred_leading", "HeunDiscreteScheduler", 8, dict(SD, prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1))
+case("heun_sample", "HeunDiscreteScheduler", 6, dict(prediction_type="sample", clip_sample=True))
+
+
+def run(c):
+    global _gen
+    _gen = torch.Generator().manual_seed(1234)
+    cls = getattr(diffusers, c["cls"])
+    sched = cls(**c["config"])
+    kw = dict(c["set_kwargs"])
+    if c["steps"] is not None:
+        kw["num_inference_steps"] = c["steps"]
+    sched.set_timesteps(**kw)
+    timesteps = sched.timesteps.clone()
+    order = sched.order
+    begin = 0
+    if c["strength"] is not None:
+        # StableDiffusionImg2ImgPipeline.get_timesteps
+        n = sched.num_inference_steps
+        init_timestep = min(int(n * c["strength"]), n)
+        t_start = max(n - init_timestep, 0)
+        begin = t_start * order
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+    entry = dict(
+        name=c["name"], cls=c["cls"], config={k: jsonable(v) for k, v in dict(sched.config).items() if not k.startswith("_")},
+        user_config=c["config"], num_inference_steps=c["steps"], set_kwargs=jsonable(c["set_kwargs"]),
+        strength=c["strength"], step_kwargs=c["step_kwargs"], begin_index=begin, order=order,
+        timesteps=[float(t) for t in timesteps.tolist()], timestep_dtype=str(timesteps.dtype),
+        sigmas=[float(s) for s in sched.sigmas.tolist()] if hasattr(sched, "sigmas") and torch.is_tensor(sched.sigmas) and c["cls"] not in ("DDIMScheduler", "DDPMScheduler", "LCMScheduler", "PNDMScheduler") else None,
+        init_noise_sigma=float(getattr(sched, "init_noise_sigma", 1.0)), shape=SHAPE,
+    )
+    x0 = sample0()
+    sample = x0 * entry["init_noise_sigma"]
+    entry["sample0"] = flat(x0)
+    steps = []
+    for t in timesteps[begin:]:
+        _drawn.clear()
+        x = sched.scale_model_input(sample, t) if hasattr(sched, "scale_model_input") else sample
+        out = model(x, t)
+        res = sched.step(out, t, sample, **c["step_kwargs"])
+        sample = res.prev_sample
+        steps.append(dict(t=float(t), noise=[flat(n) for n in _drawn], prev_sample=flat(sample)))
+    entry["steps"] = steps
+    return entry
+
+
+def main():
+    out = []
+    for c in CASES:
+        out.append(run(c))
+        print(f"{c['name']}: {len(out[-1]['steps'])} steps", file=sys.stderr)
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        json.dump(dict(diffusers_version=diffusers.__version__, torch_version=torch.__version__, cases=out), f, separators=(",", ":"))
+    print(f"{len(out)} cases -> {os.path.abspath(OUT)} ({os.path.getsize(OUT)} bytes)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
