@@ -24,6 +24,9 @@ pub enum BetaSchedule {
     /// `squaredcos_cap_v2`: the cosine schedule of Nichol & Dhariwal.
     #[serde(rename = "squaredcos_cap_v2")]
     SquaredcosCapV2,
+    /// `exp`: `betas_for_alpha_bar` with `ᾱ(t) = exp(-12 t)` (Heun).
+    #[serde(rename = "exp")]
+    Exp,
 }
 
 /// What the model predicts (`prediction_type`).
@@ -114,7 +117,7 @@ pub struct NoiseSchedule {
 }
 
 /// `torch.linspace(start, end, n, dtype=float32)`, bit-exact.
-fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+pub(crate) fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let (s, e) = (start as f32, end as f32);
     if n == 1 {
         return vec![s];
@@ -132,9 +135,15 @@ fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Betas of the `squaredcos_cap_v2` schedule (`betas_for_alpha_bar`, cosine).
-fn betas_for_alpha_bar(n: usize, max_beta: f64) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+/// `betas_for_alpha_bar`: cosine (`squaredcos_cap_v2`) or `exp` transform.
+fn betas_for_alpha_bar(n: usize, max_beta: f64, exp: bool) -> Vec<f32> {
+    let alpha_bar = |t: f64| {
+        if exp {
+            (t * -12.0).exp()
+        } else {
+            ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2)
+        }
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;
@@ -193,7 +202,8 @@ impl NoiseSchedule {
                     .map(|v| v * v)
                     .collect()
             }
-            (None, BetaSchedule::SquaredcosCapV2) => betas_for_alpha_bar(c.num_train_timesteps, 0.999),
+            (None, BetaSchedule::SquaredcosCapV2) => betas_for_alpha_bar(c.num_train_timesteps, 0.999, false),
+            (None, BetaSchedule::Exp) => betas_for_alpha_bar(c.num_train_timesteps, 0.999, true),
         };
         if c.rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
@@ -342,23 +352,8 @@ pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
         return 0.0;
     }
     let log_sigma = sigma.max(1e-10).ln();
-    // argmax of cumsum(dists >= 0): the last index whose log-sigma <= log_sigma
-    let count = log_sigmas.iter().filter(|&&l| log_sigma - l as f64 >= 0.0).count();
-    let mut low = 0usize;
-    let mut running = 0usize;
-    let mut best = 0usize;
-    for (i, &l) in log_sigmas.iter().enumerate() {
-        if log_sigma - l as f64 >= 0.0 {
-            running += 1;
-        }
-        if running > best {
-            best = running;
-            low = i;
-        }
-    }
-    if count == 0 {
-        low = 0;
-    }
+    // argmax of cumsum(dists >= 0): the last index whose log-sigma <= log_sigma, else 0
+    let low = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0).unwrap_or(0);
     let low = low.min(n - 2);
     let high = low + 1;
     let (l, h) = (log_sigmas[low], log_sigmas[high]);
@@ -485,4 +480,74 @@ pub(crate) fn alpha_add_noise<const D: usize>(
 ) -> Result<Tensor<D>> {
     let a = schedule.alpha_prod(t as i64).ok_or(SchedulerError::UnknownTimestep(t))? as f32;
     Ok(original * a.sqrt() + noise * (1.0 - a).sqrt())
+}
+
+/// diffusers' `_step_index` / `_begin_index` bookkeeping of the schedulers
+/// that walk their sigma table.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StepIndex {
+    pub step: Option<usize>,
+    pub begin: Option<usize>,
+}
+
+impl StepIndex {
+    /// The current index, initialised from `t` (or the begin index) on first use.
+    pub fn get(&mut self, timesteps: &[f64], t: f64) -> Result<usize> {
+        if let Some(i) = self.step {
+            return Ok(i);
+        }
+        let i = match self.begin {
+            Some(b) => b,
+            None => index_for_timestep(timesteps, t)?,
+        };
+        self.step = Some(i);
+        Ok(i)
+    }
+
+    /// Moves to the next step.
+    pub fn advance(&mut self) {
+        self.step = self.step.map(|i| i + 1);
+    }
+
+    /// Index to use for `add_noise` at `t`, as diffusers' `add_noise`.
+    pub fn for_add_noise(&self, timesteps: &[f64], t: f64) -> Result<usize> {
+        match (self.begin, self.step) {
+            (None, _) => index_for_timestep(timesteps, t),
+            (Some(_), Some(s)) => Ok(s),
+            (Some(b), None) => Ok(b),
+        }
+    }
+
+    /// Forgets the position (new schedule).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// `sigma_{i}` and `sigma_{i+1}` of a sigma table, erroring past its end.
+pub(crate) fn sigma_pair(sigmas: &[f32], i: usize) -> Result<(f32, f32)> {
+    match (sigmas.get(i), sigmas.get(i + 1)) {
+        (Some(&a), Some(&b)) => Ok((a, b)),
+        _ => Err(SchedulerError::InvalidSchedule(format!("step {i} is past the end of the schedule"))),
+    }
+}
+
+/// x0 from a model output in the k-diffusion (σ) parametrisation, float32 scalars.
+pub(crate) fn sigma_x0<const D: usize>(
+    prediction: PredictionType,
+    model_output: Tensor<D>,
+    sample: Tensor<D>,
+    sigma_eps: f32,
+    sigma_v: f32,
+    name: &'static str,
+) -> Result<Tensor<D>> {
+    Ok(match prediction {
+        PredictionType::Epsilon => sample - model_output * sigma_eps,
+        PredictionType::VPrediction => {
+            let s2 = sigma_v * sigma_v + 1.0;
+            model_output * (-sigma_v / s2.sqrt()) + sample / s2
+        }
+        PredictionType::Sample => model_output,
+        PredictionType::FlowPrediction => return Err(prediction.unsupported(name)),
+    })
 }

@@ -5,13 +5,16 @@ pub mod common;
 pub mod config;
 pub mod ddim;
 pub mod error;
+pub mod euler;
 pub mod noise;
 pub mod registry;
 pub mod scheduler;
+pub mod sigmas;
 
 pub use common::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
 pub use config::SchedulerConfig;
 pub use ddim::{DdimConfig, DdimScheduler};
+pub use euler::{EulerConfig, EulerScheduler, TimestepType};
 pub use error::{Result, SchedulerError};
 pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
 pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};

@@ -7,7 +7,7 @@ use crate::error::{Result, SchedulerError};
 use crate::scheduler::Scheduler;
 
 /// The diffusers class names this crate implements.
-pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler"];
+pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler", "EulerDiscreteScheduler"];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
 where
@@ -24,6 +24,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
     use crate::*;
     match class_name {
         "DDIMScheduler" => build::<D, DdimConfig, _>(config, DdimScheduler::new),
+        "EulerDiscreteScheduler" => build::<D, EulerConfig, _>(config, EulerScheduler::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
