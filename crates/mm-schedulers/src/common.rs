@@ -107,6 +107,30 @@ pub struct BetaConfig<'a> {
     pub rescale_betas_zero_snr: bool,
 }
 
+/// Implements `beta_config()` for a config struct with diffusers' standard
+/// noise-schedule fields (`rescale_betas_zero_snr` optional).
+macro_rules! impl_beta_config {
+    ($t:ty) => {
+        impl_beta_config!($t, |c: &$t| c.rescale_betas_zero_snr);
+    };
+    ($t:ty, $rescale:expr) => {
+        impl $t {
+            /// The training noise schedule inputs of this config.
+            pub fn beta_config(&self) -> $crate::common::BetaConfig<'_> {
+                $crate::common::BetaConfig {
+                    num_train_timesteps: self.num_train_timesteps,
+                    beta_start: self.beta_start,
+                    beta_end: self.beta_end,
+                    beta_schedule: self.beta_schedule,
+                    trained_betas: self.trained_betas.as_deref(),
+                    rescale_betas_zero_snr: ($rescale)(self),
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_beta_config;
+
 /// The training noise schedule: betas and cumulative alphas, float32 as in diffusers.
 #[derive(Clone, Debug)]
 pub struct NoiseSchedule {

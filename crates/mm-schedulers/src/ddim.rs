@@ -4,8 +4,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaConfig, BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, X0Clip, alpha_add_noise,
-    alpha_predict, check_steps, spaced_timesteps,
+    BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, X0Clip, alpha_add_noise,
+    alpha_predict, check_steps, impl_beta_config, spaced_timesteps,
 };
 use crate::config::SchedulerConfig;
 use crate::error::{Result, SchedulerError};
@@ -67,18 +67,9 @@ impl SchedulerConfig for DdimConfig {
     const CLASS_NAME: &'static str = "DDIMScheduler";
 }
 
-impl DdimConfig {
-    pub(crate) fn beta_config(&self) -> BetaConfig<'_> {
-        BetaConfig {
-            num_train_timesteps: self.num_train_timesteps,
-            beta_start: self.beta_start,
-            beta_end: self.beta_end,
-            beta_schedule: self.beta_schedule,
-            trained_betas: self.trained_betas.as_deref(),
-            rescale_betas_zero_snr: self.rescale_betas_zero_snr,
-        }
-    }
+impl_beta_config!(DdimConfig);
 
+impl DdimConfig {
     fn clip(&self) -> X0Clip {
         X0Clip {
             thresholding: self.thresholding,

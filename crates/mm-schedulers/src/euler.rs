@@ -4,8 +4,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaConfig, BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, sigma_pair,
-    sigma_x0,
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, impl_beta_config,
+    sigma_pair, sigma_x0,
 };
 use crate::config::SchedulerConfig;
 use crate::error::Result;
@@ -86,6 +86,8 @@ impl Default for EulerConfig {
     }
 }
 
+impl_beta_config!(EulerConfig);
+
 impl SchedulerConfig for EulerConfig {
     const CLASS_NAME: &'static str = "EulerDiscreteScheduler";
 }
@@ -107,14 +109,7 @@ impl EulerScheduler {
         if config.prediction_type == PredictionType::FlowPrediction {
             return Err(config.prediction_type.unsupported("EulerDiscreteScheduler"));
         }
-        let mut schedule = NoiseSchedule::new(&BetaConfig {
-            num_train_timesteps: config.num_train_timesteps,
-            beta_start: config.beta_start,
-            beta_end: config.beta_end,
-            beta_schedule: config.beta_schedule,
-            trained_betas: config.trained_betas.as_deref(),
-            rescale_betas_zero_snr: config.rescale_betas_zero_snr,
-        })?;
+        let mut schedule = NoiseSchedule::new(&config.beta_config())?;
         if config.rescale_betas_zero_snr {
             schedule.fix_zero_snr_terminal();
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod ddim;
 pub mod error;
 pub mod euler;
+pub mod euler_ancestral;
 pub mod noise;
 pub mod registry;
 pub mod scheduler;
@@ -15,6 +16,7 @@ pub use common::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing}
 pub use config::SchedulerConfig;
 pub use ddim::{DdimConfig, DdimScheduler};
 pub use euler::{EulerConfig, EulerScheduler, TimestepType};
+pub use euler_ancestral::{EulerAncestralConfig, EulerAncestralScheduler};
 pub use error::{Result, SchedulerError};
 pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
 pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};

@@ -7,7 +7,7 @@ use crate::error::{Result, SchedulerError};
 use crate::scheduler::Scheduler;
 
 /// The diffusers class names this crate implements.
-pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler", "EulerDiscreteScheduler"];
+pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
 where
@@ -25,6 +25,9 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
     match class_name {
         "DDIMScheduler" => build::<D, DdimConfig, _>(config, DdimScheduler::new),
         "EulerDiscreteScheduler" => build::<D, EulerConfig, _>(config, EulerScheduler::new),
+        "EulerAncestralDiscreteScheduler" => {
+            build::<D, EulerAncestralConfig, _>(config, EulerAncestralScheduler::new)
+        }
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
