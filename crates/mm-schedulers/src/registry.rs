@@ -7,7 +7,11 @@ use crate::error::{Result, SchedulerError};
 use crate::scheduler::Scheduler;
 
 /// The diffusers class names this crate implements.
-pub const SUPPORTED_CLASSES: &[&str] = &["DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"];
+pub const SUPPORTED_CLASSES: &[&str] = &[
+    "DDIMScheduler",
+    "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
 where
@@ -27,6 +31,9 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
         "EulerDiscreteScheduler" => build::<D, EulerConfig, _>(config, EulerScheduler::new),
         "EulerAncestralDiscreteScheduler" => {
             build::<D, EulerAncestralConfig, _>(config, EulerAncestralScheduler::new)
+        }
+        "DPMSolverMultistepScheduler" => {
+            build::<D, DpmSolverMultistepConfig, _>(config, DpmSolverMultistepScheduler::<D>::new)
         }
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }

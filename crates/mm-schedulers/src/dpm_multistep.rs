@@ -1,0 +1,575 @@
+//! DPM-Solver / DPM-Solver++ multistep (Lu et al. 2022), diffusers
+//! `DPMSolverMultistepScheduler`: orders 1–3, midpoint / heun second-order
+//! updates, the SDE variants, Karras / exponential / Lu-lambda / flow sigmas.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, check_steps,
+    exponential_sigmas, impl_beta_config, interp_index, karras_sigmas, log_sigmas, np_arange, np_linspace,
+    sigma_to_t, threshold_sample,
+};
+use crate::config::{SchedulerConfig, invalid};
+use crate::error::{Result, SchedulerError};
+use crate::noise::NoiseSource;
+use crate::scheduler::{Scheduler, StepOutput, TimestepRequest};
+
+/// `algorithm_type` of DPM-Solver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DpmAlgorithm {
+    /// `dpmsolver`: noise-prediction formulation.
+    #[serde(rename = "dpmsolver")]
+    DpmSolver,
+    /// `dpmsolver++`: data-prediction formulation (the usual choice).
+    #[default]
+    #[serde(rename = "dpmsolver++", alias = "deis")]
+    DpmSolverPlusPlus,
+    /// `sde-dpmsolver`: stochastic noise-prediction variant.
+    #[serde(rename = "sde-dpmsolver")]
+    SdeDpmSolver,
+    /// `sde-dpmsolver++`: stochastic data-prediction variant ("DPM++ 2M SDE").
+    #[serde(rename = "sde-dpmsolver++")]
+    SdeDpmSolverPlusPlus,
+}
+
+impl DpmAlgorithm {
+    fn data_prediction(self) -> bool {
+        matches!(self, Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus)
+    }
+
+    fn sde(self) -> bool {
+        matches!(self, Self::SdeDpmSolver | Self::SdeDpmSolverPlusPlus)
+    }
+}
+
+/// `solver_type`: the second-order update rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DpmSolverType {
+    /// `midpoint`.
+    #[default]
+    #[serde(rename = "midpoint", alias = "logrho", alias = "bh1", alias = "bh2")]
+    Midpoint,
+    /// `heun`.
+    #[serde(rename = "heun")]
+    Heun,
+}
+
+/// `variance_type` of DPM-Solver (models that also predict a variance).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DpmVarianceType {
+    /// `learned`.
+    #[serde(rename = "learned")]
+    Learned,
+    /// `learned_range`.
+    #[serde(rename = "learned_range")]
+    LearnedRange,
+}
+
+/// Config of [`DpmSolverMultistepScheduler`] (diffusers defaults).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct DpmSolverMultistepConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub trained_betas: Option<Vec<f64>>,
+    pub solver_order: usize,
+    pub prediction_type: PredictionType,
+    pub thresholding: bool,
+    pub dynamic_thresholding_ratio: f64,
+    pub sample_max_value: f64,
+    pub algorithm_type: DpmAlgorithm,
+    pub solver_type: DpmSolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub use_karras_sigmas: bool,
+    pub use_exponential_sigmas: bool,
+    pub use_beta_sigmas: bool,
+    pub use_lu_lambdas: bool,
+    pub use_flow_sigmas: bool,
+    pub flow_shift: f64,
+    pub final_sigmas_type: FinalSigmasType,
+    /// `null` in JSON (Python's `-inf`) means no clipping.
+    pub lambda_min_clipped: f64,
+    pub variance_type: Option<DpmVarianceType>,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: usize,
+    pub rescale_betas_zero_snr: bool,
+    pub use_dynamic_shifting: bool,
+}
+
+impl Default for DpmSolverMultistepConfig {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            solver_order: 2,
+            prediction_type: PredictionType::Epsilon,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
+            algorithm_type: DpmAlgorithm::DpmSolverPlusPlus,
+            solver_type: DpmSolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+            use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            use_lu_lambdas: false,
+            use_flow_sigmas: false,
+            flow_shift: 1.0,
+            final_sigmas_type: FinalSigmasType::Zero,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            variance_type: None,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            rescale_betas_zero_snr: false,
+            use_dynamic_shifting: false,
+        }
+    }
+}
+
+impl_beta_config!(DpmSolverMultistepConfig);
+
+impl SchedulerConfig for DpmSolverMultistepConfig {
+    const CLASS_NAME: &'static str = "DPMSolverMultistepScheduler";
+}
+
+const NAME: &str = "DPMSolverMultistepScheduler";
+
+/// DPM-Solver(++) multistep: deterministic (or SDE) high-order solver,
+/// good in 15–25 steps ("DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 3M").
+#[derive(Clone, Debug)]
+pub struct DpmSolverMultistepScheduler<const D: usize> {
+    config: DpmSolverMultistepConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f32>,
+    num_inference_steps: Option<usize>,
+    model_outputs: Vec<Option<Tensor<D>>>,
+    lower_order_nums: usize,
+    index: StepIndex,
+}
+
+/// `(alpha_t, sigma_t)` of a sigma, float32.
+fn alpha_sigma(sigma: f32, flow: bool) -> (f32, f32) {
+    if flow {
+        (1.0 - sigma, sigma)
+    } else {
+        let a = 1.0 / (sigma * sigma + 1.0).sqrt();
+        (a, sigma * a)
+    }
+}
+
+fn lambda(alpha: f32, sigma: f32) -> f32 {
+    alpha.ln() - sigma.ln()
+}
+
+impl<const D: usize> DpmSolverMultistepScheduler<D> {
+    /// Builds the scheduler from its config.
+    pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
+        let c = &config;
+        let conversions = [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas];
+        if conversions.iter().filter(|b| **b).count() > 1 {
+            return Err(invalid("only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set"));
+        }
+        if c.use_beta_sigmas {
+            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
+        }
+        if !(1..=3).contains(&c.solver_order) {
+            return Err(invalid(format!("solver_order must be 1, 2 or 3, got {}", c.solver_order)));
+        }
+        if !c.algorithm_type.data_prediction() && c.final_sigmas_type == FinalSigmasType::Zero {
+            return Err(invalid("final_sigmas_type `zero` needs algorithm_type dpmsolver++ or sde-dpmsolver++"));
+        }
+        if c.prediction_type == PredictionType::FlowPrediction && !c.algorithm_type.data_prediction() {
+            return Err(c.prediction_type.unsupported(NAME));
+        }
+        let mut schedule = NoiseSchedule::new(&c.beta_config())?;
+        if c.rescale_betas_zero_snr {
+            schedule.fix_zero_snr_terminal();
+        }
+        let sigmas = schedule.sigmas();
+        let timesteps = (0..c.num_train_timesteps).rev().map(|t| t as f64).collect();
+        let order = c.solver_order;
+        Ok(Self {
+            config,
+            schedule,
+            timesteps,
+            sigmas,
+            num_inference_steps: None,
+            model_outputs: vec![None; order],
+            lower_order_nums: 0,
+            index: StepIndex::default(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &DpmSolverMultistepConfig {
+        &self.config
+    }
+
+    /// Timesteps of `n` steps by `timestep_spacing`, below the `lambda_min_clipped` cut.
+    fn spaced(&self, n: usize) -> Vec<f64> {
+        let c = &self.config;
+        let train = c.num_train_timesteps;
+        // searchsorted(flip(lambda_t), lambda_min_clipped): count of lambdas below the cut
+        let clipped = self
+            .schedule
+            .alphas_cumprod
+            .iter()
+            .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < c.lambda_min_clipped)
+            .count();
+        let last = train - clipped;
+        match c.timestep_spacing {
+            TimestepSpacing::Linspace => {
+                let v = np_linspace(0.0, last as f64 - 1.0, n + 1);
+                v.iter().rev().take(n).map(|x| x.round_ties_even()).collect()
+            }
+            TimestepSpacing::Leading => {
+                let ratio = last / (n + 1);
+                (0..=n).rev().take(n).map(|i| (i * ratio + c.steps_offset) as f64).collect()
+            }
+            TimestepSpacing::Trailing => np_arange(last as f64, 0.0, -(train as f64 / n as f64))
+                .into_iter()
+                .map(|x| x.round_ties_even() - 1.0)
+                .collect(),
+        }
+    }
+
+    fn flow(&self) -> bool {
+        self.config.use_flow_sigmas
+    }
+
+    /// diffusers' `convert_model_output`: x0 (dpmsolver++) or ε (dpmsolver).
+    fn convert_model_output(&self, model_output: Tensor<D>, sample: Tensor<D>, sigma: f32) -> Result<Tensor<D>> {
+        let c = &self.config;
+        let (alpha_t, sigma_t) = alpha_sigma(sigma, self.flow());
+        let model_output = match (c.variance_type, c.prediction_type) {
+            (Some(_), PredictionType::Epsilon) if !c.algorithm_type.data_prediction() => {
+                model_output.narrow(1, 0, 3.min(sample.dims().get(1).copied().unwrap_or(3)))
+            }
+            _ => model_output,
+        };
+        if c.algorithm_type.data_prediction() {
+            let x0 = match c.prediction_type {
+                PredictionType::Epsilon => (sample - model_output * sigma_t) / alpha_t,
+                PredictionType::Sample => model_output,
+                PredictionType::VPrediction => sample * alpha_t - model_output * sigma_t,
+                PredictionType::FlowPrediction => sample - model_output * sigma,
+            };
+            if c.thresholding {
+                return threshold_sample(x0, c.dynamic_thresholding_ratio, c.sample_max_value);
+            }
+            Ok(x0)
+        } else {
+            let eps = match c.prediction_type {
+                PredictionType::Epsilon => model_output,
+                PredictionType::Sample => (sample.clone() - model_output * alpha_t) / sigma_t,
+                PredictionType::VPrediction => model_output * alpha_t + sample.clone() * sigma_t,
+                PredictionType::FlowPrediction => return Err(c.prediction_type.unsupported(NAME)),
+            };
+            if c.thresholding {
+                let x0 = (sample.clone() - eps * sigma_t) / alpha_t;
+                let x0 = threshold_sample(x0, c.dynamic_thresholding_ratio, c.sample_max_value)?;
+                return Ok((sample - x0 * alpha_t) / sigma_t);
+            }
+            Ok(eps)
+        }
+    }
+
+    fn sigma_at(&self, i: isize) -> Result<f32> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.sigmas.get(i).copied())
+            .ok_or_else(|| SchedulerError::InvalidSchedule(format!("sigma index {i} out of range")))
+    }
+
+    fn output(&self, back: usize) -> Result<Tensor<D>> {
+        let n = self.model_outputs.len();
+        self.model_outputs
+            .get(n - 1 - back)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| SchedulerError::InvalidSchedule("missing previous model output".into()))
+    }
+
+    /// The multistep update of `order` from step `i`.
+    fn update(&self, order: usize, i: usize, sample: Tensor<D>, noise: Option<Tensor<D>>) -> Result<Tensor<D>> {
+        let c = &self.config;
+        let flow = self.flow();
+        let i = i as isize;
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigma_at(i + 1)?, flow);
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigma_at(i)?, flow);
+        let lambda_t = lambda(alpha_t, sigma_t);
+        let lambda_s0 = lambda(alpha_s0, sigma_s0);
+        let h = lambda_t - lambda_s0;
+        let m0 = self.output(0)?;
+        let noise_term = |z: Option<Tensor<D>>, coef: f32| -> Result<Tensor<D>> {
+            z.map(|z| z * coef).ok_or_else(|| SchedulerError::Noise("SDE variant needs noise".into()))
+        };
+        let alg = c.algorithm_type;
+        if order == 1 {
+            let x = match alg {
+                DpmAlgorithm::DpmSolverPlusPlus => sample * (sigma_t / sigma_s0) - m0 * (alpha_t * ((-h).exp() - 1.0)),
+                DpmAlgorithm::DpmSolver => sample * (alpha_t / alpha_s0) - m0 * (sigma_t * (h.exp() - 1.0)),
+                DpmAlgorithm::SdeDpmSolverPlusPlus => {
+                    sample * (sigma_t / sigma_s0 * (-h).exp())
+                        + m0 * (alpha_t * (1.0 - (-2.0 * h).exp()))
+                        + noise_term(noise, sigma_t * (1.0 - (-2.0 * h).exp()).sqrt())?
+                }
+                DpmAlgorithm::SdeDpmSolver => {
+                    sample * (alpha_t / alpha_s0) - m0 * (2.0 * (sigma_t * (h.exp() - 1.0)))
+                        + noise_term(noise, sigma_t * ((2.0 * h).exp() - 1.0).sqrt())?
+                }
+            };
+            return Ok(x);
+        }
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigma_at(i - 1)?, flow);
+        let lambda_s1 = lambda(alpha_s1, sigma_s1);
+        let m1 = self.output(1)?;
+        let h_0 = lambda_s0 - lambda_s1;
+        let r0 = h_0 / h;
+        let midpoint = c.solver_type == DpmSolverType::Midpoint;
+        if order == 2 {
+            let d0 = m0;
+            let d1 = (d0.clone() - m1) * (1.0 / r0);
+            let x = match alg {
+                DpmAlgorithm::DpmSolverPlusPlus => {
+                    let base = sample * (sigma_t / sigma_s0) - d0 * (alpha_t * ((-h).exp() - 1.0));
+                    if midpoint {
+                        base - d1 * (0.5 * (alpha_t * ((-h).exp() - 1.0)))
+                    } else {
+                        base + d1 * (alpha_t * (((-h).exp() - 1.0) / h + 1.0))
+                    }
+                }
+                DpmAlgorithm::DpmSolver => {
+                    let base = sample * (alpha_t / alpha_s0) - d0 * (sigma_t * (h.exp() - 1.0));
+                    if midpoint {
+                        base - d1 * (0.5 * (sigma_t * (h.exp() - 1.0)))
+                    } else {
+                        base - d1 * (sigma_t * ((h.exp() - 1.0) / h - 1.0))
+                    }
+                }
+                DpmAlgorithm::SdeDpmSolverPlusPlus => {
+                    let e2 = (-2.0 * h).exp();
+                    let base = sample * (sigma_t / sigma_s0 * (-h).exp()) + d0 * (alpha_t * (1.0 - e2));
+                    let mid = if midpoint {
+                        base + d1 * (0.5 * (alpha_t * (1.0 - e2)))
+                    } else {
+                        base + d1 * (alpha_t * ((1.0 - e2) / (-2.0 * h) + 1.0))
+                    };
+                    mid + noise_term(noise, sigma_t * (1.0 - e2).sqrt())?
+                }
+                DpmAlgorithm::SdeDpmSolver => {
+                    let base = sample * (alpha_t / alpha_s0) - d0 * (2.0 * (sigma_t * (h.exp() - 1.0)));
+                    let mid = if midpoint {
+                        base - d1 * (sigma_t * (h.exp() - 1.0))
+                    } else {
+                        base - d1 * (2.0 * (sigma_t * ((h.exp() - 1.0) / h - 1.0)))
+                    };
+                    mid + noise_term(noise, sigma_t * ((2.0 * h).exp() - 1.0).sqrt())?
+                }
+            };
+            return Ok(x);
+        }
+        let (alpha_s2, sigma_s2) = alpha_sigma(self.sigma_at(i - 2)?, flow);
+        let lambda_s2 = lambda(alpha_s2, sigma_s2);
+        let m2 = self.output(2)?;
+        let h_1 = lambda_s1 - lambda_s2;
+        let r1 = h_1 / h;
+        let d0 = m0.clone();
+        let d1_0 = (m0 - m1.clone()) * (1.0 / r0);
+        let d1_1 = (m1 - m2) * (1.0 / r1);
+        let d1 = d1_0.clone() + (d1_0.clone() - d1_1.clone()) * (r0 / (r0 + r1));
+        let d2 = (d1_0 - d1_1) * (1.0 / (r0 + r1));
+        let x = match alg {
+            DpmAlgorithm::DpmSolverPlusPlus => {
+                sample * (sigma_t / sigma_s0) - d0 * (alpha_t * ((-h).exp() - 1.0))
+                    + d1 * (alpha_t * (((-h).exp() - 1.0) / h + 1.0))
+                    - d2 * (alpha_t * (((-h).exp() - 1.0 + h) / (h * h) - 0.5))
+            }
+            DpmAlgorithm::DpmSolver => {
+                sample * (alpha_t / alpha_s0)
+                    - d0 * (sigma_t * (h.exp() - 1.0))
+                    - d1 * (sigma_t * ((h.exp() - 1.0) / h - 1.0))
+                    - d2 * (sigma_t * ((h.exp() - 1.0 - h) / (h * h) - 0.5))
+            }
+            DpmAlgorithm::SdeDpmSolverPlusPlus => {
+                let e2 = (-2.0 * h).exp();
+                sample * (sigma_t / sigma_s0 * (-h).exp())
+                    + d0 * (alpha_t * (1.0 - e2))
+                    + d1 * (alpha_t * ((1.0 - e2) / (-2.0 * h) + 1.0))
+                    + d2 * (alpha_t * ((1.0 - e2 - 2.0 * h) / ((2.0 * h) * (2.0 * h)) - 0.5))
+                    + noise_term(noise, sigma_t * (1.0 - e2).sqrt())?
+            }
+            DpmAlgorithm::SdeDpmSolver => {
+                return Err(SchedulerError::Unsupported("third-order sde-dpmsolver (diffusers has none)".into()));
+            }
+        };
+        Ok(x)
+    }
+}
+
+impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
+    fn class_name(&self) -> &'static str {
+        NAME
+    }
+
+    fn set_timesteps_with(&mut self, request: &TimestepRequest) -> Result<()> {
+        request.reject(NAME, true, false, true)?;
+        let c = self.config.clone();
+        let train = c.num_train_timesteps;
+        let mut flow_shift = c.flow_shift;
+        if let Some(mu) = request.mu {
+            if !c.use_dynamic_shifting {
+                return Err(invalid("mu needs use_dynamic_shifting"));
+            }
+            flow_shift = mu.exp();
+        }
+        let custom = request.timesteps.is_some();
+        if custom && (c.use_karras_sigmas || c.use_lu_lambdas || c.use_exponential_sigmas) {
+            return Err(SchedulerError::InvalidSchedule(
+                "custom timesteps cannot be combined with Karras / Lu / exponential sigmas".into(),
+            ));
+        }
+        let mut timesteps: Vec<f64> = match &request.timesteps {
+            Some(t) if t.is_empty() => return Err(SchedulerError::ZeroSteps),
+            Some(t) => t.iter().map(|v| v.trunc()).collect(),
+            None => {
+                let n = request.count()?;
+                check_steps(n, train)?;
+                self.spaced(n)
+            }
+        };
+        let n = request.num_inference_steps.unwrap_or(timesteps.len());
+        let train_sigmas = self.schedule.sigmas();
+        let log_sig = log_sigmas(&train_sigmas);
+        let desc: Vec<f64> = train_sigmas.iter().rev().map(|&s| s as f64).collect();
+        let round = c.beta_schedule != BetaSchedule::SquaredcosCapV2;
+        let to_t = |sig: &[f64], round: bool| -> Vec<f64> {
+            sig.iter()
+                .map(|&s| {
+                    let t = sigma_to_t(s, &log_sig);
+                    if round { t.round_ties_even() } else { t }
+                })
+                .collect()
+        };
+        let (first, last) = (desc[0], desc[desc.len() - 1]);
+        let sigmas: Vec<f64> = if c.use_karras_sigmas {
+            let s = karras_sigmas(last, first, n);
+            timesteps = to_t(&s, round);
+            s
+        } else if c.use_lu_lambdas {
+            let (lmax, lmin) = (log_sig[log_sig.len() - 1] as f64, log_sig[0] as f64);
+            let s: Vec<f64> = np_linspace(lmax, lmin, n).into_iter().map(f64::exp).collect();
+            timesteps = to_t(&s, round);
+            s
+        } else if c.use_exponential_sigmas {
+            let s = exponential_sigmas(last, first, n);
+            timesteps = to_t(&s, false);
+            s
+        } else if c.use_flow_sigmas {
+            let alphas = np_linspace(1.0, 1.0 / train as f64, n + 1);
+            let mut s: Vec<f64> =
+                alphas.iter().map(|a| 1.0 - a).map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s)).collect();
+            s.reverse();
+            s.truncate(n);
+            timesteps = s.iter().map(|s| s * train as f64).collect();
+            s
+        } else {
+            timesteps.iter().map(|&t| interp_index(t, &train_sigmas)).collect()
+        };
+        let final_sigma = match c.final_sigmas_type {
+            FinalSigmasType::SigmaMin => train_sigmas[0],
+            FinalSigmasType::Zero => 0.0,
+        };
+        let mut out: Vec<f32> = sigmas.iter().map(|&s| s as f32).collect();
+        out.push(final_sigma);
+        self.timesteps = timesteps.iter().map(|t| t.trunc()).collect();
+        self.sigmas = out;
+        self.num_inference_steps = Some(self.timesteps.len());
+        self.model_outputs = vec![None; c.solver_order];
+        self.lower_order_nums = 0;
+        self.index.reset();
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
+    }
+
+    fn num_inference_steps(&self) -> Option<usize> {
+        self.num_inference_steps
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<D>,
+        t: f64,
+        sample: Tensor<D>,
+        noise: &mut dyn NoiseSource<D>,
+    ) -> Result<StepOutput<D>> {
+        let len = self.num_inference_steps.ok_or(SchedulerError::NotInitialized("step"))?;
+        let i = match self.index.step {
+            Some(i) => i,
+            None => {
+                let i = match self.index.begin {
+                    Some(b) => b,
+                    // DPM-Solver falls back to the last step for unknown timesteps
+                    None => crate::common::index_for_timestep(&self.timesteps, t).unwrap_or(len - 1),
+                };
+                self.index.step = Some(i);
+                i
+            }
+        };
+        let c = self.config.clone();
+        let lower_order_final = i == len - 1
+            && (c.euler_at_final || (c.lower_order_final && len < 15) || c.final_sigmas_type == FinalSigmasType::Zero);
+        let lower_order_second = i + 2 == len && c.lower_order_final && len < 15;
+        let x = self.convert_model_output(model_output, sample.clone(), self.sigma_at(i as isize)?)?;
+        self.model_outputs.rotate_left(1);
+        if let Some(last) = self.model_outputs.last_mut() {
+            *last = Some(x.clone());
+        }
+        let z = if c.algorithm_type.sde() { Some(noise.noise(sample.dims(), &sample.device())?) } else { None };
+        let order = if c.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
+            1
+        } else if c.solver_order == 2 || self.lower_order_nums < 2 || lower_order_second {
+            2
+        } else {
+            3
+        };
+        let prev = self.update(order, i, sample, z)?;
+        if self.lower_order_nums < c.solver_order {
+            self.lower_order_nums += 1;
+        }
+        self.index.advance();
+        let x0 = c.algorithm_type.data_prediction().then_some(x);
+        Ok(StepOutput { prev_sample: prev, pred_original_sample: x0 })
+    }
+
+    fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {
+        let i = self.index.for_add_noise(&self.timesteps, t)?;
+        let (alpha, sigma) = alpha_sigma(self.sigma_at(i as isize)?, self.flow());
+        Ok(original * alpha + noise * sigma)
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        self.index.begin = Some(index);
+    }
+
+    fn begin_index(&self) -> usize {
+        self.index.begin.unwrap_or(0)
+    }
+}
