@@ -4,6 +4,7 @@
 pub mod common;
 pub mod config;
 pub mod ddim;
+pub mod ddpm;
 pub mod dpm_multistep;
 pub mod error;
 pub mod euler;
@@ -19,6 +20,7 @@ pub use ddim::{DdimConfig, DdimScheduler};
 pub use euler::{EulerConfig, EulerScheduler, TimestepType};
 pub use euler_ancestral::{EulerAncestralConfig, EulerAncestralScheduler};
 pub use dpm_multistep::{DpmAlgorithm, DpmSolverMultistepConfig, DpmSolverMultistepScheduler, DpmSolverType};
+pub use ddpm::{DdpmConfig, DdpmScheduler, DdpmVarianceType};
 pub use error::{Result, SchedulerError};
 pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
 pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};

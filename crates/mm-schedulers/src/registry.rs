@@ -11,6 +11,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "DDIMScheduler",
     "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
     "DPMSolverMultistepScheduler",
+    "DDPMScheduler",
 ];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
@@ -35,6 +36,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
         "DPMSolverMultistepScheduler" => {
             build::<D, DpmSolverMultistepConfig, _>(config, DpmSolverMultistepScheduler::<D>::new)
         }
+        "DDPMScheduler" => build::<D, DdpmConfig, _>(config, DdpmScheduler::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
