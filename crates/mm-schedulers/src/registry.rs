@@ -12,6 +12,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
     "DPMSolverMultistepScheduler",
     "DDPMScheduler",
+    "LCMScheduler",
 ];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
@@ -37,6 +38,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
             build::<D, DpmSolverMultistepConfig, _>(config, DpmSolverMultistepScheduler::<D>::new)
         }
         "DDPMScheduler" => build::<D, DdpmConfig, _>(config, DdpmScheduler::new),
+        "LCMScheduler" => build::<D, LcmConfig, _>(config, LcmScheduler::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
