@@ -13,6 +13,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "DPMSolverMultistepScheduler",
     "DDPMScheduler",
     "LCMScheduler",
+    "FlowMatchEulerDiscreteScheduler",
 ];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
@@ -39,6 +40,9 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
         }
         "DDPMScheduler" => build::<D, DdpmConfig, _>(config, DdpmScheduler::new),
         "LCMScheduler" => build::<D, LcmConfig, _>(config, LcmScheduler::new),
+        "FlowMatchEulerDiscreteScheduler" => {
+            build::<D, FlowMatchEulerConfig, _>(config, FlowMatchEulerScheduler::new)
+        }
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
