@@ -14,6 +14,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "DDPMScheduler",
     "LCMScheduler",
     "FlowMatchEulerDiscreteScheduler",
+    "PNDMScheduler",
 ];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
@@ -43,6 +44,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
         "FlowMatchEulerDiscreteScheduler" => {
             build::<D, FlowMatchEulerConfig, _>(config, FlowMatchEulerScheduler::new)
         }
+        "PNDMScheduler" => build::<D, PndmConfig, _>(config, PndmScheduler::<D>::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
