@@ -15,6 +15,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "LCMScheduler",
     "FlowMatchEulerDiscreteScheduler",
     "PNDMScheduler",
+    "HeunDiscreteScheduler",
 ];
 
 fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
@@ -45,6 +46,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
             build::<D, FlowMatchEulerConfig, _>(config, FlowMatchEulerScheduler::new)
         }
         "PNDMScheduler" => build::<D, PndmConfig, _>(config, PndmScheduler::<D>::new),
+        "HeunDiscreteScheduler" => build::<D, HeunConfig, _>(config, HeunScheduler::<D>::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
