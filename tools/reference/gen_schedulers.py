@@ -232,6 +232,22 @@ def run(c):
     return entry
 
 
+def guidance_cases():
+    """CFG + `rescale_noise_cfg` as diffusers' Stable Diffusion pipeline computes them."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for scale, rescale in [(7.5, 0.0), (5.0, 0.7), (3.0, 1.0)]:
+        uncond = torch.randn(2, 2, 4, 4, generator=g)
+        cond = torch.randn(2, 2, 4, 4, generator=g) * 1.5 + 0.2
+        res = uncond + scale * (cond - uncond)
+        if rescale > 0:
+            res = rescale_noise_cfg(res, cond, guidance_rescale=rescale)
+        out.append(dict(scale=scale, rescale=rescale, shape=[2, 2, 4, 4], uncond=flat(uncond), cond=flat(cond), result=flat(res)))
+    return out
+
+
 def main():
     out = []
     for c in CASES:
@@ -239,7 +255,7 @@ def main():
         print(f"{c['name']}: {len(out[-1]['steps'])} steps", file=sys.stderr)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
-        json.dump(dict(diffusers_version=diffusers.__version__, torch_version=torch.__version__, cases=out), f, separators=(",", ":"))
+        json.dump(dict(diffusers_version=diffusers.__version__, torch_version=torch.__version__, cases=out, guidance=guidance_cases()), f, separators=(",", ":"))
     print(f"{len(out)} cases -> {os.path.abspath(OUT)} ({os.path.getsize(OUT)} bytes)", file=sys.stderr)
 
 

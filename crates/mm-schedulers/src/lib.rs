@@ -8,6 +8,7 @@ pub mod ddpm;
 pub mod dpm_multistep;
 pub mod error;
 pub mod flow_match_euler;
+pub mod guidance;
 pub mod heun;
 pub mod lcm;
 pub mod euler;
@@ -27,6 +28,7 @@ pub use dpm_multistep::{DpmAlgorithm, DpmSolverMultistepConfig, DpmSolverMultist
 pub use ddpm::{DdpmConfig, DdpmScheduler, DdpmVarianceType};
 pub use error::{Result, SchedulerError};
 pub use flow_match_euler::{FlowMatchEulerConfig, FlowMatchEulerScheduler, TimeShiftType};
+pub use guidance::{Guidance, GuidanceTerm, ScaleSchedule, rescale_noise_cfg};
 pub use heun::{HeunConfig, HeunScheduler};
 pub use lcm::{LcmConfig, LcmScheduler};
 pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
