@@ -86,9 +86,27 @@ def jsonable(v):
 CASES = []
 
 
-def case(name, cls, steps, config=None, set_kwargs=None, strength=None, step_kwargs=None):
+def case(name, cls, steps, config=None, set_kwargs=None, strength=None, step_kwargs=None, source=None):
     CASES.append(dict(name=name, cls=cls, steps=steps, config=config or {}, set_kwargs=set_kwargs or {},
-                      strength=strength, step_kwargs=step_kwargs or {}))
+                      strength=strength, step_kwargs=step_kwargs or {}, source=source))
+
+
+# Real `scheduler_config.json` files (as published on the Hub) for cross-construction:
+# `cls.from_config(source)` builds another scheduler from a model's default one.
+SD15_PNDM = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+             "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+             "steps_offset": 1, "trained_betas": None, "clip_sample": False}
+SDXL_EULER = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.dev0", "beta_end": 0.012,
+              "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear",
+              "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False,
+              "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None,
+              "use_karras_sigmas": False}
+SD21_DDIM_V = {"_class_name": "DDIMScheduler", "_diffusers_version": "0.8.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+               "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+               "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+FLUX = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.30.0.dev0", "base_image_seq_len": 256,
+        "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
+        "use_dynamic_shifting": True}
 
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -188,12 +206,24 @@ case("heun_sd_karras", "HeunDiscreteScheduler", 8, dict(SD, use_karras_sigmas=Tr
 case("heun_vpred_leading", "HeunDiscreteScheduler", 8, dict(SD, prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1))
 case("heun_sample", "HeunDiscreteScheduler", 6, dict(prediction_type="sample", clip_sample=True))
 
+# ---- cross-construction from real model configs
+case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)
+case("x_sd15_to_dpmpp_2m_karras", "DPMSolverMultistepScheduler", 20, source=dict(SD15_PNDM, use_karras_sigmas=True))
+case("x_sd15_pndm", "PNDMScheduler", 20, source=SD15_PNDM)
+case("x_sdxl_to_euler_a", "EulerAncestralDiscreteScheduler", 20, source=SDXL_EULER)
+case("x_sdxl_euler", "EulerDiscreteScheduler", 20, source=SDXL_EULER)
+case("x_sdxl_to_lcm", "LCMScheduler", 4, source=SDXL_EULER)
+case("x_sd21v_to_euler", "EulerDiscreteScheduler", 15, source=SD21_DDIM_V)
+case("x_sd21v_to_dpmpp", "DPMSolverMultistepScheduler", 15, source=SD21_DDIM_V)
+case("x_sd21v_to_heun", "HeunDiscreteScheduler", 8, source=SD21_DDIM_V)
+case("x_flux", "FlowMatchEulerDiscreteScheduler", 8, source=FLUX, set_kwargs=dict(mu=1.15))
+
 
 def run(c):
     global _gen
     _gen = torch.Generator().manual_seed(1234)
     cls = getattr(diffusers, c["cls"])
-    sched = cls(**c["config"])
+    sched = cls.from_config(c["source"]) if c["source"] is not None else cls(**c["config"])
     kw = dict(c["set_kwargs"])
     if c["steps"] is not None:
         kw["num_inference_steps"] = c["steps"]
@@ -211,7 +241,7 @@ def run(c):
             sched.set_begin_index(begin)
     entry = dict(
         name=c["name"], cls=c["cls"], config={k: jsonable(v) for k, v in dict(sched.config).items() if not k.startswith("_")},
-        user_config=c["config"], num_inference_steps=c["steps"], set_kwargs=jsonable(c["set_kwargs"]),
+        user_config=c["config"], source_config=jsonable(c["source"]), num_inference_steps=c["steps"], set_kwargs=jsonable(c["set_kwargs"]),
         strength=c["strength"], step_kwargs=c["step_kwargs"], begin_index=begin, order=order,
         timesteps=[float(t) for t in timesteps.tolist()], timestep_dtype=str(timesteps.dtype),
         sigmas=[float(s) for s in sched.sigmas.tolist()] if hasattr(sched, "sigmas") and torch.is_tensor(sched.sigmas) and c["cls"] not in ("DDIMScheduler", "DDPMScheduler", "LCMScheduler", "PNDMScheduler") else None,

@@ -50,7 +50,9 @@ fn request(case: &Value) -> TimestepRequest {
 /// Runs one case; returns the max relative error over its steps.
 fn run_case(case: &Value, device: &Device) -> Result<f64, String> {
     let name = case["name"].as_str().unwrap_or("?");
-    let mut config = case["config"].clone();
+    // cross-construction cases build from a model's published config of another class
+    let from_source = !case["source_config"].is_null();
+    let mut config = if from_source { case["source_config"].clone() } else { case["config"].clone() };
     if let (Value::Object(c), Value::Object(kw)) = (&mut config, &case["step_kwargs"]) {
         for (k, v) in kw {
             c.insert(k.clone(), v.clone());
