@@ -165,7 +165,9 @@ fn betas_for_alpha_bar(n: usize, max_beta: f64, exp: bool) -> Vec<f32> {
         if exp {
             (t * -12.0).exp()
         } else {
-            ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2)
+            ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                .cos()
+                .powi(2)
         }
     };
     (0..n)
@@ -210,23 +212,33 @@ impl NoiseSchedule {
     /// Builds betas and `alphas_cumprod` from a config.
     pub fn new(c: &BetaConfig<'_>) -> Result<Self> {
         if c.num_train_timesteps == 0 {
-            return Err(SchedulerError::InvalidConfig("num_train_timesteps must be > 0".into()));
+            return Err(SchedulerError::InvalidConfig(
+                "num_train_timesteps must be > 0".into(),
+            ));
         }
         let mut betas = match (c.trained_betas, c.beta_schedule) {
             (Some(b), _) => {
                 if b.is_empty() {
-                    return Err(SchedulerError::InvalidConfig("trained_betas is empty".into()));
+                    return Err(SchedulerError::InvalidConfig(
+                        "trained_betas is empty".into(),
+                    ));
                 }
                 b.iter().map(|&v| v as f32).collect()
             }
-            (None, BetaSchedule::Linear) => torch_linspace_f32(c.beta_start, c.beta_end, c.num_train_timesteps),
-            (None, BetaSchedule::ScaledLinear) => {
-                torch_linspace_f32(c.beta_start.sqrt(), c.beta_end.sqrt(), c.num_train_timesteps)
-                    .into_iter()
-                    .map(|v| v * v)
-                    .collect()
+            (None, BetaSchedule::Linear) => {
+                torch_linspace_f32(c.beta_start, c.beta_end, c.num_train_timesteps)
             }
-            (None, BetaSchedule::SquaredcosCapV2) => betas_for_alpha_bar(c.num_train_timesteps, 0.999, false),
+            (None, BetaSchedule::ScaledLinear) => torch_linspace_f32(
+                c.beta_start.sqrt(),
+                c.beta_end.sqrt(),
+                c.num_train_timesteps,
+            )
+            .into_iter()
+            .map(|v| v * v)
+            .collect(),
+            (None, BetaSchedule::SquaredcosCapV2) => {
+                betas_for_alpha_bar(c.num_train_timesteps, 0.999, false)
+            }
             (None, BetaSchedule::Exp) => betas_for_alpha_bar(c.num_train_timesteps, 0.999, true),
         };
         if c.rescale_betas_zero_snr {
@@ -234,7 +246,10 @@ impl NoiseSchedule {
         }
         let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
         let alphas_cumprod = cumprod(&alphas);
-        Ok(Self { betas, alphas_cumprod })
+        Ok(Self {
+            betas,
+            alphas_cumprod,
+        })
     }
 
     /// Number of training timesteps.
@@ -249,12 +264,18 @@ impl NoiseSchedule {
 
     /// `alphas_cumprod[t]` as f64, `None` when `t` is out of range.
     pub fn alpha_prod(&self, t: i64) -> Option<f64> {
-        usize::try_from(t).ok().and_then(|i| self.alphas_cumprod.get(i)).map(|&a| a as f64)
+        usize::try_from(t)
+            .ok()
+            .and_then(|i| self.alphas_cumprod.get(i))
+            .map(|&a| a as f64)
     }
 
     /// Training sigmas `((1 - ᾱ) / ᾱ)^½`, float32 as diffusers computes them.
     pub fn sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+        self.alphas_cumprod
+            .iter()
+            .map(|&a| ((1.0 - a) / a).sqrt())
+            .collect()
     }
 
     /// Sets the last `alphas_cumprod` to `2^-24` (Euler-family zero-SNR fix).
@@ -328,7 +349,10 @@ pub(crate) fn spaced_timesteps(
         }
         TimestepSpacing::Leading => {
             let ratio = num_train / n;
-            (0..n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
         }
         TimestepSpacing::Trailing => np_arange(t, 0.0, -(t / n as f64))
             .into_iter()
@@ -343,7 +367,10 @@ pub(crate) fn check_steps(n: usize, num_train: usize) -> Result<()> {
         return Err(SchedulerError::ZeroSteps);
     }
     if n > num_train {
-        return Err(SchedulerError::TooManySteps { steps: n, train: num_train });
+        return Err(SchedulerError::TooManySteps {
+            steps: n,
+            train: num_train,
+        });
     }
     Ok(())
 }
@@ -360,7 +387,10 @@ pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64
 
 /// Exponential (log-linear) sigmas, float64.
 pub(crate) fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
-    np_linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect()
+    np_linspace(sigma_max.ln(), sigma_min.ln(), n)
+        .into_iter()
+        .map(f64::exp)
+        .collect()
 }
 
 /// Natural log of the float32 training sigmas, float32 as `np.log` on them.
@@ -377,7 +407,10 @@ pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     }
     let log_sigma = sigma.max(1e-10).ln();
     // argmax of cumsum(dists >= 0): the last index whose log-sigma <= log_sigma, else 0
-    let low = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0).unwrap_or(0);
+    let low = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - l as f64 >= 0.0)
+        .unwrap_or(0);
     let low = low.min(n - 2);
     let high = low + 1;
     let (l, h) = (log_sigmas[low], log_sigmas[high]);
@@ -388,14 +421,22 @@ pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
 /// Index of `t` in `timesteps` as diffusers' `index_for_timestep`: the second
 /// match when there are several (img2img starts mid-schedule), else the first.
 pub(crate) fn index_for_timestep(timesteps: &[f64], t: f64) -> Result<usize> {
-    let mut it = timesteps.iter().enumerate().filter(|(_, v)| **v == t).map(|(i, _)| i);
+    let mut it = timesteps
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v == t)
+        .map(|(i, _)| i);
     let first = it.next().ok_or(SchedulerError::UnknownTimestep(t))?;
     Ok(it.next().unwrap_or(first))
 }
 
 /// `int(n * strength)` steps from the end of a schedule: the begin index of
 /// img2img (`StableDiffusionImg2ImgPipeline.get_timesteps`) for `n` steps and `order`.
-pub fn img2img_begin_index(num_inference_steps: usize, order: usize, strength: f64) -> Result<usize> {
+pub fn img2img_begin_index(
+    num_inference_steps: usize,
+    order: usize,
+    strength: f64,
+) -> Result<usize> {
     if !(0.0..=1.0).contains(&strength) {
         return Err(SchedulerError::InvalidStrength(strength));
     }
@@ -413,13 +454,21 @@ pub(crate) fn to_vec<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// Builds a float tensor of `shape` from values.
-pub(crate) fn from_vec<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub(crate) fn from_vec<const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 /// diffusers' `_threshold_sample` (dynamic thresholding, Imagen): per batch
 /// item, clamp to the `ratio` quantile `s` of |x| (clamped to `[1, max]`) and divide by `s`.
-pub(crate) fn threshold_sample<const D: usize>(x: Tensor<D>, ratio: f64, max_value: f64) -> Result<Tensor<D>> {
+pub(crate) fn threshold_sample<const D: usize>(
+    x: Tensor<D>,
+    ratio: f64,
+    max_value: f64,
+) -> Result<Tensor<D>> {
     let dims = x.dims();
     let device = x.device();
     let mut v = to_vec(x)?;
@@ -437,7 +486,11 @@ pub(crate) fn threshold_sample<const D: usize>(x: Tensor<D>, ratio: f64, max_val
         let hi = (pos.ceil() as usize).min(per - 1);
         let w = pos - lo as f32;
         let (a, b) = (abs[lo], abs[hi]);
-        let q = if w < 0.5 { a + w * (b - a) } else { b - (b - a) * (1.0 - w) };
+        let q = if w < 0.5 {
+            a + w * (b - a)
+        } else {
+            b - (b - a) * (1.0 - w)
+        };
         let s = q.max(1.0).min(max_value as f32);
         for e in row.iter_mut() {
             *e = e.clamp(-s, s) / s;
@@ -502,7 +555,9 @@ pub(crate) fn alpha_add_noise<const D: usize>(
     noise: Tensor<D>,
     t: f64,
 ) -> Result<Tensor<D>> {
-    let a = schedule.alpha_prod(t as i64).ok_or(SchedulerError::UnknownTimestep(t))? as f32;
+    let a = schedule
+        .alpha_prod(t as i64)
+        .ok_or(SchedulerError::UnknownTimestep(t))? as f32;
     Ok(original * a.sqrt() + noise * (1.0 - a).sqrt())
 }
 
@@ -552,7 +607,9 @@ impl StepIndex {
 pub(crate) fn sigma_pair(sigmas: &[f32], i: usize) -> Result<(f32, f32)> {
     match (sigmas.get(i), sigmas.get(i + 1)) {
         (Some(&a), Some(&b)) => Ok((a, b)),
-        _ => Err(SchedulerError::InvalidSchedule(format!("step {i} is past the end of the schedule"))),
+        _ => Err(SchedulerError::InvalidSchedule(format!(
+            "step {i} is past the end of the schedule"
+        ))),
     }
 }
 

@@ -61,11 +61,14 @@ pub fn parse_json(s: &str) -> Result<Value> {
     let mut rest = s;
     while let Some(c) = rest.chars().next() {
         if in_str {
-            in_str = !(c == '"' && !escaped);
+            in_str = c != '"' || escaped;
             escaped = c == '\\' && !escaped;
         } else if c == '"' {
             in_str = true;
-        } else if let Some(tok) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+        } else if let Some(tok) = ["-Infinity", "Infinity", "NaN"]
+            .iter()
+            .find(|t| rest.starts_with(**t))
+        {
             out.push_str("null");
             rest = &rest[tok.len()..];
             continue;

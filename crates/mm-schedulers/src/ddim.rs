@@ -99,9 +99,23 @@ impl DdimScheduler {
             return Err(config.prediction_type.unsupported("DDIMScheduler"));
         }
         let schedule = NoiseSchedule::new(&config.beta_config())?;
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
-        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
-        Ok(Self { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None, begin_index: 0 })
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        let timesteps = (0..config.num_train_timesteps)
+            .rev()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            schedule,
+            final_alpha_cumprod,
+            timesteps,
+            num_inference_steps: None,
+            begin_index: 0,
+        })
     }
 
     /// The config.
@@ -110,12 +124,18 @@ impl DdimScheduler {
     }
 
     fn alpha_prev(&self, prev_t: i64) -> f32 {
-        self.schedule.alpha_prod(prev_t).map(|a| a as f32).unwrap_or(self.final_alpha_cumprod)
+        self.schedule
+            .alpha_prod(prev_t)
+            .map(|a| a as f32)
+            .unwrap_or(self.final_alpha_cumprod)
     }
 
     /// `σ_t²` of the DDIM paper (eq. 16) between `t` and `prev_t`.
     pub fn variance(&self, t: i64, prev_t: i64) -> Result<f32> {
-        let a_t = self.schedule.alpha_prod(t).ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
+        let a_t = self
+            .schedule
+            .alpha_prod(t)
+            .ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
         let a_prev = self.alpha_prev(prev_t);
         Ok((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
     }
@@ -157,14 +177,24 @@ impl<const D: usize> Scheduler<D> for DdimScheduler {
         sample: Tensor<D>,
         noise: &mut dyn NoiseSource<D>,
     ) -> Result<StepOutput<D>> {
-        let n = self.num_inference_steps.ok_or(SchedulerError::NotInitialized("step"))?;
+        let n = self
+            .num_inference_steps
+            .ok_or(SchedulerError::NotInitialized("step"))?;
         let t = t as i64;
         let prev_t = t - (self.config.num_train_timesteps / n) as i64;
-        let a_t = self.schedule.alpha_prod(t).ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
+        let a_t = self
+            .schedule
+            .alpha_prod(t)
+            .ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
         let a_prev = self.alpha_prev(prev_t);
         let b_t = 1.0 - a_t;
-        let (x0, mut eps) =
-            alpha_predict(self.config.prediction_type, model_output, sample.clone(), a_t, "DDIMScheduler")?;
+        let (x0, mut eps) = alpha_predict(
+            self.config.prediction_type,
+            model_output,
+            sample.clone(),
+            a_t,
+            "DDIMScheduler",
+        )?;
         let x0 = self.config.clip().apply(x0)?;
         let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
         let eta = self.config.eta as f32;
@@ -178,7 +208,10 @@ impl<const D: usize> Scheduler<D> for DdimScheduler {
             let z = noise.noise(sample.dims(), &sample.device())?;
             prev = prev + z * std_dev_t;
         }
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(x0) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(x0),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

@@ -4,8 +4,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, X0Clip, alpha_add_noise, alpha_predict,
-    check_steps, impl_beta_config, spaced_timesteps,
+    BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, X0Clip, alpha_add_noise,
+    alpha_predict, check_steps, impl_beta_config, spaced_timesteps,
 };
 use crate::config::SchedulerConfig;
 use crate::error::{Result, SchedulerError};
@@ -109,8 +109,18 @@ impl DdpmScheduler {
             return Err(config.prediction_type.unsupported(NAME));
         }
         let schedule = NoiseSchedule::new(&config.beta_config())?;
-        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
-        Ok(Self { config, schedule, timesteps, num_inference_steps: None, custom_timesteps: false, begin_index: 0 })
+        let timesteps = (0..config.num_train_timesteps)
+            .rev()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            schedule,
+            timesteps,
+            num_inference_steps: None,
+            custom_timesteps: false,
+            begin_index: 0,
+        })
     }
 
     /// The config.
@@ -144,10 +154,14 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
                 return Err(SchedulerError::ZeroSteps);
             }
             if ts.windows(2).any(|w| w[1] >= w[0]) {
-                return Err(SchedulerError::InvalidSchedule("custom timesteps must be in descending order".into()));
+                return Err(SchedulerError::InvalidSchedule(
+                    "custom timesteps must be in descending order".into(),
+                ));
             }
             if ts[0] >= train as f64 || ts[ts.len() - 1] < 0.0 {
-                return Err(SchedulerError::InvalidSchedule(format!("custom timesteps must lie in [0, {train})")));
+                return Err(SchedulerError::InvalidSchedule(format!(
+                    "custom timesteps must lie in [0, {train})"
+                )));
             }
             self.timesteps = ts.iter().map(|t| t.trunc()).collect();
             self.custom_timesteps = true;
@@ -155,7 +169,13 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
         } else {
             let n = request.count()?;
             check_steps(n, train)?;
-            self.timesteps = spaced_timesteps(self.config.timestep_spacing, train, n, self.config.steps_offset, true);
+            self.timesteps = spaced_timesteps(
+                self.config.timestep_spacing,
+                train,
+                n,
+                self.config.steps_offset,
+                true,
+            );
             self.custom_timesteps = false;
             self.num_inference_steps = Some(n);
         }
@@ -168,7 +188,8 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
     }
 
     fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps.or(self.custom_timesteps.then_some(self.timesteps.len()))
+        self.num_inference_steps
+            .or(self.custom_timesteps.then_some(self.timesteps.len()))
     }
 
     fn step(
@@ -181,14 +202,23 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
         let c = &self.config;
         let prev_t = self.previous_timestep(t);
         let channels = sample.dims().get(1).copied().unwrap_or(0);
-        let learned = matches!(c.variance_type, DdpmVarianceType::Learned | DdpmVarianceType::LearnedRange);
+        let learned = matches!(
+            c.variance_type,
+            DdpmVarianceType::Learned | DdpmVarianceType::LearnedRange
+        );
         let (model_output, predicted_variance) =
             if learned && D >= 2 && model_output.dims()[1] == 2 * channels && channels > 0 {
-                (model_output.clone().narrow(1, 0, channels), Some(model_output.narrow(1, channels, channels)))
+                (
+                    model_output.clone().narrow(1, 0, channels),
+                    Some(model_output.narrow(1, channels, channels)),
+                )
             } else {
                 (model_output, None)
             };
-        let a_t = self.schedule.alpha_prod(t as i64).ok_or(SchedulerError::UnknownTimestep(t))? as f32;
+        let a_t = self
+            .schedule
+            .alpha_prod(t as i64)
+            .ok_or(SchedulerError::UnknownTimestep(t))? as f32;
         let a_prev = self.schedule.alpha_prod(prev_t).map_or(1.0, |a| a as f32);
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let cur_alpha = a_t / a_prev;
@@ -211,7 +241,9 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
             let term = match (c.variance_type, predicted_variance) {
                 (DdpmVarianceType::FixedSmall, _) => z * variance.sqrt(),
                 (DdpmVarianceType::FixedSmallLog, _) => z * (0.5 * variance.ln()).exp(),
-                (DdpmVarianceType::FixedLarge | DdpmVarianceType::FixedLargeLog, _) => z * cur_beta.sqrt(),
+                (DdpmVarianceType::FixedLarge | DdpmVarianceType::FixedLargeLog, _) => {
+                    z * cur_beta.sqrt()
+                }
                 (DdpmVarianceType::Learned, Some(v)) => z * v.sqrt(),
                 (DdpmVarianceType::LearnedRange, Some(v)) => {
                     let (min_log, max_log) = (variance.ln(), cur_beta.ln());
@@ -227,7 +259,10 @@ impl<const D: usize> Scheduler<D> for DdpmScheduler {
             };
             prev = prev + term;
         }
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(x0) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(x0),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

@@ -6,9 +6,9 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, check_steps,
-    exponential_sigmas, impl_beta_config, interp_index, karras_sigmas, log_sigmas, np_arange, np_linspace,
-    sigma_to_t, threshold_sample,
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
+    check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas, log_sigmas,
+    np_arange, np_linspace, sigma_to_t, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -175,20 +175,33 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
         let c = &config;
-        let conversions = [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas];
+        let conversions = [
+            c.use_karras_sigmas,
+            c.use_exponential_sigmas,
+            c.use_beta_sigmas,
+        ];
         if conversions.iter().filter(|b| **b).count() > 1 {
-            return Err(invalid("only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set"));
+            return Err(invalid(
+                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
+            ));
         }
         if c.use_beta_sigmas {
             return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
         }
         if !(1..=3).contains(&c.solver_order) {
-            return Err(invalid(format!("solver_order must be 1, 2 or 3, got {}", c.solver_order)));
+            return Err(invalid(format!(
+                "solver_order must be 1, 2 or 3, got {}",
+                c.solver_order
+            )));
         }
         if !c.algorithm_type.data_prediction() && c.final_sigmas_type == FinalSigmasType::Zero {
-            return Err(invalid("final_sigmas_type `zero` needs algorithm_type dpmsolver++ or sde-dpmsolver++"));
+            return Err(invalid(
+                "final_sigmas_type `zero` needs algorithm_type dpmsolver++ or sde-dpmsolver++",
+            ));
         }
-        if c.prediction_type == PredictionType::FlowPrediction && !c.algorithm_type.data_prediction() {
+        if c.prediction_type == PredictionType::FlowPrediction
+            && !c.algorithm_type.data_prediction()
+        {
             return Err(c.prediction_type.unsupported(NAME));
         }
         let mut schedule = NoiseSchedule::new(&c.beta_config())?;
@@ -230,11 +243,19 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
         match c.timestep_spacing {
             TimestepSpacing::Linspace => {
                 let v = np_linspace(0.0, last as f64 - 1.0, n + 1);
-                v.iter().rev().take(n).map(|x| x.round_ties_even()).collect()
+                v.iter()
+                    .rev()
+                    .take(n)
+                    .map(|x| x.round_ties_even())
+                    .collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = last / (n + 1);
-                (0..=n).rev().take(n).map(|i| (i * ratio + c.steps_offset) as f64).collect()
+                (0..=n)
+                    .rev()
+                    .take(n)
+                    .map(|i| (i * ratio + c.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => np_arange(last as f64, 0.0, -(train as f64 / n as f64))
                 .into_iter()
@@ -248,7 +269,12 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     }
 
     /// diffusers' `convert_model_output`: x0 (dpmsolver++) or ε (dpmsolver).
-    fn convert_model_output(&self, model_output: Tensor<D>, sample: Tensor<D>, sigma: f32) -> Result<Tensor<D>> {
+    fn convert_model_output(
+        &self,
+        model_output: Tensor<D>,
+        sample: Tensor<D>,
+        sigma: f32,
+    ) -> Result<Tensor<D>> {
         let c = &self.config;
         let (alpha_t, sigma_t) = alpha_sigma(sigma, self.flow());
         let model_output = match (c.variance_type, c.prediction_type) {
@@ -301,7 +327,13 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     }
 
     /// The multistep update of `order` from step `i`.
-    fn update(&self, order: usize, i: usize, sample: Tensor<D>, noise: Option<Tensor<D>>) -> Result<Tensor<D>> {
+    fn update(
+        &self,
+        order: usize,
+        i: usize,
+        sample: Tensor<D>,
+        noise: Option<Tensor<D>>,
+    ) -> Result<Tensor<D>> {
         let c = &self.config;
         let flow = self.flow();
         let i = i as isize;
@@ -312,13 +344,18 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
         let h = lambda_t - lambda_s0;
         let m0 = self.output(0)?;
         let noise_term = |z: Option<Tensor<D>>, coef: f32| -> Result<Tensor<D>> {
-            z.map(|z| z * coef).ok_or_else(|| SchedulerError::Noise("SDE variant needs noise".into()))
+            z.map(|z| z * coef)
+                .ok_or_else(|| SchedulerError::Noise("SDE variant needs noise".into()))
         };
         let alg = c.algorithm_type;
         if order == 1 {
             let x = match alg {
-                DpmAlgorithm::DpmSolverPlusPlus => sample * (sigma_t / sigma_s0) - m0 * (alpha_t * ((-h).exp() - 1.0)),
-                DpmAlgorithm::DpmSolver => sample * (alpha_t / alpha_s0) - m0 * (sigma_t * (h.exp() - 1.0)),
+                DpmAlgorithm::DpmSolverPlusPlus => {
+                    sample * (sigma_t / sigma_s0) - m0 * (alpha_t * ((-h).exp() - 1.0))
+                }
+                DpmAlgorithm::DpmSolver => {
+                    sample * (alpha_t / alpha_s0) - m0 * (sigma_t * (h.exp() - 1.0))
+                }
                 DpmAlgorithm::SdeDpmSolverPlusPlus => {
                     sample * (sigma_t / sigma_s0 * (-h).exp())
                         + m0 * (alpha_t * (1.0 - (-2.0 * h).exp()))
@@ -359,7 +396,8 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
                 }
                 DpmAlgorithm::SdeDpmSolverPlusPlus => {
                     let e2 = (-2.0 * h).exp();
-                    let base = sample * (sigma_t / sigma_s0 * (-h).exp()) + d0 * (alpha_t * (1.0 - e2));
+                    let base =
+                        sample * (sigma_t / sigma_s0 * (-h).exp()) + d0 * (alpha_t * (1.0 - e2));
                     let mid = if midpoint {
                         base + d1 * (0.5 * (alpha_t * (1.0 - e2)))
                     } else {
@@ -368,7 +406,8 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
                     mid + noise_term(noise, sigma_t * (1.0 - e2).sqrt())?
                 }
                 DpmAlgorithm::SdeDpmSolver => {
-                    let base = sample * (alpha_t / alpha_s0) - d0 * (2.0 * (sigma_t * (h.exp() - 1.0)));
+                    let base =
+                        sample * (alpha_t / alpha_s0) - d0 * (2.0 * (sigma_t * (h.exp() - 1.0)));
                     let mid = if midpoint {
                         base - d1 * (sigma_t * (h.exp() - 1.0))
                     } else {
@@ -410,7 +449,9 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
                     + noise_term(noise, sigma_t * (1.0 - e2).sqrt())?
             }
             DpmAlgorithm::SdeDpmSolver => {
-                return Err(SchedulerError::Unsupported("third-order sde-dpmsolver (diffusers has none)".into()));
+                return Err(SchedulerError::Unsupported(
+                    "third-order sde-dpmsolver (diffusers has none)".into(),
+                ));
             }
         };
         Ok(x)
@@ -468,7 +509,10 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
             s
         } else if c.use_lu_lambdas {
             let (lmax, lmin) = (log_sig[log_sig.len() - 1] as f64, log_sig[0] as f64);
-            let s: Vec<f64> = np_linspace(lmax, lmin, n).into_iter().map(f64::exp).collect();
+            let s: Vec<f64> = np_linspace(lmax, lmin, n)
+                .into_iter()
+                .map(f64::exp)
+                .collect();
             timesteps = to_t(&s, round);
             s
         } else if c.use_exponential_sigmas {
@@ -477,14 +521,20 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
             s
         } else if c.use_flow_sigmas {
             let alphas = np_linspace(1.0, 1.0 / train as f64, n + 1);
-            let mut s: Vec<f64> =
-                alphas.iter().map(|a| 1.0 - a).map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s)).collect();
+            let mut s: Vec<f64> = alphas
+                .iter()
+                .map(|a| 1.0 - a)
+                .map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s))
+                .collect();
             s.reverse();
             s.truncate(n);
             timesteps = s.iter().map(|s| s * train as f64).collect();
             s
         } else {
-            timesteps.iter().map(|&t| interp_index(t, &train_sigmas)).collect()
+            timesteps
+                .iter()
+                .map(|&t| interp_index(t, &train_sigmas))
+                .collect()
         };
         let final_sigma = match c.final_sigmas_type {
             FinalSigmasType::SigmaMin => train_sigmas[0],
@@ -520,14 +570,18 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         sample: Tensor<D>,
         noise: &mut dyn NoiseSource<D>,
     ) -> Result<StepOutput<D>> {
-        let len = self.num_inference_steps.ok_or(SchedulerError::NotInitialized("step"))?;
+        let len = self
+            .num_inference_steps
+            .ok_or(SchedulerError::NotInitialized("step"))?;
         let i = match self.index.step {
             Some(i) => i,
             None => {
                 let i = match self.index.begin {
                     Some(b) => b,
                     // DPM-Solver falls back to the last step for unknown timesteps
-                    None => crate::common::index_for_timestep(&self.timesteps, t).unwrap_or(len - 1),
+                    None => {
+                        crate::common::index_for_timestep(&self.timesteps, t).unwrap_or(len - 1)
+                    }
                 };
                 self.index.step = Some(i);
                 i
@@ -535,14 +589,21 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         };
         let c = self.config.clone();
         let lower_order_final = i == len - 1
-            && (c.euler_at_final || (c.lower_order_final && len < 15) || c.final_sigmas_type == FinalSigmasType::Zero);
+            && (c.euler_at_final
+                || (c.lower_order_final && len < 15)
+                || c.final_sigmas_type == FinalSigmasType::Zero);
         let lower_order_second = i + 2 == len && c.lower_order_final && len < 15;
-        let x = self.convert_model_output(model_output, sample.clone(), self.sigma_at(i as isize)?)?;
+        let x =
+            self.convert_model_output(model_output, sample.clone(), self.sigma_at(i as isize)?)?;
         self.model_outputs.rotate_left(1);
         if let Some(last) = self.model_outputs.last_mut() {
             *last = Some(x.clone());
         }
-        let z = if c.algorithm_type.sde() { Some(noise.noise(sample.dims(), &sample.device())?) } else { None };
+        let z = if c.algorithm_type.sde() {
+            Some(noise.noise(sample.dims(), &sample.device())?)
+        } else {
+            None
+        };
         let order = if c.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
             1
         } else if c.solver_order == 2 || self.lower_order_nums < 2 || lower_order_second {
@@ -556,7 +617,10 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         }
         self.index.advance();
         let x0 = c.algorithm_type.data_prediction().then_some(x);
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: x0 })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

@@ -4,14 +4,16 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, impl_beta_config,
-    sigma_pair, sigma_x0,
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
+    impl_beta_config, sigma_pair, sigma_x0,
 };
 use crate::config::SchedulerConfig;
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::scheduler::{Scheduler, StepOutput, TimestepRequest};
-use crate::sigmas::{InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma};
+use crate::sigmas::{
+    InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma,
+};
 
 /// `timestep_type` of Euler: what the model receives as its time input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,8 +119,18 @@ impl EulerScheduler {
         spec.conversion.check()?;
         let mut sigmas: Vec<f32> = schedule.sigmas().into_iter().rev().collect();
         sigmas.push(0.0);
-        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
-        Ok(Self { config, schedule, timesteps, sigmas, num_inference_steps: None, index: StepIndex::default() })
+        let timesteps = (0..config.num_train_timesteps)
+            .rev()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            schedule,
+            timesteps,
+            sigmas,
+            num_inference_steps: None,
+            index: StepIndex::default(),
+        })
     }
 
     fn spec(c: &EulerConfig) -> SigmaScheduleSpec {
@@ -156,10 +168,17 @@ impl<const D: usize> Scheduler<D> for EulerScheduler {
 
     fn set_timesteps_with(&mut self, request: &TimestepRequest) -> Result<()> {
         request.reject("EulerDiscreteScheduler", true, true, false)?;
-        let (mut timesteps, sigmas) =
-            discrete_sigma_schedule(&self.schedule, &Self::spec(&self.config), request, "EulerDiscreteScheduler")?;
+        let (mut timesteps, sigmas) = discrete_sigma_schedule(
+            &self.schedule,
+            &Self::spec(&self.config),
+            request,
+            "EulerDiscreteScheduler",
+        )?;
         if self.continuous_v() {
-            timesteps = sigmas[..sigmas.len() - 1].iter().map(|s| (0.25 * s.ln()) as f64).collect();
+            timesteps = sigmas[..sigmas.len() - 1]
+                .iter()
+                .map(|s| (0.25 * s.ln()) as f64)
+                .collect();
         }
         self.num_inference_steps = Some(timesteps.len());
         self.timesteps = timesteps;
@@ -212,11 +231,21 @@ impl<const D: usize> Scheduler<D> for EulerScheduler {
             let eps = noise.noise(sample.dims(), &sample.device())? * (c.s_noise as f32);
             sample = sample + eps * (sigma_hat * sigma_hat - sigma * sigma).sqrt();
         }
-        let x0 = sigma_x0(c.prediction_type, model_output, sample.clone(), sigma_hat, sigma, "EulerDiscreteScheduler")?;
+        let x0 = sigma_x0(
+            c.prediction_type,
+            model_output,
+            sample.clone(),
+            sigma_hat,
+            sigma,
+            "EulerDiscreteScheduler",
+        )?;
         let derivative = (sample.clone() - x0.clone()) / sigma_hat;
         let prev = sample + derivative * (sigma_next - sigma_hat);
         self.index.advance();
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(x0) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(x0),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

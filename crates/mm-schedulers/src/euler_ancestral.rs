@@ -5,14 +5,16 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, impl_beta_config,
-    sigma_pair, sigma_x0,
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
+    impl_beta_config, sigma_pair, sigma_x0,
 };
 use crate::config::SchedulerConfig;
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::scheduler::{Scheduler, StepOutput, TimestepRequest};
-use crate::sigmas::{InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma};
+use crate::sigmas::{
+    InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma,
+};
 
 /// Config of [`EulerAncestralScheduler`] (diffusers defaults).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,7 +71,10 @@ pub struct EulerAncestralScheduler {
 impl EulerAncestralScheduler {
     /// Builds the scheduler from its config.
     pub fn new(config: EulerAncestralConfig) -> Result<Self> {
-        if !matches!(config.prediction_type, PredictionType::Epsilon | PredictionType::VPrediction) {
+        if !matches!(
+            config.prediction_type,
+            PredictionType::Epsilon | PredictionType::VPrediction
+        ) {
             return Err(config.prediction_type.unsupported(NAME));
         }
         let mut schedule = NoiseSchedule::new(&config.beta_config())?;
@@ -78,8 +83,18 @@ impl EulerAncestralScheduler {
         }
         let mut sigmas: Vec<f32> = schedule.sigmas().into_iter().rev().collect();
         sigmas.push(0.0);
-        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
-        Ok(Self { config, schedule, timesteps, sigmas, num_inference_steps: None, index: StepIndex::default() })
+        let timesteps = (0..config.num_train_timesteps)
+            .rev()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            schedule,
+            timesteps,
+            sigmas,
+            num_inference_steps: None,
+            index: StepIndex::default(),
+        })
     }
 
     /// The config.
@@ -142,7 +157,14 @@ impl<const D: usize> Scheduler<D> for EulerAncestralScheduler {
     ) -> Result<StepOutput<D>> {
         let i = self.index.get(&self.timesteps, t)?;
         let (sigma_from, sigma_to) = sigma_pair(&self.sigmas, i)?;
-        let x0 = sigma_x0(self.config.prediction_type, model_output, sample.clone(), sigma_from, sigma_from, NAME)?;
+        let x0 = sigma_x0(
+            self.config.prediction_type,
+            model_output,
+            sample.clone(),
+            sigma_from,
+            sigma_from,
+            NAME,
+        )?;
         let (f2, t2) = (sigma_from * sigma_from, sigma_to * sigma_to);
         let sigma_up = (t2 * (f2 - t2) / f2).sqrt();
         let sigma_down = (t2 - sigma_up * sigma_up).sqrt();
@@ -151,7 +173,10 @@ impl<const D: usize> Scheduler<D> for EulerAncestralScheduler {
         let z = noise.noise(sample.dims(), &sample.device())?;
         let prev = prev + z * sigma_up;
         self.index.advance();
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(x0) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(x0),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

@@ -4,7 +4,9 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{StepIndex, check_steps, exponential_sigmas, karras_sigmas, np_linspace, sigma_pair};
+use crate::common::{
+    StepIndex, check_steps, exponential_sigmas, karras_sigmas, np_linspace, sigma_pair,
+};
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
 use crate::noise::NoiseSource;
@@ -75,7 +77,10 @@ impl FlowMatchEulerConfig {
     /// (`base_image_seq_len`, `base_shift`) and (`max_image_seq_len`,
     /// `max_shift`): diffusers' `calculate_shift` of the Flux / SD3 pipelines.
     pub fn mu_for_seq_len(&self, image_seq_len: usize) -> f64 {
-        let (base, max) = (self.base_shift.unwrap_or(0.5), self.max_shift.unwrap_or(1.15));
+        let (base, max) = (
+            self.base_shift.unwrap_or(0.5),
+            self.max_shift.unwrap_or(1.15),
+        );
         let m = (max - base) / (self.max_image_seq_len as f64 - self.base_image_seq_len as f64);
         let b = base - m * self.base_image_seq_len as f64;
         image_seq_len as f64 * m + b
@@ -102,8 +107,19 @@ impl FlowMatchEulerScheduler {
     /// Builds the scheduler from its config.
     pub fn new(config: FlowMatchEulerConfig) -> Result<Self> {
         let c = &config;
-        if [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas].iter().filter(|b| **b).count() > 1 {
-            return Err(invalid("only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set"));
+        if [
+            c.use_karras_sigmas,
+            c.use_exponential_sigmas,
+            c.use_beta_sigmas,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+            > 1
+        {
+            return Err(invalid(
+                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
+            ));
         }
         if c.use_beta_sigmas {
             return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
@@ -116,11 +132,25 @@ impl FlowMatchEulerScheduler {
         let sigmas: Vec<f32> = (1..=c.num_train_timesteps)
             .rev()
             .map(|t| t as f32 / train)
-            .map(|s| if c.use_dynamic_shifting { s } else { shift * s / (1.0 + (shift - 1.0) * s) })
+            .map(|s| {
+                if c.use_dynamic_shifting {
+                    s
+                } else {
+                    shift * s / (1.0 + (shift - 1.0) * s)
+                }
+            })
             .collect();
         let timesteps = sigmas.iter().map(|s| (s * train) as f64).collect();
         let (sigma_max, sigma_min) = (sigmas[0] as f64, sigmas[sigmas.len() - 1] as f64);
-        Ok(Self { config, sigma_min, sigma_max, timesteps, sigmas, num_inference_steps: None, index: StepIndex::default() })
+        Ok(Self {
+            config,
+            sigma_min,
+            sigma_max,
+            timesteps,
+            sigmas,
+            num_inference_steps: None,
+            index: StepIndex::default(),
+        })
     }
 
     /// The config.
@@ -146,15 +176,25 @@ impl<const D: usize> Scheduler<D> for FlowMatchEulerScheduler {
         let c = self.config.clone();
         let train = c.num_train_timesteps as f64;
         let mu = match (c.use_dynamic_shifting, request.mu) {
-            (true, None) => return Err(invalid("use_dynamic_shifting needs `mu` in set_timesteps")),
+            (true, None) => {
+                return Err(invalid("use_dynamic_shifting needs `mu` in set_timesteps"));
+            }
             (_, mu) => mu,
         };
-        let custom_t: Option<Vec<f64>> = request.timesteps.as_ref().map(|t| t.iter().map(|&v| v as f32 as f64).collect());
-        for (name, len) in [("sigmas", request.sigmas.as_ref().map(Vec::len)), ("timesteps", custom_t.as_ref().map(Vec::len))] {
+        let custom_t: Option<Vec<f64>> = request
+            .timesteps
+            .as_ref()
+            .map(|t| t.iter().map(|&v| v as f32 as f64).collect());
+        for (name, len) in [
+            ("sigmas", request.sigmas.as_ref().map(Vec::len)),
+            ("timesteps", custom_t.as_ref().map(Vec::len)),
+        ] {
             match (len, request.num_inference_steps) {
                 (Some(0), _) => return Err(SchedulerError::ZeroSteps),
                 (Some(l), Some(n)) if l != n => {
-                    return Err(SchedulerError::InvalidSchedule(format!("{name} has {l} values for {n} steps")));
+                    return Err(SchedulerError::InvalidSchedule(format!(
+                        "{name} has {l} values for {n} steps"
+                    )));
                 }
                 _ => {}
             }
@@ -165,13 +205,21 @@ impl<const D: usize> Scheduler<D> for FlowMatchEulerScheduler {
             (None, None) => {
                 let n = request.count()?;
                 check_steps(n, c.num_train_timesteps)?;
-                np_linspace(self.sigma_max * train, self.sigma_min * train, n).iter().map(|t| t / train).collect()
+                np_linspace(self.sigma_max * train, self.sigma_min * train, n)
+                    .iter()
+                    .map(|t| t / train)
+                    .collect()
             }
         };
         let n = sigmas.len();
         sigmas = match mu {
-            Some(mu) if c.use_dynamic_shifting => sigmas.iter().map(|&s| self.time_shift(mu, s)).collect(),
-            _ => sigmas.iter().map(|&s| c.shift * s / (1.0 + (c.shift - 1.0) * s)).collect(),
+            Some(mu) if c.use_dynamic_shifting => {
+                sigmas.iter().map(|&s| self.time_shift(mu, s)).collect()
+            }
+            _ => sigmas
+                .iter()
+                .map(|&s| c.shift * s / (1.0 + (c.shift - 1.0) * s))
+                .collect(),
         };
         if let Some(term) = c.shift_terminal.filter(|v| *v != 0.0) {
             let scale = (1.0 - sigmas[n - 1]) / (1.0 - term);
@@ -231,7 +279,10 @@ impl<const D: usize> Scheduler<D> for FlowMatchEulerScheduler {
             (sample + model_output * (sigma_next - sigma), None)
         };
         self.index.advance();
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: x0 })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
     }
 
     /// diffusers' `scale_noise`: `σ · noise + (1 − σ) · x0`.

@@ -72,7 +72,11 @@ pub struct Guidance {
 impl Guidance {
     /// No guidance: one branch, passed through (distilled models, LCM, Flux-schnell).
     pub fn none() -> Self {
-        Self { base: 0, terms: Vec::new(), rescale: 0.0 }
+        Self {
+            base: 0,
+            terms: Vec::new(),
+            rescale: 0.0,
+        }
     }
 
     /// Classifier-free guidance with branches `[uncond, cond]`.
@@ -82,7 +86,15 @@ impl Guidance {
 
     /// Classifier-free guidance with a per-step scale.
     pub fn cfg_schedule(scale: ScaleSchedule) -> Self {
-        Self { base: 0, terms: vec![GuidanceTerm { positive: 1, negative: 0, scale }], rescale: 0.0 }
+        Self {
+            base: 0,
+            terms: vec![GuidanceTerm {
+                positive: 1,
+                negative: 0,
+                scale,
+            }],
+            rescale: 0.0,
+        }
     }
 
     /// Image + text guidance with branches `[uncond, image, image+text]`:
@@ -91,8 +103,16 @@ impl Guidance {
         Self {
             base: 0,
             terms: vec![
-                GuidanceTerm { positive: 1, negative: 0, scale: image_scale },
-                GuidanceTerm { positive: 2, negative: 1, scale: text_scale },
+                GuidanceTerm {
+                    positive: 1,
+                    negative: 0,
+                    scale: image_scale,
+                },
+                GuidanceTerm {
+                    positive: 2,
+                    negative: 1,
+                    scale: text_scale,
+                },
             ],
             rescale: 0.0,
         }
@@ -106,7 +126,12 @@ impl Guidance {
 
     /// Number of predictions (model branches) this guidance needs.
     pub fn num_branches(&self) -> usize {
-        self.terms.iter().flat_map(|t| [t.positive, t.negative]).chain([self.base]).max().map_or(1, |m| m + 1)
+        self.terms
+            .iter()
+            .flat_map(|t| [t.positive, t.negative])
+            .chain([self.base])
+            .max()
+            .map_or(1, |m| m + 1)
     }
 
     /// Whether the extra branches are needed at `step` (diffusers skips CFG
@@ -128,20 +153,33 @@ impl Guidance {
 
     /// Combines `preds` (one tensor per branch, in branch order) at `step`
     /// of `num_steps`. A single prediction is returned as is.
-    pub fn combine<const D: usize>(&self, preds: &[Tensor<D>], step: usize, num_steps: usize) -> Result<Tensor<D>> {
+    pub fn combine<const D: usize>(
+        &self,
+        preds: &[Tensor<D>],
+        step: usize,
+        num_steps: usize,
+    ) -> Result<Tensor<D>> {
         if let [single] = preds {
             return Ok(single.clone());
         }
         let need = self.num_branches();
         if preds.len() != need {
-            return Err(SchedulerError::Guidance(format!("{need} predictions expected, got {}", preds.len())));
+            return Err(SchedulerError::Guidance(format!(
+                "{need} predictions expected, got {}",
+                preds.len()
+            )));
         }
         if !(0.0..=1.0).contains(&self.rescale) {
-            return Err(SchedulerError::Guidance(format!("guidance rescale must be in [0, 1], got {}", self.rescale)));
+            return Err(SchedulerError::Guidance(format!(
+                "guidance rescale must be in [0, 1], got {}",
+                self.rescale
+            )));
         }
         let dims = preds[0].dims();
         if preds.iter().any(|p| p.dims() != dims) {
-            return Err(SchedulerError::Shape("guidance predictions differ in shape".into()));
+            return Err(SchedulerError::Shape(
+                "guidance predictions differ in shape".into(),
+            ));
         }
         let mut out = preds[self.base].clone();
         for t in &self.terms {
@@ -157,16 +195,25 @@ impl Guidance {
     /// Like [`Guidance::combine`] for a batched prediction: the batch
     /// (dim 0) holds the branches one after another, as pipelines batch
     /// `[uncond; cond]` (diffusers' `noise_pred.chunk(2)`).
-    pub fn combine_batched<const D: usize>(&self, batched: Tensor<D>, step: usize, num_steps: usize) -> Result<Tensor<D>> {
+    pub fn combine_batched<const D: usize>(
+        &self,
+        batched: Tensor<D>,
+        step: usize,
+        num_steps: usize,
+    ) -> Result<Tensor<D>> {
         let n = self.num_branches();
         let b = batched.dims().first().copied().unwrap_or(0);
         if n == 1 {
             return Ok(batched);
         }
         if b == 0 || b % n != 0 {
-            return Err(SchedulerError::Guidance(format!("batch {b} is not a multiple of {n} branches")));
+            return Err(SchedulerError::Guidance(format!(
+                "batch {b} is not a multiple of {n} branches"
+            )));
         }
-        let preds: Vec<Tensor<D>> = (0..n).map(|i| batched.clone().narrow(0, i * b / n, b / n)).collect();
+        let preds: Vec<Tensor<D>> = (0..n)
+            .map(|i| batched.clone().narrow(0, i * b / n, b / n))
+            .collect();
         self.combine(&preds, step, num_steps)
     }
 }
@@ -181,12 +228,16 @@ pub fn rescale_noise_cfg<const D: usize>(
 ) -> Result<Tensor<D>> {
     let dims = noise_cfg.dims();
     if noise_pred_text.dims() != dims {
-        return Err(SchedulerError::Shape("rescale_noise_cfg: shapes differ".into()));
+        return Err(SchedulerError::Shape(
+            "rescale_noise_cfg: shapes differ".into(),
+        ));
     }
     let b = dims.first().copied().unwrap_or(1);
     let per: usize = dims.iter().skip(1).product();
     if per < 2 {
-        return Err(SchedulerError::Shape("rescale_noise_cfg needs at least 2 values per sample".into()));
+        return Err(SchedulerError::Shape(
+            "rescale_noise_cfg needs at least 2 values per sample".into(),
+        ));
     }
     let std = |x: Tensor<D>| -> Tensor<2> {
         let flat: Tensor<2> = x.reshape([b, per]);

@@ -4,14 +4,16 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, impl_beta_config,
-    sigma_pair, sigma_x0,
+    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
+    impl_beta_config, sigma_pair, sigma_x0,
 };
 use crate::config::SchedulerConfig;
 use crate::error::{Result, SchedulerError};
 use crate::noise::NoiseSource;
 use crate::scheduler::{Scheduler, StepOutput, TimestepRequest};
-use crate::sigmas::{InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma};
+use crate::sigmas::{
+    InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma,
+};
 
 /// Config of [`HeunScheduler`] (diffusers defaults).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,7 +138,8 @@ impl<const D: usize> Scheduler<D> for HeunScheduler<D> {
 
     fn set_timesteps_with(&mut self, request: &TimestepRequest) -> Result<()> {
         request.reject(NAME, true, false, false)?;
-        let (t, s) = discrete_sigma_schedule(&self.schedule, &Self::spec(&self.config), request, NAME)?;
+        let (t, s) =
+            discrete_sigma_schedule(&self.schedule, &Self::spec(&self.config), request, NAME)?;
         let (first_t, first_s) = match (t.first(), s.first()) {
             (Some(&a), Some(&b)) => (a, b),
             _ => return Err(SchedulerError::ZeroSteps),
@@ -145,7 +148,9 @@ impl<const D: usize> Scheduler<D> for HeunScheduler<D> {
             .chain(s[1..s.len() - 1].iter().flat_map(|&v| [v, v]))
             .chain(std::iter::once(s[s.len() - 1]))
             .collect();
-        self.timesteps = std::iter::once(first_t).chain(t[1..].iter().flat_map(|&v| [v, v])).collect();
+        self.timesteps = std::iter::once(first_t)
+            .chain(t[1..].iter().flat_map(|&v| [v, v]))
+            .collect();
         self.num_inference_steps = Some(t.len());
         self.first = None;
         self.index.reset();
@@ -186,12 +191,22 @@ impl<const D: usize> Scheduler<D> for HeunScheduler<D> {
         let (sigma, sigma_next) = if first_order {
             sigma_pair(&self.sigmas, i)?
         } else {
-            sigma_pair(&self.sigmas, i.checked_sub(1).ok_or(SchedulerError::ZeroSteps)?)?
+            sigma_pair(
+                &self.sigmas,
+                i.checked_sub(1).ok_or(SchedulerError::ZeroSteps)?,
+            )?
         };
         let sigma_hat = sigma;
         let sigma_input = if first_order { sigma_hat } else { sigma_next };
         let c = &self.config;
-        let mut x0 = sigma_x0(c.prediction_type, model_output, sample.clone(), sigma_input, sigma_input, NAME)?;
+        let mut x0 = sigma_x0(
+            c.prediction_type,
+            model_output,
+            sample.clone(),
+            sigma_input,
+            sigma_input,
+            NAME,
+        )?;
         if c.clip_sample {
             let r = c.clip_sample_range as f32;
             x0 = x0.clamp(-r, r);
@@ -200,7 +215,11 @@ impl<const D: usize> Scheduler<D> for HeunScheduler<D> {
             None => {
                 let derivative = (sample.clone() - x0.clone()) / sigma_hat;
                 let dt = sigma_next - sigma_hat;
-                self.first = Some(FirstOrder { derivative: derivative.clone(), dt, sample: sample.clone() });
+                self.first = Some(FirstOrder {
+                    derivative: derivative.clone(),
+                    dt,
+                    sample: sample.clone(),
+                });
                 sample + derivative * dt
             }
             Some(f) => {
@@ -210,7 +229,10 @@ impl<const D: usize> Scheduler<D> for HeunScheduler<D> {
             }
         };
         self.index.advance();
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(x0) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(x0),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

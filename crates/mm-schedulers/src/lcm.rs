@@ -4,8 +4,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, X0Clip, alpha_add_noise, alpha_predict,
-    impl_beta_config, np_linspace,
+    BetaSchedule, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, X0Clip,
+    alpha_add_noise, alpha_predict, impl_beta_config, np_linspace,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -87,9 +87,23 @@ impl LcmScheduler {
             return Err(config.prediction_type.unsupported(NAME));
         }
         let schedule = NoiseSchedule::new(&config.beta_config())?;
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
-        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
-        Ok(Self { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None, index: StepIndex::default() })
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        let timesteps = (0..config.num_train_timesteps)
+            .rev()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            schedule,
+            final_alpha_cumprod,
+            timesteps,
+            num_inference_steps: None,
+            index: StepIndex::default(),
+        })
     }
 
     /// The config.
@@ -107,7 +121,9 @@ impl LcmScheduler {
     }
 
     fn alpha(&self, t: i64) -> f32 {
-        self.schedule.alpha_prod(t).map_or(self.final_alpha_cumprod, |a| a as f32)
+        self.schedule
+            .alpha_prod(t)
+            .map_or(self.final_alpha_cumprod, |a| a as f32)
     }
 }
 
@@ -123,25 +139,37 @@ impl<const D: usize> Scheduler<D> for LcmScheduler {
         if !(0.0..=1.0).contains(&strength) {
             return Err(SchedulerError::InvalidStrength(strength));
         }
-        let original = request.original_inference_steps.unwrap_or(self.config.original_inference_steps);
+        let original = request
+            .original_inference_steps
+            .unwrap_or(self.config.original_inference_steps);
         if original > train || original == 0 {
-            return Err(invalid(format!("original_inference_steps ({original}) must be in 1..={train}")));
+            return Err(invalid(format!(
+                "original_inference_steps ({original}) must be in 1..={train}"
+            )));
         }
         let k = train / original;
-        let origin: Vec<i64> = (1..=(original as f64 * strength) as i64).map(|i| i * k as i64 - 1).collect();
+        let origin: Vec<i64> = (1..=(original as f64 * strength) as i64)
+            .map(|i| i * k as i64 - 1)
+            .collect();
         let timesteps: Vec<f64> = match (&request.timesteps, request.num_inference_steps) {
             (Some(_), Some(_)) => {
-                return Err(SchedulerError::InvalidSchedule("pass either steps or custom timesteps".into()));
+                return Err(SchedulerError::InvalidSchedule(
+                    "pass either steps or custom timesteps".into(),
+                ));
             }
             (Some(ts), None) => {
                 if ts.is_empty() {
                     return Err(SchedulerError::ZeroSteps);
                 }
                 if ts.windows(2).any(|w| w[1] >= w[0]) {
-                    return Err(SchedulerError::InvalidSchedule("custom timesteps must be in descending order".into()));
+                    return Err(SchedulerError::InvalidSchedule(
+                        "custom timesteps must be in descending order".into(),
+                    ));
                 }
                 if ts[0] >= train as f64 {
-                    return Err(SchedulerError::InvalidSchedule(format!("timesteps must start below {train}")));
+                    return Err(SchedulerError::InvalidSchedule(format!(
+                        "timesteps must start below {train}"
+                    )));
                 }
                 let n = ts.len();
                 let init = ((n as f64 * strength) as usize).min(n);
@@ -166,12 +194,16 @@ impl<const D: usize> Scheduler<D> for LcmScheduler {
                 let len = rev.len();
                 let mut idx = np_linspace(0.0, len as f64, n + 1);
                 idx.truncate(n);
-                idx.iter().map(|&i| rev[(i.floor() as usize).min(len - 1)] as f64).collect()
+                idx.iter()
+                    .map(|&i| rev[(i.floor() as usize).min(len - 1)] as f64)
+                    .collect()
             }
         };
-        self.num_inference_steps = Some(request.num_inference_steps.unwrap_or(
-            request.timesteps.as_ref().map_or(timesteps.len(), Vec::len),
-        ));
+        self.num_inference_steps = Some(
+            request
+                .num_inference_steps
+                .unwrap_or(request.timesteps.as_ref().map_or(timesteps.len(), Vec::len)),
+        );
         self.timesteps = timesteps;
         self.index.reset();
         Ok(())
@@ -192,7 +224,9 @@ impl<const D: usize> Scheduler<D> for LcmScheduler {
         sample: Tensor<D>,
         noise: &mut dyn NoiseSource<D>,
     ) -> Result<StepOutput<D>> {
-        let n = self.num_inference_steps.ok_or(SchedulerError::NotInitialized("step"))?;
+        let n = self
+            .num_inference_steps
+            .ok_or(SchedulerError::NotInitialized("step"))?;
         let i = self.index.get(&self.timesteps, t)?;
         let prev_t = self.timesteps.get(i + 1).copied().unwrap_or(t);
         let a_t = self.alpha(t as i64);
@@ -216,7 +250,10 @@ impl<const D: usize> Scheduler<D> for LcmScheduler {
             denoised.clone()
         };
         self.index.advance();
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: Some(denoised) })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: Some(denoised),
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

@@ -30,14 +30,18 @@ pub struct SeededNoise {
 impl SeededNoise {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed) }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 }
 
 impl<const D: usize> NoiseSource<D> for SeededNoise {
     fn noise(&mut self, shape: [usize; D], device: &Device) -> Result<Tensor<D>> {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.rng.sample::<f32, _>(StandardNormal)).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| self.rng.sample::<f32, _>(StandardNormal))
+            .collect();
         Ok(from_vec(v, shape, device))
     }
 }
@@ -51,7 +55,9 @@ pub struct QueuedNoise<const D: usize> {
 impl<const D: usize> QueuedNoise<D> {
     /// A queue of noise tensors.
     pub fn new(noise: impl IntoIterator<Item = Tensor<D>>) -> Self {
-        Self { queue: noise.into_iter().collect() }
+        Self {
+            queue: noise.into_iter().collect(),
+        }
     }
 
     /// Appends a tensor.
@@ -67,9 +73,16 @@ impl<const D: usize> QueuedNoise<D> {
 
 impl<const D: usize> NoiseSource<D> for QueuedNoise<D> {
     fn noise(&mut self, shape: [usize; D], _device: &Device) -> Result<Tensor<D>> {
-        let t = self.queue.pop_front().ok_or_else(|| SchedulerError::Noise("noise queue is empty".into()))?;
+        let t = self
+            .queue
+            .pop_front()
+            .ok_or_else(|| SchedulerError::Noise("noise queue is empty".into()))?;
         if t.dims() != shape {
-            return Err(SchedulerError::Shape(format!("noise {:?} vs sample {:?}", t.dims(), shape)));
+            return Err(SchedulerError::Shape(format!(
+                "noise {:?} vs sample {:?}",
+                t.dims(),
+                shape
+            )));
         }
         Ok(t)
     }
@@ -81,6 +94,8 @@ pub struct NoNoise;
 
 impl<const D: usize> NoiseSource<D> for NoNoise {
     fn noise(&mut self, _shape: [usize; D], _device: &Device) -> Result<Tensor<D>> {
-        Err(SchedulerError::Noise("this run has no noise source but the scheduler is stochastic".into()))
+        Err(SchedulerError::Noise(
+            "this run has no noise source but the scheduler is stochastic".into(),
+        ))
     }
 }

@@ -4,8 +4,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, alpha_add_noise, check_steps, impl_beta_config,
-    spaced_timesteps,
+    BetaSchedule, NoiseSchedule, PredictionType, TimestepSpacing, alpha_add_noise, check_steps,
+    impl_beta_config, spaced_timesteps,
 };
 use crate::config::SchedulerConfig;
 use crate::error::{Result, SchedulerError};
@@ -75,11 +75,18 @@ pub struct PndmScheduler<const D: usize> {
 impl<const D: usize> PndmScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: PndmConfig) -> Result<Self> {
-        if !matches!(config.prediction_type, PredictionType::Epsilon | PredictionType::VPrediction) {
+        if !matches!(
+            config.prediction_type,
+            PredictionType::Epsilon | PredictionType::VPrediction
+        ) {
             return Err(config.prediction_type.unsupported(NAME));
         }
         let schedule = NoiseSchedule::new(&config.beta_config())?;
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
         Ok(Self {
             config,
             schedule,
@@ -100,9 +107,21 @@ impl<const D: usize> PndmScheduler<D> {
         &self.config
     }
 
-    fn prev_sample(&self, sample: Tensor<D>, t: i64, prev_t: i64, model_output: Tensor<D>) -> Result<Tensor<D>> {
-        let a_t = self.schedule.alpha_prod(t).ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
-        let a_prev = self.schedule.alpha_prod(prev_t).map_or(self.final_alpha_cumprod, |a| a as f32);
+    fn prev_sample(
+        &self,
+        sample: Tensor<D>,
+        t: i64,
+        prev_t: i64,
+        model_output: Tensor<D>,
+    ) -> Result<Tensor<D>> {
+        let a_t = self
+            .schedule
+            .alpha_prod(t)
+            .ok_or(SchedulerError::UnknownTimestep(t as f64))? as f32;
+        let a_prev = self
+            .schedule
+            .alpha_prod(prev_t)
+            .map_or(self.final_alpha_cumprod, |a| a as f32);
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let model_output = match self.config.prediction_type {
             PredictionType::VPrediction => model_output * a_t.sqrt() + sample.clone() * b_t.sqrt(),
@@ -114,12 +133,23 @@ impl<const D: usize> PndmScheduler<D> {
     }
 
     fn ratio(&self) -> Result<i64> {
-        let n = self.num_inference_steps.ok_or(SchedulerError::NotInitialized("step"))?;
+        let n = self
+            .num_inference_steps
+            .ok_or(SchedulerError::NotInitialized("step"))?;
         Ok((self.config.num_train_timesteps / n) as i64)
     }
 
-    fn step_prk(&mut self, model_output: Tensor<D>, t: i64, sample: Tensor<D>) -> Result<Tensor<D>> {
-        let diff = if self.counter % 2 == 1 { 0 } else { self.ratio()? / 2 };
+    fn step_prk(
+        &mut self,
+        model_output: Tensor<D>,
+        t: i64,
+        sample: Tensor<D>,
+    ) -> Result<Tensor<D>> {
+        let diff = if self.counter % 2 == 1 {
+            0
+        } else {
+            self.ratio()? / 2
+        };
         let prev_t = t - diff;
         let t = self.prk_timesteps[self.counter / 4 * 4];
         let add = |acc: Option<Tensor<D>>, x: Tensor<D>| match acc {
@@ -128,13 +158,19 @@ impl<const D: usize> PndmScheduler<D> {
         };
         let model_output = match self.counter % 4 {
             0 => {
-                self.cur_model_output = Some(add(self.cur_model_output.take(), model_output.clone() * (1.0 / 6.0)));
+                self.cur_model_output = Some(add(
+                    self.cur_model_output.take(),
+                    model_output.clone() * (1.0 / 6.0),
+                ));
                 self.ets.push(model_output.clone());
                 self.cur_sample = Some(sample.clone());
                 model_output
             }
             1 | 2 => {
-                self.cur_model_output = Some(add(self.cur_model_output.take(), model_output.clone() * (1.0 / 3.0)));
+                self.cur_model_output = Some(add(
+                    self.cur_model_output.take(),
+                    model_output.clone() * (1.0 / 3.0),
+                ));
                 model_output
             }
             _ => add(self.cur_model_output.take(), model_output * (1.0 / 6.0)),
@@ -145,7 +181,12 @@ impl<const D: usize> PndmScheduler<D> {
         Ok(prev)
     }
 
-    fn step_plms(&mut self, model_output: Tensor<D>, t: i64, sample: Tensor<D>) -> Result<Tensor<D>> {
+    fn step_plms(
+        &mut self,
+        model_output: Tensor<D>,
+        t: i64,
+        sample: Tensor<D>,
+    ) -> Result<Tensor<D>> {
         let ratio = self.ratio()?;
         let (mut t, mut prev_t) = (t, t - ratio);
         if self.counter != 1 {
@@ -187,10 +228,16 @@ impl<const D: usize> Scheduler<D> for PndmScheduler<D> {
         let n = request.count()?;
         let c = &self.config;
         check_steps(n, c.num_train_timesteps)?;
-        let mut asc: Vec<i64> = spaced_timesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset, true)
-            .into_iter()
-            .map(|t| t as i64)
-            .collect();
+        let mut asc: Vec<i64> = spaced_timesteps(
+            c.timestep_spacing,
+            c.num_train_timesteps,
+            n,
+            c.steps_offset,
+            true,
+        )
+        .into_iter()
+        .map(|t| t as i64)
+        .collect();
         asc.reverse();
         let len = asc.len();
         let (prk, plms): (Vec<i64>, Vec<i64>) = if c.skip_prk_steps {
@@ -203,11 +250,16 @@ impl<const D: usize> Scheduler<D> for PndmScheduler<D> {
             (Vec::new(), plms)
         } else {
             if len < 4 {
-                return Err(SchedulerError::InvalidSchedule("PNDM with PRK steps needs at least 4 steps".into()));
+                return Err(SchedulerError::InvalidSchedule(
+                    "PNDM with PRK steps needs at least 4 steps".into(),
+                ));
             }
             let half = (c.num_train_timesteps / n / 2) as i64;
             let base: Vec<i64> = asc[len - 4..].iter().flat_map(|&t| [t, t + half]).collect();
-            let mut prk: Vec<i64> = base[..base.len() - 1].iter().flat_map(|&t| [t, t]).collect();
+            let mut prk: Vec<i64> = base[..base.len() - 1]
+                .iter()
+                .flat_map(|&t| [t, t])
+                .collect();
             prk = prk[1..prk.len() - 1].to_vec();
             prk.reverse();
             let plms: Vec<i64> = asc[..len - 3].iter().rev().copied().collect();
@@ -245,11 +297,16 @@ impl<const D: usize> Scheduler<D> for PndmScheduler<D> {
             self.step_prk(model_output, t, sample)?
         } else {
             if !self.config.skip_prk_steps && self.ets.len() < 3 {
-                return Err(SchedulerError::InvalidSchedule("PLMS step before the PRK warm-up ran".into()));
+                return Err(SchedulerError::InvalidSchedule(
+                    "PLMS step before the PRK warm-up ran".into(),
+                ));
             }
             self.step_plms(model_output, t, sample)?
         };
-        Ok(StepOutput { prev_sample: prev, pred_original_sample: None })
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: None,
+        })
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {

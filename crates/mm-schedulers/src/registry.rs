@@ -9,7 +9,8 @@ use crate::scheduler::Scheduler;
 /// The diffusers class names this crate implements.
 pub const SUPPORTED_CLASSES: &[&str] = &[
     "DDIMScheduler",
-    "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
     "DPMSolverMultistepScheduler",
     "DDPMScheduler",
     "LCMScheduler",
@@ -18,7 +19,10 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "HeunDiscreteScheduler",
 ];
 
-fn build<const D: usize, C, S>(config: &Value, new: fn(C) -> Result<S>) -> Result<Box<dyn Scheduler<D>>>
+fn build<const D: usize, C, S>(
+    config: &Value,
+    new: fn(C) -> Result<S>,
+) -> Result<Box<dyn Scheduler<D>>>
 where
     C: SchedulerConfig,
     S: Scheduler<D> + 'static,
@@ -29,7 +33,10 @@ where
 /// Builds the scheduler `class_name` from a config JSON of any scheduler
 /// (diffusers' `Class.from_config(other.config)`): e.g. the Euler ancestral
 /// scheduler of SDXL from its DDIM-style `scheduler_config.json`.
-pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -> Result<Box<dyn Scheduler<D>>> {
+pub fn scheduler_from_config<const D: usize>(
+    class_name: &str,
+    config: &Value,
+) -> Result<Box<dyn Scheduler<D>>> {
     use crate::*;
     match class_name {
         "DDIMScheduler" => build::<D, DdimConfig, _>(config, DdimScheduler::new),
@@ -53,6 +60,7 @@ pub fn scheduler_from_config<const D: usize>(class_name: &str, config: &Value) -
 
 /// Builds the scheduler a `scheduler_config.json` names in `_class_name`.
 pub fn scheduler_from_json<const D: usize>(config: &Value) -> Result<Box<dyn Scheduler<D>>> {
-    let class = class_name_of(config).ok_or_else(|| SchedulerError::UnknownClass("<missing _class_name>".into()))?;
+    let class = class_name_of(config)
+        .ok_or_else(|| SchedulerError::UnknownClass("<missing _class_name>".into()))?;
     scheduler_from_config(class, config)
 }

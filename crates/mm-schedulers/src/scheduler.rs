@@ -27,17 +27,26 @@ pub struct TimestepRequest {
 impl TimestepRequest {
     /// `n` inference steps.
     pub fn steps(n: usize) -> Self {
-        Self { num_inference_steps: Some(n), ..Self::default() }
+        Self {
+            num_inference_steps: Some(n),
+            ..Self::default()
+        }
     }
 
     /// Custom timesteps.
     pub fn timesteps(t: Vec<f64>) -> Self {
-        Self { timesteps: Some(t), ..Self::default() }
+        Self {
+            timesteps: Some(t),
+            ..Self::default()
+        }
     }
 
     /// Custom sigmas.
     pub fn sigmas(s: Vec<f64>) -> Self {
-        Self { sigmas: Some(s), ..Self::default() }
+        Self {
+            sigmas: Some(s),
+            ..Self::default()
+        }
     }
 
     /// Sets `mu`.
@@ -47,13 +56,25 @@ impl TimestepRequest {
     }
 
     /// Errors for the fields a scheduler does not take.
-    pub(crate) fn reject(&self, name: &'static str, timesteps: bool, sigmas: bool, mu: bool) -> Result<()> {
+    pub(crate) fn reject(
+        &self,
+        name: &'static str,
+        timesteps: bool,
+        sigmas: bool,
+        mu: bool,
+    ) -> Result<()> {
         let bad = [
             (self.timesteps.is_some() && !timesteps, "custom timesteps"),
             (self.sigmas.is_some() && !sigmas, "custom sigmas"),
             (self.mu.is_some() && !mu, "mu"),
-            (self.strength.is_some() && name != "LCMScheduler", "strength (use set_strength)"),
-            (self.original_inference_steps.is_some() && name != "LCMScheduler", "original_inference_steps"),
+            (
+                self.strength.is_some() && name != "LCMScheduler",
+                "strength (use set_strength)",
+            ),
+            (
+                self.original_inference_steps.is_some() && name != "LCMScheduler",
+                "original_inference_steps",
+            ),
         ];
         match bad.iter().find(|(b, _)| *b) {
             Some((_, what)) => Err(SchedulerError::Unsupported(format!("{name}: {what}"))),
@@ -155,7 +176,9 @@ pub trait Scheduler<const D: usize> {
     /// img2img: keeps the last `strength` fraction of the schedule, sets the
     /// begin index and returns it (`timesteps()[index..]` is the loop).
     fn set_strength(&mut self, strength: f64) -> Result<usize> {
-        let n = self.num_inference_steps().ok_or(SchedulerError::NotInitialized("set_strength"))?;
+        let n = self
+            .num_inference_steps()
+            .ok_or(SchedulerError::NotInitialized("set_strength"))?;
         let begin = img2img_begin_index(n, self.order(), strength)?;
         self.set_begin_index(begin);
         Ok(begin)

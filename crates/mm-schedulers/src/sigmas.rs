@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    FinalSigmasType, NoiseSchedule, TimestepSpacing, check_steps, exponential_sigmas, interp_index, karras_sigmas,
-    log_sigmas, sigma_to_t, spaced_timesteps, torch_linspace_f32,
+    FinalSigmasType, NoiseSchedule, TimestepSpacing, check_steps, exponential_sigmas, interp_index,
+    karras_sigmas, log_sigmas, sigma_to_t, spaced_timesteps, torch_linspace_f32,
 };
 use crate::config::invalid;
 use crate::error::{Result, SchedulerError};
@@ -37,10 +37,14 @@ pub(crate) struct SigmaSpacing {
 impl SigmaSpacing {
     /// Rejects combinations diffusers rejects, and beta sigmas (need scipy's beta ppf).
     pub fn check(&self) -> Result<()> {
-        let n = [self.use_karras_sigmas, self.use_exponential_sigmas, self.use_beta_sigmas]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let n = [
+            self.use_karras_sigmas,
+            self.use_exponential_sigmas,
+            self.use_beta_sigmas,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if n > 1 {
             return Err(invalid(
                 "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
@@ -95,17 +99,26 @@ pub(crate) fn discrete_sigma_schedule(
     let train_sigmas = ns.sigmas();
     let log_sig = log_sigmas(&train_sigmas);
     if req.timesteps.is_some() && req.sigmas.is_some() {
-        return Err(SchedulerError::InvalidSchedule("only one of timesteps or sigmas can be set".into()));
+        return Err(SchedulerError::InvalidSchedule(
+            "only one of timesteps or sigmas can be set".into(),
+        ));
     }
     if let Some(custom) = &req.sigmas {
         if !spec.allow_custom_sigmas {
-            return Err(SchedulerError::Unsupported(format!("{name}: custom sigmas")));
+            return Err(SchedulerError::Unsupported(format!(
+                "{name}: custom sigmas"
+            )));
         }
         if custom.len() < 2 {
-            return Err(SchedulerError::InvalidSchedule("custom sigmas need at least 2 values".into()));
+            return Err(SchedulerError::InvalidSchedule(
+                "custom sigmas need at least 2 values".into(),
+            ));
         }
         let sigmas: Vec<f32> = custom.iter().map(|&s| s as f32).collect();
-        let ts = sigmas[..sigmas.len() - 1].iter().map(|&s| sigma_to_t(s as f64, &log_sig) as f32 as f64).collect();
+        let ts = sigmas[..sigmas.len() - 1]
+            .iter()
+            .map(|&s| sigma_to_t(s as f64, &log_sig) as f32 as f64)
+            .collect();
         return Ok((ts, sigmas));
     }
     let timesteps: Vec<f64> = match &req.timesteps {
@@ -131,15 +144,24 @@ pub(crate) fn discrete_sigma_schedule(
     };
     let n = timesteps.len();
     let mut sigmas: Vec<f64> = match spec.interpolation {
-        InterpolationType::Linear => timesteps.iter().map(|&t| interp_index(t, &train_sigmas)).collect(),
+        InterpolationType::Linear => timesteps
+            .iter()
+            .map(|&t| interp_index(t, &train_sigmas))
+            .collect(),
         InterpolationType::LogLinear => {
             let (lo, hi) = (train_sigmas[train - 1].ln(), train_sigmas[0].ln());
-            torch_linspace_f32(lo as f64, hi as f64, n + 1).iter().map(|v| v.exp() as f64).collect()
+            torch_linspace_f32(lo as f64, hi as f64, n + 1)
+                .iter()
+                .map(|v| v.exp() as f64)
+                .collect()
         }
     };
     let mut timesteps = timesteps;
     if let Some(conv) = spec.conversion.convert(&sigmas, n) {
-        timesteps = conv.iter().map(|&s| sigma_to_t(s, &log_sig) as f32 as f64).collect();
+        timesteps = conv
+            .iter()
+            .map(|&s| sigma_to_t(s, &log_sig) as f32 as f64)
+            .collect();
         sigmas = conv;
     }
     let last = match spec.final_sigmas_type {

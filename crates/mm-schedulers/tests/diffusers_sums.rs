@@ -18,7 +18,11 @@ fn deter(flip: bool) -> Tensor<4> {
             for hi in 0..h {
                 for wi in 0..w {
                     let src = ((ci * h + hi) * w + wi) * b + bi;
-                    let val = if flip { n - 1.0 - src as f32 } else { src as f32 };
+                    let val = if flip {
+                        n - 1.0 - src as f32
+                    } else {
+                        src as f32
+                    };
                     v[((bi * c + ci) * h + hi) * w + wi] = val / n;
                 }
             }
@@ -39,7 +43,11 @@ fn sched(class: &str, config: Value) -> Box<dyn Scheduler<4>> {
 
 /// `(sum |x|, mean |x|)`.
 fn stats(x: Tensor<4>) -> (f64, f64) {
-    let v: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("data");
+    let v: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("data");
     let s: f64 = v.iter().map(|a| a.abs() as f64).sum();
     (s, s / v.len() as f64)
 }
@@ -90,13 +98,24 @@ fn merge(c: &mut Value, extra: Value) {
 // test_scheduler_ddim.py: DDIMSchedulerTest.test_full_loop_no_noise
 #[test]
 fn ddim_full_loop_no_noise() {
-    check(plain_loop(ddim(json!({})).as_mut(), 10), Some(172.0067), 0.223967);
+    check(
+        plain_loop(ddim(json!({})).as_mut(), 10),
+        Some(172.0067),
+        0.223967,
+    );
 }
 
 // test_scheduler_ddim.py: DDIMSchedulerTest.test_full_loop_with_v_prediction
 #[test]
 fn ddim_full_loop_with_v_prediction() {
-    check(plain_loop(ddim(json!({"prediction_type": "v_prediction"})).as_mut(), 10), Some(52.5302), 0.0684);
+    check(
+        plain_loop(
+            ddim(json!({"prediction_type": "v_prediction"})).as_mut(),
+            10,
+        ),
+        Some(52.5302),
+        0.0684,
+    );
 }
 
 // test_scheduler_ddim.py: DDIMSchedulerTest.test_full_loop_with_set_alpha_to_one
@@ -119,7 +138,9 @@ fn ddim_full_loop_with_noise() {
     let mut s = ddim(json!({}));
     s.set_timesteps(10).expect("set_timesteps");
     let timesteps = s.timesteps()[8 * s.order()..].to_vec();
-    let mut x = s.add_noise(deter(false), deter(true), timesteps[0]).expect("add_noise");
+    let mut x = s
+        .add_noise(deter(false), deter(true), timesteps[0])
+        .expect("add_noise");
     for t in timesteps {
         let out = model(x.clone(), t);
         x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
@@ -136,13 +157,20 @@ fn euler_like(class: &str, extra: Value) -> Box<dyn Scheduler<4>> {
 // test_scheduler_euler.py: EulerDiscreteSchedulerTest.test_full_loop_no_noise
 #[test]
 fn euler_full_loop_no_noise() {
-    check(scaled_loop(euler_like("EulerDiscreteScheduler", json!({})).as_mut(), 10), Some(10.0807), 0.0131);
+    check(
+        scaled_loop(euler_like("EulerDiscreteScheduler", json!({})).as_mut(), 10),
+        Some(10.0807),
+        0.0131,
+    );
 }
 
 // test_scheduler_euler.py: EulerDiscreteSchedulerTest.test_full_loop_with_v_prediction
 #[test]
 fn euler_full_loop_with_v_prediction() {
-    let mut s = euler_like("EulerDiscreteScheduler", json!({"prediction_type": "v_prediction"}));
+    let mut s = euler_like(
+        "EulerDiscreteScheduler",
+        json!({"prediction_type": "v_prediction"}),
+    );
     check(scaled_loop(s.as_mut(), 10), Some(0.0002), 2.2676e-06);
 }
 
@@ -150,19 +178,30 @@ fn euler_full_loop_with_v_prediction() {
 #[test]
 fn euler_full_loop_karras_sigmas() {
     let mut s = euler_like("EulerDiscreteScheduler", json!({"use_karras_sigmas": true}));
-    check(scaled_loop(s.as_mut(), 10), Some(124.52299499511719), 0.16213932633399963);
+    check(
+        scaled_loop(s.as_mut(), 10),
+        Some(124.52299499511719),
+        0.16213932633399963,
+    );
 }
 
 // test_scheduler_heun.py: HeunDiscreteSchedulerTest.test_full_loop_no_noise
 #[test]
 fn heun_full_loop_no_noise() {
-    check(scaled_loop(euler_like("HeunDiscreteScheduler", json!({})).as_mut(), 10), Some(0.1233), 0.0002);
+    check(
+        scaled_loop(euler_like("HeunDiscreteScheduler", json!({})).as_mut(), 10),
+        Some(0.1233),
+        0.0002,
+    );
 }
 
 // test_scheduler_heun.py: HeunDiscreteSchedulerTest.test_full_loop_with_v_prediction
 #[test]
 fn heun_full_loop_with_v_prediction() {
-    let mut s = euler_like("HeunDiscreteScheduler", json!({"prediction_type": "v_prediction"}));
+    let mut s = euler_like(
+        "HeunDiscreteScheduler",
+        json!({"prediction_type": "v_prediction"}),
+    );
     check(scaled_loop(s.as_mut(), 10), Some(4.6934e-07), 6.1112e-10);
 }
 
@@ -170,7 +209,11 @@ fn heun_full_loop_with_v_prediction() {
 #[test]
 fn heun_full_loop_karras_sigmas() {
     let mut s = euler_like("HeunDiscreteScheduler", json!({"use_karras_sigmas": true}));
-    check(scaled_loop(s.as_mut(), 10), Some(0.00015), 1.9869554535034695e-07);
+    check(
+        scaled_loop(s.as_mut(), 10),
+        Some(0.00015),
+        1.9869554535034695e-07,
+    );
 }
 
 /// The config of `DPMSolverMultistepSchedulerTest.get_scheduler_config`.
@@ -197,21 +240,31 @@ fn dpm_multistep_full_loop_no_noise() {
 // test_scheduler_dpm_multi.py: DPMSolverMultistepSchedulerTest.test_full_loop_no_noise_thres
 #[test]
 fn dpm_multistep_full_loop_no_noise_thres() {
-    let mut s = dpm(json!({"thresholding": true, "dynamic_thresholding_ratio": 0.87, "sample_max_value": 0.5}));
+    let mut s = dpm(
+        json!({"thresholding": true, "dynamic_thresholding_ratio": 0.87, "sample_max_value": 0.5}),
+    );
     check(plain_loop(s.as_mut(), 10), None, 1.1364);
 }
 
 // test_scheduler_dpm_multi.py: DPMSolverMultistepSchedulerTest.test_full_loop_with_v_prediction
 #[test]
 fn dpm_multistep_full_loop_with_v_prediction() {
-    check(plain_loop(dpm(json!({"prediction_type": "v_prediction"})).as_mut(), 10), None, 0.2251);
+    check(
+        plain_loop(dpm(json!({"prediction_type": "v_prediction"})).as_mut(), 10),
+        None,
+        0.2251,
+    );
 }
 
 // Same loop with diffusers 0.42.1 defaults (`final_sigmas_type = zero`): value of
 // diffusers 0.42.1 itself (0.2409002035856247).
 #[test]
 fn dpm_multistep_final_zero() {
-    check(plain_loop(dpm(json!({"final_sigmas_type": "zero"})).as_mut(), 10), None, 0.2409);
+    check(
+        plain_loop(dpm(json!({"final_sigmas_type": "zero"})).as_mut(), 10),
+        None,
+        0.2409,
+    );
 }
 
 fn pndm(extra: Value) -> Box<dyn Scheduler<4>> {
@@ -223,13 +276,24 @@ fn pndm(extra: Value) -> Box<dyn Scheduler<4>> {
 // test_scheduler_pndm.py: PNDMSchedulerTest.test_full_loop_no_noise
 #[test]
 fn pndm_full_loop_no_noise() {
-    check(plain_loop(pndm(json!({})).as_mut(), 10), Some(198.1318), 0.2580);
+    check(
+        plain_loop(pndm(json!({})).as_mut(), 10),
+        Some(198.1318),
+        0.2580,
+    );
 }
 
 // test_scheduler_pndm.py: PNDMSchedulerTest.test_full_loop_with_v_prediction
 #[test]
 fn pndm_full_loop_with_v_prediction() {
-    check(plain_loop(pndm(json!({"prediction_type": "v_prediction"})).as_mut(), 10), Some(67.3986), 0.0878);
+    check(
+        plain_loop(
+            pndm(json!({"prediction_type": "v_prediction"})).as_mut(),
+            10,
+        ),
+        Some(67.3986),
+        0.0878,
+    );
 }
 
 // test_scheduler_pndm.py: PNDMSchedulerTest.test_full_loop_with_set_alpha_to_one
