@@ -30,7 +30,41 @@ import sys
 
 import numpy as np
 import torch
-import diffusers
+
+
+def _scipy_stub():
+    """diffusers' LMS scheduler needs `scipy.integrate.quad` only to integrate
+    its Lagrange polynomials (degree <= 3). When scipy is not installed, a
+    minimal stand-in whose `quad` is 8-point Gauss-Legendre (exact for these
+    polynomials) is put on `sys.path`, with dist-info so diffusers sees it."""
+    try:
+        import scipy  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="scipy_stub_")
+    pkg = os.path.join(root, "scipy")
+    os.makedirs(pkg)
+    open(os.path.join(pkg, "__init__.py"), "w").write("from . import integrate, stats\n__version__ = '1.14.0'\n")
+    open(os.path.join(pkg, "integrate.py"), "w").write(
+        "import numpy as np\n"
+        "_x, _w = np.polynomial.legendre.leggauss(8)\n"
+        "def quad(f, a, b, epsrel=None, **kw):\n"
+        "    a, b = float(a), float(b)\n"
+        "    m, h = (a + b) / 2, (b - a) / 2\n"
+        "    return float(sum(w * float(f(m + h * x)) for x, w in zip(_x, _w)) * h), 0.0\n"
+    )
+    open(os.path.join(pkg, "stats.py"), "w").write("beta = None  # beta sigmas are not covered\n")
+    meta = os.path.join(root, "scipy-1.14.0.dist-info")
+    os.makedirs(meta)
+    open(os.path.join(meta, "METADATA"), "w").write("Metadata-Version: 2.1\nName: scipy\nVersion: 1.14.0\n")
+    sys.path.insert(0, root)
+
+
+_scipy_stub()
+import diffusers  # noqa: E402
 
 SHAPE = [1, 2, 4, 4]
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "schedulers", "traces.json")
@@ -205,6 +239,11 @@ case("heun_default", "HeunDiscreteScheduler", 10)
 case("heun_sd_karras", "HeunDiscreteScheduler", 8, dict(SD, use_karras_sigmas=True))
 case("heun_vpred_leading", "HeunDiscreteScheduler", 8, dict(SD, prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1))
 case("heun_sample", "HeunDiscreteScheduler", 6, dict(prediction_type="sample", clip_sample=True))
+# ---- LMS
+case("lms_default", "LMSDiscreteScheduler", 10)
+case("lms_sd_karras", "LMSDiscreteScheduler", 12, dict(SD, use_karras_sigmas=True))
+case("lms_vpred_trailing", "LMSDiscreteScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
+case("lms_leading_exponential", "LMSDiscreteScheduler", 10, dict(SD, timestep_spacing="leading", steps_offset=1, use_exponential_sigmas=True))
 
 # ---- cross-construction from real model configs
 case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)
@@ -264,7 +303,16 @@ def run(c):
 
 def guidance_cases():
     """CFG + `rescale_noise_cfg` as diffusers' Stable Diffusion pipeline computes them."""
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+    # diffusers' own `rescale_noise_cfg`, taken from the pipeline source without importing the
+    # pipeline (which would import transformers)
+    import ast
+
+    path = os.path.join(os.path.dirname(diffusers.__file__), "pipelines", "stable_diffusion", "pipeline_stable_diffusion.py")
+    tree = ast.parse(open(path).read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "rescale_noise_cfg")
+    ns = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), path, "exec"), ns)
+    rescale_noise_cfg = ns["rescale_noise_cfg"]
 
     g = torch.Generator().manual_seed(7)
     out = []

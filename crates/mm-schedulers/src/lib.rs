@@ -49,6 +49,7 @@
 //! | [`LcmScheduler`] | 2–8 steps, stochastic; LCM / LCM-LoRA distilled models, no CFG | `LCMScheduler` | LCM / `lcm` |
 //! | [`FlowMatchEulerScheduler`] | 20–50 steps (SD3, Flux-dev), 1–4 distilled (Flux-schnell); deterministic | `FlowMatchEulerDiscreteScheduler` | Euler (flow) / `euler` + `simple` with shift |
 //! | [`PndmScheduler`] | ~50 steps, deterministic; SD 1.x default | `PNDMScheduler` | PLMS / — |
+//! | [`LmsScheduler`] | 20–50 steps, deterministic linear multistep | `LMSDiscreteScheduler` | LMS (Karras) / `lms` |
 //! | [`HeunScheduler`] | 10–30 steps (2 model calls each), deterministic | `HeunDiscreteScheduler` | Heun / `heun` |
 //!
 //! Options covered per scheduler: all of diffusers' config keys for that
@@ -85,6 +86,7 @@ pub mod flow_match_euler;
 pub mod guidance;
 pub mod heun;
 pub mod lcm;
+pub mod lms;
 pub mod noise;
 pub mod pndm;
 pub mod registry;
@@ -105,6 +107,7 @@ pub use flow_match_euler::{FlowMatchEulerConfig, FlowMatchEulerScheduler, TimeSh
 pub use guidance::{Guidance, GuidanceTerm, ScaleSchedule, rescale_noise_cfg};
 pub use heun::{HeunConfig, HeunScheduler};
 pub use lcm::{LcmConfig, LcmScheduler};
+pub use lms::{LmsConfig, LmsScheduler};
 pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
 pub use pndm::{PndmConfig, PndmScheduler};
 pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};

@@ -17,6 +17,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "FlowMatchEulerDiscreteScheduler",
     "PNDMScheduler",
     "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
 ];
 
 fn build<const D: usize, C, S>(
@@ -54,6 +55,7 @@ pub fn scheduler_from_config<const D: usize>(
         }
         "PNDMScheduler" => build::<D, PndmConfig, _>(config, PndmScheduler::<D>::new),
         "HeunDiscreteScheduler" => build::<D, HeunConfig, _>(config, HeunScheduler::<D>::new),
+        "LMSDiscreteScheduler" => build::<D, LmsConfig, _>(config, LmsScheduler::<D>::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
