@@ -632,3 +632,52 @@ pub(crate) fn sigma_x0<const D: usize>(
         PredictionType::FlowPrediction => return Err(prediction.unsupported(name)),
     })
 }
+
+/// `(alpha_t, sigma_t)` of a sigma in float32: VP (`1/sqrt(σ²+1)`, `σ·alpha`)
+/// or flow matching (`1 − σ`, `σ`). The DPM-Solver family's `_sigma_to_alpha_sigma_t`.
+pub(crate) fn alpha_sigma(sigma: f32, flow: bool) -> (f32, f32) {
+    if flow {
+        (1.0 - sigma, sigma)
+    } else {
+        let a = 1.0 / (sigma * sigma + 1.0).sqrt();
+        (a, sigma * a)
+    }
+}
+
+/// Half log-SNR `ln α − ln σ`, float32.
+pub(crate) fn lambda(alpha: f32, sigma: f32) -> f32 {
+    alpha.ln() - sigma.ln()
+}
+
+/// Timestep spacing of the DPM-Solver family (DPM-Solver, UniPC, DEIS):
+/// `n + 1` points with the last dropped for `linspace` / `leading`, up to `last`.
+pub(crate) fn solver_timesteps(
+    spacing: TimestepSpacing,
+    num_train: usize,
+    last: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
+    match spacing {
+        TimestepSpacing::Linspace => {
+            let v = np_linspace(0.0, last as f64 - 1.0, n + 1);
+            v.iter()
+                .rev()
+                .take(n)
+                .map(|x| x.round_ties_even())
+                .collect()
+        }
+        TimestepSpacing::Leading => {
+            let ratio = last / (n + 1);
+            (0..=n)
+                .rev()
+                .take(n)
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
+        }
+        TimestepSpacing::Trailing => np_arange(last as f64, 0.0, -(num_train as f64 / n as f64))
+            .into_iter()
+            .map(|x| x.round_ties_even() - 1.0)
+            .collect(),
+    }
+}

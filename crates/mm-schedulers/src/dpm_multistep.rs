@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas, log_sigmas,
-    np_arange, np_linspace, sigma_to_t, threshold_sample,
+    alpha_sigma, check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas,
+    lambda, log_sigmas, np_linspace, sigma_to_t, solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -157,20 +157,6 @@ pub struct DpmSolverMultistepScheduler<const D: usize> {
     index: StepIndex,
 }
 
-/// `(alpha_t, sigma_t)` of a sigma, float32.
-fn alpha_sigma(sigma: f32, flow: bool) -> (f32, f32) {
-    if flow {
-        (1.0 - sigma, sigma)
-    } else {
-        let a = 1.0 / (sigma * sigma + 1.0).sqrt();
-        (a, sigma * a)
-    }
-}
-
-fn lambda(alpha: f32, sigma: f32) -> f32 {
-    alpha.ln() - sigma.ln()
-}
-
 impl<const D: usize> DpmSolverMultistepScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
@@ -231,7 +217,6 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     /// Timesteps of `n` steps by `timestep_spacing`, below the `lambda_min_clipped` cut.
     fn spaced(&self, n: usize) -> Vec<f64> {
         let c = &self.config;
-        let train = c.num_train_timesteps;
         // searchsorted(flip(lambda_t), lambda_min_clipped): count of lambdas below the cut
         let clipped = self
             .schedule
@@ -239,29 +224,14 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
             .iter()
             .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < c.lambda_min_clipped)
             .count();
-        let last = train - clipped;
-        match c.timestep_spacing {
-            TimestepSpacing::Linspace => {
-                let v = np_linspace(0.0, last as f64 - 1.0, n + 1);
-                v.iter()
-                    .rev()
-                    .take(n)
-                    .map(|x| x.round_ties_even())
-                    .collect()
-            }
-            TimestepSpacing::Leading => {
-                let ratio = last / (n + 1);
-                (0..=n)
-                    .rev()
-                    .take(n)
-                    .map(|i| (i * ratio + c.steps_offset) as f64)
-                    .collect()
-            }
-            TimestepSpacing::Trailing => np_arange(last as f64, 0.0, -(train as f64 / n as f64))
-                .into_iter()
-                .map(|x| x.round_ties_even() - 1.0)
-                .collect(),
-        }
+        let last = c.num_train_timesteps - clipped;
+        solver_timesteps(
+            c.timestep_spacing,
+            c.num_train_timesteps,
+            last,
+            n,
+            c.steps_offset,
+        )
     }
 
     fn flow(&self) -> bool {
