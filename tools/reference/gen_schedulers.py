@@ -245,6 +245,22 @@ case("lms_sd_karras", "LMSDiscreteScheduler", 12, dict(SD, use_karras_sigmas=Tru
 case("lms_vpred_trailing", "LMSDiscreteScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
 case("lms_leading_exponential", "LMSDiscreteScheduler", 10, dict(SD, timestep_spacing="leading", steps_offset=1, use_exponential_sigmas=True))
 
+# ---- UniPC
+case("unipc_default", "UniPCMultistepScheduler", 10)
+case("unipc_sd_karras", "UniPCMultistepScheduler", 20, dict(SD, use_karras_sigmas=True))
+case("unipc_order3_bh1", "UniPCMultistepScheduler", 16, dict(SD, solver_order=3, solver_type="bh1", final_sigmas_type="sigma_min"))  # bh1 with a zero final sigma is NaN in diffusers
+case("unipc_order3_bh2_short", "UniPCMultistepScheduler", 8, dict(SD, solver_order=3))
+case("unipc_noise_pred", "UniPCMultistepScheduler", 12, dict(SD, predict_x0=False, final_sigmas_type="sigma_min"))
+case("unipc_vpred_trailing", "UniPCMultistepScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
+case("unipc_leading_no_lof", "UniPCMultistepScheduler", 10, dict(SD, timestep_spacing="leading", steps_offset=1, lower_order_final=False, final_sigmas_type="sigma_min"))  # order 2 onto sigma 0 is inf in diffusers
+case("unipc_disable_corrector", "UniPCMultistepScheduler", 10, dict(SD, disable_corrector=[0, 1, 5]))
+case("unipc_exponential", "UniPCMultistepScheduler", 12, dict(SD, use_exponential_sigmas=True, final_sigmas_type="sigma_min"))
+case("unipc_flow", "UniPCMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+case("unipc_flow_dynamic", "UniPCMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True), set_kwargs=dict(mu=0.9))
+case("unipc_threshold_sample", "UniPCMultistepScheduler", 10, dict(prediction_type="sample", thresholding=True, sample_max_value=1.5))
+case("unipc_zsnr", "UniPCMultistepScheduler", 10, dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"))
+case("unipc_strength", "UniPCMultistepScheduler", 20, dict(SD), strength=0.5)
+
 # ---- cross-construction from real model configs
 case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)
 case("x_sd15_to_dpmpp_2m_karras", "DPMSolverMultistepScheduler", 20, source=dict(SD15_PNDM, use_karras_sigmas=True))
@@ -255,6 +271,7 @@ case("x_sdxl_to_lcm", "LCMScheduler", 4, source=SDXL_EULER)
 case("x_sd21v_to_euler", "EulerDiscreteScheduler", 15, source=SD21_DDIM_V)
 case("x_sd21v_to_dpmpp", "DPMSolverMultistepScheduler", 15, source=SD21_DDIM_V)
 case("x_sd21v_to_heun", "HeunDiscreteScheduler", 8, source=SD21_DDIM_V)
+case("x_sd15_to_unipc", "UniPCMultistepScheduler", 20, source=SD15_PNDM)
 case("x_flux", "FlowMatchEulerDiscreteScheduler", 8, source=FLUX, set_kwargs=dict(mu=1.15))
 
 
@@ -296,6 +313,8 @@ def run(c):
         out = model(x, t)
         res = sched.step(out, t, sample, **c["step_kwargs"])
         sample = res.prev_sample
+        if not torch.isfinite(sample).all():
+            raise RuntimeError(f"{c['name']}: diffusers produced non-finite values at t={float(t)}")
         steps.append(dict(t=float(t), noise=[flat(n) for n in _drawn], prev_sample=flat(sample)))
     entry["steps"] = steps
     return entry

@@ -583,6 +583,19 @@ impl StepIndex {
         Ok(i)
     }
 
+    /// Like [`StepIndex::get`], but an unknown timestep maps to the last step
+    /// (the DPM-Solver family's `index_for_timestep`).
+    pub fn get_or_last(&mut self, timesteps: &[f64], t: f64) -> usize {
+        if let Some(i) = self.step {
+            return i;
+        }
+        let i = self.begin.unwrap_or_else(|| {
+            index_for_timestep(timesteps, t).unwrap_or(timesteps.len().saturating_sub(1))
+        });
+        self.step = Some(i);
+        i
+    }
+
     /// Moves to the next step.
     pub fn advance(&mut self) {
         self.step = self.step.map(|i| i + 1);
@@ -680,4 +693,31 @@ pub(crate) fn solver_timesteps(
             .map(|x| x.round_ties_even() - 1.0)
             .collect(),
     }
+}
+
+/// Solves `a x = b` (small dense system) by Gaussian elimination with
+/// partial pivoting in float64; `None` when singular.
+pub(crate) fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col] == 0.0 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..n {
+            let f = a[row][col] / a[col][col];
+            for k in col..n {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
 }

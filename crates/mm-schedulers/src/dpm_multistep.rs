@@ -543,20 +543,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         let len = self
             .num_inference_steps
             .ok_or(SchedulerError::NotInitialized("step"))?;
-        let i = match self.index.step {
-            Some(i) => i,
-            None => {
-                let i = match self.index.begin {
-                    Some(b) => b,
-                    // DPM-Solver falls back to the last step for unknown timesteps
-                    None => {
-                        crate::common::index_for_timestep(&self.timesteps, t).unwrap_or(len - 1)
-                    }
-                };
-                self.index.step = Some(i);
-                i
-            }
-        };
+        let i = self.index.get_or_last(&self.timesteps, t);
         let c = self.config.clone();
         let lower_order_final = i == len - 1
             && (c.euler_at_final

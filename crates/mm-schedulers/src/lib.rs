@@ -45,6 +45,7 @@
 //! | [`EulerScheduler`] | 20–50 steps, deterministic (churn optional); Karras / exponential sigmas | `EulerDiscreteScheduler` | Euler / `euler` (+ `karras`) |
 //! | [`EulerAncestralScheduler`] | 20–50 steps, stochastic; SDXL default | `EulerAncestralDiscreteScheduler` | Euler a / `euler_ancestral` |
 //! | [`DpmSolverMultistepScheduler`] | 15–25 steps, deterministic (or SDE); the best quality per step for most models | `DPMSolverMultistepScheduler` | DPM++ 2M (Karras) / `dpmpp_2m`; DPM++ 2M SDE / `dpmpp_2m_sde`; DPM++ 3M (SDE) / `dpmpp_3m_sde`; DPM2 (`algorithm_type = dpmsolver`) |
+//! | [`UniPcScheduler`] | 5–20 steps, deterministic predictor–corrector; strong at very few steps | `UniPCMultistepScheduler` | UniPC / `uni_pc`, `uni_pc_bh2` |
 //! | [`DdpmScheduler`] | 100–1000 steps, stochastic; the training / original sampler | `DDPMScheduler` | DDPM / `ddpm` |
 //! | [`LcmScheduler`] | 2–8 steps, stochastic; LCM / LCM-LoRA distilled models, no CFG | `LCMScheduler` | LCM / `lcm` |
 //! | [`FlowMatchEulerScheduler`] | 20–50 steps (SD3, Flux-dev), 1–4 distilled (Flux-schnell); deterministic | `FlowMatchEulerDiscreteScheduler` | Euler (flow) / `euler` + `simple` with shift |
@@ -92,6 +93,7 @@ pub mod pndm;
 pub mod registry;
 pub mod scheduler;
 pub mod sigmas;
+pub mod unipc;
 
 pub use common::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
 pub use config::SchedulerConfig;
@@ -112,3 +114,4 @@ pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
 pub use pndm::{PndmConfig, PndmScheduler};
 pub use registry::{SUPPORTED_CLASSES, scheduler_from_config, scheduler_from_json};
 pub use scheduler::{Scheduler, StepOutput, TimestepRequest};
+pub use unipc::{UniPcConfig, UniPcScheduler, UniPcSolverType};

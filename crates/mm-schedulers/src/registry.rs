@@ -18,6 +18,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "PNDMScheduler",
     "HeunDiscreteScheduler",
     "LMSDiscreteScheduler",
+    "UniPCMultistepScheduler",
 ];
 
 fn build<const D: usize, C, S>(
@@ -56,6 +57,7 @@ pub fn scheduler_from_config<const D: usize>(
         "PNDMScheduler" => build::<D, PndmConfig, _>(config, PndmScheduler::<D>::new),
         "HeunDiscreteScheduler" => build::<D, HeunConfig, _>(config, HeunScheduler::<D>::new),
         "LMSDiscreteScheduler" => build::<D, LmsConfig, _>(config, LmsScheduler::<D>::new),
+        "UniPCMultistepScheduler" => build::<D, UniPcConfig, _>(config, UniPcScheduler::<D>::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
