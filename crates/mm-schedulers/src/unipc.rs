@@ -495,10 +495,11 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
         let m =
             self.convert_model_output(model_output, sample.clone(), self.sigma_at(i as isize)?)?;
         let mut sample = sample;
-        if i > 0 && !self.config.disable_corrector.contains(&(i - 1)) {
-            if let Some(last) = self.last_sample.take() {
-                sample = self.corrector(i, m.clone(), last, self.this_order)?;
-            }
+        if i > 0
+            && !self.config.disable_corrector.contains(&(i - 1))
+            && let Some(last) = self.last_sample.take()
+        {
+            sample = self.corrector(i, m.clone(), last, self.this_order)?;
         }
         self.model_outputs.rotate_left(1);
         if let Some(slot) = self.model_outputs.last_mut() {
