@@ -261,6 +261,17 @@ case("unipc_threshold_sample", "UniPCMultistepScheduler", 10, dict(prediction_ty
 case("unipc_zsnr", "UniPCMultistepScheduler", 10, dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"))
 case("unipc_strength", "UniPCMultistepScheduler", 20, dict(SD), strength=0.5)
 
+# ---- DEIS
+case("deis_default", "DEISMultistepScheduler", 10)
+case("deis_order3_sd", "DEISMultistepScheduler", 20, dict(SD, solver_order=3))
+case("deis_order3_short", "DEISMultistepScheduler", 8, dict(SD, solver_order=3))
+case("deis_order1", "DEISMultistepScheduler", 8, dict(SD, solver_order=1))
+case("deis_karras", "DEISMultistepScheduler", 15, dict(SD, use_karras_sigmas=True))
+case("deis_vpred_trailing", "DEISMultistepScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
+case("deis_sample_threshold", "DEISMultistepScheduler", 10, dict(prediction_type="sample", thresholding=True, sample_max_value=1.5))
+case("deis_leading_exponential", "DEISMultistepScheduler", 12, dict(SD, timestep_spacing="leading", steps_offset=1, use_exponential_sigmas=True))
+case("deis_flow", "DEISMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+
 # ---- cross-construction from real model configs
 case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)
 case("x_sd15_to_dpmpp_2m_karras", "DPMSolverMultistepScheduler", 20, source=dict(SD15_PNDM, use_karras_sigmas=True))

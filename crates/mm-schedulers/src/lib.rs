@@ -46,6 +46,7 @@
 //! | [`EulerAncestralScheduler`] | 20–50 steps, stochastic; SDXL default | `EulerAncestralDiscreteScheduler` | Euler a / `euler_ancestral` |
 //! | [`DpmSolverMultistepScheduler`] | 15–25 steps, deterministic (or SDE); the best quality per step for most models | `DPMSolverMultistepScheduler` | DPM++ 2M (Karras) / `dpmpp_2m`; DPM++ 2M SDE / `dpmpp_2m_sde`; DPM++ 3M (SDE) / `dpmpp_3m_sde`; DPM2 (`algorithm_type = dpmsolver`) |
 //! | [`UniPcScheduler`] | 5–20 steps, deterministic predictor–corrector; strong at very few steps | `UniPCMultistepScheduler` | UniPC / `uni_pc`, `uni_pc_bh2` |
+//! | [`DeisScheduler`] | 10–25 steps, deterministic exponential-integrator multistep | `DEISMultistepScheduler` | DEIS / `deis` |
 //! | [`DdpmScheduler`] | 100–1000 steps, stochastic; the training / original sampler | `DDPMScheduler` | DDPM / `ddpm` |
 //! | [`LcmScheduler`] | 2–8 steps, stochastic; LCM / LCM-LoRA distilled models, no CFG | `LCMScheduler` | LCM / `lcm` |
 //! | [`FlowMatchEulerScheduler`] | 20–50 steps (SD3, Flux-dev), 1–4 distilled (Flux-schnell); deterministic | `FlowMatchEulerDiscreteScheduler` | Euler (flow) / `euler` + `simple` with shift |
@@ -79,6 +80,7 @@ pub mod common;
 pub mod config;
 pub mod ddim;
 pub mod ddpm;
+pub mod deis;
 pub mod dpm_multistep;
 pub mod error;
 pub mod euler;
@@ -99,6 +101,7 @@ pub use common::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing}
 pub use config::SchedulerConfig;
 pub use ddim::{DdimConfig, DdimScheduler};
 pub use ddpm::{DdpmConfig, DdpmScheduler, DdpmVarianceType};
+pub use deis::{DeisConfig, DeisScheduler};
 pub use dpm_multistep::{
     DpmAlgorithm, DpmSolverMultistepConfig, DpmSolverMultistepScheduler, DpmSolverType,
 };

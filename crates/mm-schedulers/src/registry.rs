@@ -19,6 +19,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "HeunDiscreteScheduler",
     "LMSDiscreteScheduler",
     "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
 ];
 
 fn build<const D: usize, C, S>(
@@ -58,6 +59,7 @@ pub fn scheduler_from_config<const D: usize>(
         "HeunDiscreteScheduler" => build::<D, HeunConfig, _>(config, HeunScheduler::<D>::new),
         "LMSDiscreteScheduler" => build::<D, LmsConfig, _>(config, LmsScheduler::<D>::new),
         "UniPCMultistepScheduler" => build::<D, UniPcConfig, _>(config, UniPcScheduler::<D>::new),
+        "DEISMultistepScheduler" => build::<D, DeisConfig, _>(config, DeisScheduler::<D>::new),
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
