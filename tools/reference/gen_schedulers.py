@@ -81,7 +81,7 @@ def _fake_randn(shape, generator=None, device=None, dtype=None, layout=None):
 
 for mod in [
     "scheduling_ddim", "scheduling_ddpm", "scheduling_euler_ancestral_discrete", "scheduling_euler_discrete",
-    "scheduling_dpmsolver_multistep", "scheduling_lcm", "scheduling_flow_match_euler_discrete",
+    "scheduling_dpmsolver_multistep", "scheduling_dpmsolver_singlestep", "scheduling_lcm", "scheduling_flow_match_euler_discrete",
 ]:
     m = importlib.import_module("diffusers.schedulers." + mod)
     if hasattr(m, "randn_tensor"):
@@ -271,6 +271,22 @@ case("deis_vpred_trailing", "DEISMultistepScheduler", 10, dict(SD, prediction_ty
 case("deis_sample_threshold", "DEISMultistepScheduler", 10, dict(prediction_type="sample", thresholding=True, sample_max_value=1.5))
 case("deis_leading_exponential", "DEISMultistepScheduler", 12, dict(SD, timestep_spacing="leading", steps_offset=1, use_exponential_sigmas=True))
 case("deis_flow", "DEISMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+
+# ---- DPM-Solver singlestep
+case("dpms_default", "DPMSolverSinglestepScheduler", 10)
+case("dpms_order3_sd", "DPMSolverSinglestepScheduler", 12, dict(SD, solver_order=3))
+case("dpms_order3_heun_sigma_min", "DPMSolverSinglestepScheduler", 12, dict(SD, solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"))
+case("dpms_order2_heun_odd", "DPMSolverSinglestepScheduler", 11, dict(SD, solver_type="heun"))
+case("dpms_order3_lof_13", "DPMSolverSinglestepScheduler", 13, dict(SD, solver_order=3, lower_order_final=True))
+case("dpms_dpmsolver", "DPMSolverSinglestepScheduler", 12, dict(SD, algorithm_type="dpmsolver", final_sigmas_type="sigma_min"))
+case("dpms_dpmsolver_order3", "DPMSolverSinglestepScheduler", 12, dict(SD, algorithm_type="dpmsolver", solver_order=3, final_sigmas_type="sigma_min"))
+case("dpms_sde", "DPMSolverSinglestepScheduler", 12, dict(SD, algorithm_type="sde-dpmsolver++"))
+case("dpms_sde_order3_heun", "DPMSolverSinglestepScheduler", 12, dict(SD, algorithm_type="sde-dpmsolver++", solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"))
+case("dpms_karras", "DPMSolverSinglestepScheduler", 14, dict(SD, use_karras_sigmas=True))
+case("dpms_vpred", "DPMSolverSinglestepScheduler", 10, dict(SD, prediction_type="v_prediction"))
+case("dpms_exponential", "DPMSolverSinglestepScheduler", 12, dict(SD, use_exponential_sigmas=True))
+case("dpms_flow", "DPMSolverSinglestepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+case("dpms_lambda_clip", "DPMSolverSinglestepScheduler", 12, dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1))
 
 # ---- cross-construction from real model configs
 case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)

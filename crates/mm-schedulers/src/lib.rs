@@ -47,6 +47,7 @@
 //! | [`DpmSolverMultistepScheduler`] | 15–25 steps, deterministic (or SDE); the best quality per step for most models | `DPMSolverMultistepScheduler` | DPM++ 2M (Karras) / `dpmpp_2m`; DPM++ 2M SDE / `dpmpp_2m_sde`; DPM++ 3M (SDE) / `dpmpp_3m_sde`; DPM2 (`algorithm_type = dpmsolver`) |
 //! | [`UniPcScheduler`] | 5–20 steps, deterministic predictor–corrector; strong at very few steps | `UniPCMultistepScheduler` | UniPC / `uni_pc`, `uni_pc_bh2` |
 //! | [`DeisScheduler`] | 10–25 steps, deterministic exponential-integrator multistep | `DEISMultistepScheduler` | DEIS / `deis` |
+//! | [`DpmSolverSinglestepScheduler`] | 15–30 steps, deterministic (or SDE), 1–3 model calls per solver step | `DPMSolverSinglestepScheduler` | DPM++ 2S / `dpmpp_2s` (ancestral: no), DPM++ SDE / `dpmpp_sde` (SDE variant) |
 //! | [`DdpmScheduler`] | 100–1000 steps, stochastic; the training / original sampler | `DDPMScheduler` | DDPM / `ddpm` |
 //! | [`LcmScheduler`] | 2–8 steps, stochastic; LCM / LCM-LoRA distilled models, no CFG | `LCMScheduler` | LCM / `lcm` |
 //! | [`FlowMatchEulerScheduler`] | 20–50 steps (SD3, Flux-dev), 1–4 distilled (Flux-schnell); deterministic | `FlowMatchEulerDiscreteScheduler` | Euler (flow) / `euler` + `simple` with shift |
@@ -82,6 +83,7 @@ pub mod ddim;
 pub mod ddpm;
 pub mod deis;
 pub mod dpm_multistep;
+pub mod dpm_singlestep;
 pub mod error;
 pub mod euler;
 pub mod euler_ancestral;
@@ -105,6 +107,7 @@ pub use deis::{DeisConfig, DeisScheduler};
 pub use dpm_multistep::{
     DpmAlgorithm, DpmSolverMultistepConfig, DpmSolverMultistepScheduler, DpmSolverType,
 };
+pub use dpm_singlestep::{DpmSolverSinglestepConfig, DpmSolverSinglestepScheduler};
 pub use error::{Result, SchedulerError};
 pub use euler::{EulerConfig, EulerScheduler, TimestepType};
 pub use euler_ancestral::{EulerAncestralConfig, EulerAncestralScheduler};

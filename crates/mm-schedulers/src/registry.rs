@@ -20,6 +20,7 @@ pub const SUPPORTED_CLASSES: &[&str] = &[
     "LMSDiscreteScheduler",
     "UniPCMultistepScheduler",
     "DEISMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
 ];
 
 fn build<const D: usize, C, S>(
@@ -60,6 +61,9 @@ pub fn scheduler_from_config<const D: usize>(
         "LMSDiscreteScheduler" => build::<D, LmsConfig, _>(config, LmsScheduler::<D>::new),
         "UniPCMultistepScheduler" => build::<D, UniPcConfig, _>(config, UniPcScheduler::<D>::new),
         "DEISMultistepScheduler" => build::<D, DeisConfig, _>(config, DeisScheduler::<D>::new),
+        "DPMSolverSinglestepScheduler" => {
+            build::<D, DpmSolverSinglestepConfig, _>(config, DpmSolverSinglestepScheduler::<D>::new)
+        }
         other => Err(SchedulerError::UnknownClass(other.to_string())),
     }
 }
