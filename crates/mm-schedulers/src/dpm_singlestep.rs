@@ -350,7 +350,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverSinglestepScheduler<D> {
         self.sample = None;
         // diffusers switches lower_order_final on (in its config) for these cases
         if !c.lower_order_final
-            && (n % c.solver_order != 0 || c.final_sigmas_type == FinalSigmasType::Zero)
+            && (!n.is_multiple_of(c.solver_order) || c.final_sigmas_type == FinalSigmasType::Zero)
         {
             self.config.lower_order_final = true;
         }
