@@ -94,9 +94,14 @@ def sample0():
     return ((x - 0.3) * 2.0).reshape(SHAPE)
 
 
-def model(x, t):
+def model(x, t, kind="plain"):
+    """diffusers' test model `x * t / (t + 1)`; `learned_variance` appends a
+    predicted-variance half `x * x * 0.01 + 0.001` on the channel axis."""
     t = torch.as_tensor(t).to(torch.float32)
-    return x * t / (t + 1)
+    out = x * t / (t + 1)
+    if kind == "learned_variance":
+        out = torch.cat([out, x * x * 0.01 + 0.001], dim=1)
+    return out
 
 
 def flat(x):
@@ -120,9 +125,9 @@ def jsonable(v):
 CASES = []
 
 
-def case(name, cls, steps, config=None, set_kwargs=None, strength=None, step_kwargs=None, source=None):
+def case(name, cls, steps, config=None, set_kwargs=None, strength=None, step_kwargs=None, source=None, model="plain"):
     CASES.append(dict(name=name, cls=cls, steps=steps, config=config or {}, set_kwargs=set_kwargs or {},
-                      strength=strength, step_kwargs=step_kwargs or {}, source=source))
+                      strength=strength, step_kwargs=step_kwargs or {}, source=source, model=model))
 
 
 # Real `scheduler_config.json` files (as published on the Hub) for cross-construction:
@@ -171,6 +176,7 @@ case("euler_vpred_continuous", "EulerDiscreteScheduler", 10, dict(SD, prediction
 case("euler_strength", "EulerDiscreteScheduler", 20, dict(SD, timestep_spacing="leading", steps_offset=1), strength=0.45)
 case("euler_custom_sigmas", "EulerDiscreteScheduler", None, dict(SD), set_kwargs=dict(sigmas=[14.6, 8.0, 4.0, 2.0, 1.0, 0.5, 0.1, 0.0]))
 case("euler_custom_timesteps", "EulerDiscreteScheduler", None, dict(SD), set_kwargs=dict(timesteps=[999, 850, 700, 500, 300, 120, 20]))
+case("euler_churn", "EulerDiscreteScheduler", 10, dict(SD), step_kwargs=dict(s_churn=0.8, s_tmin=0.5, s_tmax=8.0, s_noise=1.003))
 case("euler_karras_sigma_bounds", "EulerDiscreteScheduler", 10, dict(SD, use_karras_sigmas=True, sigma_min=0.03, sigma_max=10.0))
 # ---- Euler ancestral
 case("euler_a_default", "EulerAncestralDiscreteScheduler", 10)
@@ -210,6 +216,8 @@ case("ddpm_fixed_large", "DDPMScheduler", 10, dict(variance_type="fixed_large"))
 case("ddpm_vpred_trailing", "DDPMScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False))
 case("ddpm_sample_cosine", "DDPMScheduler", 10, dict(beta_schedule="squaredcos_cap_v2", prediction_type="sample"))
 case("ddpm_threshold", "DDPMScheduler", 10, dict(thresholding=True, sample_max_value=2.0, clip_sample=False))
+case("ddpm_learned", "DDPMScheduler", 10, dict(variance_type="learned", clip_sample=False), model="learned_variance")
+case("ddpm_learned_range", "DDPMScheduler", 10, dict(SD, variance_type="learned_range", clip_sample=False), model="learned_variance")
 case("ddpm_custom_timesteps", "DDPMScheduler", None, dict(), set_kwargs=dict(timesteps=[900, 700, 500, 300, 100, 0]))
 # ---- LCM
 case("lcm_default", "LCMScheduler", 4)
@@ -325,7 +333,7 @@ def run(c):
     entry = dict(
         name=c["name"], cls=c["cls"], config={k: jsonable(v) for k, v in dict(sched.config).items() if not k.startswith("_")},
         user_config=c["config"], source_config=jsonable(c["source"]), num_inference_steps=c["steps"], set_kwargs=jsonable(c["set_kwargs"]),
-        strength=c["strength"], step_kwargs=c["step_kwargs"], begin_index=begin, order=order,
+        strength=c["strength"], step_kwargs=c["step_kwargs"], model=c["model"], begin_index=begin, order=order,
         timesteps=[float(t) for t in timesteps.tolist()], timestep_dtype=str(timesteps.dtype),
         sigmas=[float(s) for s in sched.sigmas.tolist()] if hasattr(sched, "sigmas") and torch.is_tensor(sched.sigmas) and c["cls"] not in ("DDIMScheduler", "DDPMScheduler", "LCMScheduler", "PNDMScheduler") else None,
         init_noise_sigma=float(getattr(sched, "init_noise_sigma", 1.0)), shape=SHAPE,
@@ -337,7 +345,7 @@ def run(c):
     for t in timesteps[begin:]:
         _drawn.clear()
         x = sched.scale_model_input(sample, t) if hasattr(sched, "scale_model_input") else sample
-        out = model(x, t)
+        out = model(x, t, c["model"])
         res = sched.step(out, t, sample, **c["step_kwargs"])
         sample = res.prev_sample
         if not torch.isfinite(sample).all():

@@ -141,7 +141,11 @@ fn run_case(case: &Value, device: &Device) -> Result<f64, String> {
             .scale_model_input(sample.clone(), t)
             .map_err(|e| format!("{name}: step {i}: {e}"))?;
         let t32 = t as f32;
-        let out = x * t32 / (t32 + 1.0);
+        let mut out = x.clone() * t32 / (t32 + 1.0);
+        if case["model"] == "learned_variance" {
+            // second half of the channels: the predicted variance
+            out = Tensor::cat(vec![out, x.clone() * x * 0.01 + 0.001], 1);
+        }
         sample = s
             .step(out, t, sample, &mut noise)
             .map_err(|e| format!("{name}: step {i}: {e}"))?
