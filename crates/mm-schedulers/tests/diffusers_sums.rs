@@ -309,3 +309,111 @@ fn pndm_full_loop_with_no_set_alpha_to_one() {
     let mut s = pndm(json!({"set_alpha_to_one": false, "beta_start": 0.01}));
     check(plain_loop(s.as_mut(), 10), Some(186.9482), 0.2434);
 }
+
+fn unipc(extra: Value) -> Box<dyn Scheduler<4>> {
+    let mut c = json!({
+        "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+        "solver_order": 2, "solver_type": "bh2", "final_sigmas_type": "sigma_min"
+    });
+    merge(&mut c, extra);
+    sched("UniPCMultistepScheduler", c)
+}
+
+// test_scheduler_unipc.py: UniPCMultistepSchedulerTest.test_full_loop_no_noise
+#[test]
+fn unipc_full_loop_no_noise() {
+    check(plain_loop(unipc(json!({})).as_mut(), 10), None, 0.2464);
+}
+
+// test_scheduler_unipc.py: UniPCMultistepSchedulerTest.test_full_loop_with_karras
+#[test]
+fn unipc_full_loop_with_karras() {
+    check(
+        plain_loop(unipc(json!({"use_karras_sigmas": true})).as_mut(), 10),
+        None,
+        0.2925,
+    );
+}
+
+// test_scheduler_unipc.py: UniPCMultistepSchedulerTest.test_full_loop_with_v_prediction
+#[test]
+fn unipc_full_loop_with_v_prediction() {
+    check(
+        plain_loop(
+            unipc(json!({"prediction_type": "v_prediction"})).as_mut(),
+            10,
+        ),
+        None,
+        0.1014,
+    );
+}
+
+// test_scheduler_unipc.py: UniPCMultistepSchedulerTest.test_full_loop_with_karras_and_v_prediction
+#[test]
+fn unipc_full_loop_with_karras_and_v_prediction() {
+    let mut s = unipc(json!({"prediction_type": "v_prediction", "use_karras_sigmas": true}));
+    check(plain_loop(s.as_mut(), 10), None, 0.1966);
+}
+
+// test_scheduler_unipc.py: UniPCMultistepSchedulerTest.test_full_loop_with_noise
+#[test]
+fn unipc_full_loop_with_noise() {
+    let mut s = unipc(json!({}));
+    s.set_timesteps(10).expect("set_timesteps");
+    let timesteps = s.timesteps()[8 * s.order()..].to_vec();
+    let mut x = s
+        .add_noise(deter(false), deter(true), timesteps[0])
+        .expect("add_noise");
+    for t in timesteps {
+        let out = model(x.clone(), t);
+        x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
+    }
+    check(x, Some(315.5757), 0.4109);
+}
+
+/// `UniPCMultistepScheduler1DTest.dummy_sample_deter`: `[4, 3, 8]`, the same
+/// layout rule in one spatial dimension — a rank-3 tensor like token latents.
+fn deter_1d() -> Tensor<3> {
+    let (b, c, w) = (4usize, 3usize, 8usize);
+    let n = (b * c * w) as f32;
+    let mut v = vec![0f32; b * c * w];
+    for bi in 0..b {
+        for ci in 0..c {
+            for wi in 0..w {
+                v[(bi * c + ci) * w + wi] = ((ci * w + wi) * b + bi) as f32 / n;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [b, c, w]), &Device::flex())
+}
+
+// test_scheduler_unipc.py: UniPCMultistepScheduler1DTest.test_full_loop_no_noise and
+// test_full_loop_with_karras (rank-3 samples)
+#[test]
+fn unipc_1d_full_loops() {
+    for (extra, mean) in [
+        (json!({}), 0.2441),
+        (json!({"use_karras_sigmas": true}), 0.2898),
+    ] {
+        let mut c = json!({
+            "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+            "solver_order": 2, "solver_type": "bh2", "final_sigmas_type": "sigma_min"
+        });
+        merge(&mut c, extra);
+        let mut s: Box<dyn Scheduler<3>> =
+            scheduler_from_config("UniPCMultistepScheduler", &c).expect("unipc");
+        s.set_timesteps(10).expect("set_timesteps");
+        let mut x = deter_1d();
+        for t in s.timesteps().to_vec() {
+            let out = x.clone() * (t as f32) / (t as f32 + 1.0);
+            x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
+        }
+        let v: Vec<f32> = x
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("data");
+        let m = v.iter().map(|a| a.abs() as f64).sum::<f64>() / v.len() as f64;
+        assert!((m - mean).abs() < 1e-3, "mean {m} != {mean}");
+    }
+}
