@@ -417,3 +417,90 @@ fn unipc_1d_full_loops() {
         assert!((m - mean).abs() < 1e-3, "mean {m} != {mean}");
     }
 }
+
+fn deis(extra: Value) -> Box<dyn Scheduler<4>> {
+    let mut c = json!({"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2});
+    merge(&mut c, extra);
+    sched("DEISMultistepScheduler", c)
+}
+
+// test_scheduler_deis.py: DEISMultistepSchedulerTest.test_full_loop_no_noise
+#[test]
+fn deis_full_loop_no_noise() {
+    check(plain_loop(deis(json!({})).as_mut(), 10), None, 0.23916);
+}
+
+// test_scheduler_deis.py: DEISMultistepSchedulerTest.test_full_loop_with_v_prediction
+#[test]
+fn deis_full_loop_with_v_prediction() {
+    check(
+        plain_loop(
+            deis(json!({"prediction_type": "v_prediction"})).as_mut(),
+            10,
+        ),
+        None,
+        0.091,
+    );
+}
+
+// test_scheduler_deis.py: DEISMultistepSchedulerTest.test_full_loop_with_noise
+#[test]
+fn deis_full_loop_with_noise() {
+    let mut s = deis(json!({}));
+    s.set_timesteps(10).expect("set_timesteps");
+    let timesteps = s.timesteps()[8..].to_vec();
+    let mut x = s
+        .add_noise(deter(false), deter(true), timesteps[0])
+        .expect("add_noise");
+    for t in timesteps {
+        let out = model(x.clone(), t);
+        x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
+    }
+    check(x, Some(315.3016), 0.41054);
+}
+
+/// `DPMSolverSinglestepSchedulerTest.get_scheduler_config`; like the multistep
+/// numbers, the published ones hold with `final_sigmas_type = sigma_min`
+/// (diffusers 0.42.1 gives them with it).
+fn dpm_single(extra: Value) -> Box<dyn Scheduler<4>> {
+    let mut c = json!({
+        "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+        "solver_order": 2, "prediction_type": "epsilon", "thresholding": false, "sample_max_value": 1.0,
+        "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lambda_min_clipped": null,
+        "variance_type": null, "final_sigmas_type": "sigma_min"
+    });
+    merge(&mut c, extra);
+    sched("DPMSolverSinglestepScheduler", c)
+}
+
+// test_scheduler_dpm_single.py: DPMSolverSinglestepSchedulerTest.test_full_loop_no_noise
+#[test]
+fn dpm_singlestep_full_loop_no_noise() {
+    check(plain_loop(dpm_single(json!({})).as_mut(), 10), None, 0.2791);
+}
+
+// test_scheduler_dpm_single.py: DPMSolverSinglestepSchedulerTest.test_full_loop_with_v_prediction
+#[test]
+fn dpm_singlestep_full_loop_with_v_prediction() {
+    check(
+        plain_loop(
+            dpm_single(json!({"prediction_type": "v_prediction"})).as_mut(),
+            10,
+        ),
+        None,
+        0.1453,
+    );
+}
+
+// test_scheduler_dpm_single.py: DPMSolverSinglestepSchedulerTest.test_full_uneven_loop
+#[test]
+fn dpm_singlestep_full_uneven_loop() {
+    let mut s = dpm_single(json!({}));
+    s.set_timesteps(50).expect("set_timesteps");
+    let mut x = deter(false);
+    for t in s.timesteps()[3..].to_vec() {
+        let out = model(x.clone(), t);
+        x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
+    }
+    check(x, None, 0.2574);
+}
