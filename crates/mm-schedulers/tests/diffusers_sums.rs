@@ -498,7 +498,8 @@ fn dpm_singlestep_full_uneven_loop() {
     let mut s = dpm_single(json!({}));
     s.set_timesteps(50).expect("set_timesteps");
     let mut x = deter(false);
-    for t in s.timesteps()[3..].to_vec() {
+    let timesteps = s.timesteps()[3..].to_vec();
+    for t in timesteps {
         let out = model(x.clone(), t);
         x = s.step(out, t, x, &mut NoNoise).expect("step").prev_sample;
     }
