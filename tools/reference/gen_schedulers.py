@@ -33,10 +33,12 @@ import torch
 
 
 def _scipy_stub():
-    """diffusers' LMS scheduler needs `scipy.integrate.quad` only to integrate
-    its Lagrange polynomials (degree <= 3). When scipy is not installed, a
-    minimal stand-in whose `quad` is 8-point Gauss-Legendre (exact for these
-    polynomials) is put on `sys.path`, with dist-info so diffusers sees it."""
+    """diffusers needs scipy for two things: `scipy.integrate.quad` to integrate
+    the LMS Lagrange polynomials (degree <= 3) and `scipy.stats.beta.ppf` for
+    beta sigmas. When scipy is not installed, a minimal stand-in is put on
+    `sys.path` (with dist-info so diffusers sees it): `quad` is 8-point
+    Gauss-Legendre (exact for these polynomials), `beta.ppf` is a 40-digit
+    mpmath bisection of the regularised incomplete beta function."""
     try:
         import scipy  # noqa: F401
         return
@@ -56,7 +58,22 @@ def _scipy_stub():
         "    m, h = (a + b) / 2, (b - a) / 2\n"
         "    return float(sum(w * float(f(m + h * x)) for x, w in zip(_x, _w)) * h), 0.0\n"
     )
-    open(os.path.join(pkg, "stats.py"), "w").write("beta = None  # beta sigmas are not covered\n")
+    open(os.path.join(pkg, "stats.py"), "w").write(
+        "import mpmath\n"
+        "mpmath.mp.dps = 40\n"
+        "class _Beta:\n"
+        "    def ppf(self, q, a, b):\n"
+        "        q, a, b = mpmath.mpf(float(q)), mpmath.mpf(a), mpmath.mpf(b)\n"
+        "        if q <= 0: return 0.0\n"
+        "        if q >= 1: return 1.0\n"
+        "        lo, hi = mpmath.mpf(0), mpmath.mpf(1)\n"
+        "        for _ in range(140):\n"
+        "            mid = (lo + hi) / 2\n"
+        "            if mpmath.betainc(a, b, 0, mid, regularized=True) < q: lo = mid\n"
+        "            else: hi = mid\n"
+        "        return float((lo + hi) / 2)\n"
+        "beta = _Beta()\n"
+    )
     meta = os.path.join(root, "scipy-1.14.0.dist-info")
     os.makedirs(meta)
     open(os.path.join(meta, "METADATA"), "w").write("Metadata-Version: 2.1\nName: scipy\nVersion: 1.14.0\n")
@@ -295,6 +312,16 @@ case("dpms_vpred", "DPMSolverSinglestepScheduler", 10, dict(SD, prediction_type=
 case("dpms_exponential", "DPMSolverSinglestepScheduler", 12, dict(SD, use_exponential_sigmas=True))
 case("dpms_flow", "DPMSolverSinglestepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
 case("dpms_lambda_clip", "DPMSolverSinglestepScheduler", 12, dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1))
+
+# ---- beta sigmas (Lee et al. 2024)
+case("euler_beta", "EulerDiscreteScheduler", 10, dict(SD, use_beta_sigmas=True))
+case("dpmpp_2m_beta", "DPMSolverMultistepScheduler", 12, dict(SD, use_beta_sigmas=True))
+case("unipc_beta", "UniPCMultistepScheduler", 10, dict(SD, use_beta_sigmas=True, final_sigmas_type="sigma_min"))
+case("deis_beta", "DEISMultistepScheduler", 10, dict(SD, use_beta_sigmas=True))
+case("dpms_beta", "DPMSolverSinglestepScheduler", 10, dict(SD, use_beta_sigmas=True))
+case("heun_beta", "HeunDiscreteScheduler", 6, dict(SD, use_beta_sigmas=True))
+case("lms_beta", "LMSDiscreteScheduler", 10, dict(SD, use_beta_sigmas=True))
+case("flow_beta", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=3.0, use_beta_sigmas=True))
 
 # ---- cross-construction from real model configs
 case("x_sd15_to_ddim", "DDIMScheduler", 20, source=SD15_PNDM)

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     BetaSchedule, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, alpha_sigma,
-    check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas, lambda,
-    log_sigmas, np_linspace, np_logf, sigma_to_t, solver_timesteps, threshold_sample,
+    beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
+    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, np_logf, sigma_to_t,
+    solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -104,19 +105,11 @@ impl<const D: usize> DeisScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: DeisConfig) -> Result<Self> {
         let c = &config;
-        let conv = [
+        check_sigma_flags(
             c.use_karras_sigmas,
             c.use_exponential_sigmas,
             c.use_beta_sigmas,
-        ];
-        if conv.iter().filter(|b| **b).count() > 1 {
-            return Err(invalid(
-                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
-            ));
-        }
-        if c.use_beta_sigmas {
-            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
-        }
+        )?;
         if !(1..=3).contains(&c.solver_order) {
             return Err(invalid(format!(
                 "solver_order must be 1, 2 or 3, got {}",
@@ -236,8 +229,12 @@ impl<const D: usize> Scheduler<D> for DeisScheduler<D> {
                 .map(|&v| sigma_to_t(v, &log_sig).round_ties_even())
                 .collect();
             (s, None)
-        } else if c.use_exponential_sigmas {
-            let s = exponential_sigmas(min, max, n);
+        } else if c.use_exponential_sigmas || c.use_beta_sigmas {
+            let s = if c.use_beta_sigmas {
+                beta_sigmas(min, max, n)
+            } else {
+                exponential_sigmas(min, max, n)
+            };
             timesteps = s.iter().map(|&v| sigma_to_t(v, &log_sig)).collect();
             (s, None)
         } else if c.use_flow_sigmas {

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    alpha_sigma, check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas,
-    lambda, log_sigmas, np_linspace, sigma_to_t, solver_timesteps, threshold_sample,
+    alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
+    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t, solver_timesteps,
+    threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -161,19 +162,11 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
         let c = &config;
-        let conversions = [
+        check_sigma_flags(
             c.use_karras_sigmas,
             c.use_exponential_sigmas,
             c.use_beta_sigmas,
-        ];
-        if conversions.iter().filter(|b| **b).count() > 1 {
-            return Err(invalid(
-                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
-            ));
-        }
-        if c.use_beta_sigmas {
-            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
-        }
+        )?;
         if !(1..=3).contains(&c.solver_order) {
             return Err(invalid(format!(
                 "solver_order must be 1, 2 or 3, got {}",
@@ -526,7 +519,12 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
             flow_shift = mu.exp();
         }
         let custom = request.timesteps.is_some();
-        if custom && (c.use_karras_sigmas || c.use_lu_lambdas || c.use_exponential_sigmas) {
+        if custom
+            && (c.use_karras_sigmas
+                || c.use_lu_lambdas
+                || c.use_exponential_sigmas
+                || c.use_beta_sigmas)
+        {
             return Err(SchedulerError::InvalidSchedule(
                 "custom timesteps cannot be combined with Karras / Lu / exponential sigmas".into(),
             ));
@@ -566,8 +564,12 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
                 .collect();
             timesteps = to_t(&s, round);
             s
-        } else if c.use_exponential_sigmas {
-            let s = exponential_sigmas(last, first, n);
+        } else if c.use_exponential_sigmas || c.use_beta_sigmas {
+            let s = if c.use_beta_sigmas {
+                beta_sigmas(last, first, n)
+            } else {
+                exponential_sigmas(last, first, n)
+            };
             timesteps = to_t(&s, false);
             s
         } else if c.use_flow_sigmas {

@@ -5,7 +5,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    StepIndex, check_steps, exponential_sigmas, karras_sigmas, np_linspace, sigma_pair,
+    StepIndex, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, karras_sigmas,
+    np_linspace, sigma_pair,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -107,23 +108,11 @@ impl FlowMatchEulerScheduler {
     /// Builds the scheduler from its config.
     pub fn new(config: FlowMatchEulerConfig) -> Result<Self> {
         let c = &config;
-        if [
+        check_sigma_flags(
             c.use_karras_sigmas,
             c.use_exponential_sigmas,
             c.use_beta_sigmas,
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count()
-            > 1
-        {
-            return Err(invalid(
-                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
-            ));
-        }
-        if c.use_beta_sigmas {
-            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
-        }
+        )?;
         if c.num_train_timesteps == 0 {
             return Err(invalid("num_train_timesteps must be > 0"));
         }
@@ -230,6 +219,8 @@ impl<const D: usize> Scheduler<D> for FlowMatchEulerScheduler {
             sigmas = karras_sigmas(last, first, n);
         } else if c.use_exponential_sigmas {
             sigmas = exponential_sigmas(last, first, n);
+        } else if c.use_beta_sigmas {
+            sigmas = beta_sigmas(last, first, n);
         }
         let mut s32: Vec<f32> = sigmas.iter().map(|&s| s as f32).collect();
         let mut timesteps: Vec<f64> = match &custom_t {

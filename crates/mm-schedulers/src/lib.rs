@@ -60,8 +60,7 @@
 //! (+ `exp` for Heun), `trained_betas`, prediction types, `timestep_spacing`
 //! `leading` / `trailing` / `linspace`, `steps_offset`,
 //! `rescale_betas_zero_snr`, clipping and dynamic thresholding, Karras /
-//! exponential sigmas, final sigma type, …) except `use_beta_sigmas`
-//! (needs scipy's beta quantile; rejected with [`SchedulerError::Unsupported`]).
+//! exponential / beta sigmas, final sigma type, …).
 //! diffusers' `step` keyword arguments that change the result (DDIM's `eta`,
 //! `use_clipped_model_output`; Euler's `s_churn`, `s_tmin`, `s_tmax`,
 //! `s_noise`) are config fields here so that the trait stays uniform.

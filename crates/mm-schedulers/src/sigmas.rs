@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    FinalSigmasType, NoiseSchedule, TimestepSpacing, check_steps, exponential_sigmas, interp_index,
-    karras_sigmas, log_sigmas, sigma_to_t, spaced_timesteps, torch_linspace_f32,
+    FinalSigmasType, NoiseSchedule, TimestepSpacing, beta_sigmas, check_sigma_flags, check_steps,
+    exponential_sigmas, interp_index, karras_sigmas, log_sigmas, sigma_to_t, spaced_timesteps,
+    torch_linspace_f32,
 };
-use crate::config::invalid;
 use crate::error::{Result, SchedulerError};
 use crate::scheduler::TimestepRequest;
 
@@ -35,33 +35,21 @@ pub(crate) struct SigmaSpacing {
 }
 
 impl SigmaSpacing {
-    /// Rejects combinations diffusers rejects, and beta sigmas (need scipy's beta ppf).
+    /// Rejects combinations diffusers rejects.
     pub fn check(&self) -> Result<()> {
-        let n = [
+        check_sigma_flags(
             self.use_karras_sigmas,
             self.use_exponential_sigmas,
             self.use_beta_sigmas,
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if n > 1 {
-            return Err(invalid(
-                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
-            ));
-        }
-        if self.use_beta_sigmas {
-            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
-        }
-        Ok(())
+        )
     }
 
     /// Whether a conversion replaces the interpolated sigmas.
     pub fn converts(&self) -> bool {
-        self.use_karras_sigmas || self.use_exponential_sigmas
+        self.use_karras_sigmas || self.use_exponential_sigmas || self.use_beta_sigmas
     }
 
-    /// Karras / exponential sigmas between the config bounds or those of
+    /// Karras / exponential / beta sigmas between the config bounds or those of
     /// `in_sigmas` (descending); `None` when neither is set.
     pub fn convert(&self, in_sigmas: &[f64], n: usize) -> Option<Vec<f64>> {
         let min = self.sigma_min.or(in_sigmas.last().copied())?;
@@ -70,6 +58,8 @@ impl SigmaSpacing {
             Some(karras_sigmas(min, max, n))
         } else if self.use_exponential_sigmas {
             Some(exponential_sigmas(min, max, n))
+        } else if self.use_beta_sigmas {
+            Some(beta_sigmas(min, max, n))
         } else {
             None
         }

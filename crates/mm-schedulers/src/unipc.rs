@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    alpha_sigma, check_steps, exponential_sigmas, impl_beta_config, interp_index, karras_sigmas,
-    lambda, log_sigmas, np_linspace, sigma_to_t, solve_linear, solver_timesteps, threshold_sample,
+    alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
+    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t, solve_linear,
+    solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -135,19 +136,11 @@ impl<const D: usize> UniPcScheduler<D> {
     /// Builds the scheduler from its config.
     pub fn new(config: UniPcConfig) -> Result<Self> {
         let c = &config;
-        let conv = [
+        check_sigma_flags(
             c.use_karras_sigmas,
             c.use_exponential_sigmas,
             c.use_beta_sigmas,
-        ];
-        if conv.iter().filter(|b| **b).count() > 1 {
-            return Err(invalid(
-                "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be set",
-            ));
-        }
-        if c.use_beta_sigmas {
-            return Err(SchedulerError::Unsupported("use_beta_sigmas".into()));
-        }
+        )?;
         if c.solver_order == 0 {
             return Err(invalid("solver_order must be at least 1"));
         }
@@ -414,8 +407,12 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
             }
             let l = converted_last(&s);
             (s, l)
-        } else if c.use_exponential_sigmas {
-            let s = exponential_sigmas(min, max, n);
+        } else if c.use_exponential_sigmas || c.use_beta_sigmas {
+            let s = if c.use_beta_sigmas {
+                beta_sigmas(min, max, n)
+            } else {
+                exponential_sigmas(min, max, n)
+            };
             timesteps = s.iter().map(|&v| sigma_to_t(v, &log_sig)).collect();
             let l = converted_last(&s);
             (s, l)
