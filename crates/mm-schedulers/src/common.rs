@@ -783,42 +783,6 @@ pub(crate) fn np_logf(x: f32) -> f32 {
     e.mul_add(ln2, poly)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn np_logf_matches_numpy() {
-        // np.log(np.float32(x)) of numpy 2.4.6 (not correctly rounded: ln gives 1.0063034);
-        // the kernel was also checked bit for bit on 200 001 values in [0.01, 20]
-        assert_eq!(np_logf(2.735_470_3), 1.006_303_3);
-        assert_eq!(np_logf(1.0), 0.0);
-        assert!((np_logf(10.0) - 10f32.ln()).abs() <= f32::EPSILON * 4.0);
-    }
-
-    #[test]
-    fn beta_ppf_matches_mpmath() {
-        // mpmath.findroot(betainc(0.6, 0.6, 0, x, regularized=True) - q) at 40 digits
-        for (q, want) in [
-            (0.1, 0.039_584_405_588_780_854),
-            (0.25, 0.175_680_378_652_695),
-            (0.5, 0.5),
-            (0.9, 0.960_415_594_411_219_2),
-            (0.999, 0.999_981_441_261_482_6),
-        ] {
-            let got = beta_ppf(q, 0.6, 0.6);
-            assert!((got - want).abs() < 1e-13, "ppf({q}) = {got}, want {want}");
-        }
-    }
-
-    #[test]
-    fn linspace_matches_torch() {
-        let v = torch_linspace_f32(0.0001, 0.02, 1000);
-        assert_eq!(v[0], 0.0001);
-        assert_eq!(v[999], 0.02);
-    }
-}
-
 /// Rejects more than one of Karras / exponential / beta sigmas, as diffusers does.
 pub(crate) fn check_sigma_flags(karras: bool, exponential: bool, beta: bool) -> Result<()> {
     if [karras, exponential, beta].iter().filter(|b| **b).count() > 1 {
@@ -934,4 +898,40 @@ pub(crate) fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> 
         .into_iter()
         .map(|t| sigma_min + beta_ppf(1.0 - t, 0.6, 0.6) * (sigma_max - sigma_min))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn np_logf_matches_numpy() {
+        // np.log(np.float32(x)) of numpy 2.4.6 (not correctly rounded: ln gives 1.0063034);
+        // the kernel was also checked bit for bit on 200 001 values in [0.01, 20]
+        assert_eq!(np_logf(2.735_470_3), 1.006_303_3);
+        assert_eq!(np_logf(1.0), 0.0);
+        assert!((np_logf(10.0) - 10f32.ln()).abs() <= f32::EPSILON * 4.0);
+    }
+
+    #[test]
+    fn beta_ppf_matches_mpmath() {
+        // mpmath.findroot(betainc(0.6, 0.6, 0, x, regularized=True) - q) at 40 digits
+        for (q, want) in [
+            (0.1, 0.039_584_405_588_780_854),
+            (0.25, 0.175_680_378_652_695),
+            (0.5, 0.5),
+            (0.9, 0.960_415_594_411_219_2),
+            (0.999, 0.999_981_441_261_482_6),
+        ] {
+            let got = beta_ppf(q, 0.6, 0.6);
+            assert!((got - want).abs() < 1e-13, "ppf({q}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn linspace_matches_torch() {
+        let v = torch_linspace_f32(0.0001, 0.02, 1000);
+        assert_eq!(v[0], 0.0001);
+        assert_eq!(v[999], 0.02);
+    }
 }
