@@ -505,3 +505,30 @@ fn dpm_singlestep_full_uneven_loop() {
     }
     check(x, None, 0.2574);
 }
+
+// test_scheduler_lms.py: LMSDiscreteSchedulerTest.test_full_loop_no_noise
+#[test]
+fn lms_full_loop_no_noise() {
+    check(
+        scaled_loop(euler_like("LMSDiscreteScheduler", json!({})).as_mut(), 10),
+        Some(1006.388),
+        1.31,
+    );
+}
+
+// test_scheduler_lms.py: LMSDiscreteSchedulerTest.test_full_loop_with_v_prediction
+#[test]
+fn lms_full_loop_with_v_prediction() {
+    let mut s = euler_like(
+        "LMSDiscreteScheduler",
+        json!({"prediction_type": "v_prediction"}),
+    );
+    check(scaled_loop(s.as_mut(), 10), Some(0.0017), 2.2676e-06);
+}
+
+// test_scheduler_lms.py: LMSDiscreteSchedulerTest.test_full_loop_device_karras_sigmas
+#[test]
+fn lms_full_loop_karras_sigmas() {
+    let mut s = euler_like("LMSDiscreteScheduler", json!({"use_karras_sigmas": true}));
+    check(scaled_loop(s.as_mut(), 10), Some(3812.9927), 4.9648);
+}
