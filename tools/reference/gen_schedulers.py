@@ -224,6 +224,7 @@ case("dpmpp_2m_euler_at_final", "DPMSolverMultistepScheduler", 20, dict(SD, eule
 case("dpmpp_2m_lu_lambdas", "DPMSolverMultistepScheduler", 12, dict(SD, use_lu_lambdas=True))
 case("dpmpp_2m_threshold", "DPMSolverMultistepScheduler", 10, dict(thresholding=True, sample_max_value=1.5))
 case("dpmpp_2m_flow", "DPMSolverMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+case("dpmpp_2m_flow_dynamic", "DPMSolverMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True), set_kwargs=dict(mu=1.1))
 case("dpmpp_2m_strength", "DPMSolverMultistepScheduler", 20, dict(SD, use_karras_sigmas=True), strength=0.6)
 case("dpmpp_2m_custom_timesteps", "DPMSolverMultistepScheduler", None, dict(SD), set_kwargs=dict(timesteps=[999, 800, 600, 400, 200, 50]))
 # ---- DDPM
@@ -263,6 +264,7 @@ case("pndm_trailing", "PNDMScheduler", 10, dict(SD, timestep_spacing="trailing",
 case("heun_default", "HeunDiscreteScheduler", 10)
 case("heun_sd_karras", "HeunDiscreteScheduler", 8, dict(SD, use_karras_sigmas=True))
 case("heun_vpred_leading", "HeunDiscreteScheduler", 8, dict(SD, prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1))
+case("heun_custom_timesteps", "HeunDiscreteScheduler", None, dict(SD), set_kwargs=dict(timesteps=[999, 700, 400, 150, 10]))
 case("heun_sample", "HeunDiscreteScheduler", 6, dict(prediction_type="sample", clip_sample=True))
 # ---- LMS
 case("lms_default", "LMSDiscreteScheduler", 10)
@@ -295,6 +297,7 @@ case("deis_karras", "DEISMultistepScheduler", 15, dict(SD, use_karras_sigmas=Tru
 case("deis_vpred_trailing", "DEISMultistepScheduler", 10, dict(SD, prediction_type="v_prediction", timestep_spacing="trailing"))
 case("deis_sample_threshold", "DEISMultistepScheduler", 10, dict(prediction_type="sample", thresholding=True, sample_max_value=1.5))
 case("deis_leading_exponential", "DEISMultistepScheduler", 12, dict(SD, timestep_spacing="leading", steps_offset=1, use_exponential_sigmas=True))
+case("deis_flow_dynamic", "DEISMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True), set_kwargs=dict(mu=0.7))
 case("deis_flow", "DEISMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
 
 # ---- DPM-Solver singlestep

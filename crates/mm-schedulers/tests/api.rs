@@ -224,6 +224,21 @@ fn custom_schedules() {
 }
 
 #[test]
+fn flux_mu_from_sequence_length() {
+    let c = mm_schedulers::FlowMatchEulerConfig::from_json_str(
+        r#"{"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+            "shift": 3.0, "use_dynamic_shifting": true}"#,
+    )
+    .expect("flux config");
+    assert!((c.mu_for_seq_len(256) - 0.5).abs() < 1e-12);
+    assert!((c.mu_for_seq_len(4096) - 1.15).abs() < 1e-12);
+    let mut s = mm_schedulers::FlowMatchEulerScheduler::new(c.clone()).expect("flux");
+    let req = TimestepRequest::steps(4).with_mu(c.mu_for_seq_len(1024));
+    Scheduler::<3>::set_timesteps_with(&mut s, &req).expect("set_timesteps");
+    assert_eq!(Scheduler::<3>::timesteps(&s).len(), 4);
+}
+
+#[test]
 fn works_for_token_latents() {
     // [B, L, C] latents of a transformer: same scheduler type, rank 3
     let mut s: Box<dyn Scheduler<3>> =
