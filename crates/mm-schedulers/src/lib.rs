@@ -42,12 +42,12 @@
 //! | scheduler | good for | diffusers class | A1111 / ComfyUI name |
 //! |---|---|---|---|
 //! | [`DdimScheduler`] | 20–50 steps; deterministic with `eta = 0`, stochastic with `eta > 0`; inversion-friendly | `DDIMScheduler` | DDIM / `ddim` |
-//! | [`EulerScheduler`] | 20–50 steps, deterministic (churn optional); Karras / exponential sigmas | `EulerDiscreteScheduler` | Euler / `euler` (+ `karras`) |
+//! | [`EulerScheduler`] | 20–50 steps, deterministic (churn optional); Karras / exponential / beta sigmas | `EulerDiscreteScheduler` | Euler / `euler` (+ `karras`) |
 //! | [`EulerAncestralScheduler`] | 20–50 steps, stochastic; SDXL default | `EulerAncestralDiscreteScheduler` | Euler a / `euler_ancestral` |
-//! | [`DpmSolverMultistepScheduler`] | 15–25 steps, deterministic (or SDE); the best quality per step for most models | `DPMSolverMultistepScheduler` | DPM++ 2M (Karras) / `dpmpp_2m`; DPM++ 2M SDE / `dpmpp_2m_sde`; DPM++ 3M (SDE) / `dpmpp_3m_sde`; DPM2 (`algorithm_type = dpmsolver`) |
+//! | [`DpmSolverMultistepScheduler`] | 15–25 steps, deterministic (or SDE); the best quality per step for most models | `DPMSolverMultistepScheduler` | DPM++ 2M (Karras) / `dpmpp_2m`; DPM++ 2M SDE / `dpmpp_2m_sde`; DPM++ 3M SDE / `dpmpp_3m_sde` (`solver_order = 3`) |
 //! | [`UniPcScheduler`] | 5–20 steps, deterministic predictor–corrector; strong at very few steps | `UniPCMultistepScheduler` | UniPC / `uni_pc`, `uni_pc_bh2` |
 //! | [`DeisScheduler`] | 10–25 steps, deterministic exponential-integrator multistep | `DEISMultistepScheduler` | DEIS / `deis` |
-//! | [`DpmSolverSinglestepScheduler`] | 15–30 steps, deterministic (or SDE), 1–3 model calls per solver step | `DPMSolverSinglestepScheduler` | DPM++ 2S / `dpmpp_2s` (ancestral: no), DPM++ SDE / `dpmpp_sde` (SDE variant) |
+//! | [`DpmSolverSinglestepScheduler`] | 15–30 steps, deterministic (or SDE), 1–3 model calls per solver step | `DPMSolverSinglestepScheduler` | DPM++ SDE / `dpmpp_sde` (diffusers' A1111 table); closest to ComfyUI `dpmpp_2s` without ancestral noise |
 //! | [`DdpmScheduler`] | 100–1000 steps, stochastic; the training / original sampler | `DDPMScheduler` | DDPM / `ddpm` |
 //! | [`LcmScheduler`] | 2–8 steps, stochastic; LCM / LCM-LoRA distilled models, no CFG | `LCMScheduler` | LCM / `lcm` |
 //! | [`FlowMatchEulerScheduler`] | 20–50 steps (SD3, Flux-dev), 1–4 distilled (Flux-schnell); deterministic | `FlowMatchEulerDiscreteScheduler` | Euler (flow) / `euler` + `simple` with shift |
@@ -73,7 +73,20 @@
 //! reproducing diffusers' precision choices: float32 betas built like
 //! `torch.linspace`, cumulative products accumulated in float64, sigma
 //! interpolation in float64 cast to float32, integer versus float
-//! timesteps, float32 scalar coefficients.
+//! timesteps, float32 scalar coefficients, and numpy's own float32 `log`
+//! kernel where DEIS needs it. The error of a step is
+//! `max |rust − diffusers| / max |diffusers|` over the sample; the 150
+//! cases (every scheduler, 1–3 orders, all spacings, prediction types,
+//! sigma schedules, img2img starts, custom schedules, cross-constructed
+//! configs of SD 1.5 / SD 2.1-v / SDXL / Flux, seeded noise for the
+//! stochastic ones) stay below 1.1e-6. `tests/diffusers_sums.rs` also
+//! reproduces the full-loop sums and means published in diffusers' own
+//! scheduler tests.
+//!
+//! Not covered: diffusers' `solver_p` of UniPC (a second scheduler as
+//! predictor), UniPC custom sigmas, the `per_token_timesteps` of flow
+//! matching; `fixed_large_log` DDPM variance follows the intended
+//! `sqrt(β_t)` where diffusers returns NaN.
 #![deny(missing_docs)]
 
 pub mod common;
