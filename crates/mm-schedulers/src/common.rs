@@ -900,6 +900,43 @@ pub(crate) fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> 
         .collect()
 }
 
+/// The last `order` converted model outputs of a multistep solver, oldest first.
+#[derive(Clone, Debug)]
+pub(crate) struct History<const D: usize> {
+    slots: Vec<Option<Tensor<D>>>,
+}
+
+impl<const D: usize> History<D> {
+    /// An empty history of `order` slots.
+    pub fn new(order: usize) -> Self {
+        Self {
+            slots: vec![None; order],
+        }
+    }
+
+    /// Appends the newest output, dropping the oldest.
+    pub fn push(&mut self, x: Tensor<D>) {
+        self.slots.rotate_left(1);
+        if let Some(last) = self.slots.last_mut() {
+            *last = Some(x);
+        }
+    }
+
+    /// The output `back` steps ago (0 = newest), if there is one.
+    pub fn peek(&self, back: usize) -> Option<Tensor<D>> {
+        self.slots
+            .len()
+            .checked_sub(1 + back)
+            .and_then(|i| self.slots[i].clone())
+    }
+
+    /// Like [`History::peek`], erroring when missing.
+    pub fn get(&self, back: usize) -> Result<Tensor<D>> {
+        self.peek(back)
+            .ok_or_else(|| SchedulerError::InvalidSchedule("missing previous model output".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

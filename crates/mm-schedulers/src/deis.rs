@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, alpha_sigma,
+    BetaSchedule, History, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, alpha_sigma,
     beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
     interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, np_logf, sigma_to_t,
     solver_timesteps, threshold_sample,
@@ -85,7 +85,7 @@ pub struct DeisScheduler<const D: usize> {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     num_inference_steps: Option<usize>,
-    model_outputs: Vec<Option<Tensor<D>>>,
+    model_outputs: History<D>,
     lower_order_nums: usize,
     index: StepIndex,
 }
@@ -126,7 +126,7 @@ impl<const D: usize> DeisScheduler<D> {
             timesteps,
             sigmas,
             num_inference_steps: None,
-            model_outputs: vec![None; order],
+            model_outputs: History::new(order),
             lower_order_nums: 0,
             index: StepIndex::default(),
         })
@@ -143,13 +143,6 @@ impl<const D: usize> DeisScheduler<D> {
             .and_then(|i| self.sigmas.get(i).copied())
             .map(|s| alpha_sigma(s, self.config.use_flow_sigmas))
             .ok_or_else(|| SchedulerError::InvalidSchedule(format!("sigma index {i} out of range")))
-    }
-
-    fn output(&self, back: usize) -> Result<Tensor<D>> {
-        let n = self.model_outputs.len();
-        n.checked_sub(1 + back)
-            .and_then(|i| self.model_outputs[i].clone())
-            .ok_or_else(|| SchedulerError::InvalidSchedule("missing previous model output".into()))
     }
 
     /// ε through x0 (thresholded if configured), as diffusers' `convert_model_output`.
@@ -174,14 +167,14 @@ impl<const D: usize> DeisScheduler<D> {
         let i = i as isize;
         let (alpha_t, sigma_t) = self.alpha_sigma_at(i + 1)?;
         let (alpha_s0, sigma_s0) = self.alpha_sigma_at(i)?;
-        let m0 = self.output(0)?;
+        let m0 = self.model_outputs.get(0)?;
         if order == 1 {
             let h = lambda(alpha_t, sigma_t) - lambda(alpha_s0, sigma_s0);
             return Ok(sample * (alpha_t / alpha_s0) - m0 * (sigma_t * (h.exp() - 1.0)));
         }
         let (alpha_s1, sigma_s1) = self.alpha_sigma_at(i - 1)?;
         let (rho_t, rho_s0, rho_s1) = (sigma_t / alpha_t, sigma_s0 / alpha_s0, sigma_s1 / alpha_s1);
-        let m1 = self.output(1)?;
+        let m1 = self.model_outputs.get(1)?;
         let inner = if order == 2 {
             let coef1 = ind2(rho_t, rho_s0, rho_s1) - ind2(rho_s0, rho_s0, rho_s1);
             let coef2 = ind2(rho_t, rho_s1, rho_s0) - ind2(rho_s0, rho_s1, rho_s0);
@@ -189,7 +182,7 @@ impl<const D: usize> DeisScheduler<D> {
         } else {
             let (alpha_s2, sigma_s2) = self.alpha_sigma_at(i - 2)?;
             let rho_s2 = sigma_s2 / alpha_s2;
-            let m2 = self.output(2)?;
+            let m2 = self.model_outputs.get(2)?;
             let coef1 = ind3(rho_t, rho_s0, rho_s1, rho_s2) - ind3(rho_s0, rho_s0, rho_s1, rho_s2);
             let coef2 = ind3(rho_t, rho_s1, rho_s2, rho_s0) - ind3(rho_s0, rho_s1, rho_s2, rho_s0);
             let coef3 = ind3(rho_t, rho_s2, rho_s0, rho_s1) - ind3(rho_s0, rho_s2, rho_s0, rho_s1);
@@ -261,7 +254,7 @@ impl<const D: usize> Scheduler<D> for DeisScheduler<D> {
         self.timesteps = timesteps.iter().map(|t| t.trunc()).collect();
         self.sigmas = out;
         self.num_inference_steps = Some(self.timesteps.len());
-        self.model_outputs = vec![None; c.solver_order];
+        self.model_outputs = History::new(c.solver_order);
         self.lower_order_nums = 0;
         self.index.reset();
         Ok(())
@@ -294,10 +287,7 @@ impl<const D: usize> Scheduler<D> for DeisScheduler<D> {
         let lof = i + 1 == len && c.lower_order_final && len < 15;
         let los = i + 2 == len && c.lower_order_final && len < 15;
         let m = self.convert(model_output, sample.clone(), i)?;
-        self.model_outputs.rotate_left(1);
-        if let Some(slot) = self.model_outputs.last_mut() {
-            *slot = Some(m);
-        }
+        self.model_outputs.push(m);
         let order = if c.solver_order == 1 || self.lower_order_nums < 1 || lof {
             1
         } else if c.solver_order == 2 || self.lower_order_nums < 2 || los {

@@ -6,10 +6,10 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
-    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t, solver_timesteps,
-    threshold_sample,
+    BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
+    TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
+    impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
+    solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -153,7 +153,7 @@ pub struct DpmSolverMultistepScheduler<const D: usize> {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     num_inference_steps: Option<usize>,
-    model_outputs: Vec<Option<Tensor<D>>>,
+    model_outputs: History<D>,
     lower_order_nums: usize,
     index: StepIndex,
 }
@@ -196,7 +196,7 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
             timesteps,
             sigmas,
             num_inference_steps: None,
-            model_outputs: vec![None; order],
+            model_outputs: History::new(order),
             lower_order_nums: 0,
             index: StepIndex::default(),
         })
@@ -257,15 +257,6 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
             .ok_or_else(|| SchedulerError::InvalidSchedule(format!("sigma index {i} out of range")))
     }
 
-    fn output(&self, back: usize) -> Result<Tensor<D>> {
-        let n = self.model_outputs.len();
-        self.model_outputs
-            .get(n - 1 - back)
-            .cloned()
-            .flatten()
-            .ok_or_else(|| SchedulerError::InvalidSchedule("missing previous model output".into()))
-    }
-
     /// The multistep update of `order` from step `i`.
     fn update(
         &self,
@@ -282,14 +273,14 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
         let lambda_t = lambda(t.0, t.1);
         let lambda_s0 = lambda(s0.0, s0.1);
         let h = lambda_t - lambda_s0;
-        let m0 = self.output(0)?;
+        let m0 = self.model_outputs.get(0)?;
         let alg = c.algorithm_type;
         if order == 1 {
             return dpm_first_order(alg, sample, t, s0, h, m0, noise);
         }
         let s1 = alpha_sigma(self.sigma_at(i - 1)?, flow);
         let lambda_s1 = lambda(s1.0, s1.1);
-        let m1 = self.output(1)?;
+        let m1 = self.model_outputs.get(1)?;
         let r0 = (lambda_s0 - lambda_s1) / h;
         if order == 2 {
             let d1 = (m0.clone() - m1) * (1.0 / r0);
@@ -297,7 +288,7 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
         }
         let s2 = alpha_sigma(self.sigma_at(i - 2)?, flow);
         let lambda_s2 = lambda(s2.0, s2.1);
-        let m2 = self.output(2)?;
+        let m2 = self.model_outputs.get(2)?;
         let r1 = (lambda_s1 - lambda_s2) / h;
         let d1_0 = (m0.clone() - m1.clone()) * (1.0 / r0);
         let d1_1 = (m1 - m2) * (1.0 / r1);
@@ -598,7 +589,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         self.timesteps = timesteps.iter().map(|t| t.trunc()).collect();
         self.sigmas = out;
         self.num_inference_steps = Some(self.timesteps.len());
-        self.model_outputs = vec![None; c.solver_order];
+        self.model_outputs = History::new(c.solver_order);
         self.lower_order_nums = 0;
         self.index.reset();
         Ok(())
@@ -635,10 +626,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
         let lower_order_second = i + 2 == len && c.lower_order_final && len < 15;
         let x =
             self.convert_model_output(model_output, sample.clone(), self.sigma_at(i as isize)?)?;
-        self.model_outputs.rotate_left(1);
-        if let Some(last) = self.model_outputs.last_mut() {
-            *last = Some(x.clone());
-        }
+        self.model_outputs.push(x.clone());
         let z = if c.algorithm_type.sde() {
             Some(noise.noise(sample.dims(), &sample.device())?)
         } else {

@@ -4,9 +4,10 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
-    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t, solver_timesteps,
+    BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
+    TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
+    impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
+    solver_timesteps,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::dpm_multistep::{
@@ -96,7 +97,7 @@ pub struct DpmSolverSinglestepScheduler<const D: usize> {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     num_inference_steps: Option<usize>,
-    model_outputs: Vec<Option<Tensor<D>>>,
+    model_outputs: History<D>,
     order_list: Vec<usize>,
     sample: Option<Tensor<D>>,
     index: StepIndex,
@@ -137,7 +138,7 @@ impl<const D: usize> DpmSolverSinglestepScheduler<D> {
             timesteps,
             sigmas,
             num_inference_steps: None,
-            model_outputs: vec![None; order],
+            model_outputs: History::new(order),
             order_list: Vec::new(),
             sample: None,
             index: StepIndex::default(),
@@ -204,12 +205,6 @@ impl<const D: usize> DpmSolverSinglestepScheduler<D> {
             .ok_or_else(|| SchedulerError::InvalidSchedule(format!("sigma index {i} out of range")))
     }
 
-    fn output(&self, back: usize) -> Option<Tensor<D>> {
-        let n = self.model_outputs.len();
-        n.checked_sub(1 + back)
-            .and_then(|i| self.model_outputs[i].clone())
-    }
-
     fn update(
         &self,
         order: usize,
@@ -218,20 +213,19 @@ impl<const D: usize> DpmSolverSinglestepScheduler<D> {
         noise: Option<Tensor<D>>,
     ) -> Result<Tensor<D>> {
         let c = &self.config;
-        let missing = || SchedulerError::InvalidSchedule("missing previous model output".into());
         let i = i as isize;
         let t = self.sigma_at(i + 1)?;
         let s0 = self.sigma_at(i)?;
         let lambda_t = lambda(t.0, t.1);
         let lambda_s0 = lambda(s0.0, s0.1);
-        let m0 = self.output(0).ok_or_else(missing)?;
+        let m0 = self.model_outputs.get(0)?;
         let alg = c.algorithm_type;
         if order == 1 {
             return dpm_first_order(alg, sample, t, s0, lambda_t - lambda_s0, m0, noise);
         }
         let s1 = self.sigma_at(i - 1)?;
         let lambda_s1 = lambda(s1.0, s1.1);
-        let m1 = self.output(1).ok_or_else(missing)?;
+        let m1 = self.model_outputs.get(1)?;
         if order == 2 {
             let h = lambda_t - lambda_s1;
             let r0 = (lambda_s0 - lambda_s1) / h;
@@ -240,7 +234,7 @@ impl<const D: usize> DpmSolverSinglestepScheduler<D> {
         }
         let s2 = self.sigma_at(i - 2)?;
         let lambda_s2 = lambda(s2.0, s2.1);
-        let m2 = self.output(2).ok_or_else(missing)?;
+        let m2 = self.model_outputs.get(2)?;
         let h = lambda_t - lambda_s2;
         let (r0, r1) = ((lambda_s0 - lambda_s2) / h, (lambda_s1 - lambda_s2) / h);
         let d1_0 = (m1 - m2.clone()) * (1.0 / r1);
@@ -344,7 +338,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverSinglestepScheduler<D> {
         self.timesteps = timesteps.iter().map(|t| t.trunc()).collect();
         self.sigmas = out;
         self.num_inference_steps = Some(n);
-        self.model_outputs = vec![None; c.solver_order];
+        self.model_outputs = History::new(c.solver_order);
         self.sample = None;
         // diffusers switches lower_order_final on (in its config) for these cases
         if !c.lower_order_final
@@ -393,17 +387,14 @@ impl<const D: usize> Scheduler<D> for DpmSolverSinglestepScheduler<D> {
             SchedulerError::InvalidSchedule(format!("step {i} past the schedule"))
         })?;
         let x = convert.convert(model_output, sample.clone(), sigma, NAME)?;
-        self.model_outputs.rotate_left(1);
-        if let Some(slot) = self.model_outputs.last_mut() {
-            *slot = Some(x.clone());
-        }
+        self.model_outputs.push(x.clone());
         let z = if c.algorithm_type.sde() {
             Some(noise.noise(sample.dims(), &sample.device())?)
         } else {
             None
         };
         let mut order = self.order_list.get(i).copied().unwrap_or(1);
-        while order > 1 && self.output(order - 1).is_none() {
+        while order > 1 && self.model_outputs.peek(order - 1).is_none() {
             order -= 1;
         }
         if order == 1 {

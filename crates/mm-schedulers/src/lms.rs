@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::scheduler::{Scheduler, StepOutput, TimestepRequest};
 use crate::sigmas::{
-    InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_init_noise_sigma,
+    InterpolationType, SigmaScheduleSpec, SigmaSpacing, discrete_sigma_schedule, k_add_noise,
+    k_init_noise_sigma, k_scale_model_input,
 };
 
 /// Config of [`LmsScheduler`] (diffusers defaults).
@@ -189,9 +190,7 @@ impl<const D: usize> Scheduler<D> for LmsScheduler<D> {
     }
 
     fn scale_model_input(&mut self, sample: Tensor<D>, t: f64) -> Result<Tensor<D>> {
-        let i = self.index.get(&self.timesteps, t)?;
-        let (sigma, _) = sigma_pair(&self.sigmas, i)?;
-        Ok(sample / (sigma * sigma + 1.0).sqrt())
+        k_scale_model_input(&mut self.index, &self.timesteps, &self.sigmas, sample, t)
     }
 
     fn step(
@@ -230,9 +229,14 @@ impl<const D: usize> Scheduler<D> for LmsScheduler<D> {
     }
 
     fn add_noise(&self, original: Tensor<D>, noise: Tensor<D>, t: f64) -> Result<Tensor<D>> {
-        let i = self.index.for_add_noise(&self.timesteps, t)?;
-        let (sigma, _) = sigma_pair(&self.sigmas, i)?;
-        Ok(original + noise * sigma)
+        k_add_noise(
+            &self.index,
+            &self.timesteps,
+            &self.sigmas,
+            original,
+            noise,
+            t,
+        )
     }
 
     fn set_begin_index(&mut self, index: usize) {

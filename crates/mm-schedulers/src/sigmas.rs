@@ -2,12 +2,13 @@
 //! interpolation of the training sigmas at the spaced timesteps, Karras /
 //! exponential conversions, custom timesteps or sigmas, the final sigma.
 
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    FinalSigmasType, NoiseSchedule, TimestepSpacing, beta_sigmas, check_sigma_flags, check_steps,
-    exponential_sigmas, interp_index, karras_sigmas, log_sigmas, sigma_to_t, spaced_timesteps,
-    torch_linspace_f32,
+    FinalSigmasType, NoiseSchedule, StepIndex, TimestepSpacing, beta_sigmas, check_sigma_flags,
+    check_steps, exponential_sigmas, interp_index, karras_sigmas, log_sigmas, sigma_pair,
+    sigma_to_t, spaced_timesteps, torch_linspace_f32,
 };
 use crate::error::{Result, SchedulerError};
 use crate::scheduler::TimestepRequest;
@@ -171,4 +172,31 @@ pub(crate) fn k_init_noise_sigma(sigmas: &[f32], spacing: TimestepSpacing) -> f6
         TimestepSpacing::Linspace | TimestepSpacing::Trailing => max as f64,
         TimestepSpacing::Leading => (max * max + 1.0).sqrt() as f64,
     }
+}
+
+/// `sample / sqrt(σ² + 1)` at `t`: the input scaling of the k-diffusion schedulers.
+pub(crate) fn k_scale_model_input<const D: usize>(
+    index: &mut StepIndex,
+    timesteps: &[f64],
+    sigmas: &[f32],
+    sample: Tensor<D>,
+    t: f64,
+) -> Result<Tensor<D>> {
+    let i = index.get(timesteps, t)?;
+    let (sigma, _) = sigma_pair(sigmas, i)?;
+    Ok(sample / (sigma * sigma + 1.0).sqrt())
+}
+
+/// `x0 + σ · noise` at `t`: the forward process of the k-diffusion schedulers.
+pub(crate) fn k_add_noise<const D: usize>(
+    index: &StepIndex,
+    timesteps: &[f64],
+    sigmas: &[f32],
+    original: Tensor<D>,
+    noise: Tensor<D>,
+    t: f64,
+) -> Result<Tensor<D>> {
+    let i = index.for_add_noise(timesteps, t)?;
+    let (sigma, _) = sigma_pair(sigmas, i)?;
+    Ok(original + noise * sigma)
 }

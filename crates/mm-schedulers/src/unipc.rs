@@ -6,10 +6,10 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    BetaSchedule, FinalSigmasType, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing,
-    alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
-    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t, solve_linear,
-    solver_timesteps, threshold_sample,
+    BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
+    TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
+    impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
+    solve_linear, solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -117,7 +117,7 @@ pub struct UniPcScheduler<const D: usize> {
     timesteps: Vec<f64>,
     sigmas: Vec<f32>,
     num_inference_steps: Option<usize>,
-    model_outputs: Vec<Option<Tensor<D>>>,
+    model_outputs: History<D>,
     lower_order_nums: usize,
     this_order: usize,
     last_sample: Option<Tensor<D>>,
@@ -163,7 +163,7 @@ impl<const D: usize> UniPcScheduler<D> {
             timesteps,
             sigmas,
             num_inference_steps: None,
-            model_outputs: vec![None; order],
+            model_outputs: History::new(order),
             lower_order_nums: 0,
             this_order: 1,
             last_sample: None,
@@ -190,13 +190,6 @@ impl<const D: usize> UniPcScheduler<D> {
     fn lambda_at(&self, i: isize) -> Result<(f32, f32, f32)> {
         let (a, s) = alpha_sigma(self.sigma_at(i)?, self.flow());
         Ok((a, s, lambda(a, s)))
-    }
-
-    fn output(&self, back: usize) -> Result<Tensor<D>> {
-        let n = self.model_outputs.len();
-        n.checked_sub(1 + back)
-            .and_then(|i| self.model_outputs[i].clone())
-            .ok_or_else(|| SchedulerError::InvalidSchedule("missing previous model output".into()))
     }
 
     fn convert_model_output(
@@ -296,7 +289,7 @@ impl<const D: usize> UniPcScheduler<D> {
             let (_, _, lambda_si) = self.lambda_at(idx(k))?;
             let rk = (lambda_si - lambda_s0) / h;
             rks.push(rk);
-            d1s.push((self.output(k)? - m0.clone()) / rk);
+            d1s.push((self.model_outputs.get(k)? - m0.clone()) / rk);
         }
         rks.push(1.0);
         Ok((rks, d1s))
@@ -307,7 +300,7 @@ impl<const D: usize> UniPcScheduler<D> {
         let (alpha_t, sigma_t, lambda_t) = self.lambda_at(i + 1)?;
         let (alpha_s0, sigma_s0, lambda_s0) = self.lambda_at(i)?;
         let h = lambda_t - lambda_s0;
-        let m0 = self.output(0)?;
+        let m0 = self.model_outputs.get(0)?;
         let (rks, d1s) = self.differences(order, lambda_s0, h, &m0, |k| i - k as isize)?;
         let sys = self.bh_system(h, &rks);
         let (x_t_, coef) = self.base(x, m0, (alpha_t, sigma_t), (alpha_s0, sigma_s0), &sys);
@@ -334,7 +327,7 @@ impl<const D: usize> UniPcScheduler<D> {
         let (alpha_t, sigma_t, lambda_t) = self.lambda_at(i)?;
         let (alpha_s0, sigma_s0, lambda_s0) = self.lambda_at(i - 1)?;
         let h = lambda_t - lambda_s0;
-        let m0 = self.output(0)?;
+        let m0 = self.model_outputs.get(0)?;
         let (rks, d1s) = self.differences(order, lambda_s0, h, &m0, |k| i - (k as isize + 1))?;
         let sys = self.bh_system(h, &rks);
         let rhos = if order == 1 {
@@ -458,7 +451,7 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
         self.timesteps = timesteps.iter().map(|t| t.trunc()).collect();
         self.sigmas = out;
         self.num_inference_steps = Some(self.timesteps.len());
-        self.model_outputs = vec![None; c.solver_order];
+        self.model_outputs = History::new(c.solver_order);
         self.lower_order_nums = 0;
         self.this_order = 1;
         self.last_sample = None;
@@ -498,10 +491,7 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
         {
             sample = self.corrector(i, m.clone(), last, self.this_order)?;
         }
-        self.model_outputs.rotate_left(1);
-        if let Some(slot) = self.model_outputs.last_mut() {
-            *slot = Some(m.clone());
-        }
+        self.model_outputs.push(m.clone());
         let order = self.config.solver_order;
         let this = if self.config.lower_order_final {
             order.min(len - i)
