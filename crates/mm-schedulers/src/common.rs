@@ -900,6 +900,38 @@ pub(crate) fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> 
         .collect()
 }
 
+/// Flow-matching sigmas of the DPM-Solver family (`use_flow_sigmas`):
+/// `1 − linspace(1, 1/T, n + 1)` shifted by `shift`, descending, without the last.
+pub(crate) fn flow_sigmas(n: usize, num_train: usize, shift: f64) -> Vec<f64> {
+    let mut s: Vec<f64> = np_linspace(1.0, 1.0 / num_train as f64, n + 1)
+        .iter()
+        .map(|a| 1.0 - a)
+        .map(|s| shift * s / (1.0 + (shift - 1.0) * s))
+        .collect();
+    s.reverse();
+    s.truncate(n);
+    s
+}
+
+/// Number of training timesteps whose half log-SNR is below `lambda_min_clipped`
+/// (`searchsorted(flip(lambda_t), lambda_min_clipped)`).
+pub(crate) fn lambda_clipped_count(schedule: &NoiseSchedule, lambda_min_clipped: f64) -> usize {
+    schedule
+        .alphas_cumprod
+        .iter()
+        .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < lambda_min_clipped)
+        .count()
+}
+
+/// `stretch_shift_to_terminal`: rescales shifted sigmas so the last one is `terminal`.
+pub(crate) fn stretch_to_terminal(sigmas: &[f64], terminal: f64) -> Vec<f64> {
+    let Some(&last) = sigmas.last() else {
+        return Vec::new();
+    };
+    let scale = (1.0 - last) / (1.0 - terminal);
+    sigmas.iter().map(|s| 1.0 - (1.0 - s) / scale).collect()
+}
+
 /// The last `order` converted model outputs of a multistep solver, oldest first.
 #[derive(Clone, Debug)]
 pub(crate) struct History<const D: usize> {

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     BetaSchedule, History, NoiseSchedule, PredictionType, StepIndex, TimestepSpacing, alpha_sigma,
-    beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, impl_beta_config,
-    interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, np_logf, sigma_to_t,
-    solver_timesteps, threshold_sample,
+    beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, flow_sigmas, impl_beta_config,
+    interp_index, karras_sigmas, lambda, log_sigmas, np_logf, sigma_to_t, solver_timesteps,
+    threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -231,14 +231,7 @@ impl<const D: usize> Scheduler<D> for DeisScheduler<D> {
             timesteps = s.iter().map(|&v| sigma_to_t(v, &log_sig)).collect();
             (s, None)
         } else if c.use_flow_sigmas {
-            let alphas = np_linspace(1.0, 1.0 / train as f64, n + 1);
-            let mut s: Vec<f64> = alphas
-                .iter()
-                .map(|a| 1.0 - a)
-                .map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s))
-                .collect();
-            s.reverse();
-            s.truncate(n);
+            let s = flow_sigmas(n, train, flow_shift);
             timesteps = s.iter().map(|v| v * train as f64).collect();
             (s, None)
         } else {

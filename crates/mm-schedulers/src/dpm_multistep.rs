@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
     TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
-    impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
-    solver_timesteps, threshold_sample,
+    flow_sigmas, impl_beta_config, interp_index, karras_sigmas, lambda, lambda_clipped_count,
+    log_sigmas, np_linspace, sigma_to_t, solver_timesteps, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -211,12 +211,7 @@ impl<const D: usize> DpmSolverMultistepScheduler<D> {
     fn spaced(&self, n: usize) -> Vec<f64> {
         let c = &self.config;
         // searchsorted(flip(lambda_t), lambda_min_clipped): count of lambdas below the cut
-        let clipped = self
-            .schedule
-            .alphas_cumprod
-            .iter()
-            .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < c.lambda_min_clipped)
-            .count();
+        let clipped = lambda_clipped_count(&self.schedule, c.lambda_min_clipped);
         let last = c.num_train_timesteps - clipped;
         solver_timesteps(
             c.timestep_spacing,
@@ -564,14 +559,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverMultistepScheduler<D> {
             timesteps = to_t(&s, false);
             s
         } else if c.use_flow_sigmas {
-            let alphas = np_linspace(1.0, 1.0 / train as f64, n + 1);
-            let mut s: Vec<f64> = alphas
-                .iter()
-                .map(|a| 1.0 - a)
-                .map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s))
-                .collect();
-            s.reverse();
-            s.truncate(n);
+            let s = flow_sigmas(n, train, flow_shift);
             timesteps = s.iter().map(|s| s * train as f64).collect();
             s
         } else {

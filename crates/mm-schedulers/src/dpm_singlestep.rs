@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
     TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
-    impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
-    solver_timesteps,
+    flow_sigmas, impl_beta_config, interp_index, karras_sigmas, lambda, lambda_clipped_count,
+    log_sigmas, sigma_to_t, solver_timesteps,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::dpm_multistep::{
@@ -281,14 +281,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverSinglestepScheduler<D> {
             None => {
                 let n = request.count()?;
                 check_steps(n, train)?;
-                let clipped = self
-                    .schedule
-                    .alphas_cumprod
-                    .iter()
-                    .filter(|&&a| {
-                        (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < c.lambda_min_clipped
-                    })
-                    .count();
+                let clipped = lambda_clipped_count(&self.schedule, c.lambda_min_clipped);
                 solver_timesteps(TimestepSpacing::Linspace, train, train - clipped, n, 0)
             }
         };
@@ -313,14 +306,7 @@ impl<const D: usize> Scheduler<D> for DpmSolverSinglestepScheduler<D> {
             timesteps = s.iter().map(|&v| sigma_to_t(v, &log_sig)).collect();
             s
         } else if c.use_flow_sigmas {
-            let alphas = np_linspace(1.0, 1.0 / train as f64, n + 1);
-            let mut s: Vec<f64> = alphas
-                .iter()
-                .map(|a| 1.0 - a)
-                .map(|s| flow_shift * s / (1.0 + (flow_shift - 1.0) * s))
-                .collect();
-            s.reverse();
-            s.truncate(n);
+            let s = flow_sigmas(n, train, flow_shift);
             timesteps = s.iter().map(|v| v * train as f64).collect();
             s
         } else {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     StepIndex, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas, karras_sigmas,
-    np_linspace, sigma_pair,
+    np_linspace, sigma_pair, stretch_to_terminal,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -146,11 +146,14 @@ impl FlowMatchEulerScheduler {
     pub fn config(&self) -> &FlowMatchEulerConfig {
         &self.config
     }
+}
 
-    fn time_shift(&self, mu: f64, t: f64) -> f64 {
-        match self.config.time_shift_type {
-            TimeShiftType::Exponential => mu.exp() / (mu.exp() + (1.0 / t - 1.0)),
-            TimeShiftType::Linear => mu / (mu + (1.0 / t - 1.0)),
+impl TimeShiftType {
+    /// Shifts sigma `t` by `mu` (`time_shift(mu, 1.0, t)` of diffusers).
+    pub fn shift(self, mu: f64, t: f64) -> f64 {
+        match self {
+            Self::Exponential => mu.exp() / (mu.exp() + (1.0 / t - 1.0)),
+            Self::Linear => mu / (mu + (1.0 / t - 1.0)),
         }
     }
 }
@@ -202,17 +205,17 @@ impl<const D: usize> Scheduler<D> for FlowMatchEulerScheduler {
         };
         let n = sigmas.len();
         sigmas = match mu {
-            Some(mu) if c.use_dynamic_shifting => {
-                sigmas.iter().map(|&s| self.time_shift(mu, s)).collect()
-            }
+            Some(mu) if c.use_dynamic_shifting => sigmas
+                .iter()
+                .map(|&s| c.time_shift_type.shift(mu, s))
+                .collect(),
             _ => sigmas
                 .iter()
                 .map(|&s| c.shift * s / (1.0 + (c.shift - 1.0) * s))
                 .collect(),
         };
         if let Some(term) = c.shift_terminal.filter(|v| *v != 0.0) {
-            let scale = (1.0 - sigmas[n - 1]) / (1.0 - term);
-            sigmas = sigmas.iter().map(|s| 1.0 - (1.0 - s) / scale).collect();
+            sigmas = stretch_to_terminal(&sigmas, term);
         }
         let (first, last) = (sigmas[0], sigmas[n - 1]);
         if c.use_karras_sigmas {

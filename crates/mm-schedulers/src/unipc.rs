@@ -9,7 +9,7 @@ use crate::common::{
     BetaSchedule, FinalSigmasType, History, NoiseSchedule, PredictionType, StepIndex,
     TimestepSpacing, alpha_sigma, beta_sigmas, check_sigma_flags, check_steps, exponential_sigmas,
     impl_beta_config, interp_index, karras_sigmas, lambda, log_sigmas, np_linspace, sigma_to_t,
-    solve_linear, solver_timesteps, threshold_sample,
+    solve_linear, solver_timesteps, stretch_to_terminal, threshold_sample,
 };
 use crate::config::{SchedulerConfig, invalid};
 use crate::error::{Result, SchedulerError};
@@ -413,21 +413,16 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
             let mut s = np_linspace(1.0, 1.0 / train as f64, n + 1);
             s.truncate(n);
             s = match request.mu {
-                Some(mu) if c.use_dynamic_shifting => s
-                    .iter()
-                    .map(|&t| match c.time_shift_type {
-                        TimeShiftType::Exponential => mu.exp() / (mu.exp() + (1.0 / t - 1.0)),
-                        TimeShiftType::Linear => mu / (mu + (1.0 / t - 1.0)),
-                    })
-                    .collect(),
+                Some(mu) if c.use_dynamic_shifting => {
+                    s.iter().map(|&t| c.time_shift_type.shift(mu, t)).collect()
+                }
                 _ => s
                     .iter()
                     .map(|&v| c.flow_shift * v / (1.0 + (c.flow_shift - 1.0) * v))
                     .collect(),
             };
             if let Some(term) = c.shift_terminal.filter(|v| *v != 0.0) {
-                let scale = (1.0 - s[n - 1]) / (1.0 - term);
-                s = s.iter().map(|v| 1.0 - (1.0 - v) / scale).collect();
+                s = stretch_to_terminal(&s, term);
             }
             if (s[0] - 1.0).abs() < 1e-6 {
                 s[0] -= 1e-6;
