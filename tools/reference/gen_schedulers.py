@@ -136,6 +136,8 @@ def jsonable(v):
         return int(v)
     if isinstance(v, (list, tuple)):
         return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
     return v
 
 
@@ -284,6 +286,7 @@ case("unipc_disable_corrector", "UniPCMultistepScheduler", 10, dict(SD, disable_
 case("unipc_exponential", "UniPCMultistepScheduler", 12, dict(SD, use_exponential_sigmas=True, final_sigmas_type="sigma_min"))
 case("unipc_flow", "UniPCMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
 case("unipc_flow_dynamic", "UniPCMultistepScheduler", 10, dict(prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True), set_kwargs=dict(mu=0.9))
+case("unipc_flow_custom_sigmas", "UniPCMultistepScheduler", None, dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=2.0), set_kwargs=dict(sigmas=np.array([1.0, 0.85, 0.7, 0.5, 0.3, 0.15, 0.05])))  # diffusers needs an array here
 case("unipc_threshold_sample", "UniPCMultistepScheduler", 10, dict(prediction_type="sample", thresholding=True, sample_max_value=1.5))
 case("unipc_zsnr", "UniPCMultistepScheduler", 10, dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction"))
 case("unipc_strength", "UniPCMultistepScheduler", 20, dict(SD), strength=0.5)
@@ -416,8 +419,9 @@ def main():
         out.append(run(c))
         print(f"{c['name']}: {len(out[-1]['steps'])} steps", file=sys.stderr)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
+    with open(OUT + ".tmp", "w") as f:
         json.dump(dict(diffusers_version=diffusers.__version__, torch_version=torch.__version__, cases=out, guidance=guidance_cases()), f, separators=(",", ":"))
+    os.replace(OUT + ".tmp", OUT)
     print(f"{len(out)} cases -> {os.path.abspath(OUT)} ({os.path.getsize(OUT)} bytes)", file=sys.stderr)
 
 

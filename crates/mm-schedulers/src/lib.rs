@@ -75,7 +75,7 @@
 //! interpolation in float64 cast to float32, integer versus float
 //! timesteps, float32 scalar coefficients, and numpy's own float32 `log`
 //! kernel where DEIS needs it. The error of a step is
-//! `max |rust − diffusers| / max |diffusers|` over the sample; the 150
+//! `max |rust − diffusers| / max |diffusers|` over the sample; the 151
 //! cases (every scheduler, 1–3 orders, all spacings, prediction types,
 //! sigma schedules, img2img starts, custom schedules, cross-constructed
 //! configs of SD 1.5 / SD 2.1-v / SDXL / Flux, seeded noise for the
@@ -84,7 +84,7 @@
 //! scheduler tests.
 //!
 //! Not covered: diffusers' `solver_p` of UniPC (a second scheduler as
-//! predictor), UniPC custom sigmas, the `per_token_timesteps` of flow
+//! predictor), the `per_token_timesteps` of flow
 //! matching; `fixed_large_log` DDPM variance follows the intended
 //! `sqrt(β_t)` where diffusers returns NaN.
 #![deny(missing_docs)]

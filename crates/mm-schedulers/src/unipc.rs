@@ -367,13 +367,32 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
     }
 
     fn set_timesteps_with(&mut self, request: &TimestepRequest) -> Result<()> {
-        request.reject(NAME, false, false, true)?;
+        request.reject(NAME, false, true, true)?;
         let c = self.config.clone();
         let train = c.num_train_timesteps;
         if c.use_dynamic_shifting && request.mu.is_none() {
             return Err(invalid("use_dynamic_shifting needs `mu` in set_timesteps"));
         }
-        let n = request.count()?;
+        // custom sigmas: flow sigmas only (before shifting), as in diffusers
+        let custom: Option<Vec<f64>> = match &request.sigmas {
+            Some(_)
+                if !c.use_flow_sigmas
+                    || c.use_karras_sigmas
+                    || c.use_exponential_sigmas
+                    || c.use_beta_sigmas =>
+            {
+                return Err(SchedulerError::Unsupported(format!(
+                    "{NAME}: custom sigmas need use_flow_sigmas without Karras / exponential / beta sigmas"
+                )));
+            }
+            Some(v) if v.is_empty() => return Err(SchedulerError::ZeroSteps),
+            Some(v) => Some(v.iter().map(|&x| x as f32 as f64).collect()),
+            None => None,
+        };
+        let n = match &custom {
+            Some(v) => v.len(),
+            None => request.count()?,
+        };
         check_steps(n, train)?;
         let mut timesteps = solver_timesteps(c.timestep_spacing, train, train, n, c.steps_offset);
         let train_sigmas = self.schedule.sigmas();
@@ -410,8 +429,11 @@ impl<const D: usize> Scheduler<D> for UniPcScheduler<D> {
             let l = converted_last(&s);
             (s, l)
         } else if c.use_flow_sigmas {
-            let mut s = np_linspace(1.0, 1.0 / train as f64, n + 1);
-            s.truncate(n);
+            let mut s = custom.clone().unwrap_or_else(|| {
+                let mut s = np_linspace(1.0, 1.0 / train as f64, n + 1);
+                s.truncate(n);
+                s
+            });
             s = match request.mu {
                 Some(mu) if c.use_dynamic_shifting => {
                     s.iter().map(|&t| c.time_shift_type.shift(mu, t)).collect()
