@@ -14,6 +14,8 @@
 //!
 //! Every fallible function returns [`Result`] with the crate's [`Error`].
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod device;
 pub mod error;

@@ -12,6 +12,8 @@
 //! folder or a repo id in the local Hugging Face cache) and `from_weights`; every model runs on
 //! any burn `Device`.
 
+#![warn(missing_docs)]
+
 pub mod clip;
 pub mod contrastive;
 pub mod embeddings;
