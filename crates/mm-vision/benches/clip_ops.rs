@@ -13,18 +13,26 @@ use burn::tensor::{Bool, Device, Distribution, Tensor};
 use mm_core::nn::{Activation, merge_heads, quick_gelu, scaled_dot_product_attention, split_heads};
 use mm_vision::encoder::{Encoder, EncoderDims};
 
-const WARMUP: usize = 3;
-const RUNS: usize = 15;
+/// Warm-up and timed runs per op; `cargo test --benches` (no `--bench` argument) runs every
+/// op once as a smoke test instead.
+fn runs() -> (usize, usize) {
+    if std::env::args().any(|a| a == "--bench") {
+        (3, 15)
+    } else {
+        (0, 1)
+    }
+}
 
 /// Runs `f` (which must finish its work before returning) and reports the median in ms.
 fn time(name: &str, filter: &Option<String>, mut f: impl FnMut() -> f32) {
     if filter.as_ref().is_some_and(|p| !name.contains(p.as_str())) {
         return;
     }
-    for _ in 0..WARMUP {
+    let (warmup, runs) = runs();
+    for _ in 0..warmup {
         black_box(f());
     }
-    let mut times: Vec<f64> = (0..RUNS)
+    let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             black_box(f());
@@ -34,7 +42,7 @@ fn time(name: &str, filter: &Option<String>, mut f: impl FnMut() -> f32) {
     times.sort_by(f64::total_cmp);
     println!(
         "{name:<40} {:9.3} ms  (min {:.3})",
-        times[RUNS / 2],
+        times[runs / 2],
         times[0]
     );
 }
