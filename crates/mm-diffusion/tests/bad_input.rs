@@ -6,7 +6,9 @@ use burn::tensor::{Distribution, Tensor};
 use common::{device, fixture};
 use mm_diffusion::Error;
 use mm_diffusion::check::check_finite;
-use mm_diffusion::vae::{AutoencoderTiny, AutoencoderTinyConfig};
+use mm_diffusion::vae::{
+    AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig,
+};
 
 fn tiny() -> AutoencoderTiny {
     AutoencoderTiny::load(fixture("taesd-tiny").to_str().unwrap(), &device()).unwrap()
@@ -114,4 +116,74 @@ fn wrong_checkpoint_reports_every_problem() {
         panic!("expected a load report, got {err}");
     };
     assert!(!report.missing.is_empty() && !report.unexpected.is_empty());
+}
+
+fn kl() -> AutoencoderKL {
+    AutoencoderKL::load(fixture("vae-kl-tiny").to_str().unwrap(), &device()).unwrap()
+}
+
+#[test]
+fn kl_rejects_bad_images_and_latents() {
+    let vae = kl();
+    let err = vae.encode(random([1, 3, 16, 18])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotMultiple {
+                height: 16,
+                width: 18,
+                factor: 4
+            }
+        ),
+        "{err}"
+    );
+    let nan = random([2, 4, 3, 3]) / 0.0 * 0.0;
+    let err = vae.decode(nan).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFinite {
+                what: "latents",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = vae.decode(random([1, 8, 3, 3])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "latents",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_kl_configs() {
+    let cases = [
+        AutoencoderKLConfig {
+            block_out_channels: vec![64, 48],
+            down_block_types: vec!["DownEncoderBlock2D".into(); 2],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 2],
+            ..Default::default()
+        },
+        AutoencoderKLConfig {
+            down_block_types: vec!["AttnDownEncoderBlock2D".into()],
+            ..Default::default()
+        },
+        AutoencoderKLConfig {
+            block_out_channels: vec![64, 64],
+            ..Default::default()
+        },
+    ];
+    for config in cases {
+        let err = AutoencoderKL::new(&config, &device()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+    let bad_json = mm_core::config::parse_json::<AutoencoderKLConfig>(r#"{"act_fn": "tanhh"}"#);
+    assert!(bad_json.is_err());
 }
