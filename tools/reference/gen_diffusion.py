@@ -134,6 +134,14 @@ def gen_kl():
         posterior = model.encode(image).latent_dist
         decoded = model.decode(posterior.mean).sample
         sample = posterior.mean + posterior.std * noise
+    # Tiled encode/decode: sample_size 32 gives 32-pixel / 8-latent tiles, overlap 0.25; a
+    # 48x40 image is split into 2x2 overlapping tiles, its 12x10 latent too.
+    tiled_image = torch.rand(1, 3, 48, 40, generator=g) * 2 - 1
+    model.enable_tiling()
+    with torch.no_grad():
+        tiled = model.encode(tiled_image).latent_dist
+        tiled_decoded = model.decode(tiled.mean).sample
+    model.disable_tiling()
     folder = os.path.join(FIX, "vae-kl-tiny")
     fresh_dir(folder)
     save(
@@ -146,6 +154,10 @@ def gen_kl():
             "noise": noise,
             "latent_sample": sample,
             "decoded": decoded,
+            "tiled_image": tiled_image,
+            "tiled_latent_mean": tiled.mean,
+            "tiled_latent_logvar": tiled.logvar,
+            "tiled_decoded": tiled_decoded,
         },
     )
 

@@ -42,7 +42,7 @@ pub fn check_channels(what: &'static str, x: &Tensor<4>, channels: usize) -> Res
 pub fn check_image(x: &Tensor<4>, channels: usize, factor: usize) -> Result<()> {
     check_channels("image", x, channels)?;
     let [_, _, height, width] = x.dims();
-    if height % factor != 0 || width % factor != 0 {
+    if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
         return Err(Error::NotMultiple {
             height,
             width,

@@ -88,3 +88,33 @@ fn sd15_vae_names_and_shapes() {
     );
     assert_eq!(ours.len(), 248);
 }
+
+#[test]
+fn tiled_encode_and_decode_match_diffusers() {
+    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
+    let tiling = vae.default_tiling();
+    assert_eq!(tiling.sample_tile, 32);
+    let exp = Expected::fixture("vae-kl-tiny");
+    let posterior = vae.encode_tiled(exp.float("tiled_image"), &tiling).unwrap();
+    exp.check("tiled_latent_mean", posterior.mean.clone(), TOL);
+    exp.check("tiled_latent_logvar", posterior.logvar, TOL);
+    let decoded = vae.decode_tiled(posterior.mean, &tiling).unwrap();
+    exp.check("tiled_decoded", decoded, TOL);
+    // Inputs no larger than a tile take the untiled path.
+    let small = vae.encode_tiled(exp.float("image"), &tiling).unwrap();
+    exp.check("latent_mean", small.mean, TOL);
+}
+
+#[test]
+fn unusable_tilings_are_rejected() {
+    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
+    let image = Expected::fixture("vae-kl-tiny").float::<4>("tiled_image");
+    for (sample_tile, overlap) in [(30, 0.25), (32, 1.0), (0, 0.25), (32, -0.5)] {
+        let tiling = mm_diffusion::vae::Tiling {
+            sample_tile,
+            overlap,
+        };
+        let err = vae.encode_tiled(image.clone(), &tiling).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+}

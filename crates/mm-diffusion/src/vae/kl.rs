@@ -15,7 +15,7 @@
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Int, Tensor, activation};
 use mm_core::nn::Activation;
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
@@ -126,7 +126,7 @@ impl AutoencoderKLConfig {
             || self
                 .block_out_channels
                 .iter()
-                .any(|c| c % groups != 0 || *c == 0)
+                .any(|c| !c.is_multiple_of(groups) || *c == 0)
         {
             return invalid(format!(
                 "block_out_channels {:?} must be non-zero multiples of norm_num_groups ({groups})",
@@ -385,6 +385,85 @@ impl DiagonalGaussian {
     }
 }
 
+/// Tiled encoding and decoding (diffusers' `enable_tiling()`): images larger than a tile are
+/// processed as overlapping tiles blended linearly over the overlap, so memory stays bounded
+/// whatever the image size. The result differs slightly from untiled processing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tiling {
+    /// Tile side in image pixels (diffusers: the config's `sample_size`); a multiple of the
+    /// downscale factor.
+    pub sample_tile: usize,
+    /// Fraction of a tile shared with its neighbour (diffusers: 0.25), in `[0, 1)`.
+    pub overlap: f64,
+}
+
+/// One tiling pass: tiles of `tile` input pixels every `step`, outputs blended over `blend`
+/// pixels and cropped to `keep`.
+struct TilePlan {
+    tile: usize,
+    step: usize,
+    blend: usize,
+    keep: usize,
+}
+
+impl TilePlan {
+    /// Splits `x` into tiles, maps each with `f`, blends every tile into its (already
+    /// blended) upper and left neighbours and stitches the cropped tiles together, exactly as
+    /// diffusers' `_tiled_encode` / `tiled_decode`.
+    fn run(&self, x: Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let mut rows: Vec<Vec<Tensor<4>>> = Vec::new();
+        for i in (0..h).step_by(self.step) {
+            let mut row: Vec<Tensor<4>> = Vec::new();
+            for (n, j) in (0..w).step_by(self.step).enumerate() {
+                let input =
+                    x.clone()
+                        .narrow(2, i, self.tile.min(h - i))
+                        .narrow(3, j, self.tile.min(w - j));
+                let mut tile = f(input);
+                if let Some(above) = rows.last().and_then(|r| r.get(n)) {
+                    tile = blend(above, tile, 2, self.blend);
+                }
+                if let Some(left) = row.last() {
+                    tile = blend(left, tile, 3, self.blend);
+                }
+                row.push(tile);
+            }
+            rows.push(row);
+        }
+        let crop = |t: Tensor<4>| {
+            let [_, _, th, tw] = t.dims();
+            t.narrow(2, 0, self.keep.min(th))
+                .narrow(3, 0, self.keep.min(tw))
+        };
+        let rows = rows
+            .into_iter()
+            .map(|row| Tensor::cat(row.into_iter().map(crop).collect(), 3))
+            .collect();
+        Tensor::cat(rows, 2)
+    }
+}
+
+/// Blends the last `extent` rows (`dim` 2) or columns (`dim` 3) of `a` into the first ones of
+/// `b`, linearly from all `a` to all `b`.
+fn blend(a: &Tensor<4>, b: Tensor<4>, dim: usize, extent: usize) -> Tensor<4> {
+    let (len_a, len_b) = (a.dims()[dim], b.dims()[dim]);
+    let e = extent.min(len_a).min(len_b);
+    if e == 0 {
+        return b;
+    }
+    let mut shape = [1; 4];
+    shape[dim] = e;
+    let weight = Tensor::<1, Int>::arange(0..e as i64, &b.device())
+        .float()
+        .div_scalar(e as f64)
+        .reshape(shape);
+    let tail = a.clone().narrow(dim, len_a - e, e);
+    let head = b.clone().narrow(dim, 0, e);
+    let mixed = tail * (weight.clone().neg() + 1.0) + head * weight;
+    Tensor::cat(vec![mixed, b.narrow(dim, e, len_b - e)], dim)
+}
+
 /// diffusers' `AutoencoderKL`.
 #[derive(Module, Debug)]
 pub struct AutoencoderKL {
@@ -467,6 +546,91 @@ impl AutoencoderKL {
             None => latents,
         };
         Ok(self.decoder.forward(z))
+    }
+
+    /// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25.
+    pub fn default_tiling(&self) -> Tiling {
+        let size = &self.config.sample_size;
+        let side = size
+            .as_u64()
+            .or_else(|| size.get(0).and_then(|v| v.as_u64()));
+        Tiling {
+            sample_tile: side.map_or(512, |s| s as usize),
+            overlap: 0.25,
+        }
+    }
+
+    /// Checks `tiling` and returns the (image, latent) tile sides and the steps between tiles.
+    fn tile_sizes(&self, tiling: &Tiling) -> Result<[usize; 4]> {
+        let f = self.downscale_factor();
+        let sample = tiling.sample_tile;
+        let latent = sample / f;
+        let step = |tile: usize| (tile as f64 * (1.0 - tiling.overlap)) as usize;
+        let (sample_step, latent_step) = (step(sample), step(latent));
+        if !(0.0..1.0).contains(&tiling.overlap)
+            || latent == 0
+            || !sample.is_multiple_of(f)
+            || !sample_step.is_multiple_of(f)
+            || latent_step == 0
+            || sample_step == 0
+        {
+            return Err(Error::Config(format!(
+                "tiling {tiling:?}: the tile side must be a positive multiple of {f} whose \
+                 non-overlapping part is one too, and the overlap in [0, 1)"
+            )));
+        }
+        Ok([sample, latent, sample_step, latent_step])
+    }
+
+    /// [`encode`](Self::encode) tile by tile when the image is larger than a tile, like
+    /// diffusers with `enable_tiling()`.
+    pub fn encode_tiled(&self, images: Tensor<4>, tiling: &Tiling) -> Result<DiagonalGaussian> {
+        let [sample, latent, step, _] = self.tile_sizes(tiling)?;
+        let [_, _, h, w] = images.dims();
+        if h <= sample && w <= sample {
+            return self.encode(images);
+        }
+        check_image(&images, self.config.in_channels, self.downscale_factor())?;
+        let blend = (latent as f64 * tiling.overlap) as usize;
+        let plan = TilePlan {
+            tile: sample,
+            step,
+            blend,
+            keep: latent - blend,
+        };
+        let moments = plan.run(images, |tile| {
+            let moments = self.encoder.forward(tile);
+            match &self.quant_conv {
+                Some(quant) => quant.forward(moments),
+                None => moments,
+            }
+        });
+        Ok(DiagonalGaussian::from_moments(moments))
+    }
+
+    /// [`decode`](Self::decode) tile by tile when the latent is larger than a tile, like
+    /// diffusers with `enable_tiling()`.
+    pub fn decode_tiled(&self, latents: Tensor<4>, tiling: &Tiling) -> Result<Tensor<4>> {
+        let [sample, latent, _, step] = self.tile_sizes(tiling)?;
+        let [_, _, h, w] = latents.dims();
+        if h <= latent && w <= latent {
+            return self.decode(latents);
+        }
+        check_latents(&latents, self.config.latent_channels)?;
+        let blend = (sample as f64 * tiling.overlap) as usize;
+        let plan = TilePlan {
+            tile: latent,
+            step,
+            blend,
+            keep: sample - blend,
+        };
+        Ok(plan.run(latents, |tile| {
+            let z = match &self.post_quant_conv {
+                Some(post) => post.forward(tile),
+                None => tile,
+            };
+            self.decoder.forward(z)
+        }))
     }
 
     /// Latents as the diffusion model sees them: `(z - shift_factor) · scaling_factor`.

@@ -13,5 +13,5 @@ pub mod layers;
 pub mod resnet;
 pub mod tiny;
 
-pub use kl::{AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian};
+pub use kl::{AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, Tiling};
 pub use tiny::{AutoencoderTiny, AutoencoderTinyConfig, DecoderTiny, EncoderTiny, TinyBlock};
