@@ -12,7 +12,7 @@
 //! runs on any burn `Device`.
 //!
 //! ```no_run
-//! use mm_diffusion::vae::AutoencoderKL;
+//! use mm_diffusion::vae::{Autoencoder, AutoencoderKL};
 //!
 //! fn main() -> mm_diffusion::Result<()> {
 //!     let device = mm_core::device::cpu();

@@ -6,7 +6,7 @@ mod common;
 use common::{Expected, device, fixture};
 use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::Error;
-use mm_diffusion::vae::{AutoencoderKL, AutoencoderKLConfig};
+use mm_diffusion::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
 
 const TOL: f32 = 1e-4;
 
@@ -117,4 +117,28 @@ fn unusable_tilings_are_rejected() {
         let err = vae.encode_tiled(image.clone(), &tiling).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
+}
+
+/// Encodes and decodes through the trait, as a pipeline would, and checks against diffusers.
+fn check_through_trait(vae: &dyn Autoencoder, fixture: &str, latent: &str, decoded: &str) {
+    let exp = Expected::fixture(fixture);
+    let z = vae.encode_latents(exp.float("image")).unwrap();
+    exp.check(latent, z.clone(), TOL);
+    let scaled = vae.scale_for_diffusion(z);
+    exp.check(
+        decoded,
+        vae.decode_latents(vae.unscale_from_diffusion(scaled))
+            .unwrap(),
+        TOL,
+    );
+}
+
+#[test]
+fn both_autoencoders_work_through_the_trait() {
+    let kl = AutoencoderKL::load(tiny_path(), &device()).unwrap();
+    check_through_trait(&kl, "vae-kl-tiny", "latent_mean", "decoded");
+    assert_eq!((kl.latent_channels(), kl.shift_factor()), (4, 0.1159));
+    let tiny = AutoencoderTiny::load(fixture("taesd-tiny").to_str().unwrap(), &device()).unwrap();
+    check_through_trait(&tiny, "taesd-tiny", "latents", "decoded");
+    assert_eq!((tiny.downscale_factor(), tiny.scaling_factor()), (8, 1.0));
 }

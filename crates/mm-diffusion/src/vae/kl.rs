@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # fn main() -> mm_diffusion::Result<()> {
-//! use mm_diffusion::vae::AutoencoderKL;
+//! use mm_diffusion::vae::{Autoencoder, AutoencoderKL};
 //! let device = mm_core::device::cpu();
 //! let vae = AutoencoderKL::load("stable-diffusion-v1-5/vae", &device)?;
 //! # let images = burn::tensor::Tensor::<4>::zeros([1, 3, 512, 512], &device);
@@ -20,6 +20,7 @@ use mm_core::nn::Activation;
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
+use super::Autoencoder;
 use super::attention::SpatialAttention;
 use super::layers::{conv, group_norm};
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
@@ -521,13 +522,8 @@ impl AutoencoderKL {
         Ok(weights.load_into(Self::new(config, device)?)?)
     }
 
-    /// How many times smaller than the image the latent is on each side (8 for SD).
-    pub fn downscale_factor(&self) -> usize {
-        self.config.downscale_factor()
-    }
-
     /// Encodes images in `[-1, 1]` (`[batch, 3, H, W]`, `H` and `W` multiples of
-    /// [`downscale_factor`](Self::downscale_factor)) into the latent distribution.
+    /// [`Autoencoder::downscale_factor`]) into the latent distribution.
     pub fn encode(&self, images: Tensor<4>) -> Result<DiagonalGaussian> {
         check_image(&images, self.config.in_channels, self.downscale_factor())?;
         let moments = self.encoder.forward(images);
@@ -632,15 +628,31 @@ impl AutoencoderKL {
             self.decoder.forward(z)
         }))
     }
+}
 
-    /// Latents as the diffusion model sees them: `(z - shift_factor) · scaling_factor`.
-    pub fn scale_for_diffusion(&self, z: Tensor<4>) -> Tensor<4> {
-        (z - self.config.shift_factor.unwrap_or(0.0)) * self.config.scaling_factor
+impl Autoencoder for AutoencoderKL {
+    fn downscale_factor(&self) -> usize {
+        self.config.downscale_factor()
     }
 
-    /// The inverse of [`scale_for_diffusion`](Self::scale_for_diffusion), before decoding.
-    pub fn unscale_from_diffusion(&self, latents: Tensor<4>) -> Tensor<4> {
-        latents / self.config.scaling_factor + self.config.shift_factor.unwrap_or(0.0)
+    fn latent_channels(&self) -> usize {
+        self.config.latent_channels
+    }
+
+    fn scaling_factor(&self) -> f64 {
+        self.config.scaling_factor
+    }
+
+    fn shift_factor(&self) -> f64 {
+        self.config.shift_factor.unwrap_or(0.0)
+    }
+
+    fn encode_latents(&self, images: Tensor<4>) -> Result<Tensor<4>> {
+        Ok(self.encode(images)?.mode())
+    }
+
+    fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
+        self.decode(latents)
     }
 }
 

@@ -22,6 +22,7 @@ use burn::tensor::{Device, Tensor, activation};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
+use super::Autoencoder;
 use super::layers::{Layer, Upsample, conv, group_norm, sequential, strided_conv};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
@@ -370,13 +371,8 @@ impl AutoencoderTiny {
         )
     }
 
-    /// How many times smaller than the image the latent is on each side (8).
-    pub fn downscale_factor(&self) -> usize {
-        self.config.downscale_factor()
-    }
-
     /// Encodes images in `[-1, 1]` (`[batch, 3, H, W]`, `H` and `W` multiples of
-    /// [`downscale_factor`](Self::downscale_factor)) into raw latents, like diffusers'
+    /// [`Autoencoder::downscale_factor`]) into raw latents, like diffusers'
     /// `AutoencoderTiny.encode(x).latents`.
     pub fn encode(&self, images: Tensor<4>) -> Result<Tensor<4>> {
         self.encode_unit_range((images + 1.0) / 2.0)
@@ -409,6 +405,32 @@ impl AutoencoderTiny {
     /// The inverse of [`scale_latents`](Self::scale_latents) (without the clamp).
     pub fn unscale_latents(&self, scaled: Tensor<4>) -> Tensor<4> {
         (scaled - self.config.latent_shift) * (2.0 * self.config.latent_magnitude)
+    }
+}
+
+impl Autoencoder for AutoencoderTiny {
+    fn downscale_factor(&self) -> usize {
+        self.config.downscale_factor()
+    }
+
+    fn latent_channels(&self) -> usize {
+        self.config.latent_channels
+    }
+
+    fn scaling_factor(&self) -> f64 {
+        self.config.scaling_factor
+    }
+
+    fn shift_factor(&self) -> f64 {
+        self.config.shift_factor.unwrap_or(0.0)
+    }
+
+    fn encode_latents(&self, images: Tensor<4>) -> Result<Tensor<4>> {
+        self.encode(images)
+    }
+
+    fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
+        self.decode(latents)
     }
 }
 
