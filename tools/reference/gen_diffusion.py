@@ -141,6 +141,9 @@ def gen_kl():
     with torch.no_grad():
         tiled = model.encode(tiled_image).latent_dist
         tiled_decoded = model.decode(tiled.mean).sample
+        # 28 wide: the last tile column is 4 pixels (1 latent), thinner than the blend.
+        thin = model.encode(tiled_image[..., :28]).latent_dist.mean
+        thin_decoded = model.decode(thin).sample
     model.disable_tiling()
     folder = os.path.join(FIX, "vae-kl-tiny")
     fresh_dir(folder)
@@ -158,6 +161,8 @@ def gen_kl():
             "tiled_latent_mean": tiled.mean,
             "tiled_latent_logvar": tiled.logvar,
             "tiled_decoded": tiled_decoded,
+            "thin_latent_mean": thin,
+            "thin_decoded": thin_decoded,
         },
     )
 

@@ -142,3 +142,19 @@ fn both_autoencoders_work_through_the_trait() {
     check_through_trait(&tiny, "taesd-tiny", "latents", "decoded");
     assert_eq!((tiny.downscale_factor(), tiny.scaling_factor()), (8, 1.0));
 }
+
+#[test]
+fn tiling_handles_a_last_tile_thinner_than_the_blend() {
+    // 32-pixel tiles every 24: a 28-pixel-wide image leaves a 4-pixel (1-latent) last column,
+    // narrower than the 2-latent blend.
+    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
+    let tiling = vae.default_tiling();
+    let image = Expected::fixture("vae-kl-tiny")
+        .float::<4>("tiled_image")
+        .narrow(3, 0, 28);
+    let exp = Expected::fixture("vae-kl-tiny");
+    let posterior = vae.encode_tiled(image, &tiling).unwrap();
+    exp.check("thin_latent_mean", posterior.mean.clone(), TOL);
+    let decoded = vae.decode_tiled(posterior.mean, &tiling).unwrap();
+    exp.check("thin_decoded", decoded, TOL);
+}

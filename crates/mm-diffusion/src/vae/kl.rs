@@ -462,6 +462,9 @@ fn blend(a: &Tensor<4>, b: Tensor<4>, dim: usize, extent: usize) -> Tensor<4> {
     let tail = a.clone().narrow(dim, len_a - e, e);
     let head = b.clone().narrow(dim, 0, e);
     let mixed = tail * (weight.clone().neg() + 1.0) + head * weight;
+    if e == len_b {
+        return mixed;
+    }
     Tensor::cat(vec![mixed, b.narrow(dim, e, len_b - e)], dim)
 }
 
