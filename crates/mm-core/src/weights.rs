@@ -221,11 +221,13 @@ impl Weights {
     /// shape, and every tensor must be used. All problems are reported together in one
     /// [`Error::Load`]. Tensor names are in the PyTorch convention (`weight`/`bias` of norms,
     /// `[out, in]` linear weights); scalar (0-d) tensors load into 1-element parameters.
+    /// Enum variants add no segment to a parameter's path, so a `Vec` of an enum of layers
+    /// mirrors an `nn.Sequential` of mixed layers (`layers.3.conv.0.weight`).
     pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
         let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
         let adapter: Box<dyn ModuleAdapter> =
             Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(self.dtype)));
-        let result = module.apply(tensors, None, Some(adapter), false);
+        let result = module.apply(tensors, None, Some(adapter), true);
 
         let mut report = LoadReport {
             source: self.source.clone(),
@@ -281,7 +283,7 @@ impl Weights {
 pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> Vec<(String, Vec<usize>)> {
     let adapter: Box<dyn ModuleAdapter> = Box::new(burn_store::BurnToPyTorchAdapter);
     let mut out: Vec<(String, Vec<usize>)> = module
-        .collect(None, Some(adapter), false)
+        .collect(None, Some(adapter), true)
         .into_iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();

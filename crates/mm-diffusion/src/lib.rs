@@ -1,0 +1,35 @@
+//! # mm-diffusion
+//!
+//! Components of latent diffusion models as burn modules that load `diffusers` checkpoints.
+//!
+//! - [`vae`]: the autoencoders that map images to latents and back:
+//!   [`AutoencoderKL`](vae::AutoencoderKL) (Stable Diffusion, SDXL, FLUX) and
+//!   [`AutoencoderTiny`](vae::AutoencoderTiny) (the TAESD family, including TAEF2, in both the
+//!   diffusers and the original upstream key layouts).
+//! - [`check`]: input validation shared by the models (finite values, sizes).
+//!
+//! Every model has `new` (random weights) and loads a snapshot folder with `load`; every model
+//! runs on any burn `Device`.
+//!
+//! ```no_run
+//! use mm_diffusion::vae::{Autoencoder, AutoencoderKL};
+//!
+//! fn main() -> mm_diffusion::Result<()> {
+//!     let device = mm_core::device::cpu();
+//!     let vae = AutoencoderKL::load("stable-diffusion-v1-5/vae", &device)?;
+//!     let image = mm_core::image::load_image("photo.png")?; // 512×512
+//!     let pixels = mm_core::image::image_to_tensor(&image, &device).unsqueeze::<4>() * 2.0 - 1.0;
+//!     let latents = vae.scale_for_diffusion(vae.encode(pixels)?.mode()); // [1, 4, 64, 64]
+//!     let decoded = vae.decode(vae.unscale_from_diffusion(latents))?; // [1, 3, 512, 512]
+//!     # let _ = decoded;
+//!     Ok(())
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod check;
+mod error;
+mod loading;
+pub mod vae;
+
+pub use error::{Error, Result};

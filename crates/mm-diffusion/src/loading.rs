@@ -1,0 +1,21 @@
+//! Reading a diffusers component folder: `config.json` and `diffusion_pytorch_model.safetensors`
+//! (or its sharded index).
+
+use mm_core::hub::ModelDir;
+use mm_core::weights::Weights;
+use serde::de::DeserializeOwned;
+
+use crate::Result;
+
+/// The config and weights of a diffusers component: a folder (a pipeline's `vae/`, say) or a
+/// repo id in the local Hugging Face cache.
+pub(crate) fn component<C: DeserializeOwned>(model: &str) -> Result<(C, Weights)> {
+    let dir = ModelDir::resolve(model)?;
+    let config = mm_core::config::read_json(dir.file("config.json")?)?;
+    let file = dir.first_file(&[
+        "diffusion_pytorch_model.safetensors.index.json",
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+    ])?;
+    Ok((config, Weights::open(file)?))
+}
