@@ -56,15 +56,25 @@ impl Attention {
 
     /// Attends `x` to `context` (to itself when `None`); `chunk` bounds the queries attended
     /// at once (see [`chunked_attention`]).
-    pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>, chunk: Option<usize>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        context: Option<&Tensor<3>>,
+        chunk: Option<usize>,
+    ) -> Tensor<3> {
         let context = context.unwrap_or(&x);
         let q = split_heads(self.to_q.forward(x.clone()), self.heads);
         let k = split_heads(self.to_k.forward(context.clone()), self.heads);
         let v = split_heads(self.to_v.forward(context.clone()), self.heads);
         let dtype = q.dtype();
         let out = if self.upcast && dtype != DType::F32 {
-            chunked_attention(q.cast(DType::F32), k.cast(DType::F32), v.cast(DType::F32), chunk)
-                .cast(dtype)
+            chunked_attention(
+                q.cast(DType::F32),
+                k.cast(DType::F32),
+                v.cast(DType::F32),
+                chunk,
+            )
+            .cast(dtype)
         } else {
             chunked_attention(q, k, v, chunk)
         };

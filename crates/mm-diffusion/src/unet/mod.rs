@@ -181,8 +181,9 @@ impl UNet2DConditionModel {
             only_cross_attention: plan.only_cross_attention[i],
             upcast_attention: config.upcast_attention,
         };
-        let transformer =
-            |i: usize, channels: usize| Transformer2DModel::new(channels, &transformer_options(i), device);
+        let transformer = |i: usize, channels: usize| {
+            Transformer2DModel::new(channels, &transformer_options(i), device)
+        };
         let down_blocks = (0..n)
             .map(|i| {
                 let cin = ch[i.saturating_sub(1)];
@@ -200,7 +201,11 @@ impl UNet2DConditionModel {
                     resnets,
                     attentions,
                     downsamplers: (i + 1 < n).then(|| {
-                        vec![Downsample2D::with_padding(ch[i], config.downsample_padding, device)]
+                        vec![Downsample2D::with_padding(
+                            ch[i],
+                            config.downsample_padding,
+                            device,
+                        )]
                     }),
                 }
             })
@@ -234,7 +239,9 @@ impl UNet2DConditionModel {
                     })
                     .collect();
                 let attentions = match plan.up[i] {
-                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(level, out)).collect(),
+                    BlockKind::CrossAttn => {
+                        resnets.iter().map(|_| transformer(level, out)).collect()
+                    }
                     BlockKind::Plain => Vec::new(),
                 };
                 UpBlock2D {
@@ -247,21 +254,35 @@ impl UNet2DConditionModel {
         let embedding = |input: usize| TimestepEmbedding::new(input, temb, config.act_fn, device);
         let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
         Ok(Self {
-            conv_in: conv(config.in_channels, ch[0], config.conv_in_kernel, true, device),
+            conv_in: conv(
+                config.in_channels,
+                ch[0],
+                config.conv_in_kernel,
+                true,
+                device,
+            ),
             time_embedding: embedding(ch[0]),
             // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
             // whatever `act_fn` says.
-            class_embedding: config.class_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
-            }),
-            add_embedding: config.addition_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
-            }),
+            class_embedding: config
+                .class_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
+            add_embedding: config
+                .addition_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
             down_blocks,
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(plan.groups, ch[0], config.norm_eps, device),
-            conv_out: conv(ch[0], config.out_channels, config.conv_out_kernel, true, device),
+            conv_out: conv(
+                ch[0],
+                config.out_channels,
+                config.conv_out_kernel,
+                true,
+                device,
+            ),
             config: config.clone(),
             plan,
             attention_chunk: None,
@@ -351,7 +372,9 @@ impl UNet2DConditionModel {
             skips = skips
                 .into_iter()
                 .zip(residuals)
-                .map(|(skip, residual)| add_residual("down_block_additional_residuals", skip, residual))
+                .map(|(skip, residual)| {
+                    add_residual("down_block_additional_residuals", skip, residual)
+                })
                 .collect::<Result<_>>()?;
         }
         if let Some(mid) = &self.mid_block {
@@ -404,10 +427,14 @@ impl UNet2DConditionModel {
         if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added_cond) {
             let [b, n] = added.time_ids.dims();
             let dim = config.addition_time_embed_dim.unwrap_or(0);
-            let ids = added.time_ids.cast(burn::tensor::DType::F32).reshape([b * n]);
-            let time_embeds = timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
-                .reshape([b, n * dim])
-                .cast(dtype);
+            let ids = added
+                .time_ids
+                .cast(burn::tensor::DType::F32)
+                .reshape([b * n]);
+            let time_embeds =
+                timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
+                    .reshape([b, n * dim])
+                    .cast(dtype);
             let add = Tensor::cat(vec![added.text_embeds.cast(dtype), time_embeds], 1);
             emb = emb + add_embedding.forward(add);
         }
