@@ -26,7 +26,7 @@
 //! image-prompt layers belong next to each cross-attention `attn2` (an optional module with
 //! `to_k_ip`/`to_v_ip` per adapter, so the checkpoint names stay those of the base UNet when
 //! absent), the image tokens travel in [`UNetInput`] beside `encoder_hidden_states` and reach
-//! every `attn2` through [`CrossAttnContext`](transformer::CrossAttnContext), and `attn2` adds
+//! every `attn2` through [`CrossAttnContext`], and `attn2` adds
 //! `scale · attention(q, to_k_ip(tokens), to_v_ip(tokens))` to its attention output before
 //! `to_out` (diffusers' `IPAdapterAttnProcessor2_0`).
 
