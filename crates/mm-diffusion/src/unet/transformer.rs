@@ -22,6 +22,8 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 pub struct CrossAttnContext<'a> {
     /// The text embeddings `[batch, tokens, cross_attention_dim]`.
     pub encoder_hidden_states: &'a Tensor<3>,
+    /// IP-Adapter image tokens, one `[batch, tokens, dim]` set per adapter.
+    pub image_tokens: Option<&'a [Tensor<3>]>,
     /// Queries attended at once (`None`: all).
     pub chunk: Option<usize>,
 }
@@ -163,11 +165,10 @@ impl BasicTransformerBlock {
         } else {
             None
         };
-        let x = x.clone()
-            + self
-                .attn1
-                .forward(self.norm1.forward(x), context1, ctx.chunk);
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), text, ctx.chunk);
+        let attn1 = |x: Tensor<3>| self.attn1.forward(x, context1, None, ctx.chunk);
+        let attn2 = |x: Tensor<3>| self.attn2.forward(x, text, ctx.image_tokens, ctx.chunk);
+        let x = x.clone() + attn1(self.norm1.forward(x));
+        let x = x.clone() + attn2(self.norm2.forward(x));
         x.clone() + self.ff.forward(self.norm3.forward(x))
     }
 }
