@@ -329,6 +329,39 @@ mod unet {
     }
 
     #[test]
+    fn unet_rejects_bad_image_tokens() {
+        let unet = sd1().with_ip_adapter(10, vec![0.5], &device());
+        let input = || UNetInput::new(random([1, 4, 8, 8]), t(), text(1, 16));
+        let tokens = |dim: usize| text(1, dim).narrow(1, 0, 3);
+        let err = unet
+            .forward_with(input().with_image_tokens(vec![tokens(10), tokens(10)]))
+            .unwrap_err();
+        assert_eq!(shape_error(err), "image_tokens");
+        let err = unet
+            .forward_with(input().with_image_tokens(vec![tokens(16)]))
+            .unwrap_err();
+        assert_eq!(shape_error(err), "image_tokens");
+        let nan = tokens(10) / 0.0 * 0.0;
+        let err = unet
+            .forward_with(input().with_image_tokens(vec![nan]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NonFinite {
+                    what: "image_tokens",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            unet.forward_with(input().with_image_tokens(vec![tokens(10)]))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn unet_checkpoint_missing_a_tensor_is_reported() {
         let folder = fixture("unet-sd1-tiny");
         let config: UNet2DConditionConfig =
