@@ -23,7 +23,7 @@
 //! self-attention at 512×512 are never materialised at once.
 //!
 //! IP-Adapter (decoupled cross-attention): [`UNet2DConditionModel::with_ip_adapter`] gives
-//! every cross-attention `attn2` an [`IpAdapterAttention`](attention::IpAdapterAttention)
+//! every cross-attention `attn2` an [`IpAdapterAttention`]
 //! (`to_k_ip`/`to_v_ip` per adapter, absent from the base checkpoint's names), the image tokens
 //! travel in [`UNetInput::image_tokens`] beside `encoder_hidden_states`, and each `attn2` adds
 //! `scale · attention(q, to_k_ip(tokens), to_v_ip(tokens))` to its attention output before
