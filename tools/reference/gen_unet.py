@@ -204,15 +204,24 @@ def gen_sd2():
         norm_num_groups=4,
         use_linear_projection=True,
         upcast_attention=True,
+        class_embed_type="projection",  # as SD 2.1 unCLIP (image embeddings)
+        projection_class_embeddings_input_dim=6,
     )
     randomize(model, 21).eval()
     g = torch.Generator().manual_seed(22)
     sample = torch.randn(2, 4, 8, 12, generator=g)
     ehs = torch.randn(2, 6, 24, generator=g)
+    class_labels = torch.randn(2, 6, generator=g)
     t = torch.tensor([57.5])
     with torch.no_grad():
-        out = model(sample, t, ehs).sample
-    expected = {"sample": sample, "encoder_hidden_states": ehs, "timestep": t, "out": out}
+        out = model(sample, t, ehs, class_labels=class_labels).sample
+    expected = {
+        "sample": sample,
+        "encoder_hidden_states": ehs,
+        "class_labels": class_labels,
+        "timestep": t,
+        "out": out,
+    }
     save(os.path.join(FIX, "unet-sd2-tiny"), model, expected)
 
 
@@ -228,6 +237,14 @@ def gen_inpaint():
         attention_head_dim=2,
         cross_attention_dim=16,
         norm_num_groups=4,
+        # Less common options, exercised here: asymmetric downsampling padding, scaled
+        # ResNet outputs, centred input, `sin, cos` order with a frequency shift of 1.
+        downsample_padding=0,
+        mid_block_scale_factor=1.414,
+        resnet_out_scale_factor=1.25,
+        center_input_sample=True,
+        flip_sin_to_cos=False,
+        freq_shift=1,
     )
     randomize(model, 31).eval()
     with torch.no_grad():  # the stored weights are float16: compute with the rounded values

@@ -75,17 +75,29 @@ fn sd1_controlnet_residuals_match_diffusers() {
 }
 
 #[test]
-fn sd2_matches_diffusers() {
+fn sd2_with_class_embedding_matches_diffusers() {
     let unet = load("unet-sd2-tiny");
     assert!(unet.config().use_linear_projection && unet.config().upcast_attention);
-    check_basic(&unet, "unet-sd2-tiny");
+    let exp = Expected::fixture("unet-sd2-tiny");
+    let input = UNetInput::new(
+        exp.float("sample"),
+        exp.float("timestep"),
+        exp.float("encoder_hidden_states"),
+    )
+    .with_class_labels(exp.float("class_labels"));
+    exp.check("out", unet.forward_with(input).unwrap(), TOL);
 }
 
 #[test]
 fn inpainting_fp16_variant_matches_diffusers() {
-    // The folder holds only `diffusion_pytorch_model.fp16.safetensors` (float16 weights).
+    // The folder holds only `diffusion_pytorch_model.fp16.safetensors` (float16 weights); the
+    // config also sets downsample_padding 0, output scale factors, center_input_sample,
+    // flip_sin_to_cos false and freq_shift 1.
     let unet = load("unet-inpaint-tiny");
-    assert_eq!(unet.config().in_channels, 9);
+    let config = unet.config();
+    assert_eq!(config.in_channels, 9);
+    assert!(config.center_input_sample && !config.flip_sin_to_cos);
+    assert_eq!((config.downsample_padding, config.freq_shift), (0, 1.0));
     check_basic(&unet, "unet-inpaint-tiny");
 }
 

@@ -74,7 +74,8 @@ pub struct UNet2DConditionConfig {
     pub downsample_padding: usize,
     /// Output scale factor of the middle block's ResNet blocks.
     pub mid_block_scale_factor: f64,
-    /// Output scale factor of the other ResNet blocks.
+    /// Ignored, as diffusers does for the block types supported here (it only reaches
+    /// `ResnetDownsampleBlock2D` and the `SimpleCrossAttn` blocks).
     pub resnet_out_scale_factor: f64,
     /// Activation of the ResNet blocks and the time embedding.
     pub act_fn: Activation,

@@ -185,7 +185,8 @@ impl UNet2DConditionModel {
             temb_channels: Some(temb),
             output_scale_factor: scale,
         };
-        let blocks_options = resnet_options(config.resnet_out_scale_factor);
+        // diffusers passes `resnet_out_scale_factor` only to block types not supported here.
+        let blocks_options = resnet_options(1.0);
         // Settings of the transformers at level `i` (down-block index).
         let transformer_options = |i: usize| TransformerOptions {
             heads: plan.heads[i],
