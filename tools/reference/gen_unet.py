@@ -238,13 +238,16 @@ def gen_inpaint():
         cross_attention_dim=16,
         norm_num_groups=4,
         # Less common options, exercised here: asymmetric downsampling padding, scaled
-        # ResNet outputs, centred input, `sin, cos` order with a frequency shift of 1.
+        # ResNet outputs, centred input, `sin, cos` order with a frequency shift of 1, other
+        # kernel sizes of conv_in / conv_out.
         downsample_padding=0,
         mid_block_scale_factor=1.414,
         resnet_out_scale_factor=1.25,
         center_input_sample=True,
         flip_sin_to_cos=False,
         freq_shift=1,
+        conv_in_kernel=5,
+        conv_out_kernel=1,
     )
     randomize(model, 31).eval()
     with torch.no_grad():  # the stored weights are float16: compute with the rounded values
@@ -275,6 +278,7 @@ def gen_sdxl():
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=4,
+        only_cross_attention=[False, True, False],  # not SDXL: exercises attn1 on the text
         projection_class_embeddings_input_dim=12 + 6 * 4,
     )
     randomize(model, 41).eval()

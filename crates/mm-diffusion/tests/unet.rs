@@ -92,17 +92,19 @@ fn sd2_with_class_embedding_matches_diffusers() {
 fn inpainting_fp16_variant_matches_diffusers() {
     // The folder holds only `diffusion_pytorch_model.fp16.safetensors` (float16 weights); the
     // config also sets downsample_padding 0, output scale factors, center_input_sample,
-    // flip_sin_to_cos false and freq_shift 1.
+    // flip_sin_to_cos false, freq_shift 1 and conv_in/conv_out kernels 5/1.
     let unet = load("unet-inpaint-tiny");
     let config = unet.config();
     assert_eq!(config.in_channels, 9);
     assert!(config.center_input_sample && !config.flip_sin_to_cos);
     assert_eq!((config.downsample_padding, config.freq_shift), (0, 1.0));
+    assert_eq!((config.conv_in_kernel, config.conv_out_kernel), (5, 1));
     check_basic(&unet, "unet-inpaint-tiny");
 }
 
 #[test]
 fn sdxl_style_matches_diffusers() {
+    // Also `only_cross_attention` in the second block (attn1 attends to the text).
     let unet = load("unet-sdxl-tiny");
     let exp = Expected::fixture("unet-sdxl-tiny");
     let input = UNetInput::new(
