@@ -6,6 +6,8 @@
 //!   [`AutoencoderKL`](vae::AutoencoderKL) (Stable Diffusion, SDXL, FLUX) and
 //!   [`AutoencoderTiny`](vae::AutoencoderTiny) (the TAESD family, including TAEF2, in both the
 //!   diffusers and the original upstream key layouts).
+//! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout, renamed
+//!   to diffusers names.
 //! - [`check`]: input validation shared by the models (finite values, sizes).
 //!
 //! Every model has `new` (random weights) and loads a snapshot folder with `load`; every model
@@ -30,6 +32,7 @@
 pub mod check;
 mod error;
 mod loading;
+pub mod single_file;
 pub mod vae;
 
 pub use error::{Error, Result};
