@@ -188,6 +188,75 @@ impl Weights {
         Self { tensors, ..self }
     }
 
+    /// Gives tensors another shape with the same number of elements (a 1×1 convolution kernel
+    /// stored for a linear layer, say). `f(name, stored shape)` returns the new shape, or
+    /// `None` to leave the tensor as it is. Nothing is read until the tensor is loaded; a shape
+    /// with another element count is an error.
+    pub fn reshape(self, mut f: impl FnMut(&str, &[usize]) -> Option<Vec<usize>>) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in self.tensors {
+            let stored = tensor.shape.to_vec();
+            let tensor = match f(&name, &stored) {
+                Some(shape) if shape != stored => {
+                    if shape.iter().product::<usize>() != stored.iter().product::<usize>() {
+                        return Err(Error::Safetensors {
+                            path: self.source.clone().into(),
+                            reason: format!("cannot reshape '{name}' from {stored:?} to {shape:?}"),
+                        });
+                    }
+                    let (dtype, target) = (tensor.dtype, Shape::from(shape));
+                    let declared = target.clone();
+                    bridge::map_data(tensor, name.clone(), dtype, declared, move |data| {
+                        let (bytes, _, dtype) = data.into_parts();
+                        TensorData::from_bytes(bytes, target.clone(), dtype)
+                    })
+                }
+                _ => tensor,
+            };
+            tensors.insert(name, tensor);
+        }
+        Ok(Self { tensors, ..self })
+    }
+
+    /// Splits tensors into equal parts along their first dimension (a fused query-key-value
+    /// projection into three, say). `f(name)` returns the names of the parts, or `None` to keep
+    /// the tensor whole. Nothing is read until a part is loaded; a first dimension that the
+    /// number of parts does not divide is an error.
+    pub fn split(self, mut f: impl FnMut(&str) -> Option<Vec<String>>) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in self.tensors {
+            let Some(parts) = f(&name) else {
+                tensors.insert(name, tensor);
+                continue;
+            };
+            let mut shape = tensor.shape.to_vec();
+            let n = parts.len();
+            if n == 0 || shape.is_empty() || shape[0] % n != 0 {
+                return Err(Error::Safetensors {
+                    path: self.source.clone().into(),
+                    reason: format!("cannot split '{name}' of shape {shape:?} into {n} parts"),
+                });
+            }
+            shape[0] /= n;
+            for (i, part) in parts.into_iter().enumerate() {
+                let (dtype, target) = (tensor.dtype, Shape::from(shape.clone()));
+                let declared = target.clone();
+                let piece =
+                    bridge::map_data(tensor.clone(), part.clone(), dtype, declared, move |data| {
+                        let bytes = data.as_bytes();
+                        let len = bytes.len() / n;
+                        TensorData::from_bytes_vec(
+                            bytes[i * len..(i + 1) * len].to_vec(),
+                            target.clone(),
+                            dtype,
+                        )
+                    });
+                tensors.insert(part, piece);
+            }
+        }
+        Ok(Self { tensors, ..self })
+    }
+
     /// Keeps only the tensors under `prefix` (followed by a dot) and removes the prefix.
     pub fn select_prefix(self, prefix: &str) -> Self {
         let dotted = format!("{prefix}.");

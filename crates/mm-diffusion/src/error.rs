@@ -53,4 +53,10 @@ pub enum Error {
         /// Why it is needed or not wanted.
         reason: String,
     },
+    /// A file given as a single-file checkpoint has no tensor of the LDM layout.
+    #[error(
+        "{0} is not a single-file Stable Diffusion checkpoint in the CompVis/LDM layout (no \
+         `model.diffusion_model.*` tensor); for a diffusers folder, load its components instead"
+    )]
+    NotSingleFile(String),
 }

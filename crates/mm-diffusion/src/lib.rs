@@ -8,6 +8,8 @@
 //!   diffusers and the original upstream key layouts).
 //! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
+//! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout, renamed
+//!   to diffusers names.
 //! - [`check`]: input validation shared by the models (finite values, sizes).
 //!
 //! Every model has `new` (random weights) and loads a snapshot folder with `load`; every model
@@ -32,6 +34,7 @@
 pub mod check;
 mod error;
 mod loading;
+pub mod single_file;
 pub mod unet;
 pub mod vae;
 

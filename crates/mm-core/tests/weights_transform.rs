@@ -1,0 +1,73 @@
+//! `Weights::reshape` and `Weights::split`: lazy layout changes between checkpoint formats.
+
+use burn::tensor::Tensor;
+use mm_core::weights::Weights;
+use safetensors::tensor::{Dtype, TensorView};
+
+fn write(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            (
+                *name,
+                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn values<const D: usize>(w: &Weights, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t: Tensor<D> = w.tensor(name, &mm_core::device::cpu()).unwrap();
+    (
+        t.dims().to_vec(),
+        t.into_data().try_to_vec::<f32>().unwrap(),
+    )
+}
+
+#[test]
+fn reshape_and_split_are_lazy_and_exact() {
+    let path = std::env::temp_dir().join(format!(
+        "mm-weights-transform-{}.safetensors",
+        std::process::id()
+    ));
+    let fused: Vec<f32> = (0..12).map(|x| x as f32).collect();
+    write(
+        &path,
+        &[
+            ("qkv", vec![6, 2], fused),
+            ("conv", vec![2, 2, 1, 1], vec![1.0, 2.0, 3.0, 4.0]),
+        ],
+    );
+    let w = Weights::open(&path)
+        .unwrap()
+        .reshape(|name, shape| (name == "conv").then(|| shape[..2].to_vec()))
+        .unwrap()
+        .split(|name| (name == "qkv").then(|| ["q", "k", "v"].map(String::from).to_vec()))
+        .unwrap();
+    assert_eq!(w.names().collect::<Vec<_>>(), ["conv", "k", "q", "v"]);
+    assert_eq!(w.shape("conv"), Some(vec![2, 2]));
+    assert_eq!(
+        values::<2>(&w, "conv"),
+        (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+    );
+    assert_eq!(values::<2>(&w, "q"), (vec![2, 2], vec![0.0, 1.0, 2.0, 3.0]));
+    assert_eq!(values::<2>(&w, "k"), (vec![2, 2], vec![4.0, 5.0, 6.0, 7.0]));
+    assert_eq!(
+        values::<2>(&w, "v"),
+        (vec![2, 2], vec![8.0, 9.0, 10.0, 11.0])
+    );
+
+    let bad = Weights::open(&path).unwrap().reshape(|_, _| Some(vec![5]));
+    assert!(bad.unwrap_err().to_string().contains("cannot reshape"));
+    let bad = Weights::open(&path)
+        .unwrap()
+        .split(|name| (name == "qkv").then(|| vec!["a".into(); 4]));
+    assert!(bad.unwrap_err().to_string().contains("cannot split"));
+    std::fs::remove_file(&path).ok();
+}
