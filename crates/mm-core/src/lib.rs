@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod cpu_attention;
 pub mod device;
 pub mod error;
 pub mod hub;

@@ -4,7 +4,9 @@
 use burn::tensor::activation;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, DType, Device, Int, Tensor};
+
+use crate::cpu_attention;
 use serde::{Deserialize, Serialize};
 
 /// The activation functions named by the `hidden_act` field of Hugging Face configs.
@@ -65,8 +67,13 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     x.swap_dims(1, 2).reshape([b, s, h * d])
 }
 
-/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` tensors with burn's fused
-/// kernel. `key_padding` (`[batch, seq_k]`, true = ignore that key) and `causal` combine.
+/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` tensors. `key_padding`
+/// (`[batch, seq_k]`, true = ignore that key) and `causal` combine; a query with no visible key
+/// gets zeros.
+///
+/// f32 tensors on the flex CPU backend go through this crate's kernel (query blocks in
+/// parallel, a vectorised softmax: several times faster than burn-flex's at Stable Diffusion's
+/// 4,096 tokens); everything else through burn's fused `module::attention`.
 pub fn scaled_dot_product_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -74,6 +81,15 @@ pub fn scaled_dot_product_attention(
     key_padding: Option<Tensor<2, Bool>>,
     causal: bool,
 ) -> Tensor<4> {
+    let device = q.device();
+    let f32s = [q.dtype(), k.dtype(), v.dtype()] == [DType::F32; 3];
+    if f32s && device == Device::flex() {
+        let padding = key_padding.map(|m| {
+            let ids: Vec<i64> = m.int().into_data().try_into_vec_as().expect("integer mask");
+            ids.into_iter().map(|x| x != 0).collect::<Vec<bool>>()
+        });
+        return cpu_attention::attention_tensors(q, k, v, padding.as_deref(), causal);
+    }
     let [b, h, sq, _] = q.dims();
     let sk = k.dims()[2];
     let mask = key_padding.map(|m| m.reshape([b, 1, 1, sk]).expand([b, h, sq, sk]));
