@@ -3,9 +3,20 @@
 //! Vision-language models as burn modules that load Hugging Face checkpoints: LLaVA 1.5 and
 //! LLaVA-NeXT (Llama/Vicuna and Mistral language decoders, the CLIP vision tower from
 //! `mm-vision`), their processor and chat templates, and streaming generation.
+//!
+//! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
+//! - [`llava`]: `LlavaForConditionalGeneration`.
+//! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
+//! - [`config`]: the configs, with transformers' defaults.
 
 #![warn(missing_docs)]
 
+pub mod config;
 mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod llama;
+pub mod llava;
+pub mod rope;
 
 pub use error::{Error, Result};
