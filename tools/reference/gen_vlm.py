@@ -70,6 +70,9 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def to_published(name):
+    # transformers 5 keeps the CLIP vision transformer directly under `vision_tower`
+    if name.startswith("model.vision_tower.") and not name.startswith("model.vision_tower.vision_model."):
+        return "vision_tower.vision_model." + name[len("model.vision_tower."):]
     for new, old in (
         ("model.language_model.", "language_model.model."),
         ("model.vision_tower.", "vision_tower."),

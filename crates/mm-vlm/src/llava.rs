@@ -204,9 +204,9 @@ pub(crate) fn read_snapshot(model: &str, dtype: DType) -> Result<(LlavaConfig, W
     Ok((config, weights, eos))
 }
 
-/// Maps the transformers 5 names (`model.language_model.*`, `model.vision_tower.*`,
-/// `model.multi_modal_projector.*`, `model.image_newline`, `lm_head.*`) to the published ones,
-/// drops `position_ids` buffers and, when tied, a stored `lm_head`.
+/// Maps the transformers 5 names (`model.language_model.*`, `model.vision_tower.*` without the
+/// `vision_model` level, `model.multi_modal_projector.*`, `model.image_newline`, `lm_head.*`)
+/// to the published ones, drops `position_ids` buffers and, when tied, a stored `lm_head`.
 pub(crate) fn published_names(weights: Weights, tied: bool) -> Weights {
     weights.rename(|name| {
         if name.ends_with("position_ids") {
@@ -214,6 +214,11 @@ pub(crate) fn published_names(weights: Weights, tied: bool) -> Weights {
         }
         let name = if let Some(rest) = name.strip_prefix("model.language_model.") {
             format!("language_model.model.{rest}")
+        } else if let Some(rest) = name
+            .strip_prefix("model.vision_tower.")
+            .filter(|r| !r.starts_with("vision_model."))
+        {
+            format!("vision_tower.vision_model.{rest}")
         } else if let Some(rest) = name.strip_prefix("lm_head.") {
             format!("language_model.lm_head.{rest}")
         } else if let Some(rest) = name.strip_prefix("model.") {
