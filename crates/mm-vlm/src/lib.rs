@@ -3,9 +3,18 @@
 //! Vision-language models as burn modules that load Hugging Face checkpoints: LLaVA 1.5 and
 //! LLaVA-NeXT (Llama/Vicuna and Mistral language decoders, the CLIP vision tower from
 //! `mm-vision`), their processor and chat templates, and streaming generation.
+//!
+//! - [`anyres`]: LLaVA-NeXT's best-resolution / grid / unpadding arithmetic and the number of
+//!   image tokens per image.
+//! - [`processor`]: LLaVA / LLaVA-NeXT image preprocessing and the prompt processor that
+//!   expands `<image>` markers and tokenizes.
+//! - [`chat`]: chat messages and Hugging Face chat templates (rendered with minijinja).
 
 #![warn(missing_docs)]
 
+pub mod anyres;
+pub mod chat;
 mod error;
+pub mod processor;
 
 pub use error::{Error, Result};
