@@ -251,8 +251,9 @@ mod tests {
     #[test]
     fn best_resolution_examples() {
         assert_eq!(
+            // Every candidate keeps the full resolution: the least wasted area wins.
             select_best_resolution((300, 451), &PINPOINTS).unwrap(),
-            (672, 672)
+            (336, 672)
         );
         assert_eq!(
             select_best_resolution((100, 1000), &PINPOINTS).unwrap(),

@@ -536,7 +536,9 @@ impl ChatTemplate {
                         (Some(n), Some(t)) if n == wanted => return Ok(t.to_owned()),
                         (Some(n), Some(_)) => names.push(n.to_owned()),
                         _ => {
-                            return Err(invalid("list items need \"name\" and \"template\"".into()));
+                            return Err(invalid(
+                                "list items need \"name\" and \"template\"".into(),
+                            ));
                         }
                     }
                 }
