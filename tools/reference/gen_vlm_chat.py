@@ -412,21 +412,19 @@ def prompt_cases(tokenizer, images_dir):
 IMAGES = ["astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "CLIP.png"]
 
 
+def image_processors(side, pinpoints):
+    """LLaVA 1.5 without / with pad-to-square and LLaVA-NeXT, at tiles of `side` pixels."""
+    common = {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}}
+    return {
+        "llava15": LlavaImageProcessorPil(**common),
+        "llava15_pad": LlavaImageProcessorPil(**common, do_pad=True),
+        "next": LlavaNextImageProcessorPil(**common, image_grid_pinpoints=pinpoints),
+    }
+
+
 def pixel_fixtures(images_dir):
     PROC_OUT.mkdir(parents=True, exist_ok=True)
-    small_pinpoints = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]
-    procs = {
-        "llava15": LlavaImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        "llava15_pad": LlavaImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_pad=True
-        ),
-        "next": LlavaNextImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-            image_grid_pinpoints=small_pinpoints,
-        ),
-    }
+    procs = image_processors(32, [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]])
     tensors = {}
     for name, proc in procs.items():
         proc.to_json_file(str(PROC_OUT / f"{name}_preprocessor_config.json"))
@@ -440,18 +438,7 @@ def pixel_fixtures(images_dir):
     save_file(tensors, str(PROC_OUT / "expected.safetensors"))
 
     # Full-size published configurations: statistics only.
-    full = {
-        "llava15": LlavaImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-        ),
-        "llava15_pad": LlavaImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_pad=True
-        ),
-        "next": LlavaNextImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-            image_grid_pinpoints=PINPOINTS,
-        ),
-    }
+    full = image_processors(336, PINPOINTS)
     stats = {}
     for name, proc in full.items():
         proc.to_json_file(str(PROC_OUT / f"{name}_full_preprocessor_config.json"))

@@ -25,7 +25,7 @@ pub type Size = (u32, u32);
 /// Which vision-tower tokens the projector sees (`vision_feature_select_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FeatureSelectStrategy {
+pub enum SelectStrategy {
     /// `"default"`: drop the first (CLS) token.
     #[default]
     Default,
@@ -158,7 +158,7 @@ pub fn llava_num_image_tokens(
     processed: Size,
     patch_size: u32,
     num_additional_image_tokens: u32,
-    strategy: FeatureSelectStrategy,
+    strategy: SelectStrategy,
 ) -> Result<usize> {
     check_size("processed image size", processed)?;
     if patch_size == 0 {
@@ -169,10 +169,10 @@ pub fn llava_num_image_tokens(
     subtract_cls(n, strategy)
 }
 
-fn subtract_cls(n: usize, strategy: FeatureSelectStrategy) -> Result<usize> {
+fn subtract_cls(n: usize, strategy: SelectStrategy) -> Result<usize> {
     match strategy {
-        FeatureSelectStrategy::Full => Ok(n),
-        FeatureSelectStrategy::Default => n.checked_sub(1).ok_or_else(|| {
+        SelectStrategy::Full => Ok(n),
+        SelectStrategy::Default => n.checked_sub(1).ok_or_else(|| {
             invalid("the default feature strategy drops a token the image does not have".into())
         }),
     }
@@ -230,7 +230,7 @@ pub fn llava_next_num_image_tokens(
     patch_size: u32,
     pinpoints: &[Size],
     num_additional_image_tokens: u32,
-    strategy: FeatureSelectStrategy,
+    strategy: SelectStrategy,
 ) -> Result<usize> {
     let count = llava_next_feature_count(
         original,
@@ -265,9 +265,9 @@ mod tests {
 
     #[test]
     fn llava15_tokens() {
-        let n = llava_num_image_tokens((336, 336), 14, 1, FeatureSelectStrategy::Default);
+        let n = llava_num_image_tokens((336, 336), 14, 1, SelectStrategy::Default);
         assert_eq!(n.unwrap(), 576);
-        let n = llava_num_image_tokens((336, 336), 14, 0, FeatureSelectStrategy::Full);
+        let n = llava_num_image_tokens((336, 336), 14, 0, SelectStrategy::Full);
         assert_eq!(n.unwrap(), 576);
     }
 

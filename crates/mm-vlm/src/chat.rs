@@ -273,6 +273,39 @@ fn rewrite_generation_tags(source: &str) -> String {
     out
 }
 
+/// Writes a JSON list or object the way Python's `json.dumps` lays it out: `, ` between items
+/// without indent; with indent, `,` and each item on its own indented line.
+fn write_items(
+    (open, close): (char, char),
+    items: &[Value],
+    indent: Option<usize>,
+    level: usize,
+    out: &mut String,
+    mut write: impl FnMut(&Value, &mut String) -> JResult<()>,
+) -> JResult<()> {
+    out.push(open);
+    if items.is_empty() {
+        out.push(close);
+        return Ok(());
+    }
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * level));
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(if indent.is_some() { "," } else { ", " });
+        }
+        newline(out, level + 1);
+        write(item, out)?;
+    }
+    newline(out, level);
+    out.push(close);
+    Ok(())
+}
+
 /// Python's `json.dumps(x, ensure_ascii=False, indent=indent)`.
 fn python_json(
     value: &Value,
@@ -280,18 +313,11 @@ fn python_json(
     level: usize,
     out: &mut String,
 ) -> JResult<()> {
-    let newline = |out: &mut String, level: usize| {
-        if let Some(n) = indent {
-            out.push('\n');
-            out.push_str(&" ".repeat(n * level));
-        }
-    };
-    let item_sep = if indent.is_some() { "," } else { ", " };
     match value.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => {
-            if let Ok(i) = i64::try_from(value.clone()) {
+            if let Some(i) = value.as_i64().filter(|_| value.is_integer()) {
                 out.push_str(&i.to_string());
             } else if let Ok(f) = f64::try_from(value.clone()) {
                 if f.is_nan() {
@@ -314,43 +340,21 @@ fn python_json(
         }
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
-            if items.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, level + 1);
-                python_json(item, indent, level + 1, out)?;
-            }
-            newline(out, level);
-            out.push(']');
+            write_items(('[', ']'), &items, indent, level, out, |item, out| {
+                python_json(item, indent, level + 1, out)
+            })?;
         }
         ValueKind::Map => {
             let keys: Vec<Value> = value.try_iter()?.collect();
-            if keys.is_empty() {
-                out.push_str("{}");
-                return Ok(());
-            }
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, level + 1);
+            write_items(('{', '}'), &keys, indent, level, out, |key, out| {
                 let key_str = match key.as_str() {
                     Some(s) => Value::from(s),
                     None => Value::from(key.to_string()),
                 };
                 python_json(&key_str, indent, level + 1, out)?;
                 out.push_str(": ");
-                python_json(&value.get_item(key)?, indent, level + 1, out)?;
-            }
-            newline(out, level);
-            out.push('}');
+                python_json(&value.get_item(key)?, indent, level + 1, out)
+            })?;
         }
         _ => {
             let quoted = serde_json::to_string(&value.to_string()).map_err(|e| {
@@ -700,11 +704,11 @@ mod tests {
         let t = ChatTemplate::new("{{ x | tojson }}|{{ x | tojson(indent=2) }}").unwrap();
         let env_t = t.env.get_template(TEMPLATE_NAME).unwrap();
         let out = env_t
-            .render(minijinja::context! { x => Value::from(Serde(serde_json::json!({"a": [1, 2.5, "é\n"], "b": {}}))) })
+            .render(minijinja::context! { x => Value::from(Serde(serde_json::json!({"a": [1, 2.5, 2.0, "é\n"], "b": {}}))) })
             .unwrap();
         assert_eq!(
             out,
-            "{\"a\": [1, 2.5, \"é\\n\"], \"b\": {}}|{\n  \"a\": [\n    1,\n    2.5,\n    \"é\\n\"\n  ],\n  \"b\": {}\n}"
+            "{\"a\": [1, 2.5, 2.0, \"é\\n\"], \"b\": {}}|{\n  \"a\": [\n    1,\n    2.5,\n    2.0,\n    \"é\\n\"\n  ],\n  \"b\": {}\n}"
         );
     }
 }

@@ -2,6 +2,7 @@
 
 /// Errors of `mm-vlm`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An error from the shared layer (weights, configs, images, tokenizers).
     #[error(transparent)]
@@ -22,8 +23,8 @@ pub enum Error {
         /// The marker.
         token: String,
     },
-    /// An empty prompt or conversation.
-    #[error("empty prompt")]
+    /// The prompt has no tokens (or the conversation no messages).
+    #[error("the prompt is empty")]
     EmptyPrompt,
 }
 

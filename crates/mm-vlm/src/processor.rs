@@ -29,8 +29,8 @@ use mm_core::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 use crate::anyres::{
-    FeatureSelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens,
-    patch_output_size, select_best_resolution,
+    SelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
+    select_best_resolution,
 };
 use crate::{Error, Result};
 
@@ -435,7 +435,7 @@ pub struct ProcessorOptions {
     /// Extra tokens of the vision tower (1 for CLIP's CLS).
     pub num_additional_image_tokens: u32,
     /// Which vision tokens the projector uses.
-    pub vision_feature_select_strategy: FeatureSelectStrategy,
+    pub vision_feature_select_strategy: SelectStrategy,
     /// Tokenize with the tokenizer's special tokens (BOS for Llama / Mistral), like the Python
     /// processor's default `add_special_tokens=True`.
     pub add_special_tokens: bool,
@@ -449,7 +449,7 @@ impl Default for ProcessorOptions {
             image_token: "<image>".into(),
             patch_size: 14,
             num_additional_image_tokens: 1,
-            vision_feature_select_strategy: FeatureSelectStrategy::Default,
+            vision_feature_select_strategy: SelectStrategy::Default,
             add_special_tokens: true,
             pad_left: false,
         }
@@ -461,12 +461,12 @@ struct RawProcessorConfig {
     image_token: Option<String>,
     patch_size: Option<u32>,
     num_additional_image_tokens: Option<u32>,
-    vision_feature_select_strategy: Option<FeatureSelectStrategy>,
+    vision_feature_select_strategy: Option<SelectStrategy>,
 }
 
 #[derive(Deserialize, Default)]
 struct RawModelConfig {
-    vision_feature_select_strategy: Option<FeatureSelectStrategy>,
+    vision_feature_select_strategy: Option<SelectStrategy>,
     image_token_index: Option<u32>,
     vision_config: Option<RawVisionConfig>,
 }

@@ -9,7 +9,7 @@ use mm_core::image::{RgbImage, decode_image_on_white, load_image_on_white};
 use mm_core::tokenizer::Tokenizer;
 use mm_vlm::Error;
 use mm_vlm::anyres::{
-    FeatureSelectStrategy, Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches,
+    SelectStrategy, Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches,
     select_best_resolution, unpadded_size,
 };
 use mm_vlm::chat::{
@@ -318,12 +318,7 @@ fn template_errors_are_typed() {
     assert_eq!(out, "4a");
 }
 
-fn processor(
-    config: &str,
-    patch: u32,
-    extra: u32,
-    strategy: FeatureSelectStrategy,
-) -> LlavaProcessor {
+fn processor(config: &str, patch: u32, extra: u32, strategy: SelectStrategy) -> LlavaProcessor {
     let tokenizer = Tokenizer::from_file(tok_dir().join("tokenizer.json")).unwrap();
     let images = LlavaImageProcessor::from_file(proc_dir().join(config)).unwrap();
     let mut options = ProcessorOptions::from_dir(tok_dir(), &tokenizer).unwrap();
@@ -341,19 +336,19 @@ fn prompts_tokenize_like_the_python_processors() {
         "llava15_full_preprocessor_config.json",
         14,
         1,
-        FeatureSelectStrategy::Default,
+        SelectStrategy::Default,
     );
     let small = processor(
         "llava15_preprocessor_config.json",
         8,
         0,
-        FeatureSelectStrategy::Full,
+        SelectStrategy::Full,
     );
     let next = processor(
         "next_full_preprocessor_config.json",
         14,
         1,
-        FeatureSelectStrategy::Default,
+        SelectStrategy::Default,
     );
     assert_eq!(
         next.image_processor().config().kind,
@@ -592,7 +587,7 @@ fn bad_inputs_are_typed_errors() {
         "llava15_preprocessor_config.json",
         8,
         0,
-        FeatureSelectStrategy::Full,
+        SelectStrategy::Full,
     );
     let img = RgbImage::from_pixel(40, 30, ::image::Rgb([10, 20, 30]));
     assert!(matches!(
