@@ -10,7 +10,9 @@
 //!   expands `<image>` markers and tokenizes.
 //! - [`chat`]: chat messages and Hugging Face chat templates (rendered with minijinja).
 //! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
-//! - [`llava`]: `LlavaForConditionalGeneration`.
+//! - [`llava`]: `LlavaForConditionalGeneration` and the [`llava::VisionLanguageModel`] trait
+//!   (loading, logits, generation) it shares with
+//! - [`llava_next`]: `LlavaNextForConditionalGeneration`.
 //! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
 //! - [`config`]: the configs, with transformers' defaults.
 
@@ -24,6 +26,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod llama;
 pub mod llava;
+pub mod llava_next;
 pub mod processor;
 pub mod rope;
 
