@@ -521,3 +521,95 @@ pub fn generate_from_embeds(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampler(config: GenerationConfig) -> Sampler {
+        Sampler::new(&config)
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_scores() {
+        let s = sampler(GenerationConfig::greedy().with_repetition_penalty(2.0));
+        let mut logits = vec![2.0, -2.0, 1.0, 0.5];
+        // token 0 twice: penalised once, as transformers' gather/scatter does
+        s.process(&mut logits, &[0, 1, 0, 99], 0);
+        assert_eq!(logits, vec![1.0, -4.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn min_new_tokens_suppresses_eos() {
+        let config = GenerationConfig::greedy()
+            .with_eos_token_ids([1, 3])
+            .with_min_new_tokens(2);
+        let mut s = sampler(config);
+        let mut logits = vec![0.0, 5.0, 1.0, 4.0];
+        assert_eq!(s.next_token(&mut logits.clone(), &[], 1), 2);
+        assert_eq!(s.next_token(&mut logits, &[], 2), 1);
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut s = sampler(GenerationConfig::greedy());
+        assert_eq!(s.next_token(&mut [0.5, 2.0, 2.0, -1.0], &[], 0), 1);
+    }
+
+    #[test]
+    fn top_k_keeps_ties_at_the_kth_score() {
+        let mut s = sampler(GenerationConfig::sampling().with_top_k(2).with_seed(3));
+        for _ in 0..200 {
+            let t = s.next_token(&mut [1.0, 3.0, 3.0, 2.0], &[], 0);
+            assert!(t == 1 || t == 2, "{t}");
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        let mut logits: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
+        top_p_filter(&mut logits, 0.6);
+        assert!(logits[0].is_finite() && logits[1].is_finite());
+        assert_eq!(logits[2], f32::NEG_INFINITY);
+        // the most likely token always survives
+        let mut logits: Vec<f32> = [0.9f32, 0.1].iter().map(|p| p.ln()).collect();
+        top_p_filter(&mut logits, 0.01);
+        assert!(logits[0].is_finite() && logits[1] == f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution_and_the_seed() {
+        let config = GenerationConfig::sampling().with_top_k(None).with_seed(7);
+        let draw = |config: &GenerationConfig| {
+            let mut s = sampler(config.clone());
+            (0..4000)
+                .map(|_| s.next_token(&mut [0.7f32.ln(), 0.3f32.ln()], &[], 0))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(&config);
+        assert_eq!(a, draw(&config), "same seed, same tokens");
+        assert_ne!(a, draw(&config.clone().with_seed(8)));
+        let share = a.iter().filter(|&&t| t == 0).count() as f64 / a.len() as f64;
+        assert!((share - 0.7).abs() < 0.03, "{share}");
+        // temperature flattens: at T = 1000 both tokens are about equally likely
+        let mut s = sampler(config.with_temperature(1000.0));
+        let hot = (0..4000)
+            .filter(|_| s.next_token(&mut [0.7f32.ln(), 0.3f32.ln()], &[], 0) == 0)
+            .count() as f64
+            / 4000.0;
+        assert!((hot - 0.5).abs() < 0.04, "{hot}");
+    }
+
+    #[test]
+    fn invalid_settings_are_errors() {
+        let bad = [
+            GenerationConfig::sampling().with_temperature(0.0),
+            GenerationConfig::sampling().with_top_p(0.0),
+            GenerationConfig::greedy().with_repetition_penalty(-1.0),
+        ];
+        for config in bad {
+            assert!(matches!(config.validate(), Err(Error::InvalidInput(_))));
+        }
+        assert!(GenerationConfig::greedy().with_temperature(0.0).validate().is_ok());
+    }
+}
