@@ -8,6 +8,8 @@ Writes (relative to the repository root, whatever the cwd):
   tests/fixtures/llava-next-tiny/   LlavaNextForConditionalGeneration: Mistral (GQA, sliding
                                     window 24) + CLIP 30/6, feature layers [-3, -1],
                                     pinpoints 30x60 / 60x30 / 60x60
+  tests/fixtures/llama-rope-tiny/   LlamaForCausalLM, one weights file, config_<rope>.json and
+                                    logits for rope default / linear / dynamic / llama3
   tests/fixtures/full/llava-1.5-7b-hf/            config.json + tensors.json (meta device)
   tests/fixtures/full/llava-v1.6-mistral-7b-hf/   config.json + tensors.json (meta device)
 
@@ -47,6 +49,8 @@ from transformers import (  # noqa: E402
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
+    LlamaConfig,
+    LlamaForCausalLM,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -341,6 +345,57 @@ def gen_llava_next(seed=12):
 
 
 # --------------------------------------------------------------------------------------
+# Rotary scaling variants (one text-only LlamaForCausalLM, four rope configs)
+# --------------------------------------------------------------------------------------
+
+ROPES = {
+    "default": None,
+    "linear": {"rope_type": "linear", "factor": 2.5},
+    "dynamic": {"rope_type": "dynamic", "factor": 3.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+}
+
+
+def gen_rope(seed=13):
+    """`llama-rope-tiny/`: model.safetensors (LlamaForCausalLM names), config_<rope>.json in
+    the published spelling (`rope_theta` + `rope_scaling`), logits_<rope> for a 24-token prompt
+    (past max_position_embeddings = 16, where dynamic NTK rescales)."""
+    name = "llama-rope-tiny"
+    folder = os.path.join(FIX, name)
+    fresh_dir(folder)
+    base = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=16,
+                rms_norm_eps=1e-6, rope_theta=500.0, tie_word_embeddings=False)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 64, (1, 24), generator=g)
+    out = {"input_ids": ids}
+    weights = None
+    for rope, scaling in ROPES.items():
+        cfg = dict(base, model_type="llama", rope_scaling=scaling)
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM._from_config(LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}),
+                                              attn_implementation="eager")
+        if weights is None:
+            randomize(model, seed).eval()
+            weights = {k: v.clone() for k, v in model.state_dict().items()}
+            path = os.path.join(folder, "model.safetensors")
+            save_file({k: v.contiguous() for k, v in weights.items()}, path, metadata={"format": "pt"})
+            os.chmod(path, 0o644)
+        else:
+            model.load_state_dict(weights)
+            model.eval()
+        with torch.no_grad():
+            out[f"logits_{rope}"] = model(input_ids=ids).logits
+        save_json(os.path.join(folder, f"config_{rope}.json"), cfg)
+    for rope in ("linear", "dynamic", "llama3"):
+        d = (out[f"logits_{rope}"] - out["logits_default"]).abs().max().item()
+        assert d > 1e-3, (rope, d)
+    save_expected(folder, out)
+    print(f"  {name}: rope variants {list(ROPES)}")
+
+
+# --------------------------------------------------------------------------------------
 # Full-size name lists
 # --------------------------------------------------------------------------------------
 
@@ -452,6 +507,7 @@ def main():
     print(f"  llava-tiny: generated {o1['generated_1'][0, -NEW_TOKENS:].tolist()}")
     f2, o2 = gen_llava_next()
     print(f"  llava-next-tiny: generated {o2['generated_1'][0, -NEW_TOKENS:].tolist()}")
+    gen_rope()
     gen_full()
     print("sanity checks:")
     sanity(f1, LlavaForConditionalGeneration, o1)

@@ -503,7 +503,7 @@ pub fn generate_from_embeds(
         if finish.iter().all(Option::is_some) || step + 1 == config.max_new_tokens {
             break;
         }
-        if cache.len() >= max_positions {
+        if max_positions.is_some_and(|max| cache.len() >= max) {
             for f in finish.iter_mut().filter(|f| f.is_none()) {
                 *f = Some(FinishReason::MaxPositions);
             }

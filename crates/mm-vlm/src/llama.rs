@@ -11,6 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNor
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use mm_core::nn::{Activation, merge_heads, split_heads};
+use mm_core::weights::Weights;
 
 use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
@@ -173,9 +174,10 @@ impl LlamaModel {
         self.embed_tokens.weight.shape()[0]
     }
 
-    /// The longest sequence (`max_position_embeddings`).
-    pub fn max_positions(&self) -> usize {
-        self.max_positions
+    /// The longest sequence: `max_position_embeddings`, or `None` with dynamic rotary scaling
+    /// (made for running past it).
+    pub fn max_positions(&self) -> Option<usize> {
+        (!self.rope.extrapolates()).then_some(self.max_positions)
     }
 
     /// The dtype the weights are held in.
@@ -215,10 +217,12 @@ impl LlamaModel {
                 got: vec![b, s, d],
             });
         }
-        if cache.len() + s > self.max_positions {
+        if let Some(max) = self.max_positions()
+            && cache.len() + s > max
+        {
             return Err(Error::TooLong {
                 len: cache.len() + s,
-                max: self.max_positions,
+                max,
             });
         }
         let mask = match attention_mask {
@@ -281,6 +285,18 @@ impl LlamaForCausalLM {
                     .init(device)
             }),
         }
+    }
+
+    /// Builds the decoder and loads `weights` strictly (`model.*`, `lm_head.weight`; a stored
+    /// `lm_head` is dropped when `tie_word_embeddings`).
+    pub fn from_weights(config: &TextConfig, weights: Weights, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let tied = config.tie_word_embeddings;
+        let weights = weights.rename(|name| {
+            let buffer = name.ends_with("rotary_emb.inv_freq");
+            (!buffer && !(tied && name.starts_with("lm_head."))).then(|| name.to_string())
+        });
+        Ok(weights.load_into(Self::new(config, tied, device))?)
     }
 
     /// Logits `[batch, seq, vocab]` (float32) of final hidden states.

@@ -54,6 +54,12 @@ impl Rope {
         }
     }
 
+    /// Whether positions past `max_position_embeddings` are meant to be used (dynamic NTK
+    /// scaling stretches the frequencies for them).
+    pub fn extrapolates(&self) -> bool {
+        matches!(self.kind, RopeKind::Dynamic { .. })
+    }
+
     /// The frequencies used when the largest position in the batch is `max_pos`
     /// (dynamic NTK stretches the base past `max_position_embeddings`).
     fn frequencies(&self, max_pos: usize) -> Vec<f32> {
