@@ -200,12 +200,12 @@ impl TextConfig {
     pub fn validate(&self) -> Result<()> {
         let heads = self.num_attention_heads;
         let kv = self.kv_heads();
-        if heads == 0 || kv == 0 || heads % kv != 0 {
+        if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
             return Err(Error::Config(format!(
                 "num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv})"
             )));
         }
-        if self.head_size() % 2 != 0 {
+        if !self.head_size().is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "head_dim {} must be even for rotary embeddings",
                 self.head_size()
@@ -396,7 +396,7 @@ impl LlavaConfig {
             )));
         }
         let v = &self.vision_config;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(Error::Config(format!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 v.image_size, v.patch_size
@@ -413,9 +413,10 @@ pub fn eos_token_ids(dir: &Path, text: &TextConfig) -> Vec<i64> {
     struct GenerationFile {
         eos_token_id: Option<TokenIds>,
     }
-    let from_file = mm_core::config::read_json::<GenerationFile>(dir.join("generation_config.json"))
-        .ok()
-        .and_then(|g| g.eos_token_id);
+    let from_file =
+        mm_core::config::read_json::<GenerationFile>(dir.join("generation_config.json"))
+            .ok()
+            .and_then(|g| g.eos_token_id);
     from_file
         .or_else(|| text.eos_token_id.clone())
         .map(|ids| ids.to_vec())

@@ -153,7 +153,10 @@ impl GenerationConfig {
     }
 
     /// Sets the stop strings.
-    pub fn with_stop_strings<S: Into<String>>(mut self, stops: impl IntoIterator<Item = S>) -> Self {
+    pub fn with_stop_strings<S: Into<String>>(
+        mut self,
+        stops: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.stop_strings = stops.into_iter().map(Into::into).collect();
         self
     }
@@ -610,6 +613,11 @@ mod tests {
         for config in bad {
             assert!(matches!(config.validate(), Err(Error::InvalidInput(_))));
         }
-        assert!(GenerationConfig::greedy().with_temperature(0.0).validate().is_ok());
+        assert!(
+            GenerationConfig::greedy()
+                .with_temperature(0.0)
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -11,8 +11,8 @@
 //! - [`chat`]: chat messages and Hugging Face chat templates (rendered with minijinja).
 //! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
 //! - [`llava`]: `LlavaForConditionalGeneration` and the [`llava::VisionLanguageModel`] trait
-//!   (loading, logits, generation) it shares with
-//! - [`llava_next`]: `LlavaNextForConditionalGeneration`.
+//!   (loading, logits, generation) it shares with `LlavaNextForConditionalGeneration` in
+//!   [`llava_next`].
 //! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
 //! - [`config`]: the configs, with transformers' defaults.
 

@@ -36,7 +36,11 @@ pub struct LlamaAttention {
 impl LlamaAttention {
     fn new(c: &TextConfig, device: &Device) -> Self {
         let (d, hd) = (c.hidden_size, c.head_size());
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(c.attention_bias).init(device);
+        let lin = |i, o| {
+            LinearConfig::new(i, o)
+                .with_bias(c.attention_bias)
+                .init(device)
+        };
         Self {
             q_proj: lin(d, c.num_attention_heads * hd),
             k_proj: lin(d, c.kv_heads() * hd),
@@ -294,7 +298,8 @@ impl LlamaForCausalLM {
         let tied = config.tie_word_embeddings;
         let weights = weights.rename(|name| {
             let buffer = name.ends_with("rotary_emb.inv_freq");
-            (!buffer && !(tied && name.starts_with("lm_head."))).then(|| name.to_string())
+            let tied_head = tied && name.starts_with("lm_head.");
+            (!buffer && !tied_head).then(|| name.to_string())
         });
         Ok(weights.load_into(Self::new(config, tied, device))?)
     }

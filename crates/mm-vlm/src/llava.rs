@@ -128,7 +128,11 @@ pub trait VisionLanguageModel: Sized {
 
     /// The decoder input for a prompt: token embeddings with the image features in place of
     /// the image tokens (their count must equal the number of feature rows).
-    fn inputs_embeds(&self, input_ids: Tensor<2, Int>, images: Option<Self::Images>) -> Result<Tensor<3>> {
+    fn inputs_embeds(
+        &self,
+        input_ids: Tensor<2, Int>,
+        images: Option<Self::Images>,
+    ) -> Result<Tensor<3>> {
         let (features, n_images) = match images {
             Some(images) => {
                 let (f, n) = self.image_features(images)?;
@@ -337,9 +341,10 @@ pub(crate) fn merge_image_features(
         .zip(&is_image)
         .map(|(&t, &m)| if m { 0 } else { t })
         .collect();
-    let embeds = lm
-        .model
-        .embed(Tensor::from_data(TensorData::new(text_ids, [b, s]), &device))?;
+    let embeds = lm.model.embed(Tensor::from_data(
+        TensorData::new(text_ids, [b, s]),
+        &device,
+    ))?;
     let d = embeds.dims()[2];
     let mut next_feature = b * s;
     let index: Vec<i64> = is_image
@@ -361,4 +366,3 @@ pub(crate) fn merge_image_features(
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * s]), &device);
     Ok(table.select(0, index).reshape([b, s, d]))
 }
-

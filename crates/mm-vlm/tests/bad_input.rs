@@ -25,20 +25,53 @@ fn image_count_must_match_the_image_tokens() {
     let exp = Expected::open("llava-tiny");
     // two image groups in the prompt, one image given
     let err = model
-        .forward(exp.int("input_ids_2"), Some(exp.float("pixel_values_1")), None)
+        .forward(
+            exp.int("input_ids_2"),
+            Some(exp.float("pixel_values_1")),
+            None,
+        )
         .unwrap_err();
     assert!(
-        matches!(err, Error::ImageTokens { tokens: 50, images: 1, features: 25 }),
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 50,
+                images: 1,
+                features: 25
+            }
+        ),
         "{err}"
     );
     // image tokens but no image
-    let err = model.forward(exp.int("input_ids_1"), None, None).unwrap_err();
-    assert!(matches!(err, Error::ImageTokens { tokens: 25, images: 0, .. }), "{err}");
+    let err = model
+        .forward(exp.int("input_ids_1"), None, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 25,
+                images: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // an image but no image tokens
     let err = model
         .forward(exp.int("text_ids"), Some(exp.float("pixel_values_1")), None)
         .unwrap_err();
-    assert!(matches!(err, Error::ImageTokens { tokens: 0, images: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 0,
+                images: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,12 +79,19 @@ fn empty_and_too_long_prompts_and_unknown_ids() {
     let model = llava();
     let config = GenerationConfig::greedy().with_max_new_tokens(2);
     let empty = Tensor::<2, Int>::from_data(TensorData::new(Vec::<i64>::new(), [1, 0]), &device());
-    let err = model.generate(empty, None, None, &config, None).unwrap_err();
+    let err = model
+        .generate(empty, None, None, &config, None)
+        .unwrap_err();
     assert!(matches!(err, Error::EmptyPrompt), "{err}");
 
     let max = model.config().text_config.max_position_embeddings;
-    let err = model.forward(ids(vec![5; max + 1]), None, None).unwrap_err();
-    assert!(matches!(err, Error::TooLong { len, max: m } if len == max + 1 && m == max), "{err}");
+    let err = model
+        .forward(ids(vec![5; max + 1]), None, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TooLong { len, max: m } if len == max + 1 && m == max),
+        "{err}"
+    );
 
     // a prompt that fills the context exactly still gives one token, then stops
     let out = model
@@ -71,21 +111,37 @@ fn wrong_pixel_sizes_and_masks() {
     let model = llava();
     let exp = Expected::open("llava-tiny");
     let px = Tensor::<4>::zeros([1, 3, 32, 32], &device());
-    let err = model.forward(exp.int("input_ids_1"), Some(px), None).unwrap_err();
-    assert!(matches!(err, Error::Vision(mm_vision::Error::Shape { .. })), "{err}");
+    let err = model
+        .forward(exp.int("input_ids_1"), Some(px), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Vision(mm_vision::Error::Shape { .. })),
+        "{err}"
+    );
 
     let mask = Tensor::<2, Int>::ones([1, 3], &device());
     let err = model
         .forward(exp.int("text_ids"), None, Some(mask))
         .unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "attention_mask", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "attention_mask",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn next_images_are_checked() {
-    let model =
-        LlavaNextForConditionalGeneration::load(fixture("llava-next-tiny").to_str().unwrap(), &device())
-            .unwrap();
+    let model = LlavaNextForConditionalGeneration::load(
+        fixture("llava-next-tiny").to_str().unwrap(),
+        &device(),
+    )
+    .unwrap();
     let exp = Expected::open("llava-next-tiny");
     let px = exp.float::<5>("pixel_values_2");
     let sizes = exp.int::<2>("image_sizes_2");
@@ -96,7 +152,16 @@ fn next_images_are_checked() {
             image_sizes: sizes.clone().narrow(0, 0, 1),
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "image_sizes", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "image_sizes",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // too few tiles for the second image's grid
     let err = model
         .image_features(NextImages {
@@ -104,7 +169,16 @@ fn next_images_are_checked() {
             image_sizes: sizes.clone(),
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "pixel_values", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "pixel_values",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // tiles of the wrong size
     let err = model
         .image_features(NextImages {
@@ -112,9 +186,19 @@ fn next_images_are_checked() {
             image_sizes: sizes.clone(),
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Shape { what: "pixel_values", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "pixel_values",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // a zero size
-    let zero = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 50, 56, 40], [2, 2]), &device());
+    let zero =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 50, 56, 40], [2, 2]), &device());
     let err = model
         .image_features(NextImages {
             pixel_values: px,

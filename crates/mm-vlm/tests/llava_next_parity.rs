@@ -54,7 +54,13 @@ fn greedy_generation_with_an_image_matches_transformers() {
     let model = model();
     let exp = Expected::open(NAME);
     assert_eq!(model.eos_token_ids(), &[2]);
-    check_greedy(&model, &exp, "input_ids_1", Some(images(&exp, "1")), "generated_1");
+    check_greedy(
+        &model,
+        &exp,
+        "input_ids_1",
+        Some(images(&exp, "1")),
+        "generated_1",
+    );
 }
 
 #[test]

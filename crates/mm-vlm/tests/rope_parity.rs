@@ -28,7 +28,10 @@ fn rope_variants_match_transformers() {
         if rope == "dynamic" {
             exp.check(&format!("logits_{rope}"), logits.unwrap(), 1e-4);
         } else {
-            assert!(matches!(logits, Err(mm_vlm::Error::TooLong { len: 24, max: 16 })));
+            assert!(matches!(
+                logits,
+                Err(mm_vlm::Error::TooLong { len: 24, max: 16 })
+            ));
             let ids = exp.int::<2>("input_ids").narrow(1, 0, 16);
             let logits = model.forward(ids, None, &mut KvCache::new()).unwrap();
             let expected = exp.float::<3>(&format!("logits_{rope}")).narrow(1, 0, 16);

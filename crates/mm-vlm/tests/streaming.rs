@@ -39,12 +39,21 @@ fn callback_sees_every_token_and_its_text_and_can_cancel() {
     .with_tokenizer(&tokenizer);
     let px = Some(exp.float("pixel_values_1"));
     let out = model
-        .generate(exp.int("input_ids_1"), px, None, &greedy(20), Some(&mut streamer))
+        .generate(
+            exp.int("input_ids_1"),
+            px,
+            None,
+            &greedy(20),
+            Some(&mut streamer),
+        )
         .unwrap();
     drop(streamer);
     let tokens: Vec<i64> = seen.iter().map(|s| s.1).collect();
     assert_eq!(tokens, out.new_tokens[0]);
-    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
     let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
     assert_eq!(text, tokenizer.decode(&ids).unwrap());
     assert_eq!(out.finish, [FinishReason::Length]);
@@ -52,11 +61,21 @@ fn callback_sees_every_token_and_its_text_and_can_cancel() {
     let mut count = 0;
     let mut cancel = Streamer::new(|_| {
         count += 1;
-        if count == 5 { Control::Stop } else { Control::Continue }
+        if count == 5 {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
     });
     let px = Some(exp.float("pixel_values_1"));
     let out = model
-        .generate(exp.int("input_ids_1"), px, None, &greedy(20), Some(&mut cancel))
+        .generate(
+            exp.int("input_ids_1"),
+            px,
+            None,
+            &greedy(20),
+            Some(&mut cancel),
+        )
         .unwrap();
     assert_eq!(out.new_tokens[0], tokens[..5]);
     assert_eq!(out.finish, [FinishReason::Cancelled]);
@@ -75,15 +94,27 @@ fn stop_strings_end_generation() {
         let ids: Vec<u32> = full[..n].iter().map(|&t| t as u32).collect();
         tokenizer.decode(&ids).unwrap()
     };
-    let k = (3..20).find(|&k| decode(k).len() > decode(k - 1).len()).unwrap();
+    let k = (3..20)
+        .find(|&k| decode(k).len() > decode(k - 1).len())
+        .unwrap();
     let stop = decode(k);
     let mut streamer = Streamer::new(|_| Control::Continue).with_tokenizer(&tokenizer);
     let config = greedy(20).with_stop_strings([stop.clone()]);
     let out = model
-        .generate(exp.int("text_ids"), None, None, &config, Some(&mut streamer))
+        .generate(
+            exp.int("text_ids"),
+            None,
+            None,
+            &config,
+            Some(&mut streamer),
+        )
         .unwrap();
     assert_eq!(out.finish, [FinishReason::StopString]);
-    assert_eq!(out.new_tokens[0], full[..k], "stops at the token completing {stop:?}");
+    assert_eq!(
+        out.new_tokens[0],
+        full[..k],
+        "stops at the token completing {stop:?}"
+    );
 }
 
 #[test]
@@ -101,13 +132,21 @@ fn batched_rows_finish_on_their_own_eos() {
     let config = GenerationConfig::greedy()
         .with_max_new_tokens(8)
         .with_eos_token_ids([eos]);
-    let out = model.generate(padded, None, Some(mask), &config, None).unwrap();
+    let out = model
+        .generate(padded, None, Some(mask), &config, None)
+        .unwrap();
     let first_eos = alone.iter().position(|&t| t == eos).unwrap();
     assert_eq!(out.new_tokens[0], alone[..=first_eos]);
     assert_eq!(out.finish[0], FinishReason::Eos);
     // row 1 matches its own unpadded generation up to its first eos or 8 tokens
-    let row1: Vec<i64> = exp.int::<2>("padded_ids").narrow(0, 1, 1).narrow(1, 3, 4)
-        .to_data().convert::<i64>().try_into_vec().unwrap();
+    let row1: Vec<i64> = exp
+        .int::<2>("padded_ids")
+        .narrow(0, 1, 1)
+        .narrow(1, 3, 4)
+        .to_data()
+        .convert::<i64>()
+        .try_into_vec()
+        .unwrap();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(row1, [1, 4]), &device());
     let single = model.generate(ids, None, None, &config, None).unwrap();
     assert_eq!(out.new_tokens[1], single.new_tokens[0]);

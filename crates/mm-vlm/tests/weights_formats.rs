@@ -14,7 +14,11 @@ const NAME: &str = "llava-tiny";
 
 fn logits(model: &LlavaForConditionalGeneration, exp: &Expected) -> burn::tensor::Tensor<3> {
     model
-        .forward(exp.int("input_ids_2"), Some(exp.float("pixel_values_2")), None)
+        .forward(
+            exp.int("input_ids_2"),
+            Some(exp.float("pixel_values_2")),
+            None,
+        )
         .unwrap()
 }
 
@@ -23,9 +27,12 @@ fn half_precision_storage_gives_close_logits() {
     let exp = Expected::open(NAME);
     let path = fixture(NAME);
     for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
-        let model =
-            LlavaForConditionalGeneration::load_with_dtype(path.to_str().unwrap(), dtype, &device())
-                .unwrap();
+        let model = LlavaForConditionalGeneration::load_with_dtype(
+            path.to_str().unwrap(),
+            dtype,
+            &device(),
+        )
+        .unwrap();
         assert_eq!(model.language_model.model.dtype(), dtype);
         let out = logits(&model, &exp);
         assert_eq!(out.dtype(), DType::F32);
@@ -40,15 +47,17 @@ fn transformers_5_names_load_too() {
     let config = LlavaConfig::from_file(dir.join("config.json")).unwrap();
     // The names `save_pretrained` of transformers 5 writes.
     let weights = Weights::open(&dir).unwrap().rename(|name| {
-        Some(if let Some(rest) = name.strip_prefix("language_model.model.") {
-            format!("model.language_model.{rest}")
-        } else if let Some(rest) = name.strip_prefix("language_model.lm_head.") {
-            format!("lm_head.{rest}")
-        } else if let Some(rest) = name.strip_prefix("vision_tower.vision_model.") {
-            format!("model.vision_tower.{rest}")
-        } else {
-            format!("model.{name}")
-        })
+        Some(
+            if let Some(rest) = name.strip_prefix("language_model.model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.lm_head.") {
+                format!("lm_head.{rest}")
+            } else if let Some(rest) = name.strip_prefix("vision_tower.vision_model.") {
+                format!("model.vision_tower.{rest}")
+            } else {
+                format!("model.{name}")
+            },
+        )
     });
     assert!(weights.contains("model.vision_tower.pre_layrnorm.weight"));
     let model = LlavaForConditionalGeneration::from_weights(&config, weights, &device()).unwrap();
@@ -72,7 +81,11 @@ fn tied_embeddings_drop_a_stored_lm_head() {
     );
     // tied logits = hidden · embed_tokensᵀ
     let w = untied.language_model.model.embed_tokens.weight.val();
-    let expected = hidden.clone().reshape([2, 64]).matmul(w.transpose()).reshape([1, 2, 300]);
+    let expected = hidden
+        .clone()
+        .reshape([2, 64])
+        .matmul(w.transpose())
+        .reshape([1, 2, 300]);
     let err: f32 = (model.language_model.logits(hidden) - expected)
         .abs()
         .max()
