@@ -4,6 +4,7 @@
 //!
 //! ```no_run
 //! use mm_vlm::generate::{Control, GenerationConfig, Streamer};
+//! use mm_vlm::llava::VisionLanguageModel;
 //! # fn demo(model: &mm_vlm::llava::LlavaForConditionalGeneration,
 //! #         ids: burn::tensor::Tensor<2, burn::tensor::Int>,
 //! #         pixels: burn::tensor::Tensor<4>,

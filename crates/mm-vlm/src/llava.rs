@@ -4,6 +4,25 @@
 //! The prompt is expected already expanded (as transformers 5's processor does): each image
 //! stands for `image_seq_length` copies of `image_token_index`. The features of the images, in
 //! order, replace those tokens, in order.
+//!
+//! ```no_run
+//! use mm_vlm::generate::GenerationConfig;
+//! use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+//! use mm_vlm::processor::LlavaProcessor;
+//! # fn main() -> mm_vlm::Result<()> {
+//! let device = mm_core::device::cpu();
+//! let model = LlavaForConditionalGeneration::load("llava-hf/llava-1.5-7b-hf", &device)?;
+//! let processor = LlavaProcessor::from_dir("path/to/llava-1.5-7b-hf")?;
+//! let image = image::open("cat.png").expect("image").to_rgb8();
+//! let inputs = processor.process("USER: <image>\nWhat is this? ASSISTANT:", &[image])?;
+//! let (ids, mask) = inputs.token_tensors(&device)?;
+//! let pixels = inputs.images.pixel_values(&device)?;
+//! let config = GenerationConfig::greedy().with_max_new_tokens(64);
+//! let out = model.generate(ids, Some(pixels), Some(mask), &config, None)?;
+//! let ids: Vec<u32> = out.new_tokens[0].iter().map(|&t| t as u32).collect();
+//! println!("{}", processor.tokenizer().decode(&ids)?);
+//! # Ok(()) }
+//! ```
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
