@@ -143,6 +143,7 @@ MULTILINE_TEMPLATE = """{% set ns = namespace(turns=0) %}
 
 TEMPLATES = {
     "llava15": LLAVA15_TEMPLATE,
+    "bos_llava15": "{{ bos_token }}" + LLAVA15_TEMPLATE,
     "vicuna": VICUNA_TEMPLATE,
     "mistral_next": MISTRAL_NEXT_TEMPLATE,
     "mistral_instruct": MISTRAL_INSTRUCT_TEMPLATE,
@@ -394,6 +395,37 @@ def prompt_cases(tokenizer, images_dir):
         if "image_sizes" in out:
             case["image_sizes"] = out["image_sizes"].tolist()
         cases.append(case)
+    # processor.apply_chat_template(tokenize=True): renders, then tokenizes with special tokens
+    # unless the rendered prompt already starts with the BOS token.
+    for tname, source in [("llava15", LLAVA15_TEMPLATE), ("bos_llava15", "{{ bos_token }}" + LLAVA15_TEMPLATE)]:
+        proc = LlavaProcessor(
+            image_processor=llava.image_processor, tokenizer=tokenizer, patch_size=14,
+            vision_feature_select_strategy="default", num_additional_image_tokens=1,
+            chat_template=source,
+        )
+        files = ["chelsea.png", "coffee.png"]
+        messages = PARTS_CHATS["multi_image"]
+        with_images = [
+            {**m, "content": [dict(p) for p in m["content"]]} for m in messages
+        ]
+        photos = iter(files)
+        for m in with_images:
+            for p in m["content"]:
+                if p["type"] == "image":
+                    p["image"] = load_photo(images_dir, next(photos))
+        out = proc.apply_chat_template(
+            with_images, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="np"
+        )
+        cases.append({
+            "processor": "llava15",
+            "chat_template": tname,
+            "messages": messages,
+            "text": None,
+            "images": files,
+            "input_ids": out["input_ids"][0].tolist(),
+            "attention_mask": out["attention_mask"][0].tolist(),
+            "pixel_values_shape": list(out["pixel_values"].shape),
+        })
     # Batch of two prompts, left padding as the tokenizer config says.
     out = llava(text=["<image> short", "USER: <image>\na longer prompt here ASSISTANT:"],
                 images=[load_photo(images_dir, "chelsea.png"), load_photo(images_dir, "camera.png")],

@@ -32,6 +32,7 @@ use crate::anyres::{
     SelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
     select_best_resolution,
 };
+use crate::chat::{ChatMessage, ChatTemplate};
 use crate::{Error, Result};
 
 fn invalid_config(msg: String) -> Error {
@@ -671,6 +672,39 @@ impl LlavaProcessor {
     /// Errors: no prompt or an empty one ([`Error::EmptyPrompt`]); a number of images other
     /// than the number of markers ([`Error::ImageCountMismatch`]).
     pub fn process_batch(&self, texts: &[&str], images: &[RgbImage]) -> Result<ProcessorOutput> {
+        self.process_with(texts, images, self.options.add_special_tokens)
+    }
+
+    /// Renders a conversation with `template` and processes it with the images of its image
+    /// parts, like `processor.apply_chat_template(messages, tokenize=True)`: the tokenizer's
+    /// special tokens are added unless the rendered prompt already starts with the template's
+    /// BOS token.
+    pub fn process_chat(
+        &self,
+        template: &ChatTemplate,
+        messages: &[ChatMessage],
+        images: &[RgbImage],
+        add_generation_prompt: bool,
+    ) -> Result<ProcessorOutput> {
+        let prompt = template.render(messages, add_generation_prompt)?;
+        let has_bos = template
+            .special_tokens()
+            .bos_token
+            .as_deref()
+            .is_some_and(|bos| prompt.starts_with(bos));
+        self.process_with(
+            &[&prompt],
+            images,
+            self.options.add_special_tokens && !has_bos,
+        )
+    }
+
+    fn process_with(
+        &self,
+        texts: &[&str],
+        images: &[RgbImage],
+        add_special_tokens: bool,
+    ) -> Result<ProcessorOutput> {
         if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
             return Err(Error::EmptyPrompt);
         }
@@ -696,7 +730,7 @@ impl LlavaProcessor {
             let enc = self
                 .tokenizer
                 .inner()
-                .encode(expanded.as_str(), self.options.add_special_tokens)
+                .encode(expanded.as_str(), add_special_tokens)
                 .map_err(|e| {
                     Error::Core(mm_core::Error::Tokenizer(format!(
                         "cannot encode text: {e}"

@@ -369,6 +369,19 @@ fn prompts_tokenize_like_the_python_processors() {
             .map(|f| photo(f.as_str().unwrap()))
             .collect();
         let (out, ids, masks): (_, Vec<Vec<u32>>, Vec<Vec<u32>>) = match &case["text"] {
+            Value::Null => {
+                let name = case["chat_template"].as_str().unwrap();
+                let template = ChatTemplate::new(cases["templates"][name].as_str().unwrap())
+                    .unwrap()
+                    .with_special_tokens(special_tokens());
+                let messages = typed_messages(&case["messages"]);
+                (
+                    proc.process_chat(&template, &messages, &images, true)
+                        .unwrap(),
+                    vec![u32s(&case["input_ids"])],
+                    vec![u32s(&case["attention_mask"])],
+                )
+            }
             Value::String(text) => (
                 proc.process(text, &images).unwrap(),
                 vec![u32s(&case["input_ids"])],
