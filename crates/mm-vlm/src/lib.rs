@@ -4,6 +4,10 @@
 //! LLaVA-NeXT (Llama/Vicuna and Mistral language decoders, the CLIP vision tower from
 //! `mm-vision`), their processor and chat templates, and streaming generation.
 //!
+//! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
+//! - [`llava`]: `LlavaForConditionalGeneration`.
+//! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
+//! - [`config`]: the configs, with transformers' defaults.
 //! - [`anyres`]: LLaVA-NeXT's best-resolution / grid / unpadding arithmetic and the number of
 //!   image tokens per image.
 //! - [`processor`]: LLaVA / LLaVA-NeXT image preprocessing and the prompt processor that
@@ -14,7 +18,13 @@
 
 pub mod anyres;
 pub mod chat;
+pub mod config;
 mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod llama;
+pub mod llava;
 pub mod processor;
+pub mod rope;
 
 pub use error::{Error, Result};

@@ -29,14 +29,15 @@ use mm_core::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 use crate::anyres::{
-    SelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
+    Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
     select_best_resolution,
 };
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::config::SelectStrategy;
 use crate::{Error, Result};
 
 fn invalid_config(msg: String) -> Error {
-    Error::Core(mm_core::Error::InvalidConfig(msg))
+    Error::Config(msg)
 }
 
 /// Which Python image processor a config describes.
@@ -205,7 +206,7 @@ impl ProcessedImages {
         let first = self
             .images
             .first()
-            .ok_or_else(|| Error::Core(mm_core::Error::InvalidInput("no images".into())))?;
+            .ok_or_else(|| Error::InvalidInput("no images".into()))?;
         Ok((first.height, first.width))
     }
 

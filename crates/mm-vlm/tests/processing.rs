@@ -9,12 +9,13 @@ use mm_core::image::{RgbImage, decode_image_on_white, load_image_on_white};
 use mm_core::tokenizer::Tokenizer;
 use mm_vlm::Error;
 use mm_vlm::anyres::{
-    SelectStrategy, Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches,
-    select_best_resolution, unpadded_size,
+    Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches, select_best_resolution,
+    unpadded_size,
 };
 use mm_vlm::chat::{
     ChatMessage, ChatTemplate, Content, ContentFormat, DefaultTemplate, SpecialTokens,
 };
+use mm_vlm::config::SelectStrategy;
 use mm_vlm::processor::{
     ImageProcessorKind, LlavaImageProcessor, LlavaImageProcessorConfig, LlavaProcessor,
     ProcessorOptions,
