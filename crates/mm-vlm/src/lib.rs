@@ -5,7 +5,7 @@
 //! `mm-vision`), their processor and chat templates, and streaming generation.
 //!
 //! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
-//! - [`llava`]: `LlavaForConditionalGeneration`.
+//! - [`llava`]: the LLaVA 1.5 model, `LlavaForConditionalGeneration`.
 //! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
 //! - [`config`]: the configs, with transformers' defaults.
 //! - [`anyres`]: LLaVA-NeXT's best-resolution / grid / unpadding arithmetic and the number of
