@@ -54,6 +54,8 @@ from transformers.models.llava_next.modeling_llava_next import (
 
 REPO = Path(__file__).resolve().parents[2]
 TOK_OUT = REPO / "tests" / "fixtures" / "llava-tokenizer"
+TINY_TOK_OUT = TOK_OUT / "tiny"
+LLAVA_TINY = REPO / "tests" / "fixtures" / "llava-tiny"
 PROC_OUT = REPO / "tests" / "fixtures" / "llava-processor"
 
 LLAVA15_TEMPLATE = (
@@ -218,19 +220,23 @@ PINPOINTS_WIDE = [[384, 384], [384, 768], [768, 384], [768, 768], [384, 1152], [
                   [1152, 768], [768, 1152], [1152, 1152]]
 
 
-def build_tokenizer():
+def build_tokenizer(vocab_size=400, image_last=False):
+    """The byte-level BPE; with `image_last`, `<image>` is added after training (the id right
+    after the trained vocabulary, like llava-hf's 32000)."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    specials = ["<unk>", "<s>", "</s>", "<pad>"] + ([] if image_last else ["<image>"])
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
+    if image_last:
+        tok.add_special_tokens(["<image>"])
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
@@ -238,10 +244,10 @@ def build_tokenizer():
     return tok
 
 
-def write_tokenizer():
-    TOK_OUT.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
-    tok.save(str(TOK_OUT / "tokenizer.json"))
+def write_tokenizer(out=TOK_OUT, tok=None, padding_side="left"):
+    out.mkdir(parents=True, exist_ok=True)
+    tok = tok or build_tokenizer()
+    tok.save(str(out / "tokenizer.json"))
     config = {
         "add_bos_token": True,
         "add_eos_token": False,
@@ -251,14 +257,56 @@ def write_tokenizer():
         "pad_token": "<pad>",
         "image_token": "<image>",
         "model_max_length": 4096,
-        "padding_side": "left",
+        "padding_side": padding_side,
         "tokenizer_class": "PreTrainedTokenizerFast",
         "chat_template": LLAVA15_TEMPLATE,
     }
-    with open(TOK_OUT / "tokenizer_config.json", "w") as f:
+    with open(out / "tokenizer_config.json", "w") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
         f.write("\n")
-    return PreTrainedTokenizerFast.from_pretrained(str(TOK_OUT))
+    return PreTrainedTokenizerFast.from_pretrained(str(out))
+
+
+def end_to_end(images_dir):
+    """Processor + model: mm-vlm's `llava-tiny` model (written by gen_vlm.py) with a tokenizer
+    that fits it (299 trained tokens, `<image>` = 299 = `image_token_index`): the ids of a
+    chat prompt with one photo, and 8 greedily generated tokens."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration
+
+    tok = build_tokenizer(vocab_size=299, image_last=True)
+    assert tok.token_to_id("<image>") == 299, tok.get_vocab_size()
+    tokenizer = write_tokenizer(TINY_TOK_OUT, tok, padding_side="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["config.json", "model.safetensors", "generation_config.json", "preprocessor_config.json"]:
+            shutil.copy(LLAVA_TINY / name, Path(tmp) / name)
+        model = LlavaForConditionalGeneration.from_pretrained(tmp).eval()
+        processor = LlavaProcessor(
+            image_processor=CLIPImageProcessorPil.from_pretrained(tmp),
+            tokenizer=tokenizer,
+            patch_size=6,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=LLAVA15_TEMPLATE,
+        )
+    image = load_photo(images_dir, "chelsea.png")
+    messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                              {"type": "text", "text": "What is shown?"}]}]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    n = inputs["input_ids"].shape[1]
+    return {
+        "image": "chelsea.png",
+        "text": "What is shown?",
+        "input_ids": inputs["input_ids"][0].tolist(),
+        "new_tokens": out[0, n:].tolist(),
+    }
 
 
 def anyres_table():
@@ -509,6 +557,7 @@ def main():
         "chats": chats,
         "template_error": error_case,
         "prompts": prompt_cases(tokenizer, images_dir),
+        "end_to_end": end_to_end(images_dir),
     }
     with open(TOK_OUT / "cases.json", "w") as f:
         json.dump(cases, f, ensure_ascii=False, separators=(",", ":"))
