@@ -390,34 +390,13 @@ def load_photo(images_dir, name):
 
 def prompt_cases(tokenizer, images_dir):
     cases = []
-    llava = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    small = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="full",
-        num_additional_image_tokens=0,
-    )
-    nxt = LlavaNextProcessor(
-        image_processor=LlavaNextImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-            image_grid_pinpoints=PINPOINTS,
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    full = image_processors(336, PINPOINTS)
+    llava = LlavaProcessor(full["llava15"], tokenizer, patch_size=14,
+                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    small = LlavaProcessor(image_processors(32, PINPOINTS)["llava15"], tokenizer, patch_size=8,
+                           vision_feature_select_strategy="full", num_additional_image_tokens=0)
+    nxt = LlavaNextProcessor(full["next"], tokenizer, patch_size=14,
+                             vision_feature_select_strategy="default", num_additional_image_tokens=1)
     runs = [
         ("llava15", llava, "USER: <image>\nWhat is shown in this image? ASSISTANT:", ["chelsea.png"]),
         ("llava15", llava, "USER: <image>\n<image>\nCompare the two images. ASSISTANT:",
@@ -446,11 +425,9 @@ def prompt_cases(tokenizer, images_dir):
     # processor.apply_chat_template(tokenize=True): renders, then tokenizes with special tokens
     # unless the rendered prompt already starts with the BOS token.
     for tname, source in [("llava15", LLAVA15_TEMPLATE), ("bos_llava15", "{{ bos_token }}" + LLAVA15_TEMPLATE)]:
-        proc = LlavaProcessor(
-            image_processor=llava.image_processor, tokenizer=tokenizer, patch_size=14,
-            vision_feature_select_strategy="default", num_additional_image_tokens=1,
-            chat_template=source,
-        )
+        proc = LlavaProcessor(full["llava15"], tokenizer, patch_size=14,
+                              vision_feature_select_strategy="default",
+                              num_additional_image_tokens=1, chat_template=source)
         files = ["chelsea.png", "coffee.png"]
         messages = PARTS_CHATS["multi_image"]
         with_images = [
