@@ -1,4 +1,4 @@
-//! Asks a LLaVA 1.5 model about one or more images, streaming the answer to stdout.
+//! Asks a LLaVA 1.5 or LLaVA-NeXT model about one or more images, streaming the answer to stdout.
 //!
 //! ```text
 //! huggingface-cli download llava-hf/llava-1.5-7b-hf

@@ -1,5 +1,5 @@
-//! Describes every image of a folder with a LLaVA 1.5 model, one after the other, streaming
-//! each description to stdout.
+//! Describes every image of a folder with a LLaVA 1.5 or LLaVA-NeXT model, one after the other,
+//! streaming each description to stdout.
 //!
 //! ```text
 //! huggingface-cli download llava-hf/llava-1.5-7b-hf

@@ -8,8 +8,9 @@ use mm_core::hub::ModelDir;
 use mm_core::image::RgbImage;
 use mm_vlm::chat::{ChatMessage, ChatTemplate, Content};
 use mm_vlm::generate::{Control, GenerationConfig, Streamer};
-use mm_vlm::llava::LlavaForConditionalGeneration;
-use mm_vlm::processor::LlavaProcessor;
+use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+use mm_vlm::llava_next::LlavaNextForConditionalGeneration;
+use mm_vlm::processor::{LlavaProcessor, ProcessorOutput};
 
 use crate::AnyError;
 
@@ -66,9 +67,43 @@ fn parse_dtype(name: &str) -> Result<DType, AnyError> {
     }
 }
 
+/// LLaVA 1.5 or LLaVA-NeXT.
+enum Model {
+    Llava(LlavaForConditionalGeneration),
+    Next(LlavaNextForConditionalGeneration),
+}
+
+impl Model {
+    fn generate(
+        &self,
+        inputs: &ProcessorOutput,
+        device: &Device,
+        config: &GenerationConfig,
+        streamer: &mut Streamer<'_>,
+    ) -> Result<Vec<i64>, AnyError> {
+        let (ids, mask) = inputs.token_tensors(device)?;
+        let images = &inputs.images;
+        let out = match self {
+            Model::Llava(m) => {
+                let pixels = (!images.is_empty())
+                    .then(|| images.pixel_values(device))
+                    .transpose()?;
+                m.generate(ids, pixels, Some(mask), config, Some(streamer))?
+            }
+            Model::Next(m) => {
+                let pixels = (!images.is_empty())
+                    .then(|| images.to_next_images(device))
+                    .transpose()?;
+                m.generate(ids, pixels, Some(mask), config, Some(streamer))?
+            }
+        };
+        Ok(out.new_tokens.into_iter().next().unwrap_or_default())
+    }
+}
+
 /// A loaded LLaVA snapshot: the model, its processor and its chat template.
 pub struct Llava {
-    model: LlavaForConditionalGeneration,
+    model: Model,
     processor: LlavaProcessor,
     template: ChatTemplate,
     device: Device,
@@ -76,22 +111,34 @@ pub struct Llava {
 }
 
 impl Llava {
-    /// Loads the snapshot the options name (only `model_type: llava` checkpoints: LLaVA 1.5).
+    /// Loads the snapshot the options name: a `llava` (LLaVA 1.5) or `llava_next` (LLaVA-NeXT)
+    /// checkpoint, by its `config.json`'s `model_type`.
     pub fn load(args: &LlavaArgs) -> Result<Self, AnyError> {
         let device = crate::device(&args.device)?;
         let dir = ModelDir::resolve(&args.model)?;
         let config: serde_json::Value = mm_core::config::read_json(dir.file("config.json")?)?;
-        let model_type = config["model_type"].as_str().unwrap_or_default();
-        if model_type != "llava" {
-            return Err(format!(
-                "{} is a '{model_type}' checkpoint; this example runs LLaVA 1.5 ('llava') models",
-                args.model
-            )
-            .into());
-        }
         let dtype = parse_dtype(&args.dtype)?;
         eprintln!("loading {} ...", dir.path().display());
-        let model = LlavaForConditionalGeneration::load_with_dtype(&args.model, dtype, &device)?;
+        let model = match config["model_type"].as_str().unwrap_or_default() {
+            "llava" => Model::Llava(LlavaForConditionalGeneration::load_with_dtype(
+                &args.model,
+                dtype,
+                &device,
+            )?),
+            "llava_next" => Model::Next(LlavaNextForConditionalGeneration::load_with_dtype(
+                &args.model,
+                dtype,
+                &device,
+            )?),
+            other => {
+                return Err(format!(
+                    "{} is a '{other}' checkpoint; these examples run 'llava' (LLaVA 1.5) and \
+                     'llava_next' (LLaVA-NeXT) models",
+                    args.model
+                )
+                .into());
+            }
+        };
         let processor = LlavaProcessor::from_dir(dir.path())?;
         let template = ChatTemplate::from_dir(dir.path())?;
         let generation = args.generation_config();
@@ -114,12 +161,6 @@ impl Llava {
         let inputs = self
             .processor
             .process_chat(&self.template, &messages, images, true)?;
-        let (ids, mask) = inputs.token_tensors(&self.device)?;
-        let pixels = if inputs.images.is_empty() {
-            None
-        } else {
-            Some(inputs.images.pixel_values(&self.device)?)
-        };
         let mut stdout = std::io::stdout();
         let mut streamer = Streamer::new(|event| {
             if let Some(text) = event.text {
@@ -130,19 +171,14 @@ impl Llava {
             Control::Continue
         })
         .with_tokenizer(self.processor.tokenizer());
-        let out = self.model.generate(
-            ids,
-            pixels,
-            Some(mask),
-            &self.generation,
-            Some(&mut streamer),
-        )?;
+        let new_tokens =
+            self.model
+                .generate(&inputs, &self.device, &self.generation, &mut streamer)?;
         println!();
-        let tokens: Vec<u32> = out
-            .new_tokens
-            .first()
-            .map(|row| row.iter().filter_map(|&t| u32::try_from(t).ok()).collect())
-            .unwrap_or_default();
+        let tokens: Vec<u32> = new_tokens
+            .iter()
+            .filter_map(|&t| u32::try_from(t).ok())
+            .collect();
         Ok(self
             .processor
             .tokenizer()

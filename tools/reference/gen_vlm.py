@@ -168,7 +168,7 @@ def text_config(model_type, **extra):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=160,
+        max_position_embeddings=256,
         rms_norm_eps=1e-5,
         rope_theta=10000.0,
         bos_token_id=1,

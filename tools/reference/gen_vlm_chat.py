@@ -55,7 +55,6 @@ from transformers.models.llava_next.modeling_llava_next import (
 REPO = Path(__file__).resolve().parents[2]
 TOK_OUT = REPO / "tests" / "fixtures" / "llava-tokenizer"
 TINY_TOK_OUT = TOK_OUT / "tiny"
-LLAVA_TINY = REPO / "tests" / "fixtures" / "llava-tiny"
 PROC_OUT = REPO / "tests" / "fixtures" / "llava-processor"
 
 LLAVA15_TEMPLATE = (
@@ -268,45 +267,61 @@ def write_tokenizer(out=TOK_OUT, tok=None, padding_side="left"):
 
 
 def end_to_end(images_dir):
-    """Processor + model: mm-vlm's `llava-tiny` model (written by gen_vlm.py) with a tokenizer
-    that fits it (299 trained tokens, `<image>` = 299 = `image_token_index`): the ids of a
-    chat prompt with one photo, and 8 greedily generated tokens."""
+    """Processor + model: mm-vlm's `llava-tiny` and `llava-next-tiny` models (written by
+    gen_vlm.py) with a tokenizer that fits them (299 trained tokens, `<image>` = 299 =
+    `image_token_index`): the ids of a chat prompt with one photo, and 8 greedily generated
+    tokens."""
     import shutil
     import tempfile
 
     import torch
-    from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaForConditionalGeneration,
+        LlavaNextForConditionalGeneration,
+    )
 
     tok = build_tokenizer(vocab_size=299, image_last=True)
     assert tok.token_to_id("<image>") == 299, tok.get_vocab_size()
     tokenizer = write_tokenizer(TINY_TOK_OUT, tok, padding_side="right")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in ["config.json", "model.safetensors", "generation_config.json", "preprocessor_config.json"]:
-            shutil.copy(LLAVA_TINY / name, Path(tmp) / name)
-        model = LlavaForConditionalGeneration.from_pretrained(tmp).eval()
-        processor = LlavaProcessor(
-            image_processor=CLIPImageProcessorPil.from_pretrained(tmp),
-            tokenizer=tokenizer,
-            patch_size=6,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=LLAVA15_TEMPLATE,
+    runs = [
+        ("llava-tiny", "llava15", LlavaForConditionalGeneration, CLIPImageProcessorPil,
+         LlavaProcessor, "chelsea.png"),
+        ("llava-next-tiny", "mistral_next", LlavaNextForConditionalGeneration,
+         LlavaNextImageProcessorPil, LlavaNextProcessor, "coffee.png"),
+    ]
+    cases = []
+    for folder, template, model_cls, image_cls, processor_cls, photo in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ["config.json", "model.safetensors", "generation_config.json",
+                         "preprocessor_config.json"]:
+                shutil.copy(REPO / "tests" / "fixtures" / folder / name, Path(tmp) / name)
+            model = model_cls.from_pretrained(tmp).eval()
+            processor = processor_cls(
+                image_processor=image_cls.from_pretrained(tmp),
+                tokenizer=tokenizer,
+                patch_size=6,
+                vision_feature_select_strategy="default",
+                num_additional_image_tokens=1,
+                chat_template=TEMPLATES[template],
+            )
+        messages = [{"role": "user", "content": [{"type": "image", "image": load_photo(images_dir, photo)},
+                                                  {"type": "text", "text": "What is shown?"}]}]
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
-    image = load_photo(images_dir, "chelsea.png")
-    messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                              {"type": "text", "text": "What is shown?"}]}]
-    inputs = processor.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    n = inputs["input_ids"].shape[1]
-    return {
-        "image": "chelsea.png",
-        "text": "What is shown?",
-        "input_ids": inputs["input_ids"][0].tolist(),
-        "new_tokens": out[0, n:].tolist(),
-    }
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        n = inputs["input_ids"].shape[1]
+        cases.append({
+            "model": folder,
+            "template": template,
+            "image": photo,
+            "text": "What is shown?",
+            "input_ids": inputs["input_ids"][0].tolist(),
+            "new_tokens": out[0, n:].tolist(),
+        })
+    return cases
 
 
 def anyres_table():

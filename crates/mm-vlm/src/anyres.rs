@@ -15,11 +15,23 @@
 //! docstring of `get_anyres_image_grid_shape` says `(width, height)`, but the code passes and
 //! returns `(height, width)`).
 
-use crate::config::SelectStrategy;
+use serde::{Deserialize, Serialize};
+
 use crate::{Error, Result};
 
 /// `(height, width)` in pixels.
 pub type Size = (u32, u32);
+
+/// Which vision-tower tokens the projector sees (`vision_feature_select_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectStrategy {
+    /// `"default"`: drop the first (CLS) token.
+    #[default]
+    Default,
+    /// `"full"`: keep every token.
+    Full,
+}
 
 fn invalid(msg: String) -> Error {
     Error::InvalidInput(msg)

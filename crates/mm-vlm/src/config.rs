@@ -14,6 +14,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::anyres::SelectStrategy;
 use crate::{Error, Result};
 
 /// A token id or a list of them (`eos_token_id` may be either in HF configs).
@@ -283,18 +284,6 @@ impl FeatureLayer {
             FeatureLayer::Many(v) => v.clone(),
         }
     }
-}
-
-/// `vision_feature_select_strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum SelectStrategy {
-    /// Drop the class token.
-    #[default]
-    #[serde(rename = "default")]
-    Default,
-    /// Keep every token.
-    #[serde(rename = "full")]
-    Full,
 }
 
 fn d_image_token() -> i64 {

@@ -10,6 +10,22 @@ pub enum Error {
     /// An error from the vision tower.
     #[error(transparent)]
     Vision(#[from] mm_vision::Error),
+    /// A chat template failed to compile or render (`raise_exception` gives its message).
+    #[error("chat template error: {0}")]
+    Template(String),
+    /// The prompt has a different number of image markers than images were given.
+    #[error("the prompt has {markers} image marker(s) ({token}) but {images} image(s) were given")]
+    ImageCountMismatch {
+        /// Image markers found in the text.
+        markers: usize,
+        /// Images passed.
+        images: usize,
+        /// The marker.
+        token: String,
+    },
+    /// The prompt has no tokens (or the conversation no messages).
+    #[error("the prompt is empty")]
+    EmptyPrompt,
     /// A config whose values do not fit together or are not supported.
     #[error("invalid config: {0}")]
     Config(String),
@@ -23,9 +39,6 @@ pub enum Error {
         /// The shape given.
         got: Vec<usize>,
     },
-    /// The prompt has no tokens.
-    #[error("the prompt is empty")]
-    EmptyPrompt,
     /// The sequence would run past the model's `max_position_embeddings`.
     #[error("sequence of {len} tokens exceeds max_position_embeddings = {max}")]
     TooLong {
@@ -50,19 +63,6 @@ pub enum Error {
     /// Any other unusable input.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A chat template failed to compile or render (`raise_exception` gives its message).
-    #[error("chat template error: {0}")]
-    Template(String),
-    /// The prompt has a different number of image markers than images were given.
-    #[error("the prompt has {markers} image marker(s) ({token}) but {images} image(s) were given")]
-    ImageCountMismatch {
-        /// Image markers found in the text.
-        markers: usize,
-        /// Images passed.
-        images: usize,
-        /// The marker.
-        token: String,
-    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -4,15 +4,17 @@
 //! LLaVA-NeXT (Llama/Vicuna and Mistral language decoders, the CLIP vision tower from
 //! `mm-vision`), their processor and chat templates, and streaming generation.
 //!
-//! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
-//! - [`llava`]: the LLaVA 1.5 model, `LlavaForConditionalGeneration`.
-//! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
-//! - [`config`]: the configs, with transformers' defaults.
 //! - [`anyres`]: LLaVA-NeXT's best-resolution / grid / unpadding arithmetic and the number of
 //!   image tokens per image.
 //! - [`processor`]: LLaVA / LLaVA-NeXT image preprocessing and the prompt processor that
 //!   expands `<image>` markers and tokenizes.
 //! - [`chat`]: chat messages and Hugging Face chat templates (rendered with minijinja).
+//! - [`llama`]: the Llama/Mistral decoder with its [`kv_cache::KvCache`] and [`rope`].
+//! - [`llava`]: the LLaVA 1.5 model, `LlavaForConditionalGeneration`, and the
+//!   [`llava::VisionLanguageModel`] trait (loading, logits, generation) it shares with
+//! - [`llava_next`]: the LLaVA-NeXT model, `LlavaNextForConditionalGeneration`.
+//! - [`generate`]: greedy and sampled decoding, stop conditions, streaming.
+//! - [`config`]: the configs, with transformers' defaults.
 
 #![warn(missing_docs)]
 
@@ -24,6 +26,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod llama;
 pub mod llava;
+pub mod llava_next;
 pub mod processor;
 pub mod rope;
 

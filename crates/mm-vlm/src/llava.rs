@@ -5,8 +5,6 @@
 //! stands for `image_seq_length` copies of `image_token_index`. The features of the images, in
 //! order, replace those tokens, in order.
 
-use std::path::Path;
-
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -69,27 +67,38 @@ pub struct LlavaForConditionalGeneration {
     eos: Vec<i64>,
 }
 
-impl LlavaForConditionalGeneration {
+/// What LLaVA 1.5 and LLaVA-NeXT share: loading, prompt embedding with image features,
+/// logits and generation. Each model says how its images become features.
+pub trait VisionLanguageModel: Sized {
+    /// The image input: `[images, 3, size, size]` pixels for LLaVA 1.5, pixels and sizes for
+    /// LLaVA-NeXT.
+    type Images;
+
     /// A randomly initialised model (the config is validated).
-    pub fn new(config: &LlavaConfig, device: &Device) -> Result<Self> {
-        config.validate()?;
-        Ok(Self {
-            vision_tower: ClipVisionModel::new(&config.vision_config, device),
-            multi_modal_projector: MultiModalProjector::new(config, device),
-            language_model: LlamaForCausalLM::new(&config.text_config, config.tied(), device),
-            config: config.clone(),
-            eos: config
-                .text_config
-                .eos_token_id
-                .as_ref()
-                .map(|e| e.to_vec())
-                .unwrap_or_default(),
-        })
-    }
+    fn new(config: &LlavaConfig, device: &Device) -> Result<Self>;
+
+    /// The config.
+    fn config(&self) -> &LlavaConfig;
+
+    /// The language model.
+    fn language_model(&self) -> &LlamaForCausalLM;
+
+    /// The EOS ids generation stops at by default.
+    fn eos_token_ids(&self) -> &[i64];
+
+    /// Replaces the default EOS ids.
+    fn with_eos_token_ids(self, eos: Vec<i64>) -> Self;
+
+    /// The projected features of the images, all images' rows one after the other
+    /// (`[tokens, text_hidden]`), and the number of images.
+    fn image_features(&self, images: Self::Images) -> Result<(Tensor<2>, usize)>;
 
     /// Builds the model and loads `weights` strictly (published llava-hf names or the
     /// transformers 5 ones). Use [`Weights::with_dtype`] to keep half-precision weights.
-    pub fn from_weights(config: &LlavaConfig, weights: Weights, device: &Device) -> Result<Self> {
+    fn from_weights(config: &LlavaConfig, weights: Weights, device: &Device) -> Result<Self>
+    where
+        Self: Module,
+    {
         let model = Self::new(config, device)?;
         Ok(published_names(weights, config.tied()).load_into(model)?)
     }
@@ -97,111 +106,144 @@ impl LlavaForConditionalGeneration {
     /// Loads a snapshot folder or a repo id in the local Hugging Face cache (`config.json`,
     /// `model.safetensors` or its sharded index, `generation_config.json` for the EOS ids),
     /// with weights in float32.
-    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
+    fn load(model: impl AsRef<str>, device: &Device) -> Result<Self>
+    where
+        Self: Module,
+    {
         Self::load_with_dtype(model, DType::F32, device)
     }
 
-    /// Like [`Self::load`], with the weights cast to `dtype` (`BF16`/`F16` keep a half-precision
-    /// checkpoint in half precision; logits are still returned as float32).
-    pub fn load_with_dtype(model: impl AsRef<str>, dtype: DType, device: &Device) -> Result<Self> {
-        let (config, weights, eos) = read_snapshot(model.as_ref(), dtype)?;
-        let mut model = Self::from_weights(&config, weights, device)?;
-        model.eos = eos;
-        Ok(model)
+    /// Like [`Self::load`], with the weights cast to `dtype` (`BF16`/`F16` keep a
+    /// half-precision checkpoint in half precision; logits are still float32).
+    fn load_with_dtype(model: impl AsRef<str>, dtype: DType, device: &Device) -> Result<Self>
+    where
+        Self: Module,
+    {
+        let dir = ModelDir::resolve(model)?;
+        let config = LlavaConfig::from_file(dir.file("config.json")?)?;
+        let weights = dir.weights()?.with_dtype(dtype);
+        let eos = eos_token_ids(dir.path(), &config.text_config);
+        Ok(Self::from_weights(&config, weights, device)?.with_eos_token_ids(eos))
     }
 
-    /// The config.
-    pub fn config(&self) -> &LlavaConfig {
-        &self.config
-    }
-
-    /// The EOS ids generation stops at by default.
-    pub fn eos_token_ids(&self) -> &[i64] {
-        &self.eos
-    }
-
-    /// Projected image features `[images, tokens, text_hidden]` of normalised
-    /// `[images, 3, size, size]` pixels.
-    pub fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<3>> {
-        let dtype = self.language_model.model.dtype();
-        let out = self.vision_tower.forward(pixel_values.cast(dtype))?;
-        let selected = select_features(&out, &self.config)?;
-        Ok(self.multi_modal_projector.forward(selected))
-    }
-
-    /// The decoder input for a prompt: token embeddings with the image features of
-    /// `pixel_values` (`[images, 3, size, size]`) in place of the image tokens.
-    pub fn inputs_embeds(
-        &self,
-        input_ids: Tensor<2, Int>,
-        pixel_values: Option<Tensor<4>>,
-    ) -> Result<Tensor<3>> {
-        let (features, images) = match pixel_values {
-            Some(px) => {
-                let features = self.image_features(px)?;
-                let [n, t, d] = features.dims();
-                (Some(features.reshape([n * t, d])), n)
+    /// The decoder input for a prompt: token embeddings with the image features in place of
+    /// the image tokens (their count must equal the number of feature rows).
+    fn inputs_embeds(&self, input_ids: Tensor<2, Int>, images: Option<Self::Images>) -> Result<Tensor<3>> {
+        let (features, n_images) = match images {
+            Some(images) => {
+                let (f, n) = self.image_features(images)?;
+                (Some(f), n)
             }
             None => (None, 0),
         };
         merge_image_features(
-            &self.language_model,
+            self.language_model(),
             input_ids,
-            self.config.image_token_index,
+            self.config().image_token_index,
             features,
-            images,
+            n_images,
         )
     }
 
     /// Logits `[batch, seq, vocab]` of every prompt position (float32). `attention_mask`
     /// (`[batch, seq]`, 1 = token) marks left padding.
-    pub fn forward(
+    fn forward(
         &self,
         input_ids: Tensor<2, Int>,
-        pixel_values: Option<Tensor<4>>,
+        images: Option<Self::Images>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Result<Tensor<3>> {
         let mask = attention_mask.as_ref().map(mask_rows).transpose()?;
-        let embeds = self.inputs_embeds(input_ids, pixel_values)?;
-        let hidden = self.language_model.model.forward_embeds(
-            embeds,
-            mask.as_deref(),
-            &mut KvCache::new(),
-        )?;
-        Ok(self.language_model.logits(hidden))
+        let embeds = self.inputs_embeds(input_ids, images)?;
+        let lm = self.language_model();
+        let hidden = lm
+            .model
+            .forward_embeds(embeds, mask.as_deref(), &mut KvCache::new())?;
+        Ok(lm.logits(hidden))
     }
 
     /// Generates a continuation of each prompt row (prefill once, then one token at a time).
     /// The EOS ids default to the model's (see [`Self::eos_token_ids`]).
-    pub fn generate(
+    fn generate(
         &self,
         input_ids: Tensor<2, Int>,
-        pixel_values: Option<Tensor<4>>,
+        images: Option<Self::Images>,
         attention_mask: Option<Tensor<2, Int>>,
         config: &GenerationConfig,
         streamer: Option<&mut Streamer<'_>>,
     ) -> Result<Generation> {
         let mask = attention_mask.as_ref().map(mask_rows).transpose()?;
         let prompt = id_rows(&input_ids)?;
-        let embeds = self.inputs_embeds(input_ids, pixel_values)?;
+        let embeds = self.inputs_embeds(input_ids, images)?;
         generate_from_embeds(
-            &self.language_model,
+            self.language_model(),
             embeds,
             prompt,
             mask,
-            &config.with_default_eos(&self.eos),
+            &config.with_default_eos(self.eos_token_ids()),
             streamer,
         )
     }
 }
 
-/// Reads `config.json`, the weights (cast to `dtype`) and the EOS ids of a snapshot.
-pub(crate) fn read_snapshot(model: &str, dtype: DType) -> Result<(LlavaConfig, Weights, Vec<i64>)> {
-    let dir = ModelDir::resolve(model)?;
-    let config = LlavaConfig::from_file(dir.file("config.json")?)?;
-    let weights = dir.weights()?.with_dtype(dtype);
-    let eos = eos_token_ids(dir.path(), &config.text_config);
-    Ok((config, weights, eos))
+impl VisionLanguageModel for LlavaForConditionalGeneration {
+    /// Normalised `[images, 3, size, size]` pixels.
+    type Images = Tensor<4>;
+
+    fn new(config: &LlavaConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            vision_tower: ClipVisionModel::new(&config.vision_config, device),
+            multi_modal_projector: MultiModalProjector::new(config, device),
+            language_model: LlamaForCausalLM::new(&config.text_config, config.tied(), device),
+            config: config.clone(),
+            eos: default_eos(config),
+        })
+    }
+
+    fn config(&self) -> &LlavaConfig {
+        &self.config
+    }
+
+    fn language_model(&self) -> &LlamaForCausalLM {
+        &self.language_model
+    }
+
+    fn eos_token_ids(&self) -> &[i64] {
+        &self.eos
+    }
+
+    fn with_eos_token_ids(mut self, eos: Vec<i64>) -> Self {
+        self.eos = eos;
+        self
+    }
+
+    fn image_features(&self, pixel_values: Tensor<4>) -> Result<(Tensor<2>, usize)> {
+        let features = self.image_features_per_image(pixel_values)?;
+        let [n, t, d] = features.dims();
+        Ok((features.reshape([n * t, d]), n))
+    }
+}
+
+impl LlavaForConditionalGeneration {
+    /// Projected image features `[images, tokens, text_hidden]` of normalised
+    /// `[images, 3, size, size]` pixels.
+    pub fn image_features_per_image(&self, pixel_values: Tensor<4>) -> Result<Tensor<3>> {
+        let dtype = self.language_model.model.dtype();
+        let out = self.vision_tower.forward(pixel_values.cast(dtype))?;
+        let selected = select_features(&out, &self.config)?;
+        Ok(self.multi_modal_projector.forward(selected))
+    }
+}
+
+/// The text config's EOS ids (a snapshot's `generation_config.json` overrides them on load).
+pub(crate) fn default_eos(config: &LlavaConfig) -> Vec<i64> {
+    config
+        .text_config
+        .eos_token_id
+        .as_ref()
+        .map(|e| e.to_vec())
+        .unwrap_or_default()
 }
 
 /// Maps the transformers 5 names (`model.language_model.*`, `model.vision_tower.*` without the
@@ -321,9 +363,3 @@ pub(crate) fn merge_image_features(
     Ok(table.select(0, index).reshape([b, s, d]))
 }
 
-impl LlavaConfig {
-    /// Reads the config of a snapshot folder.
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::from_file(dir.as_ref().join("config.json"))
-    }
-}

@@ -29,11 +29,11 @@ use mm_core::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 use crate::anyres::{
-    Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
+    SelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
     select_best_resolution,
 };
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::config::SelectStrategy;
+use crate::llava_next::NextImages;
 use crate::{Error, Result};
 
 fn invalid_config(msg: String) -> Error {
@@ -251,6 +251,15 @@ impl ProcessedImages {
             .flat_map(|i| [i64::from(i.original_size.0), i64::from(i.original_size.1)])
             .collect();
         Tensor::<2, Int>::from_data(TensorData::new(data, [self.images.len(), 2]), device)
+    }
+
+    /// The input of [`LlavaNextForConditionalGeneration`](crate::llava_next::LlavaNextForConditionalGeneration):
+    /// [`ProcessedImages::padded_pixel_values`] and [`ProcessedImages::image_sizes`].
+    pub fn to_next_images(&self, device: &Device) -> Result<NextImages> {
+        Ok(NextImages {
+            pixel_values: self.padded_pixel_values(device)?,
+            image_sizes: self.image_sizes(device),
+        })
     }
 
     /// Tiles per image.

@@ -664,69 +664,95 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(cfg.tile_size(), (224, 224));
 }
 
-/// Processor, chat template and model together: the `llava-tiny` model of `gen_vlm.py` with a
-/// tokenizer that fits it, loaded from one folder like a hub snapshot, against
-/// `processor.apply_chat_template(..., tokenize=True)` + `model.generate` in Python.
+/// Processor, chat template and model together: the `llava-tiny` and `llava-next-tiny` models
+/// of `gen_vlm.py` with a tokenizer that fits them, each loaded from one folder like a hub
+/// snapshot, against `processor.apply_chat_template(..., tokenize=True)` + `model.generate` in
+/// Python.
 #[test]
-fn end_to_end_with_the_tiny_llava() {
+fn end_to_end_with_the_tiny_models() {
     use mm_vlm::generate::{Control, GenerationConfig, Streamer};
-    use mm_vlm::llava::LlavaForConditionalGeneration;
+    use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+    use mm_vlm::llava_next::LlavaNextForConditionalGeneration;
 
     let cases = cases();
-    let case = &cases["end_to_end"];
-    let dir = temp_dir("e2e");
-    let tiny = repo_root().join("tests/fixtures/llava-tiny");
-    for name in [
-        "config.json",
-        "model.safetensors",
-        "generation_config.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(tiny.join(name), dir.join(name)).unwrap();
-    }
-    for name in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(tok_dir().join("tiny").join(name), dir.join(name)).unwrap();
-    }
-    let processor = LlavaProcessor::from_dir(&dir).unwrap();
-    assert_eq!(processor.image_token_id(), 299);
-    let template = ChatTemplate::from_dir(&dir).unwrap();
-    let messages = [ChatMessage::user_with_images(
-        1,
-        case["text"].as_str().unwrap(),
-    )];
-    let image = photo(case["image"].as_str().unwrap());
-    let inputs = processor
-        .process_chat(&template, &messages, std::slice::from_ref(&image), true)
-        .unwrap();
-    assert_eq!(inputs.input_ids, vec![u32s(&case["input_ids"])]);
-
     let device = Device::flex();
-    let model = LlavaForConditionalGeneration::load(dir.to_str().unwrap(), &device).unwrap();
-    let (ids, mask) = inputs.token_tensors(&device).unwrap();
-    let pixels = inputs.images.pixel_values(&device).unwrap();
-    let mut streamed = Vec::new();
-    let mut streamer = Streamer::new(|event| {
-        streamed.push(event.token);
-        Control::Continue
-    })
-    .with_tokenizer(processor.tokenizer());
-    let out = model
-        .generate(
-            ids,
-            Some(pixels),
-            Some(mask),
-            &GenerationConfig::greedy().with_max_new_tokens(8),
-            Some(&mut streamer),
+    for case in cases["end_to_end"].as_array().unwrap() {
+        let model_name = case["model"].as_str().unwrap();
+        let dir = temp_dir(model_name);
+        let tiny = repo_root().join("tests/fixtures").join(model_name);
+        for name in [
+            "config.json",
+            "model.safetensors",
+            "generation_config.json",
+            "preprocessor_config.json",
+        ] {
+            std::fs::copy(tiny.join(name), dir.join(name)).unwrap();
+        }
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(tok_dir().join("tiny").join(name), dir.join(name)).unwrap();
+        }
+        let processor = LlavaProcessor::from_dir(&dir).unwrap();
+        assert_eq!(processor.image_token_id(), 299);
+        let template = ChatTemplate::new(
+            cases["templates"][case["template"].as_str().unwrap()]
+                .as_str()
+                .unwrap(),
         )
-        .unwrap();
-    let expected: Vec<i64> = case["new_tokens"]
-        .as_array()
         .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    assert_eq!(out.new_tokens[0], expected);
-    drop(streamer);
-    assert_eq!(streamed, expected);
-    std::fs::remove_dir_all(&dir).unwrap();
+        .with_special_tokens(SpecialTokens::from_dir(&dir).unwrap());
+        let messages = [ChatMessage::user_with_images(
+            1,
+            case["text"].as_str().unwrap(),
+        )];
+        let image = photo(case["image"].as_str().unwrap());
+        let inputs = processor
+            .process_chat(&template, &messages, std::slice::from_ref(&image), true)
+            .unwrap();
+        assert_eq!(
+            inputs.input_ids,
+            vec![u32s(&case["input_ids"])],
+            "{model_name}"
+        );
+
+        let (ids, mask) = inputs.token_tensors(&device).unwrap();
+        let mut streamed = Vec::new();
+        let mut streamer = Streamer::new(|event| {
+            streamed.push(event.token);
+            Control::Continue
+        })
+        .with_tokenizer(processor.tokenizer());
+        let config = GenerationConfig::greedy().with_max_new_tokens(8);
+        let path = dir.to_str().unwrap();
+        let out = match model_name {
+            "llava-tiny" => LlavaForConditionalGeneration::load(path, &device)
+                .unwrap()
+                .generate(
+                    ids,
+                    Some(inputs.images.pixel_values(&device).unwrap()),
+                    Some(mask),
+                    &config,
+                    Some(&mut streamer),
+                ),
+            _ => LlavaNextForConditionalGeneration::load(path, &device)
+                .unwrap()
+                .generate(
+                    ids,
+                    Some(inputs.images.to_next_images(&device).unwrap()),
+                    Some(mask),
+                    &config,
+                    Some(&mut streamer),
+                ),
+        }
+        .unwrap();
+        let expected: Vec<i64> = case["new_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(out.new_tokens[0], expected, "{model_name}");
+        drop(streamer);
+        assert_eq!(streamed, expected, "{model_name}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
