@@ -112,8 +112,12 @@ MISTRAL_INSTRUCT_TEMPLATE = (
 )
 
 # Synthetic (not a published template): trim_blocks / lstrip_blocks, `-` whitespace control,
-# loop.last, `continue`, `break`, namespace, string methods, filters, tojson.
+# loop.last, `continue`, `break`, namespace, string methods, filters, tojson, and `tools` /
+# `documents`, which transformers passes as None.
 MULTILINE_TEMPLATE = """{% set ns = namespace(turns=0) %}
+{% if tools is not none or documents is not none or tools is undefined %}
+[tools: {{ tools }}]
+{% endif %}
 {% if messages[0]['role'] == 'system' %}
     {% set system_message = messages[0]['content'] | trim %}
 {% else %}

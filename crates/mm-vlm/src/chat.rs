@@ -644,6 +644,9 @@ impl ChatTemplate {
         let opt = |t: &Option<String>| t.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED);
         let ctx = minijinja::context! {
             messages => messages,
+            // transformers passes these as None when the caller gives none.
+            tools => Value::from(()),
+            documents => Value::from(()),
             add_generation_prompt => add_generation_prompt,
             bos_token => opt(&self.special.bos_token),
             eos_token => opt(&self.special.eos_token),
