@@ -692,6 +692,23 @@ mod tests {
     }
 
     #[test]
+    fn string_content_format() {
+        let t = ChatTemplate::new("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+            .unwrap()
+            .with_image_token("<img>");
+        assert_eq!(t.content_format(), ContentFormat::String);
+        let out = t
+            .render(&[ChatMessage::user_with_images(2, "Hi")], false)
+            .unwrap();
+        assert_eq!(out, "[<img>\n<img>\nHi]");
+        let parts = t.with_content_format(ContentFormat::Parts);
+        let out = parts
+            .render(&[ChatMessage::text("user", "Hi")], false)
+            .unwrap();
+        assert_eq!(out, "[[{'type': 'text', 'text': 'Hi'}]]");
+    }
+
+    #[test]
     fn tojson_like_python() {
         let t = ChatTemplate::new("{{ x | tojson }}|{{ x | tojson(indent=2) }}").unwrap();
         let env_t = t.env.get_template(TEMPLATE_NAME).unwrap();
