@@ -2,9 +2,13 @@
 //! wrote the fixtures): anyres arithmetic, chat templates, prompt token ids and LLaVA /
 //! LLaVA-NeXT pixel values of the real photos in `$MM_ASSETS/images`.
 
+#[path = "../../mm-vision/tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use mm_core::burn::tensor::Device;
+use common::{assets, device, fixture};
+
 use mm_core::image::{RgbImage, decode_image_on_white, load_image_on_white};
 use mm_core::tokenizer::Tokenizer;
 use mm_vlm::Error;
@@ -23,23 +27,12 @@ use mm_vlm::processor::{
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn assets() -> PathBuf {
-    match std::env::var_os("MM_ASSETS") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join("../shared/assets"),
-    }
-}
-
 fn tok_dir() -> PathBuf {
-    repo_root().join("tests/fixtures/llava-tokenizer")
+    fixture("llava-tokenizer")
 }
 
 fn proc_dir() -> PathBuf {
-    repo_root().join("tests/fixtures/llava-processor")
+    fixture("llava-processor")
 }
 
 fn cases() -> Value {
@@ -355,7 +348,7 @@ fn prompts_tokenize_like_the_python_processors() {
         next.image_processor().config().kind,
         ImageProcessorKind::LlavaNext
     );
-    let device = Device::flex();
+    let device = device();
     for case in cases["prompts"].as_array().unwrap() {
         let proc = match case["processor"].as_str().unwrap() {
             "llava15" => &llava,
@@ -675,11 +668,11 @@ fn end_to_end_with_the_tiny_models() {
     use mm_vlm::llava_next::LlavaNextForConditionalGeneration;
 
     let cases = cases();
-    let device = Device::flex();
+    let device = device();
     for case in cases["end_to_end"].as_array().unwrap() {
         let model_name = case["model"].as_str().unwrap();
         let dir = temp_dir(model_name);
-        let tiny = repo_root().join("tests/fixtures").join(model_name);
+        let tiny = fixture(model_name);
         for name in [
             "config.json",
             "model.safetensors",
