@@ -374,6 +374,11 @@ impl LlavaImageProcessor {
             (None, ImageSize::Exact { height, .. }) => height,
             (None, ImageSize::ShortestEdge { shortest_edge }) => shortest_edge,
         };
+        if tile == 0 {
+            return Err(invalid_config(
+                "the anyres tile size (crop_size) is zero".into(),
+            ));
+        }
         let base_size = match cfg.base.size {
             ImageSize::Exact { height, width } => (height, width),
             ImageSize::ShortestEdge { shortest_edge } => (shortest_edge, shortest_edge),

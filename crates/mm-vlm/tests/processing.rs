@@ -648,6 +648,18 @@ fn bad_inputs_are_typed_errors() {
         let v: Value = serde_json::from_str(bad).unwrap();
         assert!(LlavaImageProcessorConfig::from_value(v).is_err(), "{bad}");
     }
+    // A zero crop size without center crop only shows when tiling.
+    let v: Value = serde_json::from_str(
+        r#"{"image_processor_type": "LlavaNextImageProcessor", "do_center_crop": false,
+            "crop_size": {"height": 0, "width": 0}}"#,
+    )
+    .unwrap();
+    let zero_tile =
+        LlavaImageProcessor::new(LlavaImageProcessorConfig::from_value(v).unwrap()).unwrap();
+    assert!(matches!(
+        zero_tile.preprocess_one(&img),
+        Err(Error::Config(_))
+    ));
     // Defaults of a bare LlavaNext config.
     let v: Value =
         serde_json::from_str(r#"{"image_processor_type": "LlavaNextImageProcessor"}"#).unwrap();
