@@ -54,6 +54,7 @@ from transformers.models.llava_next.modeling_llava_next import (
 
 REPO = Path(__file__).resolve().parents[2]
 TOK_OUT = REPO / "tests" / "fixtures" / "llava-tokenizer"
+TINY_TOK_OUT = TOK_OUT / "tiny"
 PROC_OUT = REPO / "tests" / "fixtures" / "llava-processor"
 
 LLAVA15_TEMPLATE = (
@@ -111,8 +112,12 @@ MISTRAL_INSTRUCT_TEMPLATE = (
 )
 
 # Synthetic (not a published template): trim_blocks / lstrip_blocks, `-` whitespace control,
-# loop.last, `continue`, `break`, namespace, string methods, filters, tojson.
+# loop.last, `continue`, `break`, namespace, string methods, filters, tojson, and `tools` /
+# `documents`, which transformers passes as None.
 MULTILINE_TEMPLATE = """{% set ns = namespace(turns=0) %}
+{% if tools is not none or documents is not none or tools is undefined %}
+[tools: {{ tools }}]
+{% endif %}
 {% if messages[0]['role'] == 'system' %}
     {% set system_message = messages[0]['content'] | trim %}
 {% else %}
@@ -143,6 +148,7 @@ MULTILINE_TEMPLATE = """{% set ns = namespace(turns=0) %}
 
 TEMPLATES = {
     "llava15": LLAVA15_TEMPLATE,
+    "bos_llava15": "{{ bos_token }}" + LLAVA15_TEMPLATE,
     "vicuna": VICUNA_TEMPLATE,
     "mistral_next": MISTRAL_NEXT_TEMPLATE,
     "mistral_instruct": MISTRAL_INSTRUCT_TEMPLATE,
@@ -217,19 +223,23 @@ PINPOINTS_WIDE = [[384, 384], [384, 768], [768, 384], [768, 768], [384, 1152], [
                   [1152, 768], [768, 1152], [1152, 1152]]
 
 
-def build_tokenizer():
+def build_tokenizer(vocab_size=400, image_last=False):
+    """The byte-level BPE; with `image_last`, `<image>` is added after training (the id right
+    after the trained vocabulary, like llava-hf's 32000)."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    specials = ["<unk>", "<s>", "</s>", "<pad>"] + ([] if image_last else ["<image>"])
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
+    if image_last:
+        tok.add_special_tokens(["<image>"])
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
@@ -237,10 +247,10 @@ def build_tokenizer():
     return tok
 
 
-def write_tokenizer():
-    TOK_OUT.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
-    tok.save(str(TOK_OUT / "tokenizer.json"))
+def write_tokenizer(out=TOK_OUT, tok=None, padding_side="left"):
+    out.mkdir(parents=True, exist_ok=True)
+    tok = tok or build_tokenizer()
+    tok.save(str(out / "tokenizer.json"))
     config = {
         "add_bos_token": True,
         "add_eos_token": False,
@@ -250,14 +260,72 @@ def write_tokenizer():
         "pad_token": "<pad>",
         "image_token": "<image>",
         "model_max_length": 4096,
-        "padding_side": "left",
+        "padding_side": padding_side,
         "tokenizer_class": "PreTrainedTokenizerFast",
         "chat_template": LLAVA15_TEMPLATE,
     }
-    with open(TOK_OUT / "tokenizer_config.json", "w") as f:
+    with open(out / "tokenizer_config.json", "w") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
         f.write("\n")
-    return PreTrainedTokenizerFast.from_pretrained(str(TOK_OUT))
+    return PreTrainedTokenizerFast.from_pretrained(str(out))
+
+
+def end_to_end(images_dir):
+    """Processor + model: mm-vlm's `llava-tiny` and `llava-next-tiny` models (written by
+    gen_vlm.py) with a tokenizer that fits them (299 trained tokens, `<image>` = 299 =
+    `image_token_index`): the ids of a chat prompt with one photo, and 8 greedily generated
+    tokens."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaForConditionalGeneration,
+        LlavaNextForConditionalGeneration,
+    )
+
+    tok = build_tokenizer(vocab_size=299, image_last=True)
+    assert tok.token_to_id("<image>") == 299, tok.get_vocab_size()
+    tokenizer = write_tokenizer(TINY_TOK_OUT, tok, padding_side="right")
+    runs = [
+        ("llava-tiny", "llava15", LlavaForConditionalGeneration, CLIPImageProcessorPil,
+         LlavaProcessor, "chelsea.png"),
+        ("llava-next-tiny", "mistral_next", LlavaNextForConditionalGeneration,
+         LlavaNextImageProcessorPil, LlavaNextProcessor, "coffee.png"),
+    ]
+    cases = []
+    for folder, template, model_cls, image_cls, processor_cls, photo in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ["config.json", "model.safetensors", "generation_config.json",
+                         "preprocessor_config.json"]:
+                shutil.copy(REPO / "tests" / "fixtures" / folder / name, Path(tmp) / name)
+            model = model_cls.from_pretrained(tmp).eval()
+            processor = processor_cls(
+                image_processor=image_cls.from_pretrained(tmp),
+                tokenizer=tokenizer,
+                patch_size=6,
+                vision_feature_select_strategy="default",
+                num_additional_image_tokens=1,
+                chat_template=TEMPLATES[template],
+            )
+        messages = [{"role": "user", "content": [{"type": "image", "image": load_photo(images_dir, photo)},
+                                                  {"type": "text", "text": "What is shown?"}]}]
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        n = inputs["input_ids"].shape[1]
+        cases.append({
+            "model": folder,
+            "template": template,
+            "image": photo,
+            "text": "What is shown?",
+            "input_ids": inputs["input_ids"][0].tolist(),
+            "new_tokens": out[0, n:].tolist(),
+        })
+    return cases
 
 
 def anyres_table():
@@ -341,34 +409,13 @@ def load_photo(images_dir, name):
 
 def prompt_cases(tokenizer, images_dir):
     cases = []
-    llava = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    small = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="full",
-        num_additional_image_tokens=0,
-    )
-    nxt = LlavaNextProcessor(
-        image_processor=LlavaNextImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-            image_grid_pinpoints=PINPOINTS,
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    full = image_processors(336, PINPOINTS)
+    llava = LlavaProcessor(full["llava15"], tokenizer, patch_size=14,
+                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    small = LlavaProcessor(image_processors(32, PINPOINTS)["llava15"], tokenizer, patch_size=8,
+                           vision_feature_select_strategy="full", num_additional_image_tokens=0)
+    nxt = LlavaNextProcessor(full["next"], tokenizer, patch_size=14,
+                             vision_feature_select_strategy="default", num_additional_image_tokens=1)
     runs = [
         ("llava15", llava, "USER: <image>\nWhat is shown in this image? ASSISTANT:", ["chelsea.png"]),
         ("llava15", llava, "USER: <image>\n<image>\nCompare the two images. ASSISTANT:",
@@ -394,6 +441,35 @@ def prompt_cases(tokenizer, images_dir):
         if "image_sizes" in out:
             case["image_sizes"] = out["image_sizes"].tolist()
         cases.append(case)
+    # processor.apply_chat_template(tokenize=True): renders, then tokenizes with special tokens
+    # unless the rendered prompt already starts with the BOS token.
+    for tname, source in [("llava15", LLAVA15_TEMPLATE), ("bos_llava15", "{{ bos_token }}" + LLAVA15_TEMPLATE)]:
+        proc = LlavaProcessor(full["llava15"], tokenizer, patch_size=14,
+                              vision_feature_select_strategy="default",
+                              num_additional_image_tokens=1, chat_template=source)
+        files = ["chelsea.png", "coffee.png"]
+        messages = PARTS_CHATS["multi_image"]
+        with_images = [
+            {**m, "content": [dict(p) for p in m["content"]]} for m in messages
+        ]
+        photos = iter(files)
+        for m in with_images:
+            for p in m["content"]:
+                if p["type"] == "image":
+                    p["image"] = load_photo(images_dir, next(photos))
+        out = proc.apply_chat_template(
+            with_images, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="np"
+        )
+        cases.append({
+            "processor": "llava15",
+            "chat_template": tname,
+            "messages": messages,
+            "text": None,
+            "images": files,
+            "input_ids": out["input_ids"][0].tolist(),
+            "attention_mask": out["attention_mask"][0].tolist(),
+            "pixel_values_shape": list(out["pixel_values"].shape),
+        })
     # Batch of two prompts, left padding as the tokenizer config says.
     out = llava(text=["<image> short", "USER: <image>\na longer prompt here ASSISTANT:"],
                 images=[load_photo(images_dir, "chelsea.png"), load_photo(images_dir, "camera.png")],
@@ -477,6 +553,7 @@ def main():
         "chats": chats,
         "template_error": error_case,
         "prompts": prompt_cases(tokenizer, images_dir),
+        "end_to_end": end_to_end(images_dir),
     }
     with open(TOK_OUT / "cases.json", "w") as f:
         json.dump(cases, f, ensure_ascii=False, separators=(",", ":"))

@@ -34,7 +34,7 @@ pub enum SelectStrategy {
 }
 
 fn invalid(msg: String) -> Error {
-    Error::Core(mm_core::Error::InvalidInput(msg))
+    Error::InvalidInput(msg)
 }
 
 fn check_size(what: &str, (h, w): Size) -> Result<()> {

@@ -22,6 +22,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use minijinja::value::{Kwargs, Serde, Value, ValueKind};
 use minijinja::{Environment, ErrorKind};
@@ -180,10 +181,11 @@ impl SpecialTokens {
     }
 }
 
-/// A compiled chat template.
+/// A compiled chat template (cheap to clone: the compiled template is shared).
+#[derive(Clone)]
 pub struct ChatTemplate {
     source: String,
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     special: SpecialTokens,
     content_format: ContentFormat,
     image_token: String,
@@ -196,19 +198,6 @@ impl std::fmt::Debug for ChatTemplate {
             .field("special", &self.special)
             .field("content_format", &self.content_format)
             .finish()
-    }
-}
-
-impl Clone for ChatTemplate {
-    fn clone(&self) -> Self {
-        // The source compiled once already, so compiling it again cannot fail.
-        let mut t = Self::new(self.source.clone()).unwrap_or_else(|_| {
-            Self::new(String::new()).expect("the empty template always compiles")
-        });
-        t.special = self.special.clone();
-        t.content_format = self.content_format;
-        t.image_token = self.image_token.clone();
-        t
     }
 }
 
@@ -452,7 +441,7 @@ impl ChatTemplate {
         };
         Ok(Self {
             source,
-            env,
+            env: Arc::new(env),
             special: SpecialTokens::default(),
             content_format,
             image_token: "<image>".into(),
@@ -655,6 +644,9 @@ impl ChatTemplate {
         let opt = |t: &Option<String>| t.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED);
         let ctx = minijinja::context! {
             messages => messages,
+            // transformers passes these as None when the caller gives none.
+            tools => Value::from(()),
+            documents => Value::from(()),
             add_generation_prompt => add_generation_prompt,
             bos_token => opt(&self.special.bos_token),
             eos_token => opt(&self.special.eos_token),
@@ -697,6 +689,23 @@ mod tests {
             "{err}"
         );
         assert!(matches!(t.render(&[], true), Err(Error::EmptyPrompt)));
+    }
+
+    #[test]
+    fn string_content_format() {
+        let t = ChatTemplate::new("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+            .unwrap()
+            .with_image_token("<img>");
+        assert_eq!(t.content_format(), ContentFormat::String);
+        let out = t
+            .render(&[ChatMessage::user_with_images(2, "Hi")], false)
+            .unwrap();
+        assert_eq!(out, "[<img>\n<img>\nHi]");
+        let parts = t.with_content_format(ContentFormat::Parts);
+        let out = parts
+            .render(&[ChatMessage::text("user", "Hi")], false)
+            .unwrap();
+        assert_eq!(out, "[[{'type': 'text', 'text': 'Hi'}]]");
     }
 
     #[test]

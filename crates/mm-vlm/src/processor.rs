@@ -32,10 +32,12 @@ use crate::anyres::{
     SelectStrategy, Size, llava_next_num_image_tokens, llava_num_image_tokens, patch_output_size,
     select_best_resolution,
 };
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::llava_next::NextImages;
 use crate::{Error, Result};
 
 fn invalid_config(msg: String) -> Error {
-    Error::Core(mm_core::Error::InvalidConfig(msg))
+    Error::Config(msg)
 }
 
 /// Which Python image processor a config describes.
@@ -204,7 +206,7 @@ impl ProcessedImages {
         let first = self
             .images
             .first()
-            .ok_or_else(|| Error::Core(mm_core::Error::InvalidInput("no images".into())))?;
+            .ok_or_else(|| Error::InvalidInput("no images".into()))?;
         Ok((first.height, first.width))
     }
 
@@ -249,6 +251,15 @@ impl ProcessedImages {
             .flat_map(|i| [i64::from(i.original_size.0), i64::from(i.original_size.1)])
             .collect();
         Tensor::<2, Int>::from_data(TensorData::new(data, [self.images.len(), 2]), device)
+    }
+
+    /// The input of [`LlavaNextForConditionalGeneration`](crate::llava_next::LlavaNextForConditionalGeneration):
+    /// [`ProcessedImages::padded_pixel_values`] and [`ProcessedImages::image_sizes`].
+    pub fn to_next_images(&self, device: &Device) -> Result<NextImages> {
+        Ok(NextImages {
+            pixel_values: self.padded_pixel_values(device)?,
+            image_sizes: self.image_sizes(device),
+        })
     }
 
     /// Tiles per image.
@@ -363,6 +374,11 @@ impl LlavaImageProcessor {
             (None, ImageSize::Exact { height, .. }) => height,
             (None, ImageSize::ShortestEdge { shortest_edge }) => shortest_edge,
         };
+        if tile == 0 {
+            return Err(invalid_config(
+                "the anyres tile size (crop_size) is zero".into(),
+            ));
+        }
         let base_size = match cfg.base.size {
             ImageSize::Exact { height, width } => (height, width),
             ImageSize::ShortestEdge { shortest_edge } => (shortest_edge, shortest_edge),
@@ -671,6 +687,39 @@ impl LlavaProcessor {
     /// Errors: no prompt or an empty one ([`Error::EmptyPrompt`]); a number of images other
     /// than the number of markers ([`Error::ImageCountMismatch`]).
     pub fn process_batch(&self, texts: &[&str], images: &[RgbImage]) -> Result<ProcessorOutput> {
+        self.process_with(texts, images, self.options.add_special_tokens)
+    }
+
+    /// Renders a conversation with `template` and processes it with the images of its image
+    /// parts, like `processor.apply_chat_template(messages, tokenize=True)`: the tokenizer's
+    /// special tokens are added unless the rendered prompt already starts with the template's
+    /// BOS token.
+    pub fn process_chat(
+        &self,
+        template: &ChatTemplate,
+        messages: &[ChatMessage],
+        images: &[RgbImage],
+        add_generation_prompt: bool,
+    ) -> Result<ProcessorOutput> {
+        let prompt = template.render(messages, add_generation_prompt)?;
+        let has_bos = template
+            .special_tokens()
+            .bos_token
+            .as_deref()
+            .is_some_and(|bos| prompt.starts_with(bos));
+        self.process_with(
+            &[&prompt],
+            images,
+            self.options.add_special_tokens && !has_bos,
+        )
+    }
+
+    fn process_with(
+        &self,
+        texts: &[&str],
+        images: &[RgbImage],
+        add_special_tokens: bool,
+    ) -> Result<ProcessorOutput> {
         if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
             return Err(Error::EmptyPrompt);
         }
@@ -696,7 +745,7 @@ impl LlavaProcessor {
             let enc = self
                 .tokenizer
                 .inner()
-                .encode(expanded.as_str(), self.options.add_special_tokens)
+                .encode(expanded.as_str(), add_special_tokens)
                 .map_err(|e| {
                     Error::Core(mm_core::Error::Tokenizer(format!(
                         "cannot encode text: {e}"

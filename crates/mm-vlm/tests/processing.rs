@@ -2,19 +2,24 @@
 //! wrote the fixtures): anyres arithmetic, chat templates, prompt token ids and LLaVA /
 //! LLaVA-NeXT pixel values of the real photos in `$MM_ASSETS/images`.
 
+#[path = "../../mm-vision/tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use mm_core::burn::tensor::Device;
+use common::{assets, device, fixture};
+
 use mm_core::image::{RgbImage, decode_image_on_white, load_image_on_white};
 use mm_core::tokenizer::Tokenizer;
 use mm_vlm::Error;
 use mm_vlm::anyres::{
-    SelectStrategy, Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches,
-    select_best_resolution, unpadded_size,
+    Size, anyres_grid_shape, llava_next_feature_count, num_anyres_patches, select_best_resolution,
+    unpadded_size,
 };
 use mm_vlm::chat::{
     ChatMessage, ChatTemplate, Content, ContentFormat, DefaultTemplate, SpecialTokens,
 };
+use mm_vlm::config::SelectStrategy;
 use mm_vlm::processor::{
     ImageProcessorKind, LlavaImageProcessor, LlavaImageProcessorConfig, LlavaProcessor,
     ProcessorOptions,
@@ -22,23 +27,12 @@ use mm_vlm::processor::{
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn assets() -> PathBuf {
-    match std::env::var_os("MM_ASSETS") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join("../shared/assets"),
-    }
-}
-
 fn tok_dir() -> PathBuf {
-    repo_root().join("tests/fixtures/llava-tokenizer")
+    fixture("llava-tokenizer")
 }
 
 fn proc_dir() -> PathBuf {
-    repo_root().join("tests/fixtures/llava-processor")
+    fixture("llava-processor")
 }
 
 fn cases() -> Value {
@@ -354,7 +348,7 @@ fn prompts_tokenize_like_the_python_processors() {
         next.image_processor().config().kind,
         ImageProcessorKind::LlavaNext
     );
-    let device = Device::flex();
+    let device = device();
     for case in cases["prompts"].as_array().unwrap() {
         let proc = match case["processor"].as_str().unwrap() {
             "llava15" => &llava,
@@ -369,6 +363,19 @@ fn prompts_tokenize_like_the_python_processors() {
             .map(|f| photo(f.as_str().unwrap()))
             .collect();
         let (out, ids, masks): (_, Vec<Vec<u32>>, Vec<Vec<u32>>) = match &case["text"] {
+            Value::Null => {
+                let name = case["chat_template"].as_str().unwrap();
+                let template = ChatTemplate::new(cases["templates"][name].as_str().unwrap())
+                    .unwrap()
+                    .with_special_tokens(special_tokens());
+                let messages = typed_messages(&case["messages"]);
+                (
+                    proc.process_chat(&template, &messages, &images, true)
+                        .unwrap(),
+                    vec![u32s(&case["input_ids"])],
+                    vec![u32s(&case["attention_mask"])],
+                )
+            }
             Value::String(text) => (
                 proc.process(text, &images).unwrap(),
                 vec![u32s(&case["input_ids"])],
@@ -641,6 +648,18 @@ fn bad_inputs_are_typed_errors() {
         let v: Value = serde_json::from_str(bad).unwrap();
         assert!(LlavaImageProcessorConfig::from_value(v).is_err(), "{bad}");
     }
+    // A zero crop size without center crop only shows when tiling.
+    let v: Value = serde_json::from_str(
+        r#"{"image_processor_type": "LlavaNextImageProcessor", "do_center_crop": false,
+            "crop_size": {"height": 0, "width": 0}}"#,
+    )
+    .unwrap();
+    let zero_tile =
+        LlavaImageProcessor::new(LlavaImageProcessorConfig::from_value(v).unwrap()).unwrap();
+    assert!(matches!(
+        zero_tile.preprocess_one(&img),
+        Err(Error::Config(_))
+    ));
     // Defaults of a bare LlavaNext config.
     let v: Value =
         serde_json::from_str(r#"{"image_processor_type": "LlavaNextImageProcessor"}"#).unwrap();
@@ -648,4 +667,97 @@ fn bad_inputs_are_typed_errors() {
     assert!(cfg.do_pad);
     assert_eq!(cfg.image_grid_pinpoints.len(), 5);
     assert_eq!(cfg.tile_size(), (224, 224));
+}
+
+/// Processor, chat template and model together: the `llava-tiny` and `llava-next-tiny` models
+/// of `gen_vlm.py` with a tokenizer that fits them, each loaded from one folder like a hub
+/// snapshot, against `processor.apply_chat_template(..., tokenize=True)` + `model.generate` in
+/// Python.
+#[test]
+fn end_to_end_with_the_tiny_models() {
+    use mm_vlm::generate::{Control, GenerationConfig, Streamer};
+    use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+    use mm_vlm::llava_next::LlavaNextForConditionalGeneration;
+
+    let cases = cases();
+    let device = device();
+    for case in cases["end_to_end"].as_array().unwrap() {
+        let model_name = case["model"].as_str().unwrap();
+        let dir = temp_dir(model_name);
+        let tiny = fixture(model_name);
+        for name in [
+            "config.json",
+            "model.safetensors",
+            "generation_config.json",
+            "preprocessor_config.json",
+        ] {
+            std::fs::copy(tiny.join(name), dir.join(name)).unwrap();
+        }
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(tok_dir().join("tiny").join(name), dir.join(name)).unwrap();
+        }
+        let processor = LlavaProcessor::from_dir(&dir).unwrap();
+        assert_eq!(processor.image_token_id(), 299);
+        let template = ChatTemplate::new(
+            cases["templates"][case["template"].as_str().unwrap()]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+        .with_special_tokens(SpecialTokens::from_dir(&dir).unwrap());
+        let messages = [ChatMessage::user_with_images(
+            1,
+            case["text"].as_str().unwrap(),
+        )];
+        let image = photo(case["image"].as_str().unwrap());
+        let inputs = processor
+            .process_chat(&template, &messages, std::slice::from_ref(&image), true)
+            .unwrap();
+        assert_eq!(
+            inputs.input_ids,
+            vec![u32s(&case["input_ids"])],
+            "{model_name}"
+        );
+
+        let (ids, mask) = inputs.token_tensors(&device).unwrap();
+        let mut streamed = Vec::new();
+        let mut streamer = Streamer::new(|event| {
+            streamed.push(event.token);
+            Control::Continue
+        })
+        .with_tokenizer(processor.tokenizer());
+        let config = GenerationConfig::greedy().with_max_new_tokens(8);
+        let path = dir.to_str().unwrap();
+        let out = match model_name {
+            "llava-tiny" => LlavaForConditionalGeneration::load(path, &device)
+                .unwrap()
+                .generate(
+                    ids,
+                    Some(inputs.images.pixel_values(&device).unwrap()),
+                    Some(mask),
+                    &config,
+                    Some(&mut streamer),
+                ),
+            _ => LlavaNextForConditionalGeneration::load(path, &device)
+                .unwrap()
+                .generate(
+                    ids,
+                    Some(inputs.images.to_next_images(&device).unwrap()),
+                    Some(mask),
+                    &config,
+                    Some(&mut streamer),
+                ),
+        }
+        .unwrap();
+        let expected: Vec<i64> = case["new_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(out.new_tokens[0], expected, "{model_name}");
+        drop(streamer);
+        assert_eq!(streamed, expected, "{model_name}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
