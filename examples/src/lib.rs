@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod vlm;
+
 use burn::tensor::Device;
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{ModuleVisitor, Param};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
     ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
@@ -349,27 +349,55 @@ impl Weights {
 }
 
 /// The (PyTorch name, PyTorch shape) of every parameter a module expects, sorted by name: what
-/// a checkpoint for it must contain. Lazily initialised parameters (those of a freshly built
-/// module) stay uninitialised, so listing a full-size model allocates none of its weights.
-pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> Vec<(String, Vec<usize>)> {
-    let mut lister = ShapeLister::default();
-    module.visit(&mut lister);
-    let mut out = lister.tensors;
+/// a checkpoint for it must contain.
+///
+/// Only shapes are read (`Param::lazy_shape`): a freshly built model whose parameters are still
+/// uninitialised (burn initialises lazily) is never materialised, so this works for
+/// full-size (7B) models without allocating their weights. Names and shapes follow the
+/// PyTorch layout as `load_into` expects it: `[out, in]` linear weights, `weight`/`bias` of
+/// norms, no segment for enum variants.
+pub fn expected_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let mut collector = ShapeCollector::default();
+    module.visit(&mut collector);
+    let mut out = collector.out;
     out.sort();
     out
 }
 
-/// Walks a module like burn-store's collector with the PyTorch adapter (enum variants add no
-/// path segment, linear weights are `[out, in]`, norms have `weight`/`bias`), reading each
-/// parameter's shape without initialising it.
+/// Walks a module like burn-store's collector with `BurnToPyTorchAdapter`, reading shapes
+/// lazily.
 #[derive(Default)]
-struct ShapeLister {
+struct ShapeCollector {
     path: Vec<String>,
     containers: Vec<String>,
-    tensors: Vec<(String, Vec<usize>)>,
+    out: Vec<(String, Vec<usize>)>,
 }
 
-impl ModuleVisitor for ShapeLister {
+impl ShapeCollector {
+    fn push(&mut self, mut shape: Vec<usize>) {
+        let module_type = self
+            .containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
+            .map(String::as_str);
+        let name = self.path.join(".");
+        let leaf = self.path.last().map(String::as_str).unwrap_or_default();
+        let name = match module_type {
+            Some("Struct:Linear") if leaf == "weight" && shape.len() == 2 => {
+                shape.reverse();
+                name
+            }
+            Some(
+                "Struct:BatchNorm" | "Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:RmsNorm",
+            ) => pytorch_name(&name),
+            _ => name,
+        };
+        self.out.push((name, shape));
+    }
+}
+
+impl ModuleVisitor for ShapeCollector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.containers.push(container_type.to_string());
         if !container_type.starts_with("Enum:") {
@@ -385,24 +413,15 @@ impl ModuleVisitor for ShapeLister {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let module = self
-            .containers
-            .iter()
-            .rev()
-            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
-            .map(String::as_str);
-        let mut shape = param.lazy_shape().to_vec();
-        let leaf = self.path.last().map(String::as_str).unwrap_or_default();
-        if module == Some("Struct:Linear") && leaf == "weight" && shape.len() == 2 {
-            shape.reverse();
-        }
-        let is_norm = matches!(
-            module,
-            Some("Struct:BatchNorm" | "Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:RmsNorm")
-        );
-        let name = self.path.join(".");
-        let name = if is_norm { pytorch_name(&name) } else { name };
-        self.tensors.push((name, shape));
+        self.push(param.lazy_shape().to_vec());
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        self.push(param.lazy_shape().to_vec());
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        self.push(param.lazy_shape().to_vec());
     }
 }
 

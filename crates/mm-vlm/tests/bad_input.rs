@@ -1,0 +1,220 @@
+//! Unusable inputs give typed errors, never panics.
+
+#[path = "../../mm-vision/tests/common/mod.rs"]
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use common::{Expected, device, fixture};
+use mm_vlm::Error;
+use mm_vlm::generate::{Control, GenerationConfig, Streamer};
+use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+use mm_vlm::llava_next::{LlavaNextForConditionalGeneration, NextImages};
+
+fn llava() -> LlavaForConditionalGeneration {
+    LlavaForConditionalGeneration::load(fixture("llava-tiny").to_str().unwrap(), &device()).unwrap()
+}
+
+fn ids(v: Vec<i64>) -> Tensor<2, Int> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [1, n]), &device())
+}
+
+#[test]
+fn image_count_must_match_the_image_tokens() {
+    let model = llava();
+    let exp = Expected::open("llava-tiny");
+    // two image groups in the prompt, one image given
+    let err = model
+        .forward(
+            exp.int("input_ids_2"),
+            Some(exp.float("pixel_values_1")),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 50,
+                images: 1,
+                features: 25
+            }
+        ),
+        "{err}"
+    );
+    // image tokens but no image
+    let err = model
+        .forward(exp.int("input_ids_1"), None, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 25,
+                images: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // an image but no image tokens
+    let err = model
+        .forward(exp.int("text_ids"), Some(exp.float("pixel_values_1")), None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ImageTokens {
+                tokens: 0,
+                images: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_and_too_long_prompts_and_unknown_ids() {
+    let model = llava();
+    let config = GenerationConfig::greedy().with_max_new_tokens(2);
+    let empty = Tensor::<2, Int>::from_data(TensorData::new(Vec::<i64>::new(), [1, 0]), &device());
+    let err = model
+        .generate(empty, None, None, &config, None)
+        .unwrap_err();
+    assert!(matches!(err, Error::EmptyPrompt), "{err}");
+
+    let max = model.config().text_config.max_position_embeddings;
+    let err = model
+        .forward(ids(vec![5; max + 1]), None, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TooLong { len, max: m } if len == max + 1 && m == max),
+        "{err}"
+    );
+
+    // a prompt that fills the context exactly still gives one token, then stops
+    let out = model
+        .generate(ids(vec![5; max]), None, None, &config, None)
+        .unwrap();
+    assert_eq!(out.new_tokens[0].len(), 1);
+    assert_eq!(out.finish[0], mm_vlm::generate::FinishReason::MaxPositions);
+
+    let err = model.forward(ids(vec![1, 300]), None, None).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    let err = model.forward(ids(vec![1, -3]), None, None).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
+#[test]
+fn wrong_pixel_sizes_and_masks() {
+    let model = llava();
+    let exp = Expected::open("llava-tiny");
+    let px = Tensor::<4>::zeros([1, 3, 32, 32], &device());
+    let err = model
+        .forward(exp.int("input_ids_1"), Some(px), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Vision(mm_vision::Error::Shape { .. })),
+        "{err}"
+    );
+
+    let mask = Tensor::<2, Int>::ones([1, 3], &device());
+    let err = model
+        .forward(exp.int("text_ids"), None, Some(mask))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "attention_mask",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn next_images_are_checked() {
+    let model = LlavaNextForConditionalGeneration::load(
+        fixture("llava-next-tiny").to_str().unwrap(),
+        &device(),
+    )
+    .unwrap();
+    let exp = Expected::open("llava-next-tiny");
+    let px = exp.float::<5>("pixel_values_2");
+    let sizes = exp.int::<2>("image_sizes_2");
+    // one size for two images
+    let err = model
+        .image_features(NextImages {
+            pixel_values: px.clone(),
+            image_sizes: sizes.clone().narrow(0, 0, 1),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "image_sizes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // too few tiles for the second image's grid
+    let err = model
+        .image_features(NextImages {
+            pixel_values: px.clone().narrow(1, 0, 3),
+            image_sizes: sizes.clone(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "pixel_values",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // tiles of the wrong size
+    let err = model
+        .image_features(NextImages {
+            pixel_values: Tensor::zeros([2, 5, 3, 32, 32], &device()),
+            image_sizes: sizes.clone(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                what: "pixel_values",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // a zero size
+    let zero =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 50, 56, 40], [2, 2]), &device());
+    let err = model
+        .image_features(NextImages {
+            pixel_values: px,
+            image_sizes: zero,
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
+#[test]
+fn stop_strings_need_a_tokenizer() {
+    let model = llava();
+    let config = GenerationConfig::greedy().with_stop_strings(["x"]);
+    let mut streamer = Streamer::new(|_| Control::Continue);
+    let err = model
+        .generate(ids(vec![1, 5]), None, None, &config, Some(&mut streamer))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}

@@ -1,0 +1,94 @@
+//! The loader keeps half-precision weights in half precision on request, and accepts the
+//! tensor names transformers 5 saves as well as the published llava-hf ones.
+
+#[path = "../../mm-vision/tests/common/mod.rs"]
+mod common;
+
+use burn::tensor::DType;
+use common::{Expected, device, fixture};
+use mm_core::weights::Weights;
+use mm_vlm::config::LlavaConfig;
+use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
+
+const NAME: &str = "llava-tiny";
+
+fn logits(model: &LlavaForConditionalGeneration, exp: &Expected) -> burn::tensor::Tensor<3> {
+    model
+        .forward(
+            exp.int("input_ids_2"),
+            Some(exp.float("pixel_values_2")),
+            None,
+        )
+        .unwrap()
+}
+
+#[test]
+fn half_precision_storage_gives_close_logits() {
+    let exp = Expected::open(NAME);
+    let path = fixture(NAME);
+    for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
+        let model = LlavaForConditionalGeneration::load_with_dtype(
+            path.to_str().unwrap(),
+            dtype,
+            &device(),
+        )
+        .unwrap();
+        assert_eq!(model.language_model.model.dtype(), dtype);
+        let out = logits(&model, &exp);
+        assert_eq!(out.dtype(), DType::F32);
+        exp.check("logits_2", out, tol);
+    }
+}
+
+#[test]
+fn transformers_5_names_load_too() {
+    let exp = Expected::open(NAME);
+    let dir = fixture(NAME);
+    let config = LlavaConfig::from_file(dir.join("config.json")).unwrap();
+    // The names `save_pretrained` of transformers 5 writes.
+    let weights = Weights::open(&dir).unwrap().rename(|name| {
+        Some(
+            if let Some(rest) = name.strip_prefix("language_model.model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.lm_head.") {
+                format!("lm_head.{rest}")
+            } else if let Some(rest) = name.strip_prefix("vision_tower.vision_model.") {
+                format!("model.vision_tower.{rest}")
+            } else {
+                format!("model.{name}")
+            },
+        )
+    });
+    assert!(weights.contains("model.vision_tower.pre_layrnorm.weight"));
+    let model = LlavaForConditionalGeneration::from_weights(&config, weights, &device()).unwrap();
+    exp.check("logits_2", logits(&model, &exp), 1e-4);
+}
+
+#[test]
+fn tied_embeddings_drop_a_stored_lm_head() {
+    let dir = fixture(NAME);
+    let mut config = LlavaConfig::from_file(dir.join("config.json")).unwrap();
+    config.tie_word_embeddings = true;
+    // A checkpoint that stores lm_head although it is tied loads; the head is the embedding.
+    let weights = Weights::open(&dir).unwrap();
+    let model = LlavaForConditionalGeneration::from_weights(&config, weights, &device()).unwrap();
+    assert!(model.language_model.lm_head.is_none());
+    let untied = LlavaForConditionalGeneration::load(dir.to_str().unwrap(), &device()).unwrap();
+    let hidden = burn::tensor::Tensor::<3>::random(
+        [1, 2, config.text_config.hidden_size],
+        burn::tensor::Distribution::Default,
+        &device(),
+    );
+    // tied logits = hidden · embed_tokensᵀ
+    let w = untied.language_model.model.embed_tokens.weight.val();
+    let expected = hidden
+        .clone()
+        .reshape([2, 64])
+        .matmul(w.transpose())
+        .reshape([1, 2, 300]);
+    let err: f32 = (model.language_model.logits(hidden) - expected)
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(err < 1e-5, "{err}");
+}
