@@ -21,8 +21,9 @@ every diffusers tensor, bit for bit (tiny models) or name for name and shape for
                                         with fused in_proj, one extra resblock that diffusers
                                         drops, linear proj_in/proj_out)
   tests/fixtures/full/sd15-single-file/ ldm_tensors.json (every tensor of the SD 1.5 single
-  tests/fixtures/full/sd21-single-file/ file: name, shape) and diffusers_tensors.json (what the
-                                        conversion must produce, per component)
+  tests/fixtures/full/sd21-single-file/ file: name, shape), diffusers_tensors.json (what the
+                                        conversion must produce, per component) and the
+                                        unet/vae/text_encoder configs of the full-size models
 
 Usage:  python tools/reference/gen_single_file.py
 """
@@ -263,6 +264,14 @@ def randomize(*models, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
+def save_configs(folder, unet, vae, text):
+    """`unet/`, `vae/` and `text_encoder/` config.json, as in a diffusers folder."""
+    unet.save_config(os.path.join(folder, "unet"))
+    vae.save_config(os.path.join(folder, "vae"))
+    os.makedirs(os.path.join(folder, "text_encoder"), exist_ok=True)
+    text.config.to_json_file(os.path.join(folder, "text_encoder", "config.json"))
+
+
 def gen_tiny(name, openclip):
     folder = os.path.join(FIX, "single-file-tiny", name)
     fresh_dir(folder)
@@ -282,10 +291,8 @@ def gen_tiny(name, openclip):
         sd = model.state_dict()
         diffusers.update({f"{comp}.{k}": v.contiguous() for k, v in (published(sd) if model is text else sd).items()
                           if not k.endswith("position_ids")})
-        model.save_config(os.path.join(folder, comp)) if comp != "text_encoder" else \
-            text.config.to_json_file(os.path.join(folder, comp, "config.json")) if os.makedirs(
-                os.path.join(folder, comp), exist_ok=True) is None else None
     save_file(diffusers, os.path.join(folder, "diffusers.safetensors"))
+    save_configs(folder, unet, vae, text)
     print(f"  single-file-tiny/{name}: {len(ldm)} LDM tensors -> {len(diffusers)} diffusers tensors")
 
 
@@ -326,6 +333,7 @@ def gen_full(name, unet_cfg, vae_cfg, text_cfg, openclip):
                  if not k.endswith("position_ids")]
     with open(os.path.join(folder, "diffusers_tensors.json"), "w") as f:
         f.write("[\n" + ",\n".join(json.dumps(e) for e in sorted(want)) + "\n]\n")
+    save_configs(folder, unet, vae, text)
     print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
 
 

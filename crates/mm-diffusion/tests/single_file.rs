@@ -1,6 +1,7 @@
 //! Single-file (CompVis/LDM layout) checkpoints: every tensor lands under the diffusers name
 //! diffusers' own converter gives it, with the same values, for tiny SD 1.x / 2.x files and for
-//! the full SD 1.5 and SD 2.1 key lists.
+//! the full SD 1.5 and SD 2.1 key lists, which are also exactly what the Rust models built from
+//! the full-size configs expect.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 use common::{device, fixture};
-use mm_core::weights::Weights;
+use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::Error;
 use mm_diffusion::single_file::{Component, LdmLayout, SingleFile, map_key};
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -161,6 +162,33 @@ fn check_full(name: &str, layout: &LdmLayout, ignored: &[&str]) {
             "{name}: unexpectedly dropped {d}"
         );
     }
+
+    // The Rust models built from the full-size configs expect exactly those tensors (their
+    // parameters stay uninitialised: nothing full-size is allocated).
+    let dev = device();
+    let unet_config: UNet2DConditionConfig =
+        mm_core::config::read_json(dir.join("unet/config.json")).unwrap();
+    let vae_config: AutoencoderKLConfig =
+        mm_core::config::read_json(dir.join("vae/config.json")).unwrap();
+    let text_config = ClipTextConfig::from_file(&dir.join("text_encoder/config.json")).unwrap();
+    let mut built: Entries = Vec::new();
+    let mut add = |prefix: &str, list: Entries| {
+        built.extend(list.into_iter().map(|(n, s)| (format!("{prefix}.{n}"), s)));
+    };
+    add(
+        "unet",
+        expected_tensors(&UNet2DConditionModel::new(&unet_config, &dev).unwrap()),
+    );
+    add(
+        "vae",
+        expected_tensors(&AutoencoderKL::new(&vae_config, &dev).unwrap()),
+    );
+    add(
+        "text_encoder",
+        expected_tensors(&ClipTextModel::new(&text_config, &dev)),
+    );
+    built.sort();
+    assert_eq!(built, want, "{name}: the Rust models' tensors");
 }
 
 const BUFFERS: [&str; 4] = ["alphas", "betas", "posterior", "model_ema."];
