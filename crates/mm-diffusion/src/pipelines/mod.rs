@@ -1,0 +1,89 @@
+//! Stable Diffusion 1.x / 2.x pipelines: text-to-image, img2img and inpainting, matching
+//! diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline` and
+//! `StableDiffusionInpaintPipeline`.
+//!
+//! - [`StableDiffusion`] loads a diffusers pipeline folder (or a repo id in the local Hugging
+//!   Face cache): `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
+//!   `scheduler/`; the default scheduler is the folder's, any of `mm_schedulers`' classes can
+//!   replace it per call ([`GenerateOptions::scheduler`]).
+//! - [`PromptEncoder`]: CLIP tokenizer (77 tokens, truncation reported in
+//!   [`Generated::truncated`]) and text encoder, `clip_skip`, negative prompt,
+//!   `num_images_per_prompt`. SD 2.x needs nothing special: its `text_encoder/config.json`
+//!   already has 23 layers (OpenCLIP-H's penultimate), and v-prediction comes from the
+//!   scheduler config's `prediction_type`.
+//! - [`StableDiffusion::text_to_image`], [`StableDiffusion::img2img`],
+//!   [`StableDiffusion::inpaint`] with [`GenerateOptions`] (diffusers' defaults: 50 steps,
+//!   guidance 7.5, `eta` 0, strength 0.8 / 1.0) and [`Hooks`] (progress callback with
+//!   cancellation and previews, noise source).
+//! - [`Denoiser`]: what the loop needs of the UNet.
+//!
+//! # Randomness
+//!
+//! Every random tensor of a call comes from one [`NoiseSource`](mm_schedulers::NoiseSource):
+//! by default [`SeededNoise`](mm_schedulers::SeededNoise)`::new(opts.seed)` (a `StdRng`
+//! seeded with `seed_from_u64(seed)`, standard normal `f32` values filling each tensor in
+//! row-major `[batch, channel, y, x]` order). The draws come in diffusers' order:
+//!
+//! 1. img2img / inpainting: the posterior sample of the image latents
+//!    (`mean + std · ε`, ε of the latent shape before tiling to the batch);
+//! 2. the initial noise `[num_images, 4, H / 8, W / 8]` (unless `opts.latents` is given);
+//! 3. 9-channel inpainting: the posterior sample of the masked image;
+//! 4. then, step by step, whatever a stochastic scheduler draws (DDIM with `eta > 0`,
+//!    Euler ancestral, SDE solvers, …).
+//!
+//! Same seed and settings give the same image on the same backend. The values differ from
+//! `torch.Generator`'s, so to reproduce a diffusers run exactly, pass its initial latents in
+//! [`GenerateOptions::latents`] or replay its draws with a
+//! [`QueuedNoise`](mm_schedulers::QueuedNoise) in [`Hooks::noise`] (the parity tests do).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion};
+//! # struct MyUnet;
+//! # impl mm_diffusion::pipelines::Denoiser for MyUnet {
+//! #     fn in_channels(&self) -> usize { 4 }
+//! #     fn sample_size(&self) -> usize { 64 }
+//! #     fn predict(&self, s: burn::tensor::Tensor<4>, _: f64, _: burn::tensor::Tensor<3>)
+//! #         -> mm_diffusion::Result<burn::tensor::Tensor<4>> { Ok(s) }
+//! # }
+//! # fn load_unet(_: &std::path::Path, _: &burn::tensor::Device) -> mm_diffusion::Result<MyUnet> { Ok(MyUnet) }
+//! fn main() -> mm_diffusion::Result<()> {
+//!     let device = mm_core::device::cpu();
+//!     let pipe = StableDiffusion::load_with("stable-diffusion-v1-5/stable-diffusion-v1-5", &device, load_unet)?;
+//!     let opts = GenerateOptions::new("a watercolor fox in the snow")
+//!         .negative_prompt("blurry")
+//!         .steps(25)
+//!         .scheduler("EulerDiscreteScheduler")
+//!         .seed(7);
+//!     let mut progress = |info: &mm_diffusion::pipelines::StepInfo| {
+//!         eprintln!("step {}/{} (t = {})", info.step, info.total, info.timestep);
+//!         Flow::Continue
+//!     };
+//!     let out = pipe.text_to_image(&opts, Hooks::new().progress(&mut progress))?;
+//!     for t in &out.truncated {
+//!         eprintln!("warning: {t}");
+//!     }
+//!     mm_core::image::save_image(&out.images[0], "fox.png")?;
+//!     Ok(())
+//! }
+//! ```
+
+mod denoiser;
+mod img2img;
+mod inpaint;
+mod loading;
+mod options;
+mod pipeline;
+mod progress;
+mod prompt;
+mod text_to_image;
+
+pub use denoiser::Denoiser;
+pub use img2img::IMG2IMG_STRENGTH;
+pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask};
+pub use loading::PipelineDir;
+pub use options::GenerateOptions;
+pub use pipeline::{Generated, Hooks, SIZE_MULTIPLE, StableDiffusion};
+pub use progress::{Flow, Progress, SD_LATENT_RGB_FACTORS, StepInfo, linear_preview};
+pub use prompt::{PromptEmbeds, PromptEncoder, Truncation};
