@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use burn::module::{ModuleVisitor, Param};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
@@ -279,16 +280,61 @@ impl Weights {
 }
 
 /// The (PyTorch name, PyTorch shape) of every parameter a module expects, sorted by name: what
-/// a checkpoint for it must contain.
+/// a checkpoint for it must contain. Lazily initialised parameters (those of a freshly built
+/// module) stay uninitialised, so listing a full-size model allocates none of its weights.
 pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> Vec<(String, Vec<usize>)> {
-    let adapter: Box<dyn ModuleAdapter> = Box::new(burn_store::BurnToPyTorchAdapter);
-    let mut out: Vec<(String, Vec<usize>)> = module
-        .collect(None, Some(adapter), true)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect();
+    let mut lister = ShapeLister::default();
+    module.visit(&mut lister);
+    let mut out = lister.tensors;
     out.sort();
     out
+}
+
+/// Walks a module like burn-store's collector with the PyTorch adapter (enum variants add no
+/// path segment, linear weights are `[out, in]`, norms have `weight`/`bias`), reading each
+/// parameter's shape without initialising it.
+#[derive(Default)]
+struct ShapeLister {
+    path: Vec<String>,
+    containers: Vec<String>,
+    tensors: Vec<(String, Vec<usize>)>,
+}
+
+impl ModuleVisitor for ShapeLister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let module = self
+            .containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
+            .map(String::as_str);
+        let mut shape = param.lazy_shape().to_vec();
+        let leaf = self.path.last().map(String::as_str).unwrap_or_default();
+        if module == Some("Struct:Linear") && leaf == "weight" && shape.len() == 2 {
+            shape.reverse();
+        }
+        let is_norm = matches!(
+            module,
+            Some("Struct:BatchNorm" | "Struct:LayerNorm" | "Struct:GroupNorm" | "Struct:RmsNorm")
+        );
+        let name = self.path.join(".");
+        let name = if is_norm { pytorch_name(&name) } else { name };
+        self.tensors.push((name, shape));
+    }
 }
 
 /// Norm parameters are `gamma`/`beta` in burn and `weight`/`bias` in checkpoints.

@@ -89,4 +89,12 @@ pub enum Error {
         /// How many values are not finite.
         count: usize,
     },
+    /// An input the config requires is missing, or one it has no use for was given.
+    #[error("{what}: {reason}")]
+    MissingInput {
+        /// Which input (or config field).
+        what: &'static str,
+        /// Why it is needed or not wanted.
+        reason: String,
+    },
 }

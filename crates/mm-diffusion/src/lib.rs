@@ -6,6 +6,8 @@
 //!   [`AutoencoderKL`](vae::AutoencoderKL) (Stable Diffusion, SDXL, FLUX) and
 //!   [`AutoencoderTiny`](vae::AutoencoderTiny) (the TAESD family, including TAEF2, in both the
 //!   diffusers and the original upstream key layouts).
+//! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
+//!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x text-to-image, img2img and inpainting
 //!   ([`StableDiffusion`](pipelines::StableDiffusion)), matching diffusers.
 //! - [`check`]: input validation shared by the models (finite values, sizes).
@@ -33,6 +35,7 @@ pub mod check;
 mod error;
 mod loading;
 pub mod pipelines;
+pub mod unet;
 pub mod vae;
 
 pub use error::{Error, Result};

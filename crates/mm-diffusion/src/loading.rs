@@ -1,5 +1,5 @@
 //! Reading a diffusers component folder: `config.json` and `diffusion_pytorch_model.safetensors`
-//! (or its sharded index).
+//! (or its sharded index, or the `.fp16` variant of either).
 
 use mm_core::hub::ModelDir;
 use mm_core::weights::Weights;
@@ -15,6 +15,8 @@ pub(crate) fn component<C: DeserializeOwned>(model: &str) -> Result<(C, Weights)
     let file = dir.first_file(&[
         "diffusion_pytorch_model.safetensors.index.json",
         "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors.index.json",
+        "diffusion_pytorch_model.fp16.safetensors",
         "model.safetensors",
     ])?;
     Ok((config, Weights::open(file)?))

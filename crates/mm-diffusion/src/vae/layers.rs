@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d, Relu};
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
 /// `nn.Conv2d(cin, cout, kernel, padding=kernel // 2)` (stride 1).
 pub(crate) fn conv(cin: usize, cout: usize, kernel: usize, bias: bool, device: &Device) -> Conv2d {
@@ -48,6 +48,24 @@ pub fn upsample_nearest(x: Tensor<4>, scale: usize) -> Tensor<4> {
     x.reshape([b, c, h, 1, w, 1])
         .expand([b, c, h, scale, w, scale])
         .reshape([b, c, h * scale, w * scale])
+}
+
+/// Nearest-neighbour resizing to `[height, width]` as PyTorch's `F.interpolate(x, size=...,
+/// mode="nearest")`: output row `i` reads input row `floor(i · in / out)` (the scale in f32).
+pub fn upsample_nearest_to(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if height == 2 * h && width == 2 * w {
+        return upsample_nearest(x, 2);
+    }
+    let device = x.device();
+    let indices = |from: usize, to: usize| {
+        let scale = from as f32 / to as f32;
+        let idx: Vec<i64> = (0..to)
+            .map(|i| ((i as f32 * scale).floor() as i64).min(from as i64 - 1))
+            .collect();
+        Tensor::<1, Int>::from_data(TensorData::new(idx, [to]), &device)
+    };
+    x.select(2, indices(h, height)).select(3, indices(w, width))
 }
 
 /// A parameter-free nearest-neighbour upsampling layer.

@@ -1,0 +1,70 @@
+//! The time embedding of the UNet: diffusers' sinusoidal `Timesteps` projection and the
+//! `TimestepEmbedding` MLP (also used for SDXL's added conditions and class embeddings).
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use mm_core::nn::Activation;
+
+/// diffusers' `get_timestep_embedding` (`max_period` 10000, `scale` 1): `[n]` timesteps (may
+/// be fractional) to `[n, dim]` sinusoidal features, `sin` then `cos` halves (`cos` first
+/// with `flip_sin_to_cos`), frequencies `exp(-ln(10000) · i / (dim / 2 - freq_shift))`.
+pub fn timestep_embedding(
+    timesteps: Tensor<1>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Tensor<2> {
+    let half = dim / 2;
+    // In f32 as PyTorch computes it, so the frequencies match bit for bit (up to exp's ulp).
+    let log_period = -(10000f64.ln()) as f32;
+    let denom = half as f32 - freq_shift as f32;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (log_period * i as f32 / denom).exp())
+        .collect();
+    let device = timesteps.device();
+    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device)
+        .cast(timesteps.dtype())
+        .unsqueeze_dim::<2>(0);
+    let args = timesteps.unsqueeze_dim::<2>(1) * freqs;
+    let (sin, cos) = (args.clone().sin(), args.cos());
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(vec![cos, sin], 1)
+    } else {
+        Tensor::cat(vec![sin, cos], 1)
+    };
+    if dim % 2 == 1 {
+        let n = emb.dims()[0];
+        let zeros = Tensor::zeros([n, 1], (&device, emb.dtype()));
+        return Tensor::cat(vec![emb, zeros], 1);
+    }
+    emb
+}
+
+/// diffusers' `TimestepEmbedding`: `linear_2(act(linear_1(x)))`.
+#[derive(Module, Debug)]
+pub struct TimestepEmbedding {
+    /// First projection.
+    pub linear_1: Linear,
+    /// Second projection.
+    pub linear_2: Linear,
+    #[module(skip)]
+    act: Activation,
+}
+
+impl TimestepEmbedding {
+    /// A randomly initialised MLP from `input` to `dim` features.
+    pub fn new(input: usize, dim: usize, act: Activation, device: &Device) -> Self {
+        Self {
+            linear_1: LinearConfig::new(input, dim).init(device),
+            linear_2: LinearConfig::new(dim, dim).init(device),
+            act,
+        }
+    }
+
+    /// Applies the MLP to `[batch, input]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.linear_2
+            .forward(self.act.forward(self.linear_1.forward(x)))
+    }
+}

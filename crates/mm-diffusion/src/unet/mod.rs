@@ -1,0 +1,572 @@
+//! `UNet2DConditionModel`: the text-conditioned denoising UNet of Stable Diffusion 1.x/2.x
+//! (also their 9-channel inpainting variants) and SDXL, built from diffusers' `unet/config.json`
+//! and loading `diffusion_pytorch_model[.fp16].safetensors`.
+//!
+//! ```no_run
+//! # fn main() -> mm_diffusion::Result<()> {
+//! use burn::tensor::Tensor;
+//! use mm_diffusion::unet::{UNet2DConditionModel, UNetInput};
+//! let device = mm_core::device::cpu();
+//! let unet = UNet2DConditionModel::load("stable-diffusion-v1-5/unet", &device)?;
+//! let latents = Tensor::<4>::zeros([2, 4, 64, 64], &device); // [uncond, cond] for CFG
+//! let text = Tensor::<3>::zeros([2, 77, 768], &device);      // CLIP last hidden states
+//! let t = Tensor::<1>::from_floats([981.0], &device);          // broadcast to the batch
+//! let noise_pred = unet.forward(latents.clone(), t.clone(), text.clone())?;
+//! // The same through the full input, with everything optional left out:
+//! let same = unet.forward_with(UNetInput::new(latents, t, text))?;
+//! # let _ = (noise_pred, same);
+//! # Ok(()) }
+//! ```
+//!
+//! Memory: [`UNet2DConditionModel::set_attention_chunk`] makes every attention process its
+//! queries in chunks, so the `heads × 4096 × 4096` scores of the highest-resolution
+//! self-attention at 512×512 are never materialised at once.
+//!
+//! Extension point for IP-Adapter (decoupled cross-attention, not implemented yet): the
+//! image-prompt layers belong next to each cross-attention `attn2` (an optional module with
+//! `to_k_ip`/`to_v_ip` per adapter, so the checkpoint names stay those of the base UNet when
+//! absent), the image tokens travel in [`UNetInput`] beside `encoder_hidden_states` and reach
+//! every `attn2` through [`CrossAttnContext`](transformer::CrossAttnContext), and `attn2` adds
+//! `scale · attention(q, to_k_ip(tokens), to_v_ip(tokens))` to its attention output before
+//! `to_out` (diffusers' `IPAdapterAttnProcessor2_0`).
+
+pub mod attention;
+pub mod blocks;
+pub mod config;
+pub mod embeddings;
+pub mod transformer;
+
+pub use blocks::{
+    CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D,
+};
+pub use config::{BlockKind, BlockPlan, PerBlock, UNet2DConditionConfig};
+pub use embeddings::{TimestepEmbedding, timestep_embedding};
+pub use transformer::{BasicTransformerBlock, Transformer2DModel};
+
+use burn::module::Module;
+use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+use mm_core::weights::Weights;
+
+use crate::check::{check_channels, check_finite};
+use crate::loading::component;
+use crate::vae::layers::{conv, group_norm};
+use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
+use crate::{Error, Result};
+use transformer::{CrossAttnContext, TransformerOptions};
+
+/// SDXL's added conditions (`added_cond_kwargs`, `addition_embed_type: "text_time"`).
+#[derive(Debug, Clone)]
+pub struct AddedCond {
+    /// Pooled text embeddings `[batch, dim]` (SDXL: the second text encoder's projection).
+    pub text_embeds: Tensor<2>,
+    /// Size and crop conditions `[batch, n]` (SDXL: original size, crop top-left, target
+    /// size: 6 values), each embedded sinusoidally to `addition_time_embed_dim` features.
+    pub time_ids: Tensor<2>,
+}
+
+/// Everything [`UNet2DConditionModel::forward_with`] takes. Build it with [`UNetInput::new`]
+/// and the `with_*` methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UNetInput {
+    /// Noisy latents `[batch, in_channels, h, w]`.
+    pub sample: Tensor<4>,
+    /// Timesteps `[1]` (broadcast to the batch) or `[batch]`; may be fractional.
+    pub timestep: Tensor<1>,
+    /// Text embeddings `[batch, tokens, cross_attention_dim]`.
+    pub encoder_hidden_states: Tensor<3>,
+    /// Inputs of the class embedding (`class_embed_type: "projection"`), `[batch, dim]`.
+    pub class_labels: Option<Tensor<2>>,
+    /// SDXL's added conditions (`addition_embed_type: "text_time"`).
+    pub added_cond: Option<AddedCond>,
+    /// ControlNet residuals added to the skip connections, one per skip (`conv_in`'s output,
+    /// every down-block ResNet/transformer output, every downsampler output), in order.
+    pub down_block_additional_residuals: Option<Vec<Tensor<4>>>,
+    /// ControlNet residual added to the middle block's output.
+    pub mid_block_additional_residual: Option<Tensor<4>>,
+}
+
+impl UNetInput {
+    /// The required inputs; everything optional is absent.
+    pub fn new(sample: Tensor<4>, timestep: Tensor<1>, encoder_hidden_states: Tensor<3>) -> Self {
+        Self {
+            sample,
+            timestep,
+            encoder_hidden_states,
+            class_labels: None,
+            added_cond: None,
+            down_block_additional_residuals: None,
+            mid_block_additional_residual: None,
+        }
+    }
+
+    /// Sets the class-embedding input (`class_embed_type: "projection"`).
+    pub fn with_class_labels(mut self, class_labels: Tensor<2>) -> Self {
+        self.class_labels = Some(class_labels);
+        self
+    }
+
+    /// Sets SDXL's pooled text embeddings `[batch, dim]` and time ids `[batch, n]`.
+    pub fn with_added_cond(mut self, text_embeds: Tensor<2>, time_ids: Tensor<2>) -> Self {
+        self.added_cond = Some(AddedCond {
+            text_embeds,
+            time_ids,
+        });
+        self
+    }
+
+    /// Sets a ControlNet's residuals: one per skip connection, and one for the middle block.
+    pub fn with_control_residuals(mut self, down: Vec<Tensor<4>>, mid: Tensor<4>) -> Self {
+        self.down_block_additional_residuals = Some(down);
+        self.mid_block_additional_residual = Some(mid);
+        self
+    }
+}
+
+/// diffusers' `UNet2DConditionModel` (the variants described by
+/// [`UNet2DConditionConfig`]).
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel {
+    /// Input convolution.
+    pub conv_in: Conv2d,
+    /// MLP on the sinusoidal timestep embedding.
+    pub time_embedding: TimestepEmbedding,
+    /// `class_embed_type: "projection"`: MLP on `class_labels`.
+    pub class_embedding: Option<TimestepEmbedding>,
+    /// `addition_embed_type: "text_time"`: MLP on SDXL's pooled text and time ids.
+    pub add_embedding: Option<TimestepEmbedding>,
+    /// Down blocks, from the full resolution.
+    pub down_blocks: Vec<DownBlock2D>,
+    /// Middle block.
+    pub mid_block: Option<UNetMidBlock2DCrossAttn>,
+    /// Up blocks, from the lowest resolution.
+    pub up_blocks: Vec<UpBlock2D>,
+    /// Output group norm.
+    pub conv_norm_out: GroupNorm,
+    /// Output convolution.
+    pub conv_out: Conv2d,
+    #[module(skip)]
+    config: UNet2DConditionConfig,
+    #[module(skip)]
+    plan: BlockPlan,
+    #[module(skip)]
+    attention_chunk: Option<usize>,
+}
+
+impl UNet2DConditionModel {
+    /// A randomly initialised model; fails with [`Error::Config`] on a config it cannot build.
+    pub fn new(config: &UNet2DConditionConfig, device: &Device) -> Result<Self> {
+        let plan = config.plan()?;
+        let ch = &config.block_out_channels;
+        let n = ch.len();
+        let temb = config.time_embed_dim();
+        let resnet_options = |scale: f64| ResnetOptions {
+            groups: plan.groups,
+            eps: config.norm_eps,
+            act: config.act_fn,
+            temb_channels: Some(temb),
+            output_scale_factor: scale,
+        };
+        let blocks_options = resnet_options(config.resnet_out_scale_factor);
+        // Settings of the transformers at level `i` (down-block index).
+        let transformer_options = |i: usize| TransformerOptions {
+            heads: plan.heads[i],
+            cross_attention_dim: plan.cross_attention_dim[i],
+            layers: plan.transformer_layers[i],
+            groups: plan.groups,
+            linear_projection: config.use_linear_projection,
+            only_cross_attention: plan.only_cross_attention[i],
+            upcast_attention: config.upcast_attention,
+        };
+        let transformer =
+            |i: usize, channels: usize| Transformer2DModel::new(channels, &transformer_options(i), device);
+        let down_blocks = (0..n)
+            .map(|i| {
+                let cin = ch[i.saturating_sub(1)];
+                let resnets: Vec<_> = (0..plan.layers[i])
+                    .map(|j| {
+                        let from = if j == 0 { cin } else { ch[i] };
+                        ResnetBlock2D::with_options(from, ch[i], &blocks_options, device)
+                    })
+                    .collect();
+                let attentions = match plan.down[i] {
+                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(i, ch[i])).collect(),
+                    BlockKind::Plain => Vec::new(),
+                };
+                DownBlock2D {
+                    resnets,
+                    attentions,
+                    downsamplers: (i + 1 < n).then(|| {
+                        vec![Downsample2D::with_padding(ch[i], config.downsample_padding, device)]
+                    }),
+                }
+            })
+            .collect();
+        let last = ch[n - 1];
+        let mid_block = plan.mid.then(|| {
+            let options = resnet_options(config.mid_block_scale_factor);
+            let resnet = || ResnetBlock2D::with_options(last, last, &options, device);
+            // diffusers' `UNetMidBlock2DCrossAttn` always self-attends.
+            let options = TransformerOptions {
+                only_cross_attention: false,
+                ..transformer_options(n - 1)
+            };
+            UNetMidBlock2DCrossAttn {
+                resnets: vec![resnet(), resnet()],
+                attentions: vec![Transformer2DModel::new(last, &options, device)],
+            }
+        });
+        let up_blocks = (0..n)
+            .map(|i| {
+                let level = n - 1 - i;
+                let out = ch[level];
+                let prev = ch[(level + 1).min(n - 1)];
+                let input = ch[level.saturating_sub(1)];
+                let layers = plan.layers[level] + 1;
+                let resnets: Vec<_> = (0..layers)
+                    .map(|j| {
+                        let skip = if j + 1 == layers { input } else { out };
+                        let from = if j == 0 { prev } else { out };
+                        ResnetBlock2D::with_options(from + skip, out, &blocks_options, device)
+                    })
+                    .collect();
+                let attentions = match plan.up[i] {
+                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(level, out)).collect(),
+                    BlockKind::Plain => Vec::new(),
+                };
+                UpBlock2D {
+                    resnets,
+                    attentions,
+                    upsamplers: (i + 1 < n).then(|| vec![Upsample2D::new(out, device)]),
+                }
+            })
+            .collect();
+        let embedding = |input: usize| TimestepEmbedding::new(input, temb, config.act_fn, device);
+        let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+        Ok(Self {
+            conv_in: conv(config.in_channels, ch[0], config.conv_in_kernel, true, device),
+            time_embedding: embedding(ch[0]),
+            // diffusers builds both with its default activation (SiLU), whatever `act_fn`.
+            class_embedding: config.class_embed_type.is_some().then(|| {
+                TimestepEmbedding::new(projection_dim, temb, Default::default(), device)
+            }),
+            add_embedding: config.addition_embed_type.is_some().then(|| {
+                TimestepEmbedding::new(projection_dim, temb, Default::default(), device)
+            }),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(plan.groups, ch[0], config.norm_eps, device),
+            conv_out: conv(ch[0], config.out_channels, config.conv_out_kernel, true, device),
+            config: config.clone(),
+            plan,
+            attention_chunk: None,
+        })
+    }
+
+    /// Loads a diffusers `unet/` folder (or a cached repo id): `config.json` and
+    /// `diffusion_pytorch_model.safetensors`, its `.fp16` variant, or a sharded index.
+    pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
+        let (config, weights) = component(model.as_ref())?;
+        Self::from_weights(&config, weights, device)
+    }
+
+    /// Builds the model and loads `weights` strictly (every tensor present with its shape,
+    /// nothing left over; problems come back together in one load report).
+    pub fn from_weights(
+        config: &UNet2DConditionConfig,
+        weights: Weights,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(weights.load_into(Self::new(config, device)?)?)
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &UNet2DConditionConfig {
+        &self.config
+    }
+
+    /// Processes attention queries `chunk` at a time (`None`: all at once, the default).
+    /// The results are the same; peak memory of the attention scores drops from
+    /// `batch × heads × tokens²` to `batch × heads × chunk × tokens` values.
+    pub fn set_attention_chunk(&mut self, chunk: Option<usize>) {
+        self.attention_chunk = chunk.filter(|c| *c > 0);
+    }
+
+    /// The query chunk size of the attention layers.
+    pub fn attention_chunk(&self) -> Option<usize> {
+        self.attention_chunk
+    }
+
+    /// Predicts the noise (or `v`, per the checkpoint) for `sample` at `timestep` conditioned
+    /// on `encoder_hidden_states`; see [`UNetInput`] for the shapes.
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timestep: Tensor<1>,
+        encoder_hidden_states: Tensor<3>,
+    ) -> Result<Tensor<4>> {
+        self.forward_with(UNetInput::new(sample, timestep, encoder_hidden_states))
+    }
+
+    /// [`forward`](Self::forward) with the optional inputs (class labels, SDXL's added
+    /// conditions, ControlNet residuals). Heights and widths that are not multiples of the
+    /// overall downscale factor work as in diffusers (each upsampler matches its skip).
+    pub fn forward_with(&self, input: UNetInput) -> Result<Tensor<4>> {
+        self.validate(&input)?;
+        let UNetInput {
+            sample,
+            timestep,
+            encoder_hidden_states,
+            class_labels,
+            added_cond,
+            down_block_additional_residuals,
+            mid_block_additional_residual,
+        } = input;
+        let config = &self.config;
+        let [batch, _, height, width] = sample.dims();
+        let sample = if config.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample
+        };
+        let emb = self.embed(&sample, timestep, class_labels, added_cond)?;
+        let ctx = CrossAttnContext {
+            encoder_hidden_states: &encoder_hidden_states,
+            chunk: self.attention_chunk,
+        };
+
+        let mut x = self.conv_in.forward(sample);
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            let (out, block_skips) = block.forward(x, &emb, &ctx);
+            x = out;
+            skips.extend(block_skips);
+        }
+        if let Some(residuals) = down_block_additional_residuals {
+            skips = skips
+                .into_iter()
+                .zip(residuals)
+                .map(|(skip, residual)| add_residual("down_block_additional_residuals", skip, residual))
+                .collect::<Result<_>>()?;
+        }
+        if let Some(mid) = &self.mid_block {
+            x = mid.forward(x, &emb, &ctx);
+        }
+        if let Some(residual) = mid_block_additional_residual {
+            x = add_residual("mid_block_additional_residual", x, residual)?;
+        }
+        let factor = 1 << self.config.num_downsamplers();
+        let forward_upsample_size = height % factor != 0 || width % factor != 0;
+        let last = self.up_blocks.len().saturating_sub(1);
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let remaining = skips.len().saturating_sub(block.resnets.len());
+            let upsample_size = (forward_upsample_size && i != last && remaining > 0).then(|| {
+                let [_, _, h, w] = skips[remaining - 1].dims();
+                [h, w]
+            });
+            x = block.forward(x, &mut skips, &emb, &ctx, upsample_size);
+        }
+        let x = config.act_fn.forward(self.conv_norm_out.forward(x));
+        let out = self.conv_out.forward(x);
+        debug_assert_eq!(out.dims()[0], batch);
+        Ok(out)
+    }
+
+    /// The time embedding `[batch, 4 × block_out_channels[0]]`, with the class and added
+    /// embeddings summed in.
+    fn embed(
+        &self,
+        sample: &Tensor<4>,
+        timestep: Tensor<1>,
+        class_labels: Option<Tensor<2>>,
+        added_cond: Option<AddedCond>,
+    ) -> Result<Tensor<2>> {
+        let config = &self.config;
+        let batch = sample.dims()[0];
+        let dtype = sample.dtype();
+        let timestep = timestep.cast(burn::tensor::DType::F32);
+        let timesteps = if timestep.dims()[0] == batch {
+            timestep
+        } else {
+            timestep.expand([batch])
+        };
+        let ch0 = config.block_out_channels[0];
+        let t_emb = timestep_embedding(timesteps, ch0, config.flip_sin_to_cos, config.freq_shift);
+        let mut emb = self.time_embedding.forward(t_emb.cast(dtype));
+        if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
+            emb = emb + class_embedding.forward(labels.cast(dtype));
+        }
+        if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added_cond) {
+            let [b, n] = added.time_ids.dims();
+            let dim = config.addition_time_embed_dim.unwrap_or(0);
+            let ids = added.time_ids.cast(burn::tensor::DType::F32).reshape([b * n]);
+            let time_embeds = timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
+                .reshape([b, n * dim])
+                .cast(dtype);
+            let add = Tensor::cat(vec![added.text_embeds.cast(dtype), time_embeds], 1);
+            emb = emb + add_embedding.forward(add);
+        }
+        Ok(emb)
+    }
+
+    /// Checks every input's shape against the config and the sample, and that the values
+    /// are finite.
+    fn validate(&self, input: &UNetInput) -> Result<()> {
+        let config = &self.config;
+        check_channels("sample", &input.sample, config.in_channels)?;
+        let [batch, _, height, width] = input.sample.dims();
+        let t = input.timestep.dims()[0];
+        if t != 1 && t != batch {
+            return Err(Error::Shape {
+                what: "timestep",
+                expected: format!("[1] or [{batch}] (the sample's batch)"),
+                got: input.timestep.dims().to_vec(),
+            });
+        }
+        let [b, tokens, dim] = input.encoder_hidden_states.dims();
+        let cross = self.cross_attention_dims();
+        if b != batch || tokens == 0 || cross.iter().any(|c| *c != dim) {
+            let expected = cross.first().map_or("any".into(), |c| c.to_string());
+            return Err(Error::Shape {
+                what: "encoder_hidden_states",
+                expected: format!("[{batch} (the sample's batch), tokens > 0, {expected}]"),
+                got: vec![b, tokens, dim],
+            });
+        }
+        let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+        match (&self.class_embedding, &input.class_labels) {
+            (Some(_), None) => {
+                return Err(Error::MissingInput {
+                    what: "class_labels",
+                    reason: "the config has class_embed_type \"projection\"".into(),
+                });
+            }
+            (Some(_), Some(labels)) if labels.dims() != [batch, projection_dim] => {
+                return Err(Error::Shape {
+                    what: "class_labels",
+                    expected: format!("[{batch}, {projection_dim}]"),
+                    got: labels.dims().to_vec(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Error::MissingInput {
+                    what: "class_embed_type",
+                    reason: "class_labels were given but the config has no class embedding".into(),
+                });
+            }
+            _ => {}
+        }
+        match (&self.add_embedding, &input.added_cond) {
+            (Some(_), None) => {
+                return Err(Error::MissingInput {
+                    what: "added_cond",
+                    reason: "the config has addition_embed_type \"text_time\" (SDXL): give \
+                             text_embeds and time_ids"
+                        .into(),
+                });
+            }
+            (Some(_), Some(added)) => {
+                let [tb, te] = added.text_embeds.dims();
+                let [ib, ni] = added.time_ids.dims();
+                let time_dim = config.addition_time_embed_dim.unwrap_or(0);
+                if tb != batch || ib != batch || te + ni * time_dim != projection_dim {
+                    return Err(Error::Shape {
+                        what: "added_cond",
+                        expected: format!(
+                            "text_embeds [{batch}, d] and time_ids [{batch}, n] with d + n × \
+                             {time_dim} = {projection_dim}"
+                        ),
+                        got: vec![tb, te, ib, ni],
+                    });
+                }
+                check_finite("text_embeds", &added.text_embeds)?;
+                check_finite("time_ids", &added.time_ids)?;
+            }
+            (None, Some(_)) => {
+                return Err(Error::MissingInput {
+                    what: "addition_embed_type",
+                    reason: "added_cond was given but the config has no added embedding".into(),
+                });
+            }
+            (None, None) => {}
+        }
+        match (
+            &input.down_block_additional_residuals,
+            &input.mid_block_additional_residual,
+        ) {
+            (Some(down), Some(_)) => {
+                let skips = self.num_skip_connections();
+                if down.len() != skips {
+                    return Err(Error::Shape {
+                        what: "down_block_additional_residuals",
+                        expected: format!("{skips} residuals (one per skip connection)"),
+                        got: vec![down.len()],
+                    });
+                }
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::MissingInput {
+                    what: "ControlNet residuals",
+                    reason: "give both down_block_additional_residuals and \
+                             mid_block_additional_residual (as a ControlNet outputs them)"
+                        .into(),
+                });
+            }
+        }
+        if height == 0 || width == 0 {
+            return Err(Error::Shape {
+                what: "sample",
+                expected: "a non-empty spatial size".into(),
+                got: input.sample.dims().to_vec(),
+            });
+        }
+        check_finite("sample", &input.sample)?;
+        check_finite("timestep", &input.timestep)?;
+        check_finite("encoder_hidden_states", &input.encoder_hidden_states)?;
+        if let Some(labels) = &input.class_labels {
+            check_finite("class_labels", labels)?;
+        }
+        Ok(())
+    }
+
+    /// The text widths of every level that attends to the text.
+    fn cross_attention_dims(&self) -> Vec<usize> {
+        let plan = &self.plan;
+        let n = plan.down.len();
+        (0..n)
+            .filter(|&i| {
+                plan.down[i] == BlockKind::CrossAttn
+                    || plan.up[n - 1 - i] == BlockKind::CrossAttn
+                    || (plan.mid && i == n - 1)
+            })
+            .map(|i| plan.cross_attention_dim[i])
+            .collect()
+    }
+
+    /// How many skip connections the down path produces (what a ControlNet must match):
+    /// `conv_in`'s output, one per down-block ResNet, one per downsampler.
+    pub fn num_skip_connections(&self) -> usize {
+        1 + self
+            .down_blocks
+            .iter()
+            .map(|b| b.resnets.len() + b.downsamplers.iter().flatten().count())
+            .sum::<usize>()
+    }
+}
+
+/// `x + residual`, failing when the shapes differ.
+fn add_residual(what: &'static str, x: Tensor<4>, residual: Tensor<4>) -> Result<Tensor<4>> {
+    if residual.dims() != x.dims() {
+        return Err(Error::Shape {
+            what,
+            expected: format!("{:?} (the skip connection it is added to)", x.dims()),
+            got: residual.dims().to_vec(),
+        });
+    }
+    check_finite(what, &residual)?;
+    Ok(x + residual)
+}

@@ -1,0 +1,209 @@
+//! diffusers' `Transformer2DModel` for continuous inputs (the spatial transformer of the UNet)
+//! and its `BasicTransformerBlock`: self-attention, cross-attention to the text, GEGLU
+//! feed-forward, each pre-normed with a layer norm and residual.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, activation};
+
+use super::attention::Attention;
+use crate::vae::layers::{conv, group_norm};
+
+/// Epsilon of the transformer's input group norm.
+const GROUP_NORM_EPS: f64 = 1e-6;
+/// Epsilon of the transformer blocks' layer norms.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// What the cross-attention layers read besides the feature map.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossAttnContext<'a> {
+    /// The text embeddings `[batch, tokens, cross_attention_dim]`.
+    pub encoder_hidden_states: &'a Tensor<3>,
+    /// Queries attended at once (`None`: all).
+    pub chunk: Option<usize>,
+}
+
+/// `proj_in` / `proj_out`: a 1×1 convolution (Stable Diffusion 1.x) or a linear layer
+/// (`use_linear_projection`: 2.x, SDXL). Same tensor names either way.
+#[derive(Module, Debug)]
+pub enum Projection {
+    /// 1×1 convolution on `[batch, channels, H, W]`.
+    Conv(Conv2d),
+    /// Linear layer on `[batch, H·W, channels]`.
+    Linear(Linear),
+}
+
+/// The GEGLU input layer of the feed-forward (`ff.net.0`): `a · gelu(b)` with `[a, b] =
+/// proj(x)` split in halves.
+#[derive(Module, Debug)]
+pub struct Geglu {
+    /// Projection to twice the inner width.
+    pub proj: Linear,
+}
+
+/// One entry of the feed-forward's `net` (`nn.ModuleList([GEGLU, Dropout, Linear])`).
+#[derive(Module, Debug)]
+pub enum FeedForwardLayer {
+    /// `net.0`.
+    Geglu(Geglu),
+    /// `net.1` (identity at inference).
+    Dropout(Dropout),
+    /// `net.2`.
+    Linear(Linear),
+}
+
+/// diffusers' `FeedForward` with `activation_fn="geglu"` and 4× inner width.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// `[GEGLU, Dropout, Linear]`.
+    pub net: Vec<FeedForwardLayer>,
+}
+
+impl FeedForward {
+    /// A randomly initialised feed-forward over `dim` features.
+    pub fn new(dim: usize, device: &Device) -> Self {
+        let inner = 4 * dim;
+        Self {
+            net: vec![
+                FeedForwardLayer::Geglu(Geglu {
+                    proj: LinearConfig::new(dim, 2 * inner).init(device),
+                }),
+                FeedForwardLayer::Dropout(DropoutConfig::new(0.0).init()),
+                FeedForwardLayer::Linear(LinearConfig::new(inner, dim).init(device)),
+            ],
+        }
+    }
+
+    /// Applies the feed-forward to `[batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.net.iter().fold(x, |x, layer| match layer {
+            FeedForwardLayer::Geglu(geglu) => {
+                let h = geglu.proj.forward(x);
+                let half = h.dims()[2] / 2;
+                h.clone().narrow(2, 0, half) * activation::gelu(h.narrow(2, half, half))
+            }
+            FeedForwardLayer::Dropout(_) => x,
+            FeedForwardLayer::Linear(linear) => linear.forward(x),
+        })
+    }
+}
+
+/// diffusers' `BasicTransformerBlock` (`norm_type="layer_norm"`).
+#[derive(Module, Debug)]
+pub struct BasicTransformerBlock {
+    /// Norm before the self-attention.
+    pub norm1: LayerNorm,
+    /// Self-attention (cross-attention with `only_cross_attention`).
+    pub attn1: Attention,
+    /// Norm before the cross-attention.
+    pub norm2: LayerNorm,
+    /// Cross-attention to the text.
+    pub attn2: Attention,
+    /// Norm before the feed-forward.
+    pub norm3: LayerNorm,
+    /// GEGLU feed-forward.
+    pub ff: FeedForward,
+    #[module(skip)]
+    only_cross_attention: bool,
+}
+
+/// How the transformers of one block are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransformerOptions {
+    /// Attention heads (each `channels / heads` wide).
+    pub heads: usize,
+    /// Width of the text embeddings.
+    pub cross_attention_dim: usize,
+    /// Transformer blocks in the model.
+    pub layers: usize,
+    /// Groups of the input group norm.
+    pub groups: usize,
+    /// Linear rather than 1×1 convolution `proj_in`/`proj_out`.
+    pub linear_projection: bool,
+    /// `attn1` attends to the text instead of the feature map.
+    pub only_cross_attention: bool,
+    /// Attention in f32 for half-precision weights.
+    pub upcast_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    /// A randomly initialised block over `dim` features.
+    pub fn new(dim: usize, options: &TransformerOptions, device: &Device) -> Self {
+        let norm = || LayerNormConfig::new(dim).with_epsilon(LAYER_NORM_EPS).init(device);
+        let (heads, cross) = (options.heads, options.cross_attention_dim);
+        let attn1_context = if options.only_cross_attention { cross } else { dim };
+        let upcast = options.upcast_attention;
+        Self {
+            norm1: norm(),
+            attn1: Attention::new(dim, attn1_context, heads, dim / heads, upcast, device),
+            norm2: norm(),
+            attn2: Attention::new(dim, cross, heads, dim / heads, upcast, device),
+            norm3: norm(),
+            ff: FeedForward::new(dim, device),
+            only_cross_attention: options.only_cross_attention,
+        }
+    }
+
+    /// Applies the block to `[batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<3>, ctx: &CrossAttnContext) -> Tensor<3> {
+        let text = Some(ctx.encoder_hidden_states);
+        let context1 = if self.only_cross_attention { text } else { None };
+        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), context1, ctx.chunk);
+        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), text, ctx.chunk);
+        x.clone() + self.ff.forward(self.norm3.forward(x))
+    }
+}
+
+/// diffusers' `Transformer2DModel` on a feature map: group norm, `proj_in`, transformer
+/// blocks over the `H·W` tokens, `proj_out`, plus the input.
+#[derive(Module, Debug)]
+pub struct Transformer2DModel {
+    /// Input group norm.
+    pub norm: GroupNorm,
+    /// Input projection.
+    pub proj_in: Projection,
+    /// The transformer blocks.
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    /// Output projection.
+    pub proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    /// A randomly initialised transformer over `channels` (inner width = `channels`).
+    pub fn new(channels: usize, options: &TransformerOptions, device: &Device) -> Self {
+        let projection = || {
+            if options.linear_projection {
+                Projection::Linear(LinearConfig::new(channels, channels).init(device))
+            } else {
+                Projection::Conv(conv(channels, channels, 1, true, device))
+            }
+        };
+        Self {
+            norm: group_norm(options.groups, channels, GROUP_NORM_EPS, device),
+            proj_in: projection(),
+            transformer_blocks: (0..options.layers)
+                .map(|_| BasicTransformerBlock::new(channels, options, device))
+                .collect(),
+            proj_out: projection(),
+        }
+    }
+
+    /// Applies the transformer to `[batch, channels, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, ctx: &CrossAttnContext) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
+        let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
+        let normed = self.norm.forward(x.clone());
+        let tokens = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+        };
+        let tokens = (self.transformer_blocks.iter()).fold(tokens, |t, block| block.forward(t, ctx));
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(to_map(tokens)),
+            Projection::Linear(linear) => to_map(linear.forward(tokens)),
+        };
+        out + x
+    }
+}
