@@ -5,6 +5,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Reads `null` as the type's default (diffusers writes `null` for some boolean options).
+fn null_as_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// A config value given once for every block or as one value per down block (diffusers
 /// accepts both for `attention_head_dim`, `cross_attention_dim`, `layers_per_block`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +52,7 @@ pub struct UNet2DConditionConfig {
     /// Output channels.
     pub out_channels: usize,
     /// Whether the input is mapped from `[0, 1]` to `[-1, 1]` first.
+    #[serde(deserialize_with = "null_as_default")]
     pub center_input_sample: bool,
     /// Whether the sinusoidal timestep embedding is ordered `cos, sin`.
     pub flip_sin_to_cos: bool,
@@ -85,8 +95,11 @@ pub struct UNet2DConditionConfig {
     pub num_attention_heads: Option<PerBlock<usize>>,
     /// Whether `proj_in`/`proj_out` of the transformers are linear layers (2.x, SDXL) rather
     /// than 1×1 convolutions.
+    #[serde(deserialize_with = "null_as_default")]
     pub use_linear_projection: bool,
-    /// Whether attention runs in f32 when the weights are half precision (2.1).
+    /// Whether attention runs in f32 when the weights are half precision (2.1); `null`
+    /// (SDXL's config) is `false`.
+    #[serde(deserialize_with = "null_as_default")]
     pub upcast_attention: bool,
     /// `null` or `"projection"` (a `TimestepEmbedding` of `class_labels` added to the time
     /// embedding).
@@ -120,10 +133,13 @@ pub struct UNet2DConditionConfig {
     /// Unsupported when set.
     pub time_cond_proj_dim: Option<usize>,
     /// Unsupported when true.
+    #[serde(deserialize_with = "null_as_default")]
     pub class_embeddings_concat: bool,
     /// Unsupported when true.
+    #[serde(deserialize_with = "null_as_default")]
     pub dual_cross_attention: bool,
     /// Unsupported when true.
+    #[serde(deserialize_with = "null_as_default")]
     pub resnet_skip_time_act: bool,
     /// Only `"default"` is supported.
     pub attention_type: String,

@@ -47,6 +47,7 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
+use mm_core::nn::Activation;
 use mm_core::weights::Weights;
 
 use crate::check::{check_channels, check_finite};
@@ -248,12 +249,13 @@ impl UNet2DConditionModel {
         Ok(Self {
             conv_in: conv(config.in_channels, ch[0], config.conv_in_kernel, true, device),
             time_embedding: embedding(ch[0]),
-            // diffusers builds both with its default activation (SiLU), whatever `act_fn`.
+            // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
+            // whatever `act_fn` says.
             class_embedding: config.class_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Default::default(), device)
+                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
             }),
             add_embedding: config.addition_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Default::default(), device)
+                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
             }),
             down_blocks,
             mid_block,
