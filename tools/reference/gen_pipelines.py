@@ -69,8 +69,10 @@ CORPUS = (
     "the cat and the dog sat on the mat photo photos red reds riding rider"
 )
 STEPS = 4
+# Stable Diffusion 1.5's scheduler/scheduler_config.json.
 SCHEDULER = {
     "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "beta_start": 0.00085,
@@ -259,6 +261,15 @@ def build_pipeline(folder, unet, tok, tok_dir, text_encoder, vae):
     pipe.save_pretrained(folder, safe_serialization=True)
     publish_text_encoder(folder, text_encoder)
     publish_tokenizer(folder, tok_dir)
+    # Stable Diffusion 1.5's scheduler file lists only the keys it sets. Keys it leaves out
+    # (`timestep_spacing`, …) take the defaults of whichever class is built from it
+    # (diffusers' `_use_default_values`): Euler gets "linspace", DDIM / PNDM "leading". Write
+    # it that way and reload, so the in-memory pipeline is what loading the folder gives.
+    sched_dir = os.path.join(folder, "scheduler")
+    with open(os.path.join(sched_dir, "scheduler_config.json"), "w") as f:
+        json.dump(SCHEDULER, f, indent=2)
+        f.write("\n")
+    pipe.scheduler = PNDMScheduler.from_pretrained(sched_dir)
     return pipe
 
 

@@ -19,14 +19,16 @@ impl<U: Denoiser> StableDiffusion<U> {
         scheduler: &mut dyn mm_schedulers::Scheduler<4>,
         strength: f64,
     ) -> Result<Vec<f64>> {
+        let steps = scheduler.num_inference_steps().unwrap_or(0);
         let begin = scheduler.set_strength(strength)?;
         let timesteps = scheduler.timesteps()[begin..].to_vec();
-        if timesteps.is_empty() {
+        // diffusers: `int(num_inference_steps * strength)` steps remain; fewer than 1 is an
+        // error (whatever a multistep schedule's tail still holds).
+        if ((steps as f64 * strength) as usize) < 1 || timesteps.is_empty() {
             return Err(Error::InvalidArgument {
                 name: "strength",
                 reason: format!(
-                    "{strength} leaves no denoising step of {}; raise strength or steps",
-                    scheduler.num_inference_steps().unwrap_or(0)
+                    "{strength} leaves no denoising step of {steps}; raise strength or steps"
                 ),
             });
         }

@@ -8,13 +8,7 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// Weight files of a diffusers model component, in order of preference.
-pub(crate) const DIFFUSERS_WEIGHTS: &[&str] = &[
-    "diffusion_pytorch_model.safetensors.index.json",
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors.index.json",
-    "diffusion_pytorch_model.fp16.safetensors",
-];
+pub(crate) use crate::loading::DIFFUSERS_WEIGHTS;
 
 /// Weight files of a transformers component (the text encoder), in order of preference.
 pub(crate) const TEXT_ENCODER_WEIGHTS: &[&str] = &[

@@ -14,6 +14,7 @@ use super::options::GenerateOptions;
 use super::progress::{Flow, Previewer, Progress, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
 use crate::check::check_finite;
+use crate::unet::UNet2DConditionModel;
 use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny};
 use crate::{Error, Result};
 
@@ -22,10 +23,11 @@ pub const SIZE_MULTIPLE: usize = 8;
 
 /// The models and scheduler config of a Stable Diffusion 1.x / 2.x pipeline folder.
 ///
-/// `U` is the denoiser (`UNet2DConditionModel` for
-/// real checkpoints; any [`Denoiser`] works).
+/// `U` is the denoiser: [`UNet2DConditionModel`] for real checkpoints (load with
+/// [`StableDiffusion::load`]); any [`Denoiser`] works through [`StableDiffusion::load_with`]
+/// or [`StableDiffusion::from_parts`].
 #[derive(Debug)]
-pub struct StableDiffusion<U> {
+pub struct StableDiffusion<U = UNet2DConditionModel> {
     /// The denoiser (`unet/`).
     pub unet: U,
     /// The autoencoder (`vae/`).
@@ -109,6 +111,20 @@ pub(crate) struct Denoise {
     /// mask and masked-image latents), already doubled for guidance.
     pub conditioning: Option<Tensor<4>>,
     pub blend: Option<Blend>,
+}
+
+impl StableDiffusion<UNet2DConditionModel> {
+    /// Loads a diffusers Stable Diffusion 1.x / 2.x pipeline folder (or a repo id in the local
+    /// Hugging Face cache) with its `UNet2DConditionModel`; see
+    /// [`load_with`](Self::load_with).
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::load_with(model, device, |dir, device| {
+            let dir = dir.to_str().ok_or_else(|| {
+                Error::Config(format!("path {} is not valid UTF-8", dir.display()))
+            })?;
+            UNet2DConditionModel::load(dir, device)
+        })
+    }
 }
 
 impl<U: Denoiser> StableDiffusion<U> {
