@@ -1,7 +1,8 @@
 //! Inpainting: diffusers' `StableDiffusionInpaintPipeline.__call__`, for 9-channel
 //! inpainting UNets and, by latent blending, for ordinary 4-channel ones.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
 
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
@@ -33,6 +34,21 @@ pub fn downsample_mask(mask: Tensor<4>, factor: usize) -> Tensor<4> {
         .narrow(1, 0, 1)
         .narrow(3, 0, 1)
         .reshape([b, c, lh, lw])
+}
+
+/// A mask image as the `[1, 1, H, W]` tensor in `[0, 1]` that [`StableDiffusion::inpaint`]
+/// takes, converted to grey like PIL's `convert("L")` (which diffusers applies to mask
+/// images): ITU-R 601-2 luma in PIL's fixed point, `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`.
+pub fn mask_from_image(mask: &RgbImage, device: &Device) -> Tensor<4> {
+    let (w, h) = mask.dimensions();
+    let grey: Vec<f32> = mask
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(grey, [1, 1, h as usize, w as usize]), device)
 }
 
 impl<U: Denoiser> StableDiffusion<U> {

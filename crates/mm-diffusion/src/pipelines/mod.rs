@@ -81,7 +81,7 @@ mod text_to_image;
 
 pub use denoiser::Denoiser;
 pub use img2img::IMG2IMG_STRENGTH;
-pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask};
+pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};
 pub use loading::PipelineDir;
 pub use options::GenerateOptions;
 pub use pipeline::{Generated, Hooks, SIZE_MULTIPLE, StableDiffusion};
