@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
-use mm_diffusion::vae::AutoencoderTiny;
+use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 
 /// The error type of the examples: any library error, printed with its message.
@@ -213,4 +213,74 @@ pub fn load_image_tensor(path: &Path, device: &Device) -> Result<Tensor<4>, AnyE
 pub fn crop_to_multiple(image: RgbImage) -> RgbImage {
     let (w, h) = (image.width() / 8 * 8, image.height() / 8 * 8);
     image::imageops::crop_imm(&image, 0, 0, w, h).to_image()
+}
+
+/// The TAESD variants, by the latent space they target.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TaesdFlavour {
+    /// SD 1.x/2.x and SDXL (4 latent channels).
+    Taesd,
+    /// SD3 and FLUX.1 (16 latent channels).
+    Taesd3,
+    /// FLUX.2 (32 latent channels, pooled blocks).
+    Taef2,
+}
+
+impl TaesdFlavour {
+    /// Loads the upstream TAESD encoder and decoder files of this flavour.
+    pub fn load_files(
+        self,
+        encoder: &Path,
+        decoder: &Path,
+        device: &Device,
+    ) -> Result<AutoencoderTiny, AnyError> {
+        let config = match self {
+            Self::Taesd => AutoencoderTinyConfig::taesd(4),
+            Self::Taesd3 => AutoencoderTinyConfig::taesd(16),
+            Self::Taef2 => AutoencoderTinyConfig::taef2(),
+        };
+        Ok(AutoencoderTiny::from_original_files(
+            &config, encoder, decoder, device,
+        )?)
+    }
+}
+
+/// Encodes the image at `image` (cropped to multiples of the downscale factor) and decodes it
+/// back; prints the latent shape, the timings and the PSNR, and saves the reconstruction to
+/// `out`.
+pub fn roundtrip(
+    vae: &dyn Autoencoder,
+    image: &Path,
+    out: Option<&Path>,
+    device: &Device,
+) -> Result<(), AnyError> {
+    let f = vae.downscale_factor() as u32;
+    let image = mm_core::image::load_image(image)?;
+    let (w, h) = (image.width() / f * f, image.height() / f * f);
+    let crop = image::imageops::crop_imm(&image, 0, 0, w, h).to_image();
+    let pixels: Tensor<4> = mm_core::image::image_to_tensor(&crop, device).unsqueeze();
+
+    let start = Instant::now();
+    let latents = vae.encode_latents(pixels.clone() * 2.0 - 1.0)?;
+    let encoded = start.elapsed();
+    println!("latents {:?} in {encoded:.2?}", latents.dims());
+    let decoded = ((vae.decode_latents(latents)? + 1.0) / 2.0).clamp(0.0, 1.0);
+    println!(
+        "decoded {:?} in {:.2?}",
+        decoded.dims(),
+        start.elapsed() - encoded
+    );
+
+    let mse: f32 = (decoded.clone() - pixels)
+        .powi_scalar(2)
+        .mean()
+        .into_scalar();
+    println!("PSNR {:.2} dB", 10.0 * (1.0 / mse).log10());
+    if let Some(out) = out {
+        let [recon] = <[_; 1]>::try_from(mm_core::image::tensor_to_images(decoded)?)
+            .map_err(|_| "expected one image")?;
+        mm_core::image::save_image(&recon, out)?;
+        println!("saved {}", out.display());
+    }
+    Ok(())
 }
