@@ -39,32 +39,34 @@
 //! # Example
 //!
 //! ```no_run
-//! use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion};
-//! # struct MyUnet;
-//! # impl mm_diffusion::pipelines::Denoiser for MyUnet {
-//! #     fn in_channels(&self) -> usize { 4 }
-//! #     fn sample_size(&self) -> usize { 64 }
-//! #     fn predict(&self, s: burn::tensor::Tensor<4>, _: f64, _: burn::tensor::Tensor<3>)
-//! #         -> mm_diffusion::Result<burn::tensor::Tensor<4>> { Ok(s) }
-//! # }
-//! # fn load_unet(_: &std::path::Path, _: &burn::tensor::Device) -> mm_diffusion::Result<MyUnet> { Ok(MyUnet) }
+//! use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
+//!
 //! fn main() -> mm_diffusion::Result<()> {
 //!     let device = mm_core::device::cpu();
-//!     let pipe = StableDiffusion::load_with("stable-diffusion-v1-5/stable-diffusion-v1-5", &device, load_unet)?;
+//!     let pipe = StableDiffusion::load("stable-diffusion-v1-5/stable-diffusion-v1-5", &device)?;
 //!     let opts = GenerateOptions::new("a watercolor fox in the snow")
 //!         .negative_prompt("blurry")
 //!         .steps(25)
 //!         .scheduler("EulerDiscreteScheduler")
 //!         .seed(7);
-//!     let mut progress = |info: &mm_diffusion::pipelines::StepInfo| {
+//!     let mut progress = |info: &StepInfo| {
 //!         eprintln!("step {}/{} (t = {})", info.step, info.total, info.timestep);
-//!         Flow::Continue
+//!         Flow::Continue // Flow::Cancel stops with Error::Cancelled
 //!     };
 //!     let out = pipe.text_to_image(&opts, Hooks::new().progress(&mut progress))?;
 //!     for t in &out.truncated {
 //!         eprintln!("warning: {t}");
 //!     }
 //!     mm_core::image::save_image(&out.images[0], "fox.png")?;
+//!
+//!     // img2img and inpainting take images as [batch, 3, H, W] tensors in [0, 1]
+//!     let photo = mm_core::image::load_image("photo.png")?; // 512×512
+//!     let photo = mm_core::image::image_to_tensor(&photo, &device).unsqueeze::<4>();
+//!     let opts = GenerateOptions::new("the same, as an oil painting").strength(0.6);
+//!     let painted = pipe.img2img(&photo, &opts, Hooks::new())?;
+//!     let mask = mm_diffusion::pipelines::mask_from_image(&mm_core::image::load_image("mask.png")?, &device);
+//!     let filled = pipe.inpaint(&photo, &mask, &GenerateOptions::new("a red sofa"), Hooks::new())?;
+//!     # let _ = (painted, filled);
 //!     Ok(())
 //! }
 //! ```
