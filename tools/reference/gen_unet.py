@@ -5,7 +5,8 @@ Writes (relative to the repository root, whatever the cwd):
 
   tests/fixtures/unet-sd1-tiny/     SD1-style tiny UNet: conv proj_in, int attention_head_dim,
                                     2 layers per block; float / per-sample timesteps, an odd
-                                    latent size, ControlNet residuals
+                                    latent size, ControlNet residuals, IP-Adapter layers
+                                    (`ip_adapter.safetensors`, diffusers' IPAdapterAttnProcessor2_0)
   tests/fixtures/unet-sd2-tiny/     SD2-style: linear projections, upcast_attention,
                                     per-block attention_head_dim list
   tests/fixtures/unet-inpaint-tiny/ 9 input channels; weights saved as the `.fp16` variant
@@ -28,6 +29,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
+from diffusers.models.attention_processor import (  # noqa: E402
+    AttnProcessor2_0,
+    IPAdapterAttnProcessor2_0,
+)
 from safetensors.torch import save_file  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -150,7 +155,40 @@ def gen_sd1():
     }
     for i, r in enumerate(down_res):
         expected[f"down_residual_{i}"] = r
-    save(os.path.join(FIX, "unet-sd1-tiny"), model, expected)
+    # IP-Adapter: decoupled cross-attention in every attn2, 3 image tokens of width 10.
+    image_tokens = torch.randn(2, 3, 10, generator=g)
+    ip_state = attach_ip_adapter(model, image_dim=10, scale=0.6, seed=13)
+    with torch.no_grad():
+        expected["image_tokens"] = image_tokens
+        expected["out_ip_adapter"] = model(sample, t, (ehs, [image_tokens])).sample
+    model.set_attn_processor(AttnProcessor2_0())  # keep the IP layers out of the checkpoint
+    folder = os.path.join(FIX, "unet-sd1-tiny")
+    save(folder, model, expected)
+    save_file(ip_state, os.path.join(folder, "ip_adapter.safetensors"), metadata={"format": "pt"})
+    os.chmod(os.path.join(folder, "ip_adapter.safetensors"), 0o644)
+
+
+def attach_ip_adapter(model, image_dim, scale, seed):
+    """diffusers' `IPAdapterAttnProcessor2_0` (one adapter) on every cross-attention, with
+    random `to_k_ip`/`to_v_ip`; returns those weights under the Rust model's names
+    (`<attn2>.ip_adapter.to_k_ip.0.weight`)."""
+    g = torch.Generator().manual_seed(seed)
+    processors, state = {}, {}
+    for name in model.attn_processors:
+        attn_name = name.removesuffix(".processor")
+        if attn_name.endswith("attn1"):
+            processors[name] = AttnProcessor2_0()
+            continue
+        hidden = model.get_submodule(attn_name).to_q.out_features
+        proc = IPAdapterAttnProcessor2_0(hidden, image_dim, num_tokens=(3,), scale=scale)
+        with torch.no_grad():
+            for kind in ("to_k_ip", "to_v_ip"):
+                layer = getattr(proc, kind)[0]
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) / math.sqrt(image_dim))
+                state[f"{attn_name}.ip_adapter.{kind}.0.weight"] = layer.weight.detach().clone()
+        processors[name] = proc
+    model.set_attn_processor(processors)
+    return state
 
 
 def gen_sd2():
@@ -166,15 +204,24 @@ def gen_sd2():
         norm_num_groups=4,
         use_linear_projection=True,
         upcast_attention=True,
+        class_embed_type="projection",  # as SD 2.1 unCLIP (image embeddings)
+        projection_class_embeddings_input_dim=6,
     )
     randomize(model, 21).eval()
     g = torch.Generator().manual_seed(22)
     sample = torch.randn(2, 4, 8, 12, generator=g)
     ehs = torch.randn(2, 6, 24, generator=g)
+    class_labels = torch.randn(2, 6, generator=g)
     t = torch.tensor([57.5])
     with torch.no_grad():
-        out = model(sample, t, ehs).sample
-    expected = {"sample": sample, "encoder_hidden_states": ehs, "timestep": t, "out": out}
+        out = model(sample, t, ehs, class_labels=class_labels).sample
+    expected = {
+        "sample": sample,
+        "encoder_hidden_states": ehs,
+        "class_labels": class_labels,
+        "timestep": t,
+        "out": out,
+    }
     save(os.path.join(FIX, "unet-sd2-tiny"), model, expected)
 
 
@@ -190,6 +237,17 @@ def gen_inpaint():
         attention_head_dim=2,
         cross_attention_dim=16,
         norm_num_groups=4,
+        # Less common options, exercised here: asymmetric downsampling padding, scaled
+        # ResNet outputs, centred input, `sin, cos` order with a frequency shift of 1, other
+        # kernel sizes of conv_in / conv_out.
+        downsample_padding=0,
+        mid_block_scale_factor=1.414,
+        resnet_out_scale_factor=1.25,
+        center_input_sample=True,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        conv_in_kernel=5,
+        conv_out_kernel=1,
     )
     randomize(model, 31).eval()
     with torch.no_grad():  # the stored weights are float16: compute with the rounded values
@@ -220,6 +278,7 @@ def gen_sdxl():
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=4,
+        only_cross_attention=[False, True, False],  # not SDXL: exercises attn1 on the text
         projection_class_embeddings_input_dim=12 + 6 * 4,
     )
     randomize(model, 41).eval()

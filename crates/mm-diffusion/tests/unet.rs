@@ -7,7 +7,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{Expected, device, fixture};
-use mm_core::weights::expected_tensors;
+use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
 const TOL: f32 = 1e-4;
@@ -75,22 +75,36 @@ fn sd1_controlnet_residuals_match_diffusers() {
 }
 
 #[test]
-fn sd2_matches_diffusers() {
+fn sd2_with_class_embedding_matches_diffusers() {
     let unet = load("unet-sd2-tiny");
     assert!(unet.config().use_linear_projection && unet.config().upcast_attention);
-    check_basic(&unet, "unet-sd2-tiny");
+    let exp = Expected::fixture("unet-sd2-tiny");
+    let input = UNetInput::new(
+        exp.float("sample"),
+        exp.float("timestep"),
+        exp.float("encoder_hidden_states"),
+    )
+    .with_class_labels(exp.float("class_labels"));
+    exp.check("out", unet.forward_with(input).unwrap(), TOL);
 }
 
 #[test]
 fn inpainting_fp16_variant_matches_diffusers() {
-    // The folder holds only `diffusion_pytorch_model.fp16.safetensors` (float16 weights).
+    // The folder holds only `diffusion_pytorch_model.fp16.safetensors` (float16 weights); the
+    // config also sets downsample_padding 0, output scale factors, center_input_sample,
+    // flip_sin_to_cos false, freq_shift 1 and conv_in/conv_out kernels 5/1.
     let unet = load("unet-inpaint-tiny");
-    assert_eq!(unet.config().in_channels, 9);
+    let config = unet.config();
+    assert_eq!(config.in_channels, 9);
+    assert!(config.center_input_sample && !config.flip_sin_to_cos);
+    assert_eq!((config.downsample_padding, config.freq_shift), (0, 1.0));
+    assert_eq!((config.conv_in_kernel, config.conv_out_kernel), (5, 1));
     check_basic(&unet, "unet-inpaint-tiny");
 }
 
 #[test]
 fn sdxl_style_matches_diffusers() {
+    // Also `only_cross_attention` in the second block (attn1 attends to the text).
     let unet = load("unet-sdxl-tiny");
     let exp = Expected::fixture("unet-sdxl-tiny");
     let input = UNetInput::new(
@@ -172,4 +186,51 @@ fn sd21_unet_names_and_shapes() {
 #[test]
 fn sdxl_base_unet_names_and_shapes() {
     assert_full_size("unet-sdxl-base", 1680);
+}
+
+#[test]
+fn ip_adapter_matches_diffusers_processor() {
+    // The UNet's and the IP-Adapter layers' tensors, loaded together.
+    let folder = fixture("unet-sd1-tiny");
+    let config: UNet2DConditionConfig =
+        mm_core::config::read_json(folder.join("config.json")).unwrap();
+    let weights = Weights::from_files(
+        &[
+            folder.join("diffusion_pytorch_model.safetensors"),
+            folder.join("ip_adapter.safetensors"),
+        ],
+        "unet + ip-adapter",
+    )
+    .unwrap();
+    let unet = UNet2DConditionModel::new(&config, &device())
+        .unwrap()
+        .with_ip_adapter(10, vec![0.6], &device());
+    let mut unet = weights.load_into(unet).unwrap();
+    let exp = Expected::fixture("unet-sd1-tiny");
+    let input = || {
+        UNetInput::new(
+            exp.float("sample"),
+            exp.float("timestep"),
+            exp.float("encoder_hidden_states"),
+        )
+        .with_image_tokens(vec![exp.float("image_tokens")])
+    };
+    exp.check("out_ip_adapter", unet.forward_with(input()).unwrap(), TOL);
+    // Scale 0, or no image tokens: the base model's output.
+    unet.set_ip_adapter_scales(vec![0.0]);
+    exp.check("out", unet.forward_with(input()).unwrap(), TOL);
+    unet.set_ip_adapter_scales(vec![0.6]);
+    let plain = UNetInput::new(
+        exp.float("sample"),
+        exp.float("timestep"),
+        exp.float("encoder_hidden_states"),
+    );
+    exp.check("out", unet.forward_with(plain).unwrap(), TOL);
+    // The base model has no IP-Adapter tensors to load.
+    let base = UNet2DConditionModel::load(folder.to_str().unwrap(), &device()).unwrap();
+    let err = base.forward_with(input()).unwrap_err();
+    assert!(
+        matches!(err, mm_diffusion::Error::MissingInput { .. }),
+        "{err}"
+    );
 }

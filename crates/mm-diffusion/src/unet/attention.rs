@@ -19,6 +19,9 @@ pub struct Attention {
     pub to_v: Linear,
     /// Output projection (`to_out.0`; diffusers' `to_out.1` is a dropout).
     pub to_out: Vec<Linear>,
+    /// IP-Adapter's image key/value projections (cross-attention layers only; absent in the
+    /// base model, so they add no tensor names to its checkpoint).
+    pub ip_adapter: Option<IpAdapterAttention>,
     #[module(skip)]
     heads: usize,
     #[module(skip)]
@@ -44,6 +47,7 @@ impl Attention {
             to_k: proj(context_dim),
             to_v: proj(context_dim),
             to_out: vec![LinearConfig::new(inner, query_dim).init(device)],
+            ip_adapter: None,
             heads,
             upcast,
         }
@@ -54,22 +58,97 @@ impl Attention {
         self.heads
     }
 
+    /// The inner width (`heads × head_dim`).
+    pub fn inner_dim(&self) -> usize {
+        self.to_q.weight.lazy_shape().to_vec()[1]
+    }
+
     /// Attends `x` to `context` (to itself when `None`); `chunk` bounds the queries attended
-    /// at once (see [`chunked_attention`]).
-    pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>, chunk: Option<usize>) -> Tensor<3> {
+    /// at once (see [`chunked_attention`]). With IP-Adapter layers and `image_tokens` (one
+    /// `[batch, tokens, dim]` set per adapter), each adapter's attention of the same queries
+    /// to its image tokens is added, times its scale, before `to_out` (diffusers'
+    /// `IPAdapterAttnProcessor2_0`).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        context: Option<&Tensor<3>>,
+        image_tokens: Option<&[Tensor<3>]>,
+        chunk: Option<usize>,
+    ) -> Tensor<3> {
         let context = context.unwrap_or(&x);
         let q = split_heads(self.to_q.forward(x.clone()), self.heads);
-        let k = split_heads(self.to_k.forward(context.clone()), self.heads);
-        let v = split_heads(self.to_v.forward(context.clone()), self.heads);
-        let dtype = q.dtype();
-        let out = if self.upcast && dtype != DType::F32 {
-            chunked_attention(q.cast(DType::F32), k.cast(DType::F32), v.cast(DType::F32), chunk)
-                .cast(dtype)
-        } else {
-            chunked_attention(q, k, v, chunk)
+        let attend = |keys: Tensor<3>, values: Tensor<3>| {
+            let k = split_heads(keys, self.heads);
+            let v = split_heads(values, self.heads);
+            let dtype = q.dtype();
+            let out = if self.upcast && dtype != DType::F32 {
+                let f32 = |t: Tensor<4>| t.cast(DType::F32);
+                chunked_attention(f32(q.clone()), f32(k), f32(v), chunk).cast(dtype)
+            } else {
+                chunked_attention(q.clone(), k, v, chunk)
+            };
+            merge_heads(out)
         };
-        let out = merge_heads(out);
+        let mut out = attend(
+            self.to_k.forward(context.clone()),
+            self.to_v.forward(context.clone()),
+        );
+        if let (Some(ip), Some(tokens)) = (&self.ip_adapter, image_tokens) {
+            for (i, tokens) in tokens.iter().enumerate() {
+                let scale = ip.scales.get(i).copied().unwrap_or(0.0);
+                let (Some(to_k), Some(to_v)) = (ip.to_k_ip.get(i), ip.to_v_ip.get(i)) else {
+                    break;
+                };
+                if scale != 0.0 {
+                    let image = attend(to_k.forward(tokens.clone()), to_v.forward(tokens.clone()));
+                    out = out + image * scale;
+                }
+            }
+        }
         self.to_out.iter().fold(out, |t, proj| proj.forward(t))
+    }
+}
+
+/// IP-Adapter's decoupled cross-attention layers of one cross-attention (diffusers'
+/// `IPAdapterAttnProcessor2_0`): for each adapter, bias-free key and value projections of its
+/// image tokens, and the scale its attention output is added with.
+#[derive(Module, Debug)]
+pub struct IpAdapterAttention {
+    /// Key projection of each adapter's image tokens.
+    pub to_k_ip: Vec<Linear>,
+    /// Value projection of each adapter's image tokens.
+    pub to_v_ip: Vec<Linear>,
+    #[module(skip)]
+    scales: Vec<f64>,
+}
+
+impl IpAdapterAttention {
+    /// Randomly initialised projections from `image_dim` to `inner_dim`, one pair per scale.
+    pub fn new(image_dim: usize, inner_dim: usize, scales: Vec<f64>, device: &Device) -> Self {
+        let proj = || {
+            (scales.iter())
+                .map(|_| {
+                    LinearConfig::new(image_dim, inner_dim)
+                        .with_bias(false)
+                        .init(device)
+                })
+                .collect()
+        };
+        Self {
+            to_k_ip: proj(),
+            to_v_ip: proj(),
+            scales,
+        }
+    }
+
+    /// The scale of each adapter.
+    pub fn scales(&self) -> &[f64] {
+        &self.scales
+    }
+
+    /// Sets the scale of each adapter (0 disables one).
+    pub fn set_scales(&mut self, scales: Vec<f64>) {
+        self.scales = scales;
     }
 }
 

@@ -74,7 +74,8 @@ pub struct UNet2DConditionConfig {
     pub downsample_padding: usize,
     /// Output scale factor of the middle block's ResNet blocks.
     pub mid_block_scale_factor: f64,
-    /// Output scale factor of the other ResNet blocks.
+    /// Ignored, as diffusers does for the block types supported here (it only reaches
+    /// `ResnetDownsampleBlock2D` and the `SimpleCrossAttn` blocks).
     pub resnet_out_scale_factor: f64,
     /// Activation of the ResNet blocks and the time embedding.
     pub act_fn: Activation,
@@ -294,7 +295,11 @@ impl UNet2DConditionConfig {
             Some(g) if g > 0 => g,
             _ => return invalid("norm_num_groups must be set and > 0".into()),
         };
-        if self.block_out_channels.iter().any(|c| *c == 0 || c % groups != 0) {
+        if self
+            .block_out_channels
+            .iter()
+            .any(|c| *c == 0 || c % groups != 0)
+        {
             return invalid(format!(
                 "block_out_channels {:?} must be non-zero multiples of norm_num_groups \
                  ({groups})",
@@ -394,7 +399,10 @@ impl UNet2DConditionConfig {
             ("encoder_hid_dim", self.encoder_hid_dim.is_some()),
             ("encoder_hid_dim_type", self.encoder_hid_dim_type.is_some()),
             ("time_embedding_dim", self.time_embedding_dim.is_some()),
-            ("time_embedding_act_fn", self.time_embedding_act_fn.is_some()),
+            (
+                "time_embedding_act_fn",
+                self.time_embedding_act_fn.is_some(),
+            ),
             ("timestep_post_act", self.timestep_post_act.is_some()),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("class_embeddings_concat", self.class_embeddings_concat),

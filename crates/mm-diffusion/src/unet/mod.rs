@@ -22,13 +22,14 @@
 //! queries in chunks, so the `heads × 4096 × 4096` scores of the highest-resolution
 //! self-attention at 512×512 are never materialised at once.
 //!
-//! Extension point for IP-Adapter (decoupled cross-attention, not implemented yet): the
-//! image-prompt layers belong next to each cross-attention `attn2` (an optional module with
-//! `to_k_ip`/`to_v_ip` per adapter, so the checkpoint names stay those of the base UNet when
-//! absent), the image tokens travel in [`UNetInput`] beside `encoder_hidden_states` and reach
-//! every `attn2` through [`CrossAttnContext`](transformer::CrossAttnContext), and `attn2` adds
+//! IP-Adapter (decoupled cross-attention): [`UNet2DConditionModel::with_ip_adapter`] gives
+//! every cross-attention `attn2` an [`IpAdapterAttention`]
+//! (`to_k_ip`/`to_v_ip` per adapter, absent from the base checkpoint's names), the image tokens
+//! travel in [`UNetInput::image_tokens`] beside `encoder_hidden_states`, and each `attn2` adds
 //! `scale · attention(q, to_k_ip(tokens), to_v_ip(tokens))` to its attention output before
-//! `to_out` (diffusers' `IPAdapterAttnProcessor2_0`).
+//! `to_out`, as diffusers' `IPAdapterAttnProcessor2_0`. Projecting CLIP image embeddings to
+//! tokens (the adapter's `image_proj`) and reading IP-Adapter checkpoints are not part of this
+//! module.
 
 pub mod attention;
 pub mod blocks;
@@ -55,6 +56,7 @@ use crate::loading::component;
 use crate::vae::layers::{conv, group_norm};
 use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::{Error, Result};
+use attention::IpAdapterAttention;
 use transformer::{CrossAttnContext, TransformerOptions};
 
 /// SDXL's added conditions (`added_cond_kwargs`, `addition_embed_type: "text_time"`).
@@ -87,6 +89,9 @@ pub struct UNetInput {
     pub down_block_additional_residuals: Option<Vec<Tensor<4>>>,
     /// ControlNet residual added to the middle block's output.
     pub mid_block_additional_residual: Option<Tensor<4>>,
+    /// IP-Adapter image tokens, one `[batch, tokens, dim]` set per adapter attached with
+    /// [`UNet2DConditionModel::with_ip_adapter`].
+    pub image_tokens: Option<Vec<Tensor<3>>>,
 }
 
 impl UNetInput {
@@ -100,7 +105,14 @@ impl UNetInput {
             added_cond: None,
             down_block_additional_residuals: None,
             mid_block_additional_residual: None,
+            image_tokens: None,
         }
+    }
+
+    /// Sets the IP-Adapter image tokens, one `[batch, tokens, dim]` set per adapter.
+    pub fn with_image_tokens(mut self, image_tokens: Vec<Tensor<3>>) -> Self {
+        self.image_tokens = Some(image_tokens);
+        self
     }
 
     /// Sets the class-embedding input (`class_embed_type: "projection"`).
@@ -154,6 +166,9 @@ pub struct UNet2DConditionModel {
     plan: BlockPlan,
     #[module(skip)]
     attention_chunk: Option<usize>,
+    /// (image width, adapters) of the attached IP-Adapter layers.
+    #[module(skip)]
+    ip_adapter: Option<(usize, usize)>,
 }
 
 impl UNet2DConditionModel {
@@ -170,7 +185,8 @@ impl UNet2DConditionModel {
             temb_channels: Some(temb),
             output_scale_factor: scale,
         };
-        let blocks_options = resnet_options(config.resnet_out_scale_factor);
+        // diffusers passes `resnet_out_scale_factor` only to block types not supported here.
+        let blocks_options = resnet_options(1.0);
         // Settings of the transformers at level `i` (down-block index).
         let transformer_options = |i: usize| TransformerOptions {
             heads: plan.heads[i],
@@ -181,8 +197,9 @@ impl UNet2DConditionModel {
             only_cross_attention: plan.only_cross_attention[i],
             upcast_attention: config.upcast_attention,
         };
-        let transformer =
-            |i: usize, channels: usize| Transformer2DModel::new(channels, &transformer_options(i), device);
+        let transformer = |i: usize, channels: usize| {
+            Transformer2DModel::new(channels, &transformer_options(i), device)
+        };
         let down_blocks = (0..n)
             .map(|i| {
                 let cin = ch[i.saturating_sub(1)];
@@ -200,7 +217,11 @@ impl UNet2DConditionModel {
                     resnets,
                     attentions,
                     downsamplers: (i + 1 < n).then(|| {
-                        vec![Downsample2D::with_padding(ch[i], config.downsample_padding, device)]
+                        vec![Downsample2D::with_padding(
+                            ch[i],
+                            config.downsample_padding,
+                            device,
+                        )]
                     }),
                 }
             })
@@ -234,7 +255,9 @@ impl UNet2DConditionModel {
                     })
                     .collect();
                 let attentions = match plan.up[i] {
-                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(level, out)).collect(),
+                    BlockKind::CrossAttn => {
+                        resnets.iter().map(|_| transformer(level, out)).collect()
+                    }
                     BlockKind::Plain => Vec::new(),
                 };
                 UpBlock2D {
@@ -247,24 +270,39 @@ impl UNet2DConditionModel {
         let embedding = |input: usize| TimestepEmbedding::new(input, temb, config.act_fn, device);
         let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
         Ok(Self {
-            conv_in: conv(config.in_channels, ch[0], config.conv_in_kernel, true, device),
+            conv_in: conv(
+                config.in_channels,
+                ch[0],
+                config.conv_in_kernel,
+                true,
+                device,
+            ),
             time_embedding: embedding(ch[0]),
             // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
             // whatever `act_fn` says.
-            class_embedding: config.class_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
-            }),
-            add_embedding: config.addition_embed_type.is_some().then(|| {
-                TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)
-            }),
+            class_embedding: config
+                .class_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
+            add_embedding: config
+                .addition_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
             down_blocks,
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(plan.groups, ch[0], config.norm_eps, device),
-            conv_out: conv(ch[0], config.out_channels, config.conv_out_kernel, true, device),
+            conv_out: conv(
+                ch[0],
+                config.out_channels,
+                config.conv_out_kernel,
+                true,
+                device,
+            ),
             config: config.clone(),
             plan,
             attention_chunk: None,
+            ip_adapter: None,
         })
     }
 
@@ -326,6 +364,7 @@ impl UNet2DConditionModel {
             added_cond,
             down_block_additional_residuals,
             mid_block_additional_residual,
+            image_tokens,
         } = input;
         let config = &self.config;
         let [batch, _, height, width] = sample.dims();
@@ -337,6 +376,7 @@ impl UNet2DConditionModel {
         let emb = self.embed(&sample, timestep, class_labels, added_cond)?;
         let ctx = CrossAttnContext {
             encoder_hidden_states: &encoder_hidden_states,
+            image_tokens: image_tokens.as_deref(),
             chunk: self.attention_chunk,
         };
 
@@ -351,7 +391,9 @@ impl UNet2DConditionModel {
             skips = skips
                 .into_iter()
                 .zip(residuals)
-                .map(|(skip, residual)| add_residual("down_block_additional_residuals", skip, residual))
+                .map(|(skip, residual)| {
+                    add_residual("down_block_additional_residuals", skip, residual)
+                })
                 .collect::<Result<_>>()?;
         }
         if let Some(mid) = &self.mid_block {
@@ -404,10 +446,14 @@ impl UNet2DConditionModel {
         if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added_cond) {
             let [b, n] = added.time_ids.dims();
             let dim = config.addition_time_embed_dim.unwrap_or(0);
-            let ids = added.time_ids.cast(burn::tensor::DType::F32).reshape([b * n]);
-            let time_embeds = timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
-                .reshape([b, n * dim])
-                .cast(dtype);
+            let ids = added
+                .time_ids
+                .cast(burn::tensor::DType::F32)
+                .reshape([b * n]);
+            let time_embeds =
+                timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
+                    .reshape([b, n * dim])
+                    .cast(dtype);
             let add = Tensor::cat(vec![added.text_embeds.cast(dtype), time_embeds], 1);
             emb = emb + add_embedding.forward(add);
         }
@@ -519,6 +565,7 @@ impl UNet2DConditionModel {
                 });
             }
         }
+        self.validate_image_tokens(input)?;
         if height == 0 || width == 0 {
             return Err(Error::Shape {
                 what: "sample",
@@ -533,6 +580,75 @@ impl UNet2DConditionModel {
             check_finite("class_labels", labels)?;
         }
         Ok(())
+    }
+
+    /// IP-Adapter tokens: one set per attached adapter, of the sample's batch and the
+    /// adapters' image width, finite.
+    fn validate_image_tokens(&self, input: &UNetInput) -> Result<()> {
+        let Some(sets) = &input.image_tokens else {
+            return Ok(());
+        };
+        let Some((image_dim, adapters)) = self.ip_adapter else {
+            return Err(Error::MissingInput {
+                what: "image_tokens",
+                reason: "the model has no IP-Adapter layers (see with_ip_adapter)".into(),
+            });
+        };
+        let batch = input.sample.dims()[0];
+        if sets.len() != adapters {
+            return Err(Error::Shape {
+                what: "image_tokens",
+                expected: format!("{adapters} token sets (one per IP-Adapter)"),
+                got: vec![sets.len()],
+            });
+        }
+        for tokens in sets {
+            let [b, n, d] = tokens.dims();
+            if b != batch || n == 0 || d != image_dim {
+                return Err(Error::Shape {
+                    what: "image_tokens",
+                    expected: format!("[{batch}, tokens > 0, {image_dim}]"),
+                    got: vec![b, n, d],
+                });
+            }
+            check_finite("image_tokens", tokens)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches `scales.len()` IP-Adapters reading `image_dim`-wide image tokens: randomly
+    /// initialised `to_k_ip`/`to_v_ip` in every cross-attention (replacing any attached
+    /// before). Load their weights together with the UNet's (e.g. `Weights::from_files` of
+    /// both files, then [`Weights::load_into`]), named
+    /// `<attention>.attn2.ip_adapter.to_k_ip.<adapter>.weight`.
+    pub fn with_ip_adapter(mut self, image_dim: usize, scales: Vec<f64>, device: &Device) -> Self {
+        self.ip_adapter = (!scales.is_empty()).then_some((image_dim, scales.len()));
+        for block in self.transformer_blocks_mut() {
+            let inner = block.attn2.inner_dim();
+            block.attn2.ip_adapter = (!scales.is_empty())
+                .then(|| IpAdapterAttention::new(image_dim, inner, scales.clone(), device));
+        }
+        self
+    }
+
+    /// Sets the scale of each attached IP-Adapter in every cross-attention (0 disables one).
+    pub fn set_ip_adapter_scales(&mut self, scales: Vec<f64>) {
+        for block in self.transformer_blocks_mut() {
+            if let Some(ip) = &mut block.attn2.ip_adapter {
+                ip.set_scales(scales.clone());
+            }
+        }
+    }
+
+    /// Every transformer block, in diffusers' `attn_processors` order: down blocks, up
+    /// blocks, then the middle block.
+    fn transformer_blocks_mut(&mut self) -> impl Iterator<Item = &mut BasicTransformerBlock> {
+        let down = self.down_blocks.iter_mut().flat_map(|b| &mut b.attentions);
+        let up = self.up_blocks.iter_mut().flat_map(|b| &mut b.attentions);
+        let mid = self.mid_block.iter_mut().flat_map(|b| &mut b.attentions);
+        down.chain(up)
+            .chain(mid)
+            .flat_map(|t| &mut t.transformer_blocks)
     }
 
     /// The text widths of every level that attends to the text.

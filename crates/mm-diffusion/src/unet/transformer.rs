@@ -4,7 +4,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::{Device, Tensor, activation};
 
 use super::attention::Attention;
@@ -20,6 +22,8 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 pub struct CrossAttnContext<'a> {
     /// The text embeddings `[batch, tokens, cross_attention_dim]`.
     pub encoder_hidden_states: &'a Tensor<3>,
+    /// IP-Adapter image tokens, one `[batch, tokens, dim]` set per adapter.
+    pub image_tokens: Option<&'a [Tensor<3>]>,
     /// Queries attended at once (`None`: all).
     pub chunk: Option<usize>,
 }
@@ -130,9 +134,17 @@ pub struct TransformerOptions {
 impl BasicTransformerBlock {
     /// A randomly initialised block over `dim` features.
     pub fn new(dim: usize, options: &TransformerOptions, device: &Device) -> Self {
-        let norm = || LayerNormConfig::new(dim).with_epsilon(LAYER_NORM_EPS).init(device);
+        let norm = || {
+            LayerNormConfig::new(dim)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device)
+        };
         let (heads, cross) = (options.heads, options.cross_attention_dim);
-        let attn1_context = if options.only_cross_attention { cross } else { dim };
+        let attn1_context = if options.only_cross_attention {
+            cross
+        } else {
+            dim
+        };
         let upcast = options.upcast_attention;
         Self {
             norm1: norm(),
@@ -148,9 +160,15 @@ impl BasicTransformerBlock {
     /// Applies the block to `[batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<3>, ctx: &CrossAttnContext) -> Tensor<3> {
         let text = Some(ctx.encoder_hidden_states);
-        let context1 = if self.only_cross_attention { text } else { None };
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), context1, ctx.chunk);
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), text, ctx.chunk);
+        let context1 = if self.only_cross_attention {
+            text
+        } else {
+            None
+        };
+        let attn1 = |x: Tensor<3>| self.attn1.forward(x, context1, None, ctx.chunk);
+        let attn2 = |x: Tensor<3>| self.attn2.forward(x, text, ctx.image_tokens, ctx.chunk);
+        let x = x.clone() + attn1(self.norm1.forward(x));
+        let x = x.clone() + attn2(self.norm2.forward(x));
         x.clone() + self.ff.forward(self.norm3.forward(x))
     }
 }
@@ -199,7 +217,8 @@ impl Transformer2DModel {
             Projection::Conv(conv) => to_tokens(conv.forward(normed)),
             Projection::Linear(linear) => linear.forward(to_tokens(normed)),
         };
-        let tokens = (self.transformer_blocks.iter()).fold(tokens, |t, block| block.forward(t, ctx));
+        let tokens =
+            (self.transformer_blocks.iter()).fold(tokens, |t, block| block.forward(t, ctx));
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(to_map(tokens)),
             Projection::Linear(linear) => to_map(linear.forward(tokens)),
