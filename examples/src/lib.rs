@@ -198,8 +198,12 @@ pub fn run_diffusion(
 
 /// `out.png` → `out_3.png`.
 fn numbered(path: &Path, i: usize) -> PathBuf {
-    let stem = path.file_stem().map_or("out".into(), |s| s.to_string_lossy());
-    let ext = path.extension().map_or("png".into(), |s| s.to_string_lossy());
+    let stem = path
+        .file_stem()
+        .map_or("out".into(), |s| s.to_string_lossy());
+    let ext = path
+        .extension()
+        .map_or("png".into(), |s| s.to_string_lossy());
     path.with_file_name(format!("{stem}_{i}.{ext}"))
 }
 

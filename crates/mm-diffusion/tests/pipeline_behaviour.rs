@@ -56,7 +56,13 @@ fn missing_components_are_named() {
     std::fs::remove_dir_all(dir.join("vae")).unwrap();
     let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
     assert!(
-        matches!(err, Error::MissingComponent { component: "vae", .. }),
+        matches!(
+            err,
+            Error::MissingComponent {
+                component: "vae",
+                ..
+            }
+        ),
         "{err}"
     );
 
@@ -68,7 +74,13 @@ fn missing_components_are_named() {
     std::fs::write(&index_path, index.to_string()).unwrap();
     let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
     assert!(
-        matches!(err, Error::MissingComponent { component: "unet", .. }),
+        matches!(
+            err,
+            Error::MissingComponent {
+                component: "unet",
+                ..
+            }
+        ),
         "{err}"
     );
 
@@ -76,7 +88,13 @@ fn missing_components_are_named() {
     std::fs::remove_file(dir.join("tokenizer/merges.txt")).unwrap();
     let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
     assert!(
-        matches!(err, Error::MissingComponent { component: "tokenizer", .. }),
+        matches!(
+            err,
+            Error::MissingComponent {
+                component: "tokenizer",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("merges.txt"), "{err}");
@@ -96,15 +114,24 @@ fn bad_arguments_are_typed_errors() {
     ));
     assert!(matches!(
         run(opts().steps(0)),
-        Error::InvalidArgument { name: "num_inference_steps", .. }
+        Error::InvalidArgument {
+            name: "num_inference_steps",
+            ..
+        }
     ));
     assert!(matches!(
         run(opts().guidance_rescale(1.5)),
-        Error::InvalidArgument { name: "guidance_rescale", .. }
+        Error::InvalidArgument {
+            name: "guidance_rescale",
+            ..
+        }
     ));
     assert!(matches!(
         run(opts().num_images_per_prompt(0)),
-        Error::InvalidArgument { name: "num_images_per_prompt", .. }
+        Error::InvalidArgument {
+            name: "num_images_per_prompt",
+            ..
+        }
     ));
     assert!(matches!(
         run(opts().scheduler("NoSuchScheduler")),
@@ -113,37 +140,48 @@ fn bad_arguments_are_typed_errors() {
     let wrong = Tensor::<4>::zeros([1, 4, 4, 4], &device());
     assert!(matches!(
         run(opts().latents(wrong)),
-        Error::Shape { what: "latents", .. }
+        Error::Shape {
+            what: "latents",
+            ..
+        }
     ));
     let nan = Tensor::<4>::zeros([1, 4, 8, 8], &device()) / 0.0;
     assert!(matches!(
         run(opts().latents(nan)),
-        Error::NonFinite { what: "latents", .. }
+        Error::NonFinite {
+            what: "latents",
+            ..
+        }
     ));
 
-    let img2img = |o: GenerateOptions, image: &Tensor<4>| {
-        pipe.img2img(image, &o, Hooks::new()).unwrap_err()
-    };
+    let img2img =
+        |o: GenerateOptions, image: &Tensor<4>| pipe.img2img(image, &o, Hooks::new()).unwrap_err();
     assert!(matches!(
         img2img(opts().strength(1.5), &image()),
-        Error::InvalidArgument { name: "strength", .. }
+        Error::InvalidArgument {
+            name: "strength",
+            ..
+        }
     ));
     // 4 steps × 0.1 strength leaves no step.
     assert!(matches!(
         img2img(opts().strength(0.1), &image()),
-        Error::InvalidArgument { name: "strength", .. }
+        Error::InvalidArgument {
+            name: "strength",
+            ..
+        }
     ));
     let odd = Tensor::<4>::zeros([1, 3, 30, 32], &device());
-    assert!(matches!(
-        img2img(opts(), &odd),
-        Error::NotMultiple { .. }
-    ));
+    assert!(matches!(img2img(opts(), &odd), Error::NotMultiple { .. }));
     let gray = Tensor::<4>::zeros([1, 1, 32, 32], &device());
     assert!(matches!(img2img(opts(), &gray), Error::Shape { .. }));
     let latents = Tensor::<4>::zeros([1, 4, 8, 8], &device());
     assert!(matches!(
         img2img(opts().latents(latents), &image()),
-        Error::InvalidArgument { name: "latents", .. }
+        Error::InvalidArgument {
+            name: "latents",
+            ..
+        }
     ));
 
     let err = pipe
@@ -160,9 +198,20 @@ fn bad_arguments_are_typed_errors() {
         "{err}"
     );
     let err = pipe
-        .inpaint(&image(), &mask(32, 32), &opts().strength(-0.5), Hooks::new())
+        .inpaint(
+            &image(),
+            &mask(32, 32),
+            &opts().strength(-0.5),
+            Hooks::new(),
+        )
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { name: "strength", .. }));
+    assert!(matches!(
+        err,
+        Error::InvalidArgument {
+            name: "strength",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -218,7 +267,10 @@ fn progress_reports_previews_and_cancels() {
     let err = pipe
         .text_to_image(&opts(), Hooks::new().progress(&mut cancel))
         .unwrap_err();
-    assert!(matches!(err, Error::Cancelled { step: 2, total: 4 }), "{err}");
+    assert!(
+        matches!(err, Error::Cancelled { step: 2, total: 4 }),
+        "{err}"
+    );
 
     // A tiny autoencoder attached: previews are decoded at full size.
     let taesd = AutoencoderTiny::load(fixture("taesd-tiny").to_str().unwrap(), &device()).unwrap();
@@ -243,22 +295,32 @@ impl Denoiser for Diverging {
     fn sample_size(&self) -> usize {
         8
     }
-    fn predict(&self, sample: Tensor<4>, _t: f64, _c: Tensor<3>) -> mm_diffusion::Result<Tensor<4>> {
+    fn predict(
+        &self,
+        sample: Tensor<4>,
+        _t: f64,
+        _c: Tensor<3>,
+    ) -> mm_diffusion::Result<Tensor<4>> {
         Ok(sample / 0.0 * 0.0)
     }
 }
 
 #[test]
 fn nan_latents_are_an_error_not_a_black_image() {
-    let pipe = StableDiffusion::load_with(
-        fixture("sd-tiny").to_str().unwrap(),
-        &device(),
-        |_, _| Ok(Diverging),
-    )
-    .unwrap();
+    let pipe =
+        StableDiffusion::load_with(fixture("sd-tiny").to_str().unwrap(), &device(), |_, _| {
+            Ok(Diverging)
+        })
+        .unwrap();
     let err = pipe.text_to_image(&opts(), Hooks::new()).unwrap_err();
     assert!(
-        matches!(err, Error::NonFinite { what: "latents", .. }),
+        matches!(
+            err,
+            Error::NonFinite {
+                what: "latents",
+                ..
+            }
+        ),
         "{err}"
     );
     // The 4-channel denoiser cannot take the 9-channel inpainting input and vice versa.

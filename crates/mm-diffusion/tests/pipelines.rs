@@ -28,10 +28,8 @@ struct Fixture {
 fn load(name: &'static str) -> Fixture {
     let path = fixture(name);
     let pipe = StableDiffusion::load(path.to_str().unwrap(), &device()).unwrap();
-    let cases = serde_json::from_str(
-        &std::fs::read_to_string(path.join("expected.json")).unwrap(),
-    )
-    .unwrap();
+    let cases = serde_json::from_str(&std::fs::read_to_string(path.join("expected.json")).unwrap())
+        .unwrap();
     Fixture {
         name,
         pipe,
@@ -82,7 +80,10 @@ impl Fixture {
         assert_eq!(out.latents.dims(), expected.dims());
         let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
         let rel = max_abs_diff(out.latents, expected) / scale;
-        eprintln!("{} {name}: latents max abs error / max |latent| {rel:.2e}", self.name);
+        eprintln!(
+            "{} {name}: latents max abs error / max |latent| {rel:.2e}",
+            self.name
+        );
         assert!(rel <= LATENT_REL_TOL, "{name}: latents {rel:e}");
         eprint!("{} {name}: ", self.name);
         self.exp
@@ -123,7 +124,8 @@ fn prompt_embeddings_match_encode_prompt() {
     // clip_skip = 1 (penultimate layer + final norm) for the prompt only; 2 images each.
     let e = enc.encode(prompt, "", 2, true, Some(1)).unwrap();
     f.exp.check("encode.skip1.cond", e.cond, EMBED_TOL);
-    f.exp.check("encode.skip1.uncond", e.uncond.unwrap(), EMBED_TOL);
+    f.exp
+        .check("encode.skip1.uncond", e.uncond.unwrap(), EMBED_TOL);
 
     // Too long: truncated to 77 tokens like diffusers, and reported.
     let long = f.cases["tokens"][5]["text"].as_str().unwrap();
@@ -143,7 +145,11 @@ fn prompt_embeddings_match_encode_prompt() {
 fn text_to_image_matches_diffusers() {
     let f = load("sd-tiny");
     for (name, case) in f.cases["txt2img"].as_object().unwrap() {
-        let latents = if case["images"] == 2 { "latents2" } else { "latents1" };
+        let latents = if case["images"] == 2 {
+            "latents2"
+        } else {
+            "latents1"
+        };
         let opts = f.options(case).latents(f.exp.float(latents));
         let out = f.pipe.text_to_image(&opts, Hooks::new()).unwrap();
         assert_eq!(out.images.len(), case["images"].as_u64().unwrap() as usize);
@@ -179,7 +185,12 @@ fn inpaint_blending_matches_diffusers() {
         let mut noise = f.draws(&name, &[0, 1]);
         let out = f
             .pipe
-            .inpaint(&image, &mask, &f.options(case), Hooks::new().noise(&mut noise))
+            .inpaint(
+                &image,
+                &mask,
+                &f.options(case),
+                Hooks::new().noise(&mut noise),
+            )
             .unwrap();
         assert_eq!(noise.remaining(), 0);
         f.check(&name, out);

@@ -48,7 +48,10 @@ pub fn mask_from_image(mask: &RgbImage, device: &Device) -> Tensor<4> {
             ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0
         })
         .collect();
-    Tensor::from_data(TensorData::new(grey, [1, 1, h as usize, w as usize]), device)
+    Tensor::from_data(
+        TensorData::new(grey, [1, 1, h as usize, w as usize]),
+        device,
+    )
 }
 
 impl<U: Denoiser> StableDiffusion<U> {

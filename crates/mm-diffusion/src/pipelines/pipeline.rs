@@ -242,7 +242,10 @@ impl<U: Denoiser> StableDiffusion<U> {
     pub(crate) fn check_options(&self, opts: &GenerateOptions) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
         if !opts.guidance_scale.is_finite() {
-            return bad("guidance_scale", format!("{} is not finite", opts.guidance_scale));
+            return bad(
+                "guidance_scale",
+                format!("{} is not finite", opts.guidance_scale),
+            );
         }
         if !(0.0..=1.0).contains(&opts.guidance_rescale) {
             return bad(
@@ -276,7 +279,10 @@ impl<U: Denoiser> StableDiffusion<U> {
         width: usize,
     ) -> Result<[usize; 4]> {
         let factor = SIZE_MULTIPLE.max(self.vae_scale_factor());
-        if height == 0 || width == 0 || !height.is_multiple_of(factor) || !width.is_multiple_of(factor)
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(factor)
+            || !width.is_multiple_of(factor)
         {
             return Err(Error::NotMultiple {
                 height,
@@ -365,7 +371,9 @@ impl<U: Denoiser> StableDiffusion<U> {
             latents = scheduler.step(pred, t, latents, noise)?.prev_sample;
             if let Some(b) = &blend {
                 let original = match timesteps.get(i + 1) {
-                    Some(&next) => scheduler.add_noise(b.image_latents.clone(), b.noise.clone(), next)?,
+                    Some(&next) => {
+                        scheduler.add_noise(b.image_latents.clone(), b.noise.clone(), next)?
+                    }
                     None => b.image_latents.clone(),
                 };
                 latents = original * (b.mask.clone().neg() + 1.0) + b.mask.clone() * latents;
@@ -412,7 +420,11 @@ impl<U: Denoiser> StableDiffusion<U> {
 
     /// Decodes final latents into images (diffusers' `postprocess`: `(x / 2 + 0.5)` clamped to
     /// `[0, 1]`); a non-finite decoded value is an [`Error::NonFinite`], never a black image.
-    pub(crate) fn decode(&self, latents: Tensor<4>, truncated: Vec<Truncation>) -> Result<Generated> {
+    pub(crate) fn decode(
+        &self,
+        latents: Tensor<4>,
+        truncated: Vec<Truncation>,
+    ) -> Result<Generated> {
         let decoded = self
             .vae
             .decode(self.vae.unscale_from_diffusion(latents.clone()))?;
