@@ -10,25 +10,22 @@
 //!     --image photo.png --mask mask.png --prompt "a red cat" --steps 4 --out /tmp/inp.png
 //! ```
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use mm_diffusion::pipelines::mask_from_image;
-use mm_examples::{AnyError, DiffusionArgs, crop_to_multiple, load_image_tensor, run_diffusion};
-use std::path::PathBuf;
+use mm_examples::{AnyError, DiffusionArgs, ImageArgs, crop_to_multiple, run_diffusion};
 
 /// Repaints the white part of a mask following a prompt.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
     common: DiffusionArgs,
-    /// The image (cropped to multiples of 8).
-    #[arg(long)]
-    image: PathBuf,
+    #[command(flatten)]
+    input: ImageArgs,
     /// The mask, the image's size: white (≥ 50 % grey) is repainted, black kept.
     #[arg(long)]
     mask: PathBuf,
-    /// The fraction of the schedule run (1: start from pure noise in the masked area).
-    #[arg(long, default_value_t = mm_diffusion::pipelines::INPAINT_STRENGTH)]
-    strength: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,10 +35,9 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
     let device = mm_examples::device(&cli.common.device)?;
-    let image = load_image_tensor(&cli.image, &device)?;
+    let (image, opts) = cli.input.apply(cli.common.options(), &device)?;
     let mask = crop_to_multiple(mm_core::image::load_image(&cli.mask)?);
     let mask = mask_from_image(&mask, &device);
-    let opts = cli.common.options().strength(cli.strength);
     run_diffusion(
         &cli.common,
         opts,

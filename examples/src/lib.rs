@@ -131,6 +131,33 @@ impl DiffusionArgs {
     }
 }
 
+/// The starting image of img2img and inpainting.
+#[derive(Debug, clap::Args)]
+pub struct ImageArgs {
+    /// The image (cropped to multiples of 8).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The fraction of the schedule run (0–1; default: diffusers', 0.8 for img2img, 1 for
+    /// inpainting, which starts from pure noise in the masked area).
+    #[arg(long)]
+    pub strength: Option<f64>,
+}
+
+impl ImageArgs {
+    /// The image as a tensor, and `opts` with the strength set.
+    pub fn apply(
+        &self,
+        opts: GenerateOptions,
+        device: &Device,
+    ) -> Result<(Tensor<4>, GenerateOptions), AnyError> {
+        let image = load_image_tensor(&self.image, device)?;
+        Ok(match self.strength {
+            Some(s) => (image, opts.strength(s)),
+            None => (image, opts),
+        })
+    }
+}
+
 /// A call of the pipeline: text-to-image, img2img or inpainting.
 pub type Generate<'a> = dyn FnOnce(
         &StableDiffusion,

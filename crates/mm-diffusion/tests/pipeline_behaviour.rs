@@ -50,58 +50,54 @@ fn copy_fixture(tag: &str) -> PathBuf {
     dir
 }
 
+/// Loads a copy of `sd-tiny` broken by `damage`; the error must name `component` (and
+/// mention `detail`).
+fn check_missing(tag: &str, damage: impl FnOnce(&Path), component: &str, detail: &str) {
+    let dir = copy_fixture(tag);
+    damage(&dir);
+    let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    match &err {
+        Error::MissingComponent { component: c, .. } if *c == component => {}
+        _ => panic!("expected a missing {component}, got {err}"),
+    }
+    assert!(err.to_string().contains(detail), "{err}");
+}
+
 #[test]
 fn missing_components_are_named() {
-    let dir = copy_fixture("novae");
-    std::fs::remove_dir_all(dir.join("vae")).unwrap();
-    let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingComponent {
-                component: "vae",
-                ..
-            }
-        ),
-        "{err}"
+    check_missing(
+        "novae",
+        |dir| std::fs::remove_dir_all(dir.join("vae")).unwrap(),
+        "vae",
+        "vae",
     );
-
-    let dir = copy_fixture("nounet");
-    let index_path = dir.join("model_index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
-    index.as_object_mut().unwrap().remove("unet");
-    std::fs::write(&index_path, index.to_string()).unwrap();
-    let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingComponent {
-                component: "unet",
-                ..
-            }
-        ),
-        "{err}"
+    check_missing(
+        "nounet",
+        |dir| {
+            let index_path = dir.join("model_index.json");
+            let mut index: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+            index.as_object_mut().unwrap().remove("unet");
+            std::fs::write(&index_path, index.to_string()).unwrap();
+        },
+        "unet",
+        "model_index.json",
     );
-
-    let dir = copy_fixture("notok");
-    std::fs::remove_file(dir.join("tokenizer/merges.txt")).unwrap();
-    let err = StableDiffusion::load(dir.to_str().unwrap(), &device()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingComponent {
-                component: "tokenizer",
-                ..
-            }
-        ),
-        "{err}"
+    check_missing(
+        "notok",
+        |dir| std::fs::remove_file(dir.join("tokenizer/merges.txt")).unwrap(),
+        "tokenizer",
+        "merges.txt",
     );
-    assert!(err.to_string().contains("merges.txt"), "{err}");
-
+    check_missing(
+        "nosched",
+        |dir| std::fs::remove_file(dir.join("scheduler/scheduler_config.json")).unwrap(),
+        "scheduler",
+        "scheduler_config.json",
+    );
     let err = StableDiffusion::load("/nonexistent/sd", &device()).unwrap_err();
     assert!(matches!(err, Error::Core(_)), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
