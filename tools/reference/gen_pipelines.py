@@ -397,6 +397,14 @@ def gen_sd_tiny(recorder, tok_dir, tok, text_encoder, vae):
         {"scheduler": "DDIMScheduler", "guidance_scale": 1.0, "images": 1},
         latents=latents1, guidance_scale=1.0, **base,
     )
+    # SD 2.x-style v-prediction: only the scheduler config changes.
+    pipe.scheduler = DDIMScheduler.from_config(config, prediction_type="v_prediction")
+    txt["ddim_v_prediction"] = run(
+        pipe, recorder, expected, "ddim_v_prediction",
+        {"scheduler": "DDIMScheduler", "guidance_scale": 7.5, "images": 1,
+         "prediction_type": "v_prediction"},
+        negative_prompt=NEGATIVE, latents=latents1, guidance_scale=7.5, **base,
+    )
     cases["txt2img"] = txt
 
     image, mask = image_and_mask(g)

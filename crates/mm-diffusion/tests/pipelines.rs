@@ -143,8 +143,20 @@ fn prompt_embeddings_match_encode_prompt() {
 
 #[test]
 fn text_to_image_matches_diffusers() {
-    let f = load("sd-tiny");
-    for (name, case) in f.cases["txt2img"].as_object().unwrap() {
+    let mut f = load("sd-tiny");
+    let cases = f.cases["txt2img"].as_object().unwrap().clone();
+    for (name, case) in &cases {
+        // v-prediction (SD 2.x) lives in the scheduler config.
+        match case.get("prediction_type") {
+            Some(p) => f.pipe.scheduler_config["prediction_type"] = p.clone(),
+            None => {
+                f.pipe
+                    .scheduler_config
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("prediction_type");
+            }
+        }
         let latents = if case["images"] == 2 {
             "latents2"
         } else {
