@@ -276,17 +276,30 @@ impl TaesdFlavour {
     }
 }
 
-/// Encodes the image at `image` (cropped to multiples of the downscale factor) and decodes it
-/// back; prints the latent shape, the timings and the PSNR, and saves the reconstruction to
-/// `out`.
+/// The arguments of the autoencoder round-trip examples.
+#[derive(Debug, clap::Args)]
+pub struct RoundtripArgs {
+    /// Image to reconstruct (cropped to multiples of the downscale factor).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Where to save the reconstruction (png).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: cpu, or wgpu when built with `--features wgpu`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Encodes the image at `args.image` (cropped to multiples of the downscale factor) and
+/// decodes it back; prints the latent shape, the timings and the PSNR, and saves the
+/// reconstruction to `args.out`.
 pub fn roundtrip(
     vae: &dyn Autoencoder,
-    image: &Path,
-    out: Option<&Path>,
+    args: &RoundtripArgs,
     device: &Device,
 ) -> Result<(), AnyError> {
     let f = vae.downscale_factor() as u32;
-    let image = mm_core::image::load_image(image)?;
+    let image = mm_core::image::load_image(&args.image)?;
     let (w, h) = (image.width() / f * f, image.height() / f * f);
     let crop = image::imageops::crop_imm(&image, 0, 0, w, h).to_image();
     let pixels: Tensor<4> = mm_core::image::image_to_tensor(&crop, device).unsqueeze();
@@ -307,7 +320,7 @@ pub fn roundtrip(
         .mean()
         .into_scalar();
     println!("PSNR {:.2} dB", 10.0 * (1.0 / mse).log10());
-    if let Some(out) = out {
+    if let Some(out) = &args.out {
         let [recon] = <[_; 1]>::try_from(mm_core::image::tensor_to_images(decoded)?)
             .map_err(|_| "expected one image")?;
         mm_core::image::save_image(&recon, out)?;

@@ -15,14 +15,13 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mm_diffusion::vae::AutoencoderTiny;
-use mm_examples::{AnyError, TaesdFlavour, device, roundtrip};
+use mm_examples::{AnyError, RoundtripArgs, TaesdFlavour, device, roundtrip};
 
 /// TAESD encode → decode round trip of one image.
 #[derive(Parser)]
 struct Cli {
-    /// Image to reconstruct (cropped to multiples of the downscale factor).
-    #[arg(long)]
-    image: PathBuf,
+    #[command(flatten)]
+    common: RoundtripArgs,
     /// A diffusers `AutoencoderTiny` folder or cached repo id.
     #[arg(long, conflicts_with_all = ["encoder", "decoder"], required_unless_present = "encoder")]
     model: Option<String>,
@@ -35,12 +34,6 @@ struct Cli {
     /// Which TAESD the upstream files are.
     #[arg(long, value_enum, default_value = "taesd")]
     flavour: TaesdFlavour,
-    /// Where to save the reconstruction (png).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Device: cpu, or wgpu when built with `--features wgpu`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +42,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
-    let device = device(&cli.device)?;
+    let device = device(&cli.common.device)?;
     let taesd = match (&cli.model, &cli.encoder, &cli.decoder) {
         (Some(model), _, _) => AutoencoderTiny::load(model, &device)?,
         (None, Some(encoder), Some(decoder)) => {
@@ -57,5 +50,5 @@ fn run() -> Result<(), AnyError> {
         }
         _ => return Err("give --model, or --encoder and --decoder".into()),
     };
-    roundtrip(&taesd, &cli.image, cli.out.as_deref(), &device)
+    roundtrip(&taesd, &cli.common, &device)
 }

@@ -14,14 +14,13 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mm_diffusion::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny};
-use mm_examples::{AnyError, TaesdFlavour, device, roundtrip};
+use mm_examples::{AnyError, RoundtripArgs, TaesdFlavour, device, roundtrip};
 
 /// Encode → decode round trip of one image.
 #[derive(Parser)]
 struct Cli {
-    /// Image to reconstruct (cropped to multiples of the downscale factor).
-    #[arg(long)]
-    image: PathBuf,
+    #[command(flatten)]
+    common: RoundtripArgs,
     /// A diffusers VAE folder or cached repo id (`AutoencoderKL` or `AutoencoderTiny`).
     #[arg(long, conflicts_with = "taesd", required_unless_present = "taesd")]
     vae: Option<String>,
@@ -31,12 +30,6 @@ struct Cli {
     /// Which TAESD the `--taesd` files are.
     #[arg(long, value_enum, default_value = "taesd")]
     flavour: TaesdFlavour,
-    /// Where to save the reconstruction (png).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Device: cpu, or wgpu when built with `--features wgpu`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,7 +52,7 @@ fn load(cli: &Cli, device: &burn::tensor::Device) -> Result<Box<dyn Autoencoder>
 
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
-    let device = device(&cli.device)?;
+    let device = device(&cli.common.device)?;
     let vae = load(&cli, &device)?;
-    roundtrip(vae.as_ref(), &cli.image, cli.out.as_deref(), &device)
+    roundtrip(vae.as_ref(), &cli.common, &device)
 }
