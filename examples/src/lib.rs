@@ -1,11 +1,16 @@
 //! Helpers shared by the example programs in this folder (`cargo run --release --example
 //! clip_zero_shot -- --help`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 pub mod vlm;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
+use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 
 /// The error type of the examples: any library error, printed with its message.
@@ -59,6 +64,269 @@ pub fn run_zero_shot<M: ImageTextModel>(
     let labels: Vec<&str> = args.labels.iter().map(String::as_str).collect();
     for (label, probability) in pipeline.zero_shot(&image, &labels)? {
         println!("{probability:>7.4}  {label}");
+    }
+    Ok(())
+}
+
+/// Options every Stable Diffusion example takes.
+#[derive(Debug, clap::Args)]
+pub struct DiffusionArgs {
+    /// Pipeline folder (diffusers layout) or Hugging Face repo id (resolved in the local HF
+    /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5.
+    #[arg(long)]
+    pub model: String,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// The negative prompt.
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// Scheduler class instead of the folder's, e.g. EulerDiscreteScheduler,
+    /// DPMSolverMultistepScheduler, DDIMScheduler.
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Inference steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1: none).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images to generate.
+    #[arg(long, default_value_t = 1)]
+    pub images: usize,
+    /// CLIP layers to skip.
+    #[arg(long)]
+    pub clip_skip: Option<usize>,
+    /// A diffusers AutoencoderTiny folder (e.g. madebyollin/taesd) for step previews.
+    #[arg(long)]
+    pub taesd: Option<String>,
+    /// Save a preview of the latents after every step to this png (overwritten).
+    #[arg(long)]
+    pub preview: Option<PathBuf>,
+    /// Output png; with several images, `_N` is added before the extension.
+    #[arg(long, default_value = "out.png")]
+    pub out: PathBuf,
+    /// Device: cpu, or wgpu when built with `--features wgpu`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl DiffusionArgs {
+    /// The generation options these arguments describe.
+    pub fn options(&self) -> GenerateOptions {
+        let mut opts = GenerateOptions::new(&self.prompt)
+            .negative_prompt(&self.negative)
+            .steps(self.steps)
+            .guidance_scale(self.guidance)
+            .seed(self.seed)
+            .num_images_per_prompt(self.images);
+        if let Some(s) = &self.scheduler {
+            opts = opts.scheduler(s);
+        }
+        if let Some(k) = self.clip_skip {
+            opts = opts.clip_skip(k);
+        }
+        opts
+    }
+}
+
+/// The starting image of img2img and inpainting.
+#[derive(Debug, clap::Args)]
+pub struct ImageArgs {
+    /// The image (cropped to multiples of 8).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The fraction of the schedule run (0–1; default: diffusers', 0.8 for img2img, 1 for
+    /// inpainting, which starts from pure noise in the masked area).
+    #[arg(long)]
+    pub strength: Option<f64>,
+}
+
+impl ImageArgs {
+    /// The image as a tensor, and `opts` with the strength set.
+    pub fn apply(
+        &self,
+        opts: GenerateOptions,
+        device: &Device,
+    ) -> Result<(Tensor<4>, GenerateOptions), AnyError> {
+        let image = load_image_tensor(&self.image, device)?;
+        Ok(match self.strength {
+            Some(s) => (image, opts.strength(s)),
+            None => (image, opts),
+        })
+    }
+}
+
+/// A call of the pipeline: text-to-image, img2img or inpainting.
+pub type Generate<'a> = dyn FnOnce(
+        &StableDiffusion,
+        &GenerateOptions,
+        Hooks<'_>,
+    ) -> mm_diffusion::Result<mm_diffusion::pipelines::Generated>
+    + 'a;
+
+/// Loads the pipeline, runs `generate` with an `indicatif` progress bar (and step previews
+/// when asked) and saves the images.
+pub fn run_diffusion(
+    args: &DiffusionArgs,
+    opts: GenerateOptions,
+    generate: Box<Generate<'_>>,
+) -> Result<(), AnyError> {
+    let device = device(&args.device)?;
+    let start = Instant::now();
+    let mut pipe = StableDiffusion::load(&args.model, &device)?;
+    if let Some(taesd) = &args.taesd {
+        pipe = pipe.with_preview_decoder(AutoencoderTiny::load(taesd, &device)?);
+    }
+    eprintln!("loaded {} in {:.1?}", args.model, start.elapsed());
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t = {msg} [{elapsed} < {eta}]")
+            .map_err(|e| e.to_string())?,
+    );
+    let mut preview_error = None;
+    let mut progress = |info: &StepInfo| {
+        bar.set_length(info.total as u64);
+        bar.set_position(info.step as u64);
+        bar.set_message(format!("{:.0}", info.timestep));
+        if let Some(path) = &args.preview {
+            let saved = info
+                .preview()
+                .map_err(AnyError::from)
+                .and_then(|p| Ok(mm_core::image::save_image(&p[0], path)?));
+            if let Err(e) = saved {
+                preview_error = Some(e);
+                return Flow::Cancel;
+            }
+        }
+        Flow::Continue
+    };
+    let result = generate(&pipe, &opts, Hooks::new().progress(&mut progress));
+    bar.finish();
+    if let Some(e) = preview_error {
+        return Err(format!("cannot save the preview: {e}").into());
+    }
+    let out = result?;
+    for t in &out.truncated {
+        eprintln!("warning: {t}");
+    }
+    for (i, image) in out.images.iter().enumerate() {
+        let path = if out.images.len() == 1 {
+            args.out.clone()
+        } else {
+            numbered(&args.out, i)
+        };
+        mm_core::image::save_image(image, &path)?;
+        println!("saved {}", path.display());
+    }
+    println!("done in {:.1?}", start.elapsed());
+    Ok(())
+}
+
+/// `out.png` → `out_3.png`.
+fn numbered(path: &Path, i: usize) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or("out".into(), |s| s.to_string_lossy());
+    let ext = path
+        .extension()
+        .map_or("png".into(), |s| s.to_string_lossy());
+    path.with_file_name(format!("{stem}_{i}.{ext}"))
+}
+
+/// Loads an image as `[1, 3, H, W]` in `[0, 1]`, cropped (top-left) to multiples of 8.
+pub fn load_image_tensor(path: &Path, device: &Device) -> Result<Tensor<4>, AnyError> {
+    let image = crop_to_multiple(mm_core::image::load_image(path)?);
+    Ok(mm_core::image::image_to_tensor(&image, device).unsqueeze())
+}
+
+/// Crops an image (top-left) to multiples of 8.
+pub fn crop_to_multiple(image: RgbImage) -> RgbImage {
+    let (w, h) = (image.width() / 8 * 8, image.height() / 8 * 8);
+    image::imageops::crop_imm(&image, 0, 0, w, h).to_image()
+}
+
+/// The TAESD variants, by the latent space they target.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TaesdFlavour {
+    /// SD 1.x/2.x and SDXL (4 latent channels).
+    Taesd,
+    /// SD3 and FLUX.1 (16 latent channels).
+    Taesd3,
+    /// FLUX.2 (32 latent channels, pooled blocks).
+    Taef2,
+}
+
+impl TaesdFlavour {
+    /// Loads the upstream TAESD encoder and decoder files of this flavour.
+    pub fn load_files(
+        self,
+        encoder: &Path,
+        decoder: &Path,
+        device: &Device,
+    ) -> Result<AutoencoderTiny, AnyError> {
+        let config = match self {
+            Self::Taesd => AutoencoderTinyConfig::taesd(4),
+            Self::Taesd3 => AutoencoderTinyConfig::taesd(16),
+            Self::Taef2 => AutoencoderTinyConfig::taef2(),
+        };
+        Ok(AutoencoderTiny::from_original_files(
+            &config, encoder, decoder, device,
+        )?)
+    }
+}
+
+/// The arguments of the autoencoder round-trip examples.
+#[derive(Debug, clap::Args)]
+pub struct RoundtripArgs {
+    /// Image to reconstruct (cropped to multiples of the downscale factor).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Where to save the reconstruction (png).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: cpu, or wgpu when built with `--features wgpu`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Encodes the image at `args.image` (cropped to multiples of the downscale factor) and
+/// decodes it back; prints the latent shape, the timings and the PSNR, and saves the
+/// reconstruction to `args.out`.
+pub fn roundtrip(
+    vae: &dyn Autoencoder,
+    args: &RoundtripArgs,
+    device: &Device,
+) -> Result<(), AnyError> {
+    let f = vae.downscale_factor() as u32;
+    let image = mm_core::image::load_image(&args.image)?;
+    let (w, h) = (image.width() / f * f, image.height() / f * f);
+    let crop = image::imageops::crop_imm(&image, 0, 0, w, h).to_image();
+    let pixels: Tensor<4> = mm_core::image::image_to_tensor(&crop, device).unsqueeze();
+
+    let start = Instant::now();
+    let latents = vae.encode_latents(pixels.clone() * 2.0 - 1.0)?;
+    let encoded = start.elapsed();
+    println!("latents {:?} in {encoded:.2?}", latents.dims());
+    let decoded = ((vae.decode_latents(latents)? + 1.0) / 2.0).clamp(0.0, 1.0);
+    println!(
+        "decoded {:?} in {:.2?}",
+        decoded.dims(),
+        start.elapsed() - encoded
+    );
+
+    let mse: f32 = (decoded.clone() - pixels)
+        .powi_scalar(2)
+        .mean()
+        .into_scalar();
+    println!("PSNR {:.2} dB", 10.0 * (1.0 / mse).log10());
+    if let Some(out) = &args.out {
+        let [recon] = <[_; 1]>::try_from(mm_core::image::tensor_to_images(decoded)?)
+            .map_err(|_| "expected one image")?;
+        mm_core::image::save_image(&recon, out)?;
+        println!("saved {}", out.display());
     }
     Ok(())
 }

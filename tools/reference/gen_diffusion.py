@@ -39,12 +39,12 @@ def fresh_dir(path):
 
 
 def randomize(model, seed):
-    """Every parameter gets a non-trivial value: norms around 1, biases small, weights
-    scaled by fan-in so activations stay O(1) through the network."""
+    """Every parameter gets a non-trivial value: norms (group and layer norms) around 1,
+    biases small, weights scaled by fan-in so activations stay O(1) through the network."""
     g = torch.Generator().manual_seed(seed)
     norm_params = set()
     for mod in model.modules():
-        if isinstance(mod, torch.nn.GroupNorm):
+        if isinstance(mod, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
             norm_params.add(id(mod.weight))
             norm_params.add(id(mod.bias))
     with torch.no_grad():

@@ -11,6 +11,50 @@ pub enum Error {
     /// Files, weights, configs or images (see [`mm_core::Error`]).
     #[error(transparent)]
     Core(#[from] mm_core::Error),
+    /// A text encoder or tokenizer problem (see [`mm_vision::Error`]).
+    #[error(transparent)]
+    Vision(#[from] mm_vision::Error),
+    /// A scheduler could not be built or stepped (see [`mm_schedulers::SchedulerError`]).
+    #[error(transparent)]
+    Scheduler(#[from] mm_schedulers::SchedulerError),
+    /// A pipeline folder lacks a component the pipeline needs (`unet`, `vae`, …).
+    #[error(
+        "the pipeline at {} has no usable '{component}' component: {reason}",
+        path.display()
+    )]
+    MissingComponent {
+        /// The component's name in `model_index.json` (`unet`, `vae`, `text_encoder`,
+        /// `tokenizer`, `scheduler`).
+        component: &'static str,
+        /// The pipeline folder.
+        path: std::path::PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A pipeline argument out of its range (strength, steps, guidance, batch sizes, …).
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument {
+        /// The argument's name, as diffusers calls it.
+        name: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The mask of an inpainting call does not have the image's size.
+    #[error("mask size {mask:?} (height, width) differs from the image size {image:?}")]
+    MaskSize {
+        /// Height and width of the mask.
+        mask: (usize, usize),
+        /// Height and width of the image.
+        image: (usize, usize),
+    },
+    /// The progress callback asked to stop.
+    #[error("cancelled by the progress callback after step {step} of {total}")]
+    Cancelled {
+        /// Steps completed (1-based index of the last step run).
+        step: usize,
+        /// Steps planned.
+        total: usize,
+    },
     /// A config parsed but describes a model this crate cannot build.
     #[error("invalid config: {0}")]
     Config(String),

@@ -10,6 +10,8 @@
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout, renamed
 //!   to diffusers names.
+//! - [`pipelines`]: Stable Diffusion 1.x / 2.x text-to-image, img2img and inpainting
+//!   ([`StableDiffusion`](pipelines::StableDiffusion)), matching diffusers.
 //! - [`check`]: input validation shared by the models (finite values, sizes).
 //!
 //! Every model has `new` (random weights) and loads a snapshot folder with `load`; every model
@@ -34,6 +36,7 @@
 pub mod check;
 mod error;
 mod loading;
+pub mod pipelines;
 pub mod single_file;
 pub mod unet;
 pub mod vae;

@@ -1,0 +1,91 @@
+//! Stable Diffusion 1.x / 2.x pipelines: text-to-image, img2img and inpainting, matching
+//! diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline` and
+//! `StableDiffusionInpaintPipeline`.
+//!
+//! - [`StableDiffusion`] loads a diffusers pipeline folder (or a repo id in the local Hugging
+//!   Face cache): `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
+//!   `scheduler/`; the default scheduler is the folder's, any of `mm_schedulers`' classes can
+//!   replace it per call ([`GenerateOptions::scheduler`]).
+//! - [`PromptEncoder`]: CLIP tokenizer (77 tokens, truncation reported in
+//!   [`Generated::truncated`]) and text encoder, `clip_skip`, negative prompt,
+//!   `num_images_per_prompt`. SD 2.x needs nothing special: its `text_encoder/config.json`
+//!   already has 23 layers (OpenCLIP-H's penultimate), and v-prediction comes from the
+//!   scheduler config's `prediction_type`.
+//! - [`StableDiffusion::text_to_image`], [`StableDiffusion::img2img`],
+//!   [`StableDiffusion::inpaint`] with [`GenerateOptions`] (diffusers' defaults: 50 steps,
+//!   guidance 7.5, `eta` 0, strength 0.8 / 1.0) and [`Hooks`] (progress callback with
+//!   cancellation and previews, noise source).
+//! - [`Denoiser`]: what the loop needs of the UNet.
+//!
+//! # Randomness
+//!
+//! Every random tensor of a call comes from one [`NoiseSource`](mm_schedulers::NoiseSource):
+//! by default [`SeededNoise`](mm_schedulers::SeededNoise)`::new(opts.seed)` (a `StdRng`
+//! seeded with `seed_from_u64(seed)`, standard normal `f32` values filling each tensor in
+//! row-major `[batch, channel, y, x]` order). The draws come in diffusers' order:
+//!
+//! 1. img2img / inpainting: the posterior sample of the image latents
+//!    (`mean + std · ε`, ε of the latent shape before tiling to the batch);
+//! 2. the initial noise `[num_images, 4, H / 8, W / 8]` (unless `opts.latents` is given);
+//! 3. 9-channel inpainting: the posterior sample of the masked image;
+//! 4. then, step by step, whatever a stochastic scheduler draws (DDIM with `eta > 0`,
+//!    Euler ancestral, SDE solvers, …).
+//!
+//! Same seed and settings give the same image on the same backend. The values differ from
+//! `torch.Generator`'s, so to reproduce a diffusers run exactly, pass its initial latents in
+//! [`GenerateOptions::latents`] or replay its draws with a
+//! [`QueuedNoise`](mm_schedulers::QueuedNoise) in [`Hooks::noise`] (the parity tests do).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
+//!
+//! fn main() -> mm_diffusion::Result<()> {
+//!     let device = mm_core::device::cpu();
+//!     let pipe = StableDiffusion::load("stable-diffusion-v1-5/stable-diffusion-v1-5", &device)?;
+//!     let opts = GenerateOptions::new("a watercolor fox in the snow")
+//!         .negative_prompt("blurry")
+//!         .steps(25)
+//!         .scheduler("EulerDiscreteScheduler")
+//!         .seed(7);
+//!     let mut progress = |info: &StepInfo| {
+//!         eprintln!("step {}/{} (t = {})", info.step, info.total, info.timestep);
+//!         Flow::Continue // Flow::Cancel stops with Error::Cancelled
+//!     };
+//!     let out = pipe.text_to_image(&opts, Hooks::new().progress(&mut progress))?;
+//!     for t in &out.truncated {
+//!         eprintln!("warning: {t}");
+//!     }
+//!     mm_core::image::save_image(&out.images[0], "fox.png")?;
+//!
+//!     // img2img and inpainting take images as [batch, 3, H, W] tensors in [0, 1]
+//!     let photo = mm_core::image::load_image("photo.png")?; // 512×512
+//!     let photo = mm_core::image::image_to_tensor(&photo, &device).unsqueeze::<4>();
+//!     let opts = GenerateOptions::new("the same, as an oil painting").strength(0.6);
+//!     let painted = pipe.img2img(&photo, &opts, Hooks::new())?;
+//!     let mask = mm_diffusion::pipelines::mask_from_image(&mm_core::image::load_image("mask.png")?, &device);
+//!     let filled = pipe.inpaint(&photo, &mask, &GenerateOptions::new("a red sofa"), Hooks::new())?;
+//!     # let _ = (painted, filled);
+//!     Ok(())
+//! }
+//! ```
+
+mod denoiser;
+mod img2img;
+mod inpaint;
+mod loading;
+mod options;
+mod pipeline;
+mod progress;
+mod prompt;
+mod text_to_image;
+
+pub use denoiser::Denoiser;
+pub use img2img::IMG2IMG_STRENGTH;
+pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};
+pub use loading::PipelineDir;
+pub use options::GenerateOptions;
+pub use pipeline::{Generated, Hooks, SIZE_MULTIPLE, StableDiffusion};
+pub use progress::{Flow, Progress, SD_LATENT_RGB_FACTORS, StepInfo, linear_preview};
+pub use prompt::{PromptEmbeds, PromptEncoder, Truncation};

@@ -1,0 +1,466 @@
+//! [`StableDiffusion`]: the components of a Stable Diffusion 1.x / 2.x pipeline and the
+//! denoising loop the text-to-image, img2img and inpainting calls share.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use image::RgbImage;
+use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
+use serde_json::Value;
+
+use super::denoiser::Denoiser;
+use super::loading::{DIFFUSERS_WEIGHTS, PipelineDir};
+use super::options::GenerateOptions;
+use super::progress::{Flow, Previewer, Progress, StepInfo};
+use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
+use crate::check::check_finite;
+use crate::unet::UNet2DConditionModel;
+use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny};
+use crate::{Error, Result};
+
+/// Image sides must be multiples of this (diffusers' `check_inputs`).
+pub const SIZE_MULTIPLE: usize = 8;
+
+/// The models and scheduler config of a Stable Diffusion 1.x / 2.x pipeline folder.
+///
+/// `U` is the denoiser: [`UNet2DConditionModel`] for real checkpoints (load with
+/// [`StableDiffusion::load`]); any [`Denoiser`] works through [`StableDiffusion::load_with`]
+/// or [`StableDiffusion::from_parts`].
+#[derive(Debug)]
+pub struct StableDiffusion<U = UNet2DConditionModel> {
+    /// The denoiser (`unet/`).
+    pub unet: U,
+    /// The autoencoder (`vae/`).
+    pub vae: AutoencoderKL,
+    /// Tokenizer and text encoder (`tokenizer/`, `text_encoder/`).
+    pub prompt_encoder: PromptEncoder,
+    /// `scheduler/scheduler_config.json`, which every scheduler of a call is built from.
+    pub scheduler_config: Value,
+    /// A tiny autoencoder used for step previews, if attached.
+    pub preview_decoder: Option<AutoencoderTiny>,
+    device: Device,
+}
+
+/// Optional per-call hooks: a progress callback and a noise source.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    progress: Option<&'a mut Progress<'a>>,
+    noise: Option<&'a mut dyn NoiseSource<4>>,
+}
+
+impl<'a> Hooks<'a> {
+    /// No callback; noise from a [`SeededNoise`] seeded with [`GenerateOptions::seed`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `progress` after every step; it may ask for a preview and may cancel.
+    pub fn progress(mut self, progress: &'a mut Progress<'a>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Draws every random tensor of the call from `noise` instead (e.g. a
+    /// [`QueuedNoise`](mm_schedulers::QueuedNoise) replaying another implementation's draws).
+    pub fn noise(mut self, noise: &'a mut dyn NoiseSource<4>) -> Self {
+        self.noise = Some(noise);
+        self
+    }
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("progress", &self.progress.is_some())
+            .field("noise", &self.noise.is_some())
+            .finish()
+    }
+}
+
+/// The result of a generation call.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The images, `num_images_per_prompt` of them.
+    pub images: Vec<RgbImage>,
+    /// The same as a tensor `[batch, 3, H, W]` in `[0, 1]` (diffusers' `output_type="pt"`).
+    pub pixels: Tensor<4>,
+    /// The final latents `[batch, 4, h, w]` (diffusers' `output_type="latent"`).
+    pub latents: Tensor<4>,
+    /// Prompts that were cut to the tokenizer's length (diffusers only logs these).
+    pub truncated: Vec<Truncation>,
+}
+
+/// diffusers' inpainting blend for 4-channel UNets: after every step the latents outside the
+/// mask are replaced by the original image latents noised to the next timestep.
+pub(crate) struct Blend {
+    pub image_latents: Tensor<4>,
+    /// 1 where the image is repainted, at latent resolution.
+    pub mask: Tensor<4>,
+    pub noise: Tensor<4>,
+}
+
+/// One prepared denoising run.
+pub(crate) struct Denoise {
+    pub scheduler: Box<dyn Scheduler<4>>,
+    /// The timesteps to run (after img2img's strength cut).
+    pub timesteps: Vec<f64>,
+    pub latents: Tensor<4>,
+    pub embeds: PromptEmbeds,
+    pub guidance: Option<Guidance>,
+    /// Channels appended to the model input after `scale_model_input` (inpainting UNets:
+    /// mask and masked-image latents), already doubled for guidance.
+    pub conditioning: Option<Tensor<4>>,
+    pub blend: Option<Blend>,
+}
+
+impl StableDiffusion<UNet2DConditionModel> {
+    /// Loads a diffusers Stable Diffusion 1.x / 2.x pipeline folder (or a repo id in the local
+    /// Hugging Face cache) with its `UNet2DConditionModel`; see
+    /// [`load_with`](Self::load_with).
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::load_with(model, device, |dir, device| {
+            let dir = dir.to_str().ok_or_else(|| {
+                Error::Config(format!("path {} is not valid UTF-8", dir.display()))
+            })?;
+            UNet2DConditionModel::load(dir, device)
+        })
+    }
+}
+
+impl<U: Denoiser> StableDiffusion<U> {
+    /// Loads a diffusers pipeline folder (or a repo id in the local Hugging Face cache):
+    /// `model_index.json`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, with the
+    /// denoiser of `unet/` loaded by `load_unet`. Weights may be the fp16 variants
+    /// (`*.fp16.safetensors`); they are upcast. A component missing from the index or the
+    /// folder gives [`Error::MissingComponent`] naming it.
+    pub fn load_with(
+        model: &str,
+        device: &Device,
+        load_unet: impl FnOnce(&Path, &Device) -> Result<U>,
+    ) -> Result<Self> {
+        let dir = PipelineDir::resolve(model)?;
+        let components = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+        let mut dirs = Vec::with_capacity(components.len());
+        for component in components {
+            dirs.push(dir.component(component)?);
+        }
+        let scheduler_file = dirs[4].required("scheduler_config.json")?;
+        let text = std::fs::read_to_string(&scheduler_file).map_err(|e| mm_core::Error::Io {
+            path: scheduler_file.clone(),
+            source: e,
+        })?;
+        let scheduler_config = mm_schedulers::config::parse_json(&text)?;
+        // Fail now, not at the first call, on a scheduler this crate lacks.
+        mm_schedulers::scheduler_from_json::<4>(&scheduler_config)?;
+        let vae = AutoencoderKL::from_weights(
+            &dirs[1].config()?,
+            dirs[1].weights(DIFFUSERS_WEIGHTS)?,
+            device,
+        )?;
+        let prompt_encoder = PromptEncoder::load(&dir.path, device)?;
+        let unet = load_unet(dirs[0].path(), device)?;
+        Ok(Self::from_parts(
+            unet,
+            vae,
+            prompt_encoder,
+            scheduler_config,
+            device,
+        ))
+    }
+
+    /// A pipeline from its parts.
+    pub fn from_parts(
+        unet: U,
+        vae: AutoencoderKL,
+        prompt_encoder: PromptEncoder,
+        scheduler_config: Value,
+        device: &Device,
+    ) -> Self {
+        Self {
+            unet,
+            vae,
+            prompt_encoder,
+            scheduler_config,
+            preview_decoder: None,
+            device: device.clone(),
+        }
+    }
+
+    /// Uses `taesd` (an [`AutoencoderTiny`] for this model's latent space) for step previews
+    /// instead of the linear approximation.
+    pub fn with_preview_decoder(mut self, taesd: AutoencoderTiny) -> Self {
+        self.preview_decoder = Some(taesd);
+        self
+    }
+
+    /// The device the models live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Image pixels per latent on each side (8 for Stable Diffusion).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.downscale_factor()
+    }
+
+    /// The scheduler a call with `opts` uses: `opts.scheduler` (a diffusers class name) or
+    /// the folder's, built from the folder's config (with `eta` set when non-zero), with
+    /// `opts.steps` timesteps set.
+    pub fn scheduler(&self, opts: &GenerateOptions) -> Result<Box<dyn Scheduler<4>>> {
+        if opts.steps == 0 {
+            return Err(Error::InvalidArgument {
+                name: "num_inference_steps",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let mut config = self.scheduler_config.clone();
+        if opts.eta != 0.0
+            && let Some(map) = config.as_object_mut()
+        {
+            map.insert("eta".into(), opts.eta.into());
+        }
+        let mut scheduler = match &opts.scheduler {
+            Some(name) => mm_schedulers::scheduler_from_config::<4>(name, &config)?,
+            None => mm_schedulers::scheduler_from_json::<4>(&config)?,
+        };
+        scheduler.set_timesteps(opts.steps)?;
+        Ok(scheduler)
+    }
+
+    /// The prompt embeddings of a call (see [`PromptEncoder::encode`]).
+    pub fn encode_prompt(&self, opts: &GenerateOptions) -> Result<PromptEmbeds> {
+        self.prompt_encoder.encode(
+            &opts.prompt,
+            &opts.negative_prompt,
+            opts.num_images_per_prompt,
+            opts.guided(),
+            opts.clip_skip,
+        )
+    }
+
+    /// Checks the options every call shares.
+    pub(crate) fn check_options(&self, opts: &GenerateOptions) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
+        if !opts.guidance_scale.is_finite() {
+            return bad(
+                "guidance_scale",
+                format!("{} is not finite", opts.guidance_scale),
+            );
+        }
+        if !(0.0..=1.0).contains(&opts.guidance_rescale) {
+            return bad(
+                "guidance_rescale",
+                format!("must be in [0, 1], got {}", opts.guidance_rescale),
+            );
+        }
+        if let Some(strength) = opts.strength
+            && !(0.0..=1.0).contains(&strength)
+        {
+            return bad("strength", format!("must be in [0, 1], got {strength}"));
+        }
+        if opts.num_images_per_prompt == 0 {
+            return bad("num_images_per_prompt", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Guidance of a call: CFG (with rescale) when `guidance_scale > 1`.
+    pub(crate) fn guidance(&self, opts: &GenerateOptions) -> Option<Guidance> {
+        opts.guided()
+            .then(|| Guidance::cfg(opts.guidance_scale).with_rescale(opts.guidance_rescale))
+    }
+
+    /// The latent shape of `batch` images of `height × width`, which must be multiples of
+    /// [`SIZE_MULTIPLE`] and of the VAE's factor.
+    pub(crate) fn latent_shape(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<[usize; 4]> {
+        let factor = SIZE_MULTIPLE.max(self.vae_scale_factor());
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(factor)
+            || !width.is_multiple_of(factor)
+        {
+            return Err(Error::NotMultiple {
+                height,
+                width,
+                factor,
+            });
+        }
+        let f = self.vae_scale_factor();
+        Ok([batch, self.vae.latent_channels(), height / f, width / f])
+    }
+
+    /// `opts.latents` checked against the expected shape, or a draw from `noise`.
+    pub(crate) fn initial_noise(
+        &self,
+        opts: &GenerateOptions,
+        shape: [usize; 4],
+        noise: &mut dyn NoiseSource<4>,
+    ) -> Result<Tensor<4>> {
+        match &opts.latents {
+            Some(latents) => {
+                if latents.dims() != shape {
+                    return Err(Error::Shape {
+                        what: "latents",
+                        expected: format!("{shape:?}"),
+                        got: latents.dims().to_vec(),
+                    });
+                }
+                check_finite("latents", latents)?;
+                Ok(latents.clone())
+            }
+            None => Ok(noise.noise(shape, &self.device)?),
+        }
+    }
+
+    /// Encodes images in `[-1, 1]` into diffusion-scale latents as diffusers'
+    /// `retrieve_latents` does with a generator: a sample of the posterior (its noise drawn
+    /// from `noise`), times the scaling factor; tiled to `batch` entries.
+    pub(crate) fn encode_image(
+        &self,
+        pixels: Tensor<4>,
+        batch: usize,
+        noise: &mut dyn NoiseSource<4>,
+    ) -> Result<Tensor<4>> {
+        let posterior = self.vae.encode(pixels)?;
+        let eps = noise.noise(posterior.mean.dims(), &self.device)?;
+        let latents = self.vae.scale_for_diffusion(posterior.sample(eps)?);
+        repeat_batch("image", latents, batch)
+    }
+
+    /// Runs the loop of `job` with the noise and progress hooks.
+    pub(crate) fn denoise(
+        &self,
+        job: Denoise,
+        noise: &mut dyn NoiseSource<4>,
+        progress: &mut Option<&mut Progress<'_>>,
+    ) -> Result<Tensor<4>> {
+        let Denoise {
+            mut scheduler,
+            timesteps,
+            mut latents,
+            embeds,
+            guidance,
+            conditioning,
+            blend,
+        } = job;
+        let context = embeds.context();
+        let total = timesteps.len();
+        let previewer = match &self.preview_decoder {
+            Some(taesd) => Previewer::Tiny(taesd),
+            None => Previewer::Linear,
+        };
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = match guidance {
+                Some(_) => Tensor::cat(vec![latents.clone(), latents.clone()], 0),
+                None => latents.clone(),
+            };
+            let mut input = scheduler.scale_model_input(input, t)?;
+            if let Some(extra) = &conditioning {
+                input = Tensor::cat(vec![input, extra.clone()], 1);
+            }
+            let pred = self.unet.predict(input, t, context.clone())?;
+            let pred = match &guidance {
+                Some(g) => g.combine_batched(pred, i, total)?,
+                None => pred,
+            };
+            latents = scheduler.step(pred, t, latents, noise)?.prev_sample;
+            if let Some(b) = &blend {
+                let original = match timesteps.get(i + 1) {
+                    Some(&next) => {
+                        scheduler.add_noise(b.image_latents.clone(), b.noise.clone(), next)?
+                    }
+                    None => b.image_latents.clone(),
+                };
+                latents = original * (b.mask.clone().neg() + 1.0) + b.mask.clone() * latents;
+            }
+            check_finite("latents", &latents)?;
+            if let Some(callback) = progress.as_deref_mut() {
+                let info = StepInfo {
+                    step: i + 1,
+                    total,
+                    timestep: t,
+                    latents: &latents,
+                    previewer,
+                };
+                if callback(&info) == Flow::Cancel {
+                    return Err(Error::Cancelled { step: i + 1, total });
+                }
+            }
+        }
+        Ok(latents)
+    }
+
+    /// Prepares the common part of a run and executes it: `prepare` gets the noise source and
+    /// returns the job; the result is decoded.
+    pub(crate) fn run(
+        &self,
+        opts: &GenerateOptions,
+        hooks: Hooks<'_>,
+        prepare: impl FnOnce(&mut dyn NoiseSource<4>) -> Result<Denoise>,
+    ) -> Result<Generated> {
+        let Hooks {
+            mut progress,
+            noise,
+        } = hooks;
+        let mut seeded = SeededNoise::new(opts.seed);
+        let noise: &mut dyn NoiseSource<4> = match noise {
+            Some(n) => n,
+            None => &mut seeded,
+        };
+        let job = prepare(noise)?;
+        let truncated = job.embeds.truncated.clone();
+        let latents = self.denoise(job, noise, &mut progress)?;
+        self.decode(latents, truncated)
+    }
+
+    /// Decodes final latents into images (diffusers' `postprocess`: `(x / 2 + 0.5)` clamped to
+    /// `[0, 1]`); a non-finite decoded value is an [`Error::NonFinite`], never a black image.
+    pub(crate) fn decode(
+        &self,
+        latents: Tensor<4>,
+        truncated: Vec<Truncation>,
+    ) -> Result<Generated> {
+        let decoded = self
+            .vae
+            .decode(self.vae.unscale_from_diffusion(latents.clone()))?;
+        check_finite("decoded image", &decoded)?;
+        let pixels = (decoded / 2.0 + 0.5).clamp(0.0, 1.0);
+        let images = mm_core::image::tensor_to_images(pixels.clone())?;
+        Ok(Generated {
+            images,
+            pixels,
+            latents,
+            truncated,
+        })
+    }
+}
+
+/// Tiles a batch of `x` to `batch` entries (diffusers' `torch.cat([x] * k)` / `x.repeat`).
+pub(crate) fn repeat_batch(what: &'static str, x: Tensor<4>, batch: usize) -> Result<Tensor<4>> {
+    let n = x.dims()[0];
+    if n == batch {
+        return Ok(x);
+    }
+    if n == 0 || !batch.is_multiple_of(n) {
+        return Err(Error::InvalidArgument {
+            name: what,
+            reason: format!(
+                "{n} inputs cannot be repeated to the batch of {batch} (num_images_per_prompt)"
+            ),
+        });
+    }
+    Ok(x.repeat_dim(0, batch / n))
+}
+
+/// Checks a `[batch, 3, H, W]` image in `[0, 1]` and maps it to `[-1, 1]` (diffusers'
+/// `VaeImageProcessor.preprocess` for tensors in `[0, 1]`).
+pub(crate) fn preprocess_image(image: &Tensor<4>) -> Result<Tensor<4>> {
+    crate::check::check_channels("image", image, 3)?;
+    check_finite("image", image)?;
+    Ok(image.clone() * 2.0 - 1.0)
+}

@@ -1,0 +1,80 @@
+//! Progress reporting and cancellation: a callback per step, with an optional cheap preview.
+
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+
+use crate::Result;
+use crate::vae::{Autoencoder, AutoencoderTiny};
+
+/// What the progress callback tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the next step.
+    Continue,
+    /// Stop: the pipeline returns [`Error::Cancelled`](crate::Error::Cancelled).
+    Cancel,
+}
+
+/// The linear map from Stable Diffusion 1.x / 2.x latents (4 channels, diffusion scale) to
+/// RGB in about `[-1, 1]` that is used for live previews (rows: latent channels, columns:
+/// R, G, B).
+pub const SD_LATENT_RGB_FACTORS: [[f32; 3]; 4] = [
+    [0.298, 0.207, 0.208],
+    [0.187, 0.286, 0.173],
+    [-0.158, 0.189, 0.264],
+    [-0.184, -0.271, -0.473],
+];
+
+/// How previews are made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Previewer<'a> {
+    /// [`SD_LATENT_RGB_FACTORS`]: one pixel per latent, nearly free.
+    Linear,
+    /// A tiny autoencoder (TAESD) decoding the latents at full size.
+    Tiny(&'a AutoencoderTiny),
+}
+
+/// The state of the loop after a step, given to the progress callback.
+#[derive(Debug)]
+pub struct StepInfo<'a> {
+    /// Steps done (1 after the first step).
+    pub step: usize,
+    /// Steps in this run.
+    pub total: usize,
+    /// The timestep just denoised.
+    pub timestep: f64,
+    /// The latents after this step `[batch, 4, h, w]` (diffusion scale).
+    pub latents: &'a Tensor<4>,
+    pub(crate) previewer: Previewer<'a>,
+}
+
+impl StepInfo<'_> {
+    /// A preview of the current latents, one image per batch entry: decoded by the attached
+    /// [`AutoencoderTiny`] (see `StableDiffusion::with_preview_decoder`), else the linear
+    /// latent → RGB approximation (at latent resolution, for 4-channel SD latents). Only
+    /// computed when called.
+    pub fn preview(&self) -> Result<Vec<RgbImage>> {
+        let rgb = match self.previewer {
+            Previewer::Tiny(taesd) => {
+                taesd.decode_latents(taesd.unscale_from_diffusion(self.latents.clone()))?
+            }
+            Previewer::Linear => linear_preview(self.latents.clone())?,
+        };
+        Ok(mm_core::image::tensor_to_images((rgb + 1.0) / 2.0)?)
+    }
+}
+
+/// Latents `[b, 4, h, w]` to RGB `[b, 3, h, w]` in about `[-1, 1]` with
+/// [`SD_LATENT_RGB_FACTORS`].
+pub fn linear_preview(latents: Tensor<4>) -> Result<Tensor<4>> {
+    crate::check::check_channels("latents", &latents, 4)?;
+    let [b, c, h, w] = latents.dims();
+    let factors: Vec<f32> = SD_LATENT_RGB_FACTORS.iter().flatten().copied().collect();
+    let factors = Tensor::<2>::from_data(TensorData::new(factors, [4, 3]), &latents.device());
+    let flat = latents.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, 4]
+    let rgb = flat.matmul(factors.unsqueeze::<3>().repeat_dim(0, b)); // [b, hw, 3]
+    Ok(rgb.swap_dims(1, 2).reshape([b, 3, h, w]))
+}
+
+/// The progress callback: called after every step; return [`Flow::Cancel`] to stop.
+pub type Progress<'a> = dyn FnMut(&StepInfo<'_>) -> Flow + 'a;

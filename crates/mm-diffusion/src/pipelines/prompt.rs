@@ -1,0 +1,193 @@
+//! Prompt encoding: the CLIP tokenizer and text encoder of a Stable Diffusion folder, as
+//! diffusers' `StableDiffusionPipeline.encode_prompt` uses them.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use mm_core::tokenizer::Tokenizer;
+use mm_vision::Pretrained;
+use mm_vision::clip::{ClipTextConfig, ClipTextModel};
+
+use super::loading::{ComponentDir, TEXT_ENCODER_WEIGHTS};
+use crate::{Error, Result};
+
+/// A prompt cut to the tokenizer's length: diffusers logs the removed part as a warning; here
+/// it is returned (in [`PromptEmbeds::truncated`] and the pipeline output) so that callers can
+/// show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The prompt as given.
+    pub prompt: String,
+    /// The text of the tokens that were dropped (decoded like diffusers' warning).
+    pub removed: String,
+    /// Tokens of the full prompt, special tokens included.
+    pub tokens: usize,
+    /// The tokenizer's maximum length (77 for CLIP).
+    pub max_length: usize,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the prompt has {} tokens and CLIP can only handle sequences up to {}; this part \
+             was truncated: \"{}\"",
+            self.tokens, self.max_length, self.removed
+        )
+    }
+}
+
+/// The text conditioning of one generation call.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeds {
+    /// Prompt embeddings `[num_images_per_prompt, 77, hidden]`.
+    pub cond: Tensor<3>,
+    /// Negative-prompt embeddings of the same shape; `None` without classifier-free guidance.
+    pub uncond: Option<Tensor<3>>,
+    /// Prompts (positive or negative) that were cut to the tokenizer's length.
+    pub truncated: Vec<Truncation>,
+}
+
+impl PromptEmbeds {
+    /// What the denoiser sees as `encoder_hidden_states`: `[uncond; cond]` (diffusers' order)
+    /// with guidance, `cond` without.
+    pub fn context(&self) -> Tensor<3> {
+        match &self.uncond {
+            Some(uncond) => Tensor::cat(vec![uncond.clone(), self.cond.clone()], 0),
+            None => self.cond.clone(),
+        }
+    }
+}
+
+/// The CLIP tokenizer and `CLIPTextModel` of a Stable Diffusion 1.x / 2.x pipeline.
+#[derive(Debug)]
+pub struct PromptEncoder {
+    /// The tokenizer (pads and truncates to `model_max_length`, 77).
+    pub tokenizer: Tokenizer,
+    /// The text encoder.
+    pub text_encoder: ClipTextModel,
+    device: Device,
+}
+
+impl PromptEncoder {
+    /// Loads `tokenizer/` (`tokenizer.json`, or the `vocab.json` + `merges.txt` that diffusers
+    /// folders ship) and `text_encoder/` (`model.safetensors` or its fp16 variant, published
+    /// `text_model.*` names or transformers 5's flat ones) of a pipeline folder.
+    pub fn load(pipeline: &Path, device: &Device) -> Result<Self> {
+        let tok_dir = ComponentDir::new(pipeline, "tokenizer")?;
+        let tokenizer = match tok_dir.optional("tokenizer.json") {
+            Some(file) => Tokenizer::from_file(file)?,
+            None => Tokenizer::from_vocab_merges(
+                tok_dir.required("vocab.json")?,
+                tok_dir.required("merges.txt")?,
+            )?,
+        };
+        let text_dir = ComponentDir::new(pipeline, "text_encoder")?;
+        let config = ClipTextConfig::from_file(&text_dir.required("config.json")?)?;
+        let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?;
+        let text_encoder = ClipTextModel::from_weights(&config, weights, device)?;
+        Ok(Self::new(tokenizer, text_encoder, device))
+    }
+
+    /// A prompt encoder from a tokenizer and a text encoder living on `device`.
+    pub fn new(tokenizer: Tokenizer, text_encoder: ClipTextModel, device: &Device) -> Self {
+        Self {
+            tokenizer,
+            text_encoder,
+            device: device.clone(),
+        }
+    }
+
+    /// Embeds `prompt` as diffusers' `encode_prompt` does: tokens padded / truncated to the
+    /// tokenizer's maximum length, no attention mask, the last hidden state (final layer norm
+    /// included) or, with `clip_skip = Some(k)`, hidden state `-(k + 1)` passed through the
+    /// final layer norm; repeated `num_images_per_prompt` times. With `guidance` the negative
+    /// prompt (`""` when empty) is embedded too, and — exactly as diffusers does — always
+    /// from the last hidden state, whatever `clip_skip` is.
+    pub fn encode(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        num_images_per_prompt: usize,
+        guidance: bool,
+        clip_skip: Option<usize>,
+    ) -> Result<PromptEmbeds> {
+        if num_images_per_prompt == 0 {
+            return Err(Error::InvalidArgument {
+                name: "num_images_per_prompt",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let mut truncated = Vec::new();
+        let cond = self.embed(prompt, clip_skip, &mut truncated)?;
+        let uncond = guidance
+            .then(|| self.embed(negative_prompt, None, &mut truncated))
+            .transpose()?;
+        let repeat = |t: Tensor<3>| t.repeat_dim(0, num_images_per_prompt);
+        Ok(PromptEmbeds {
+            cond: repeat(cond),
+            uncond: uncond.map(repeat),
+            truncated,
+        })
+    }
+
+    /// `[1, max_length, hidden]` embeddings of one text.
+    fn embed(
+        &self,
+        text: &str,
+        clip_skip: Option<usize>,
+        truncated: &mut Vec<Truncation>,
+    ) -> Result<Tensor<3>> {
+        if let Some(t) = self.truncation(text)? {
+            truncated.push(t);
+        }
+        let (ids, _mask) = self.tokenizer.encode(text)?.to_tensors(&self.device)?;
+        let out = self.text_encoder.forward(ids, None)?;
+        match clip_skip {
+            None => Ok(out.last_hidden_state),
+            Some(skip) => {
+                let layers = out.hidden_states.len() - 1;
+                let hidden = out
+                    .hidden_state(-(skip as isize + 1))
+                    .filter(|_| skip < layers)
+                    .ok_or_else(|| Error::InvalidArgument {
+                        name: "clip_skip",
+                        reason: format!(
+                            "{skip} skips all of the text encoder's {layers} layers \
+                             (at most {} allowed)",
+                            layers.saturating_sub(1)
+                        ),
+                    })?;
+                Ok(self
+                    .text_encoder
+                    .text_model
+                    .final_layer_norm
+                    .forward(hidden))
+            }
+        }
+    }
+
+    /// diffusers' truncation warning: the part of `text` beyond the tokenizer's length.
+    fn truncation(&self, text: &str) -> Result<Option<Truncation>> {
+        let max_length = self.tokenizer.max_length();
+        let ids = self
+            .tokenizer
+            .inner()
+            .encode(text, true)
+            .map_err(|e| mm_core::Error::Tokenizer(format!("cannot encode text: {e}")))?
+            .get_ids()
+            .to_vec();
+        if ids.len() <= max_length {
+            return Ok(None);
+        }
+        // diffusers decodes untruncated_ids[max_length - 1 : -1]: the tokens that did not fit,
+        // without the final end-of-text.
+        let removed = self.tokenizer.decode(&ids[max_length - 1..ids.len() - 1])?;
+        Ok(Some(Truncation {
+            prompt: text.to_string(),
+            removed,
+            tokens: ids.len(),
+            max_length,
+        }))
+    }
+}
