@@ -20,6 +20,10 @@ every diffusers tensor, bit for bit (tiny models) or name for name and shape for
   tests/fixtures/single-file-tiny/sd2/  the same for an SD 2.x layout (OpenCLIP text encoder
                                         with fused in_proj, one extra resblock that diffusers
                                         drops, linear proj_in/proj_out)
+  tests/fixtures/single-file-tiny/sd-tiny.safetensors
+                                        the tiny pipeline of gen_pipelines.py
+                                        (tests/fixtures/sd-tiny, run that script first) as
+                                        one single file
   tests/fixtures/full/sd15-single-file/ ldm_tensors.json (every tensor of the SD 1.5 single
   tests/fixtures/full/sd21-single-file/ file: name, shape), diffusers_tensors.json (what the
                                         conversion must produce, per component) and the
@@ -337,9 +341,26 @@ def gen_full(name, unet_cfg, vae_cfg, text_cfg, openclip):
     print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
 
 
+def gen_pipeline():
+    """The tiny Stable Diffusion pipeline of gen_pipelines.py (tests/fixtures/sd-tiny) as one
+    single file: loaded with that folder's configs, it must generate the same images."""
+    src = os.path.join(FIX, "sd-tiny")
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(src, "unet"))
+    vae = AutoencoderKL.from_pretrained(os.path.join(src, "vae"))
+    text = CLIPTextModel.from_pretrained(os.path.join(src, "text_encoder"))
+    g = torch.Generator().manual_seed(3)
+    ldm = to_ldm(unet, vae, text, False, lambda s: torch.rand(s, generator=g),
+                 lambda t: torch.randn(t.shape, generator=g))
+    check_roundtrip(ldm, unet, vae, text, False, exact=True)
+    out = os.path.join(FIX, "single-file-tiny", "sd-tiny.safetensors")
+    save_file({k: v.contiguous() for k, v in ldm.items()}, out)
+    print(f"  single-file-tiny/sd-tiny.safetensors: {len(ldm)} LDM tensors")
+
+
 def main():
     gen_tiny("sd1", openclip=False)
     gen_tiny("sd2", openclip=True)
+    gen_pipeline()
     sd15_vae = read_config("vae")
     gen_full("sd15-single-file", read_config("unet"), sd15_vae, SD15_TEXT, openclip=False)
     gen_full("sd21-single-file", SD21_UNET, sd15_vae, SD21_TEXT, openclip=True)
