@@ -72,9 +72,14 @@ pub fn run_zero_shot<M: ImageTextModel>(
 #[derive(Debug, clap::Args)]
 pub struct DiffusionArgs {
     /// Pipeline folder (diffusers layout) or Hugging Face repo id (resolved in the local HF
-    /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5.
+    /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5. With `--single-file`, only its
+    /// configs, tokenizer and scheduler are read.
     #[arg(long)]
     pub model: String,
+    /// A single-file checkpoint in the CompVis/LDM layout (e.g.
+    /// v1-5-pruned-emaonly.safetensors) whose weights replace those of `--model`.
+    #[arg(long)]
+    pub single_file: Option<PathBuf>,
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
@@ -177,7 +182,10 @@ pub fn run_diffusion(
 ) -> Result<(), AnyError> {
     let device = device(&args.device)?;
     let start = Instant::now();
-    let mut pipe = StableDiffusion::load(&args.model, &device)?;
+    let mut pipe = match &args.single_file {
+        Some(file) => StableDiffusion::from_single_file(file, &args.model, &device)?,
+        None => StableDiffusion::load(&args.model, &device)?,
+    };
     if let Some(taesd) = &args.taesd {
         pipe = pipe.with_preview_decoder(AutoencoderTiny::load(taesd, &device)?);
     }

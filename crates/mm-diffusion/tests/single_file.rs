@@ -12,6 +12,7 @@ use burn::tensor::Tensor;
 use common::{device, fixture};
 use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::Error;
+use mm_diffusion::pipelines::{GenerateOptions, Hooks, StableDiffusion};
 use mm_diffusion::single_file::{Component, LdmLayout, SingleFile, map_key};
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use mm_diffusion::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -214,4 +215,23 @@ fn a_diffusers_file_is_not_a_single_file() {
     let path = fixture("vae-kl-tiny").join("diffusion_pytorch_model.safetensors");
     let err = SingleFile::open(&path).unwrap_err();
     assert!(matches!(err, Error::NotSingleFile(_)), "{err}");
+}
+
+#[test]
+fn a_single_file_pipeline_generates_what_the_folder_does() {
+    let dev = device();
+    let folder = fixture("sd-tiny");
+    let folder = folder.to_str().unwrap();
+    let from_folder = StableDiffusion::load(folder, &dev).unwrap();
+    let file = fixture("single-file-tiny").join("sd-tiny.safetensors");
+    let from_file = StableDiffusion::from_single_file(&file, folder, &dev).unwrap();
+    let opts = GenerateOptions::new("a red cat")
+        .steps(2)
+        .seed(3)
+        .scheduler("DDIMScheduler");
+    let a = from_folder.text_to_image(&opts, Hooks::new()).unwrap();
+    let b = from_file.text_to_image(&opts, Hooks::new()).unwrap();
+    assert_eq!(a.images, b.images);
+    let diff = (a.latents - b.latents).abs().max().into_scalar::<f32>();
+    assert_eq!(diff, 0.0);
 }

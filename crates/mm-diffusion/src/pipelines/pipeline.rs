@@ -6,16 +6,19 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
+use mm_vision::Pretrained;
+use mm_vision::clip::{ClipTextConfig, ClipTextModel};
 use serde_json::Value;
 
 use super::denoiser::Denoiser;
-use super::loading::{DIFFUSERS_WEIGHTS, PipelineDir};
+use super::loading::{ComponentDir, DIFFUSERS_WEIGHTS, PipelineDir};
 use super::options::GenerateOptions;
 use super::progress::{Flow, Previewer, Progress, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
 use crate::check::check_finite;
-use crate::unet::UNet2DConditionModel;
-use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny};
+use crate::single_file::{LdmLayout, SingleFile};
+use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
 use crate::{Error, Result};
 
 /// Image sides must be multiples of this (diffusers' `check_inputs`).
@@ -127,6 +130,62 @@ impl StableDiffusion<UNet2DConditionModel> {
     }
 }
 
+impl StableDiffusion<UNet2DConditionModel> {
+    /// Loads a single-file checkpoint in the original CompVis/LDM layout
+    /// (`v1-5-pruned-emaonly.safetensors`, `v2-1_768-ema-pruned.safetensors`, fine-tunes shared
+    /// as one file; see [`crate::single_file`]) with the configs, tokenizer and scheduler of
+    /// `configs`, a diffusers folder (or repo id) of the same model family. Only that folder's
+    /// `model_index.json`, `*/config.json`, `tokenizer/` and `scheduler/` are read: its weights
+    /// need not be there.
+    pub fn from_single_file(
+        file: impl AsRef<Path>,
+        configs: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let dir = PipelineDir::resolve(configs)?;
+        let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;
+        let unet_config: UNet2DConditionConfig = dir.component("unet")?.config()?;
+        let vae_config: AutoencoderKLConfig = dir.component("vae")?.config()?;
+        let text_file = dir.component("text_encoder")?.required("config.json")?;
+        let text_config = ClipTextConfig::from_file(&text_file)?;
+        let blocks = unet_config.down_block_types.len();
+        let per_block = unet_config
+            .layers_per_block
+            .resolve("layers_per_block", blocks)?;
+        let layers_per_block = per_block.first().copied().unwrap_or_default();
+        if per_block.iter().any(|&n| n != layers_per_block) {
+            return Err(Error::Config(
+                "a single-file checkpoint needs one `layers_per_block` for every block".into(),
+            ));
+        }
+        let layout = LdmLayout {
+            layers_per_block,
+            vae_up_blocks: vae_config.up_block_types.len(),
+            text_layers: text_config.num_hidden_layers,
+        };
+        let parts = SingleFile::open(file)?.components(&layout)?;
+        let unet = UNet2DConditionModel::from_weights(&unet_config, parts.unet, device)?;
+        let vae = AutoencoderKL::from_weights(&vae_config, parts.vae, device)?;
+        let text_encoder = ClipTextModel::from_weights(&text_config, parts.text_encoder, device)?;
+        let tokenizer = PromptEncoder::load_tokenizer(&dir.path)?;
+        let text = PromptEncoder::new(tokenizer, text_encoder, device);
+        Ok(Self::from_parts(unet, vae, text, scheduler_config, device))
+    }
+}
+
+/// `scheduler_config.json` of a pipeline's `scheduler/`, checked to name a scheduler this
+/// crate has (so that loading fails, not the first call).
+fn scheduler_config(dir: &ComponentDir) -> Result<Value> {
+    let file = dir.required("scheduler_config.json")?;
+    let text = std::fs::read_to_string(&file).map_err(|e| mm_core::Error::Io {
+        path: file.clone(),
+        source: e,
+    })?;
+    let config = mm_schedulers::config::parse_json(&text)?;
+    mm_schedulers::scheduler_from_json::<4>(&config)?;
+    Ok(config)
+}
+
 impl<U: Denoiser> StableDiffusion<U> {
     /// Loads a diffusers pipeline folder (or a repo id in the local Hugging Face cache):
     /// `model_index.json`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, with the
@@ -144,14 +203,7 @@ impl<U: Denoiser> StableDiffusion<U> {
         for component in components {
             dirs.push(dir.component(component)?);
         }
-        let scheduler_file = dirs[4].required("scheduler_config.json")?;
-        let text = std::fs::read_to_string(&scheduler_file).map_err(|e| mm_core::Error::Io {
-            path: scheduler_file.clone(),
-            source: e,
-        })?;
-        let scheduler_config = mm_schedulers::config::parse_json(&text)?;
-        // Fail now, not at the first call, on a scheduler this crate lacks.
-        mm_schedulers::scheduler_from_json::<4>(&scheduler_config)?;
+        let scheduler_config = scheduler_config(&dirs[4])?;
         let vae = AutoencoderKL::from_weights(
             &dirs[1].config()?,
             dirs[1].weights(DIFFUSERS_WEIGHTS)?,

@@ -74,19 +74,25 @@ impl PromptEncoder {
     /// folders ship) and `text_encoder/` (`model.safetensors` or its fp16 variant, published
     /// `text_model.*` names or transformers 5's flat ones) of a pipeline folder.
     pub fn load(pipeline: &Path, device: &Device) -> Result<Self> {
-        let tok_dir = ComponentDir::new(pipeline, "tokenizer")?;
-        let tokenizer = match tok_dir.optional("tokenizer.json") {
-            Some(file) => Tokenizer::from_file(file)?,
-            None => Tokenizer::from_vocab_merges(
-                tok_dir.required("vocab.json")?,
-                tok_dir.required("merges.txt")?,
-            )?,
-        };
+        let tokenizer = Self::load_tokenizer(pipeline)?;
         let text_dir = ComponentDir::new(pipeline, "text_encoder")?;
         let config = ClipTextConfig::from_file(&text_dir.required("config.json")?)?;
         let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?;
         let text_encoder = ClipTextModel::from_weights(&config, weights, device)?;
         Ok(Self::new(tokenizer, text_encoder, device))
+    }
+
+    /// The `tokenizer/` of a pipeline folder: `tokenizer.json`, or the `vocab.json` +
+    /// `merges.txt` that diffusers folders ship.
+    pub fn load_tokenizer(pipeline: &Path) -> Result<Tokenizer> {
+        let dir = ComponentDir::new(pipeline, "tokenizer")?;
+        Ok(match dir.optional("tokenizer.json") {
+            Some(file) => Tokenizer::from_file(file)?,
+            None => Tokenizer::from_vocab_merges(
+                dir.required("vocab.json")?,
+                dir.required("merges.txt")?,
+            )?,
+        })
     }
 
     /// A prompt encoder from a tokenizer and a text encoder living on `device`.
