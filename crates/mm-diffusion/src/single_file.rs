@@ -29,7 +29,7 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use mm_core::weights::Weights;
@@ -316,8 +316,9 @@ fn openclip_key(rest: &str, text_layers: usize) -> Option<KeyMapping> {
     if let Some(leaf) = tail.strip_prefix("attn.in_proj_") {
         let names = ["q", "k", "v"].map(|x| format!("{layer}.self_attn.{x}_proj.{leaf}"));
         return Some(KeyMapping {
+            component: Component::TextEncoder,
             names: names.to_vec(),
-            ..KeyMapping::new(Component::TextEncoder, String::new())
+            squeeze: false,
         });
     }
     let renamed = OPENCLIP_LAYER
@@ -373,44 +374,48 @@ impl SingleFile {
 
     /// All tensors, split by model and renamed to diffusers names.
     pub fn components(&self, layout: &LdmLayout) -> Result<Components> {
-        let part = |component: Component| -> Result<Weights> {
-            let table: HashMap<&str, KeyMapping> = self
-                .weights
-                .names()
-                .filter_map(|name| Some((name, map_key(name, layout)?)))
-                .filter(|(_, m)| m.component == component)
-                .collect();
-            let parts: HashSet<&str> = table
-                .values()
-                .filter(|m| m.names.len() > 1)
-                .flat_map(|m| m.names.iter().map(String::as_str))
-                .collect();
-            let weights = self
-                .weights
-                .clone()
-                .split(|name| {
-                    table
-                        .get(name)
-                        .filter(|m| m.names.len() > 1)
-                        .map(|m| m.names.clone())
-                })?
-                .reshape(|name, shape| {
-                    let m = table.get(name).filter(|m| m.squeeze)?;
-                    m.shapes(shape).pop()
-                })?;
-            Ok(weights.rename(|name| match table.get(name) {
-                Some(m) => (m.names.len() == 1).then(|| m.names[0].clone()),
-                None => parts.contains(name).then(|| name.to_string()),
-            }))
+        let mappings: HashMap<&str, KeyMapping> = self
+            .weights
+            .names()
+            .filter_map(|name| Some((name, map_key(name, layout)?)))
+            .collect();
+        // The name each tensor has once split and reshaped, and where it goes: a split
+        // tensor's parts already carry their diffusers names.
+        let mut targets: HashMap<String, (Component, String)> = HashMap::new();
+        for (name, m) in &mappings {
+            if let [single] = &m.names[..] {
+                targets.insert(name.to_string(), (m.component, single.clone()));
+            } else {
+                for part in &m.names {
+                    targets.insert(part.clone(), (m.component, part.clone()));
+                }
+            }
+        }
+        let converted = self
+            .weights
+            .clone()
+            .split(|name| {
+                let m = mappings.get(name)?;
+                (m.names.len() > 1).then(|| m.names.clone())
+            })?
+            .reshape(|name, shape| {
+                let m = mappings.get(name).filter(|m| m.squeeze)?;
+                m.shapes(shape).pop()
+            })?;
+        let part = |component: Component| {
+            converted.clone().rename(|name| {
+                let (c, new) = targets.get(name)?;
+                (*c == component).then(|| new.clone())
+            })
         };
         Ok(Components {
-            unet: part(Component::Unet)?,
-            vae: part(Component::Vae)?,
-            text_encoder: part(Component::TextEncoder)?,
+            unet: part(Component::Unet),
+            vae: part(Component::Vae),
+            text_encoder: part(Component::TextEncoder),
             ignored: self
                 .weights
                 .names()
-                .filter(|n| map_key(n, layout).is_none())
+                .filter(|n| !mappings.contains_key(n))
                 .map(str::to_string)
                 .collect(),
         })
