@@ -178,33 +178,7 @@ fn softmax_row(row: &mut [f32], visible: usize, padding: Option<&[bool]>) {
 
 /// Vectorised kernels, compiled for AVX-512 and AVX2+FMA and picked at run time.
 mod simd {
-    macro_rules! dispatch {
-        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
-            $(#[$doc])*
-            pub fn $name($($arg: $ty),*) -> $ret {
-                #[inline(always)]
-                fn generic($($arg: $ty),*) -> $ret $body
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f")]
-                    fn v4($($arg: $ty),*) -> $ret { generic($($arg),*) }
-                    #[target_feature(enable = "avx2,fma")]
-                    fn v3($($arg: $ty),*) -> $ret { generic($($arg),*) }
-                    if std::arch::is_x86_feature_detected!("avx512f") {
-                        // SAFETY: the CPU has the features the function is compiled for.
-                        return unsafe { v4($($arg),*) };
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        // SAFETY: as above.
-                        return unsafe { v3($($arg),*) };
-                    }
-                }
-                generic($($arg),*)
-            }
-        };
-    }
+    use crate::simd::dispatch;
 
     /// Lanes of the partial accumulators: wide enough for AVX-512.
     const LANES: usize = 16;

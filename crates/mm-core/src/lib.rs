@@ -18,12 +18,15 @@
 
 pub mod config;
 mod cpu_attention;
+mod cpu_linear;
 pub mod device;
 pub mod error;
 pub mod hub;
 pub mod image;
 pub mod nn;
+pub mod precision;
 pub mod processor;
+mod simd;
 pub mod tokenizer;
 pub mod weights;
 

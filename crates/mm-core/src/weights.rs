@@ -22,10 +22,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
-    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, SafetensorsStore,
 };
 
+use crate::precision::compute_dtype;
 use crate::{Error, LoadReport, Result};
 
 type PackTensor = burn_store::burn_pack::Tensor;
@@ -161,16 +162,28 @@ impl Weights {
         self.tensors.get(name).map(|t| t.dtype)
     }
 
-    /// The float dtype parameters are cast to when loaded (default `F32`). `F16`/`BF16` keep
-    /// half-precision checkpoints in half precision in memory.
+    /// The float dtype parameters are stored in once loaded (default `F32`). With `F16`/`BF16`
+    /// every tensor of rank ≥ 2 (linear and convolution weights, embedding tables) is kept in
+    /// half precision, halving a model's memory; vectors (norm scales, biases) take the
+    /// [`compute_dtype`](crate::precision::compute_dtype) of the device: f32 on the flex CPU
+    /// backend, which computes in f32 (see [`crate::precision`]).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
         self
     }
 
-    /// The float dtype parameters are cast to when loaded.
+    /// The float dtype parameters are stored in once loaded (see [`Weights::with_dtype`]).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype a tensor of rank `rank` is stored in on `device`.
+    fn storage_dtype(&self, rank: usize, device: &Device) -> DType {
+        if rank >= 2 {
+            self.dtype
+        } else {
+            compute_dtype(self.dtype, device)
+        }
     }
 
     /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
@@ -263,7 +276,8 @@ impl Weights {
         self.rename(|name| name.strip_prefix(&dotted).map(str::to_string))
     }
 
-    /// Reads one tensor (any float dtype, cast to [`Weights::dtype`]) onto `device`.
+    /// Reads one tensor (any float dtype) onto `device`, in [`Weights::dtype`] if it has rank ≥ 2
+    /// and in that dtype's compute dtype on `device` otherwise.
     pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
         let pack = self.tensors.get(name).ok_or_else(|| {
             Error::from(LoadReport {
@@ -284,7 +298,7 @@ impl Weights {
             path: self.source.clone().into(),
             reason: format!("cannot read '{name}': {e}"),
         })?;
-        Ok(Tensor::<D>::from_data(data, device).cast(self.dtype))
+        Ok(Tensor::<D>::from_data(data, device).cast(self.storage_dtype(D, device)))
     }
 
     /// Loads the tensors into `module` strictly: every parameter must be found with the right
@@ -295,8 +309,16 @@ impl Weights {
     /// mirrors an `nn.Sequential` of mixed layers (`layers.3.conv.0.weight`).
     pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
         let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
-        let adapter: Box<dyn ModuleAdapter> =
-            Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(self.dtype)));
+        let device = module
+            .devices()
+            .into_iter()
+            .next()
+            .unwrap_or_else(Device::flex);
+        let cast = StorageCast {
+            matrices: FloatCastAdapter::to(self.storage_dtype(2, &device)),
+            vectors: FloatCastAdapter::to(self.storage_dtype(1, &device)),
+        };
+        let adapter: Box<dyn ModuleAdapter> = Box::new(PyTorchToBurnAdapter.chain(cast));
         let result = module.apply(tensors, None, Some(adapter), true);
 
         let mut report = LoadReport {
@@ -345,6 +367,27 @@ impl Weights {
         } else {
             Err(report.into())
         }
+    }
+}
+
+/// Casts float tensors of rank ≥ 2 with one adapter and the others with another.
+#[derive(Clone)]
+struct StorageCast {
+    matrices: FloatCastAdapter,
+    vectors: FloatCastAdapter,
+}
+
+impl ModuleAdapter for StorageCast {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        if tensor.shape.num_dims() >= 2 {
+            self.matrices.adapt(tensor, ctx)
+        } else {
+            self.vectors.adapt(tensor, ctx)
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
     }
 }
 

@@ -6,6 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::{Error, Result};
+use mm_core::precision::embedding;
 
 /// `token_embedding` `[vocab, hidden]` and `position_embedding` `[max_positions, hidden]`.
 #[derive(Module, Debug)]
@@ -82,8 +83,8 @@ impl TextEmbeddings {
         }
         let positions =
             Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device()).reshape([1, seq]);
-        let x =
-            self.token_embedding.forward(input_ids) + self.position_embedding.forward(positions);
+        let x = embedding(&self.token_embedding, input_ids)
+            + embedding(&self.position_embedding, positions);
         Ok((x, CheckedIds { ids, batch, seq }))
     }
 }

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::precision::linear;
 
 /// Sizes of an encoder, read from a tower's config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,11 +58,11 @@ impl SelfAttention {
         causal: bool,
     ) -> Tensor<3> {
         let h = self.num_heads;
-        let q = split_heads(self.q_proj.forward(x.clone()), h);
-        let k = split_heads(self.k_proj.forward(x.clone()), h);
-        let v = split_heads(self.v_proj.forward(x), h);
+        let q = split_heads(linear(&self.q_proj, x.clone()), h);
+        let k = split_heads(linear(&self.k_proj, x.clone()), h);
+        let v = split_heads(linear(&self.v_proj, x), h);
         let out = scaled_dot_product_attention(q, k, v, key_padding, causal);
-        self.out_proj.forward(merge_heads(out))
+        linear(&self.out_proj, merge_heads(out))
     }
 }
 
@@ -88,8 +89,7 @@ impl Mlp {
 
     /// Applies the MLP.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2
-            .forward(self.activation.forward(self.fc1.forward(x)))
+        linear(&self.fc2, self.activation.forward(linear(&self.fc1, x)))
     }
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::clip::patchify;
 use crate::output::TowerOutput;
 use crate::{Error, Pretrained, Result};
+use mm_core::precision::linear;
 
 /// `ViTConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,14 +177,14 @@ impl ViTLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.layernorm_before.forward(x.clone());
         let qkv = &self.attention.attention;
-        let q = split_heads(qkv.query.forward(h.clone()), self.num_heads);
-        let k = split_heads(qkv.key.forward(h.clone()), self.num_heads);
-        let v = split_heads(qkv.value.forward(h), self.num_heads);
+        let q = split_heads(linear(&qkv.query, h.clone()), self.num_heads);
+        let k = split_heads(linear(&qkv.key, h.clone()), self.num_heads);
+        let v = split_heads(linear(&qkv.value, h), self.num_heads);
         let attn = merge_heads(scaled_dot_product_attention(q, k, v, None, false));
-        let x = x + self.attention.output.dense.forward(attn);
+        let x = x + linear(&self.attention.output.dense, attn);
         let h = self.layernorm_after.forward(x.clone());
-        let h = self.activation.forward(self.intermediate.dense.forward(h));
-        x + self.output.dense.forward(h)
+        let h = self.activation.forward(linear(&self.intermediate.dense, h));
+        x + linear(&self.output.dense, h)
     }
 }
 
@@ -256,8 +257,15 @@ impl ViTModel {
             self.image_size,
         )?;
         let [b, _, d] = patches.dims();
-        let cls = self.embeddings.cls_token.val().expand([b, 1, d]);
-        let mut h = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val();
+        let dtype = patches.dtype();
+        let cls = self
+            .embeddings
+            .cls_token
+            .val()
+            .cast(dtype)
+            .expand([b, 1, d]);
+        let mut h = Tensor::cat(vec![cls, patches], 1)
+            + self.embeddings.position_embeddings.val().cast(dtype);
         let mut hidden_states = Vec::with_capacity(self.encoder.layer.len() + 1);
         for layer in &self.encoder.layer {
             hidden_states.push(h.clone());
@@ -267,7 +275,7 @@ impl ViTModel {
         let last_hidden_state = self.layernorm.forward(h);
         let cls = last_hidden_state.clone().narrow(1, 0, 1).reshape([b, d]);
         let pooler_output = match &self.pooler {
-            Some(pooler) => pooler.dense.forward(cls).tanh(),
+            Some(pooler) => linear(&pooler.dense, cls).tanh(),
             None => cls,
         };
         Ok(TowerOutput {
@@ -318,7 +326,7 @@ impl ViTForImageClassification {
     /// Class logits `[batch, num_labels]`, with the backbone's outputs.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Result<(Tensor<2>, TowerOutput)> {
         let out = self.vit.forward(pixel_values)?;
-        let logits = self.classifier.forward(out.pooler_output.clone());
+        let logits = linear(&self.classifier, out.pooler_output.clone());
         Ok((logits, out))
     }
 

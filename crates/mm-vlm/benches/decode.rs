@@ -9,19 +9,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Distribution, Int, Tensor};
+use mm_core::precision::with_storage_dtype;
 use mm_vlm::config::LlavaConfig;
 use mm_vlm::kv_cache::KvCache;
 use mm_vlm::llama::LlamaForCausalLM;
-
-struct ToBf16;
-
-impl ModuleMapper for ToBf16 {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.map(|t| t.cast(DType::BF16))
-    }
-}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -47,7 +39,7 @@ fn main() {
     let model = if f32_weights {
         model
     } else {
-        model.map(&mut ToBf16)
+        with_storage_dtype(model, DType::BF16)
     };
     let vocab = text.vocab_size as f64;
     println!(

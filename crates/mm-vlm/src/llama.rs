@@ -17,6 +17,7 @@ use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
 use crate::rope::{self, Rope};
 use crate::{Error, Result};
+use mm_core::precision::{compute_dtype, embedding, linear, matmul};
 
 /// Self-attention with grouped key/value heads.
 #[derive(Module, Debug)]
@@ -52,9 +53,9 @@ impl LlamaAttention {
     }
 
     fn forward(&self, x: Tensor<3>, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor<3> {
-        let q = split_heads(self.q_proj.forward(x.clone()), self.heads);
-        let k = split_heads(self.k_proj.forward(x.clone()), self.kv_heads);
-        let v = split_heads(self.v_proj.forward(x), self.kv_heads);
+        let q = split_heads(linear(&self.q_proj, x.clone()), self.heads);
+        let k = split_heads(linear(&self.k_proj, x.clone()), self.kv_heads);
+        let v = split_heads(linear(&self.v_proj, x), self.kv_heads);
         let q = rope::apply(q, &step.cos, &step.sin);
         let k = rope::apply(k, &step.cos, &step.sin);
         let (k, v) = cache.append(layer, k, v);
@@ -69,7 +70,7 @@ impl LlamaAttention {
             is_causal: step.causal,
         };
         let out = burn::tensor::module::attention(q, k, v, mask, None, options);
-        self.o_proj.forward(merge_heads(out))
+        linear(&self.o_proj, merge_heads(out))
     }
 }
 
@@ -110,8 +111,8 @@ impl LlamaMlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = self.act.forward(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.act.forward(linear(&self.gate_proj, x.clone()));
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }
 
@@ -184,9 +185,11 @@ impl LlamaModel {
         (!self.rope.extrapolates()).then_some(self.max_positions)
     }
 
-    /// The dtype the weights are held in.
+    /// The dtype the model computes in: the weights' dtype, or f32 for half-precision
+    /// weights on the flex CPU backend (see [`mm_core::precision`]).
     pub fn dtype(&self) -> DType {
-        self.embed_tokens.weight.val().dtype()
+        let table = self.embed_tokens.weight.val();
+        compute_dtype(table.dtype(), &table.device())
     }
 
     /// Embeds `[batch, seq]` token ids, after checking each is inside the vocabulary.
@@ -198,7 +201,7 @@ impl LlamaModel {
                 "token id {bad} is outside the vocabulary (size {vocab})"
             )));
         }
-        Ok(self.embed_tokens.forward(input_ids))
+        Ok(embedding(&self.embed_tokens, input_ids))
     }
 
     /// Runs the decoder on `inputs_embeds` `[batch, seq, hidden]` that continue what `cache`
@@ -308,14 +311,11 @@ impl LlamaForCausalLM {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, s, d] = hidden.dims();
         let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 let w = self.model.embed_tokens.weight.val();
                 let v = w.dims()[0];
-                hidden
-                    .reshape([b * s, d])
-                    .matmul(w.transpose())
-                    .reshape([b, s, v])
+                matmul(hidden.reshape([b * s, d]), w.transpose()).reshape([b, s, v])
             }
         };
         logits.cast(DType::F32)

@@ -38,6 +38,7 @@ use crate::generate::{Generation, GenerationConfig, Streamer, generate_from_embe
 use crate::kv_cache::KvCache;
 use crate::llama::{LlamaForCausalLM, mask_rows, read_ids};
 use crate::{Error, Result};
+use mm_core::precision::linear;
 
 /// `multi_modal_projector`: `linear_2(act(linear_1(x)))`.
 #[derive(Module, Debug)]
@@ -66,8 +67,7 @@ impl MultiModalProjector {
 
     /// Projects `[.., vision]` features to `[.., text]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.linear_2
-            .forward(self.act.forward(self.linear_1.forward(x)))
+        linear(&self.linear_2, self.act.forward(linear(&self.linear_1, x)))
     }
 }
 

@@ -11,6 +11,7 @@ use super::vision::ClipVisionTransformer;
 use crate::contrastive::{ContrastiveOutput, Scoring};
 use crate::loading::without_buffers;
 use crate::{Pretrained, Result};
+use mm_core::precision::linear;
 
 /// `CLIPModel` (`openai/clip-vit-base-patch32`, `openai/clip-vit-large-patch14`, ...).
 #[derive(Module, Debug)]
@@ -55,14 +56,14 @@ impl ClipModel {
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Result<Tensor<2>> {
         let out = self.text_model.forward(input_ids, attention_mask)?;
-        Ok(self.text_projection.forward(out.pooler_output))
+        Ok(linear(&self.text_projection, out.pooler_output))
     }
 
     /// Projected, unnormalised image features `[batch, projection_dim]`
     /// (transformers' `get_image_features`).
     pub fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>> {
         let out = self.vision_model.forward(pixel_values)?;
-        Ok(self.visual_projection.forward(out.pooler_output))
+        Ok(linear(&self.visual_projection, out.pooler_output))
     }
 
     /// Runs both towers and scores every image against every text.
@@ -75,10 +76,8 @@ impl ClipModel {
         let text_output = self.text_model.forward(input_ids, attention_mask)?;
         let vision_output = self.vision_model.forward(pixel_values)?;
         let features = (
-            self.text_projection
-                .forward(text_output.pooler_output.clone()),
-            self.visual_projection
-                .forward(vision_output.pooler_output.clone()),
+            linear(&self.text_projection, text_output.pooler_output.clone()),
+            linear(&self.visual_projection, vision_output.pooler_output.clone()),
         );
         Ok(ContrastiveOutput::new(
             text_output,

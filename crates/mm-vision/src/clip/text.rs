@@ -14,6 +14,7 @@ use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
 use crate::{Pretrained, Result};
+use mm_core::precision::linear;
 
 /// Names of the other parts of a full CLIP checkpoint, dropped when loading one tower.
 pub(crate) const CLIP_PARTS: [&str; 5] = [
@@ -178,7 +179,7 @@ impl ClipTextModelWithProjection {
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Result<(TowerOutput, Tensor<2>)> {
         let out = self.text_model.forward(input_ids, attention_mask)?;
-        let embeds = self.text_projection.forward(out.pooler_output.clone());
+        let embeds = linear(&self.text_projection, out.pooler_output.clone());
         Ok((out, embeds))
     }
 }

@@ -16,6 +16,7 @@ use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
 use crate::{Error, Pretrained, Result};
+use mm_core::precision::{conv2d, embedding, linear};
 
 /// Patch, class and position embeddings (`vision_model.embeddings`).
 #[derive(Module, Debug)]
@@ -44,7 +45,7 @@ pub(crate) fn patchify(
             got: dims.to_vec(),
         });
     }
-    let x = conv.forward(pixel_values);
+    let x = conv2d(conv, pixel_values);
     let [b, d, gh, gw] = x.dims();
     Ok(x.reshape([b, d, gh * gw]).swap_dims(1, 2))
 }
@@ -108,11 +109,12 @@ impl ClipVisionTransformer {
             .embeddings
             .class_embedding
             .val()
+            .cast(patches.dtype())
             .reshape([1, 1, d])
             .expand([b, 1, d]);
         let positions = Tensor::<1, Int>::arange(0..(n + 1) as i64, &device).reshape([1, n + 1]);
         let x = Tensor::cat(vec![class, patches], 1)
-            + self.embeddings.position_embedding.forward(positions);
+            + embedding(&self.embeddings.position_embedding, positions);
         let x = self.pre_layrnorm.forward(x);
         let (hidden_states, last_hidden_state) = self.encoder.forward(x, None, false);
         let class_token = last_hidden_state.clone().narrow(1, 0, 1).reshape([b, d]);
@@ -178,7 +180,7 @@ impl ClipVisionModelWithProjection {
     /// Runs the tower; returns its outputs and the projected (unnormalised) `image_embeds`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Result<(TowerOutput, Tensor<2>)> {
         let out = self.vision_model.forward(pixel_values)?;
-        let embeds = self.visual_projection.forward(out.pooler_output.clone());
+        let embeds = linear(&self.visual_projection, out.pooler_output.clone());
         Ok((out, embeds))
     }
 }

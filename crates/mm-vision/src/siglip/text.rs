@@ -10,6 +10,7 @@ use crate::Result;
 use crate::embeddings::TextEmbeddings;
 use crate::encoder::Encoder;
 use crate::output::TowerOutput;
+use mm_core::precision::linear;
 
 /// The text transformer (`text_model`): bidirectional encoder, final norm, and a linear head
 /// on the last token.
@@ -66,7 +67,7 @@ impl SiglipTextTransformer {
             .narrow(1, seq - 1, 1)
             .reshape([batch, d]);
         Ok(TowerOutput {
-            pooler_output: self.head.forward(last_token),
+            pooler_output: linear(&self.head, last_token),
             last_hidden_state,
             hidden_states,
         })

@@ -13,6 +13,7 @@ use crate::Result;
 use crate::clip::patchify;
 use crate::encoder::{Encoder, Mlp};
 use crate::output::TowerOutput;
+use mm_core::precision::{embedding, linear, matmul};
 
 /// Patch and position embeddings (`vision_model.embeddings`); no class token.
 #[derive(Module, Debug)]
@@ -52,9 +53,15 @@ impl PackedAttention {
 
     fn project(&self, x: Tensor<3>, part: usize) -> Tensor<4> {
         let d = self.out_proj.weight.dims()[0];
+        let [batch, seq, _] = x.dims();
         let w = self.in_proj_weight.val().narrow(0, part * d, d);
-        let b = self.in_proj_bias.val().narrow(0, part * d, d);
-        let y = x.matmul(w.transpose().unsqueeze()) + b.reshape([1, 1, d]);
+        let b = self
+            .in_proj_bias
+            .val()
+            .narrow(0, part * d, d)
+            .cast(x.dtype());
+        let y = matmul(x.reshape([batch * seq, d]), w.transpose()).reshape([batch, seq, d])
+            + b.reshape([1, 1, d]);
         split_heads(y, self.num_heads)
     }
 
@@ -64,7 +71,7 @@ impl PackedAttention {
         let k = self.project(context.clone(), 1);
         let v = self.project(context, 2);
         let out = scaled_dot_product_attention(q, k, v, None, false);
-        self.out_proj.forward(merge_heads(out))
+        linear(&self.out_proj, merge_heads(out))
     }
 }
 
@@ -102,7 +109,7 @@ impl SiglipPoolingHead {
     /// Pools `[batch, patches, hidden]` into `[batch, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         let [b, _, d] = x.dims();
-        let probe = self.probe.val().expand([b, 1, d]);
+        let probe = self.probe.val().cast(x.dtype()).expand([b, 1, d]);
         let attended = self.attention.forward(probe, x);
         let out = attended.clone() + self.mlp.forward(self.layernorm.forward(attended));
         out.reshape([b, d])
@@ -161,7 +168,7 @@ impl SiglipVisionTransformer {
         )?;
         let [_, n, _] = patches.dims();
         let positions = Tensor::<1, Int>::arange(0..n as i64, &patches.device()).reshape([1, n]);
-        let x = patches + self.embeddings.position_embedding.forward(positions);
+        let x = patches + embedding(&self.embeddings.position_embedding, positions);
         let (hidden_states, last) = self.encoder.forward(x, None, false);
         let last_hidden_state = self.post_layernorm.forward(last);
         let pooler_output = match &self.head {
