@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Tensor};
 use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::precision::linear;
 
 /// Multi-head attention of `[batch, tokens, query_dim]` queries over a context (itself for
 /// self-attention).
@@ -76,7 +77,7 @@ impl Attention {
         chunk: Option<usize>,
     ) -> Tensor<3> {
         let context = context.unwrap_or(&x);
-        let q = split_heads(self.to_q.forward(x.clone()), self.heads);
+        let q = split_heads(linear(&self.to_q, x.clone()), self.heads);
         let attend = |keys: Tensor<3>, values: Tensor<3>| {
             let k = split_heads(keys, self.heads);
             let v = split_heads(values, self.heads);
@@ -90,8 +91,8 @@ impl Attention {
             merge_heads(out)
         };
         let mut out = attend(
-            self.to_k.forward(context.clone()),
-            self.to_v.forward(context.clone()),
+            linear(&self.to_k, context.clone()),
+            linear(&self.to_v, context.clone()),
         );
         if let (Some(ip), Some(tokens)) = (&self.ip_adapter, image_tokens) {
             for (i, tokens) in tokens.iter().enumerate() {
@@ -100,12 +101,12 @@ impl Attention {
                     break;
                 };
                 if scale != 0.0 {
-                    let image = attend(to_k.forward(tokens.clone()), to_v.forward(tokens.clone()));
+                    let image = attend(linear(to_k, tokens.clone()), linear(to_v, tokens.clone()));
                     out = out + image * scale;
                 }
             }
         }
-        self.to_out.iter().fold(out, |t, proj| proj.forward(t))
+        self.to_out.iter().fold(out, |t, proj| linear(proj, t))
     }
 }
 

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use mm_core::nn::Activation;
+use mm_core::precision::linear;
 
 /// diffusers' `get_timestep_embedding` (`max_period` 10000, `scale` 1): `[n]` timesteps (may
 /// be fractional) to `[n, dim]` sinusoidal features, `sin` then `cos` halves (`cos` first
@@ -64,7 +65,6 @@ impl TimestepEmbedding {
 
     /// Applies the MLP to `[batch, input]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2
-            .forward(self.act.forward(self.linear_1.forward(x)))
+        linear(&self.linear_2, self.act.forward(linear(&self.linear_1, x)))
     }
 }

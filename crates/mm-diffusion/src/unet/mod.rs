@@ -57,6 +57,7 @@ use crate::vae::layers::{conv, group_norm};
 use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::{Error, Result};
 use attention::IpAdapterAttention;
+use mm_core::precision::conv2d;
 use transformer::{CrossAttnContext, TransformerOptions};
 
 /// SDXL's added conditions (`added_cond_kwargs`, `addition_embed_type: "text_time"`).
@@ -380,7 +381,7 @@ impl UNet2DConditionModel {
             chunk: self.attention_chunk,
         };
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (out, block_skips) = block.forward(x, &emb, &ctx);
@@ -414,7 +415,7 @@ impl UNet2DConditionModel {
             x = block.forward(x, &mut skips, &emb, &ctx, upsample_size);
         }
         let x = config.act_fn.forward(self.conv_norm_out.forward(x));
-        let out = self.conv_out.forward(x);
+        let out = conv2d(&self.conv_out, x);
         debug_assert_eq!(out.dims()[0], batch);
         Ok(out)
     }

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor, activation};
 
 use super::attention::Attention;
 use crate::vae::layers::{conv, group_norm};
+use mm_core::precision::{conv2d, linear};
 
 /// Epsilon of the transformer's input group norm.
 const GROUP_NORM_EPS: f64 = 1e-6;
@@ -83,12 +84,12 @@ impl FeedForward {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
             FeedForwardLayer::Geglu(geglu) => {
-                let h = geglu.proj.forward(x);
+                let h = linear(&geglu.proj, x);
                 let half = h.dims()[2] / 2;
                 h.clone().narrow(2, 0, half) * activation::gelu(h.narrow(2, half, half))
             }
             FeedForwardLayer::Dropout(_) => x,
-            FeedForwardLayer::Linear(linear) => linear.forward(x),
+            FeedForwardLayer::Linear(layer) => linear(layer, x),
         })
     }
 }
@@ -214,14 +215,14 @@ impl Transformer2DModel {
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let normed = self.norm.forward(x.clone());
         let tokens = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
-            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+            Projection::Conv(conv) => to_tokens(conv2d(conv, normed)),
+            Projection::Linear(layer) => linear(layer, to_tokens(normed)),
         };
         let tokens =
             (self.transformer_blocks.iter()).fold(tokens, |t, block| block.forward(t, ctx));
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_map(tokens)),
-            Projection::Linear(linear) => to_map(linear.forward(tokens)),
+            Projection::Conv(conv) => conv2d(conv, to_map(tokens)),
+            Projection::Linear(layer) => to_map(linear(layer, tokens)),
         };
         out + x
     }

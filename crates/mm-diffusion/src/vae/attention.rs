@@ -8,6 +8,7 @@ use mm_core::nn::scaled_dot_product_attention;
 
 use super::layers::group_norm;
 use super::resnet::VAE_NORM_EPS;
+use mm_core::precision::linear;
 
 /// Self-attention over the `H × W` positions of a feature map, one head as wide as the
 /// channels: `x + to_out(attention(to_q(n), to_k(n), to_v(n)))` with `n = group_norm(x)`.
@@ -46,7 +47,7 @@ impl SpatialAttention {
             .forward(x.clone())
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
-        let head = |proj: &Linear| proj.forward(tokens.clone()).unsqueeze_dim::<4>(1);
+        let head = |proj: &Linear| linear(proj, tokens.clone()).unsqueeze_dim::<4>(1);
         let attended = scaled_dot_product_attention(
             head(&self.to_q),
             head(&self.to_k),
@@ -55,7 +56,7 @@ impl SpatialAttention {
             false,
         )
         .squeeze_dim::<3>(1);
-        let out = self.to_out.iter().fold(attended, |t, proj| proj.forward(t));
+        let out = self.to_out.iter().fold(attended, |t, proj| linear(proj, t));
         x + out.swap_dims(1, 2).reshape([b, c, h, w])
     }
 }

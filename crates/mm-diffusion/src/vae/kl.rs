@@ -27,6 +27,7 @@ use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
+use mm_core::precision::conv2d;
 
 /// diffusers' `AutoencoderKL` config, with its defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,11 +285,13 @@ impl Encoder {
 
     /// Encodes images in `[-1, 1]` into moments `[batch, 2 × latent, H / f, W / f]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = self.conv_in.forward(images);
+        let x = conv2d(&self.conv_in, images);
         let x = self.down_blocks.iter().fold(x, |x, b| b.forward(x));
         let x = self.mid_block.forward(x);
-        self.conv_out
-            .forward(activation::silu(self.conv_norm_out.forward(x)))
+        conv2d(
+            &self.conv_out,
+            activation::silu(self.conv_norm_out.forward(x)),
+        )
     }
 }
 
@@ -334,11 +337,13 @@ impl Decoder {
 
     /// Decodes latents into images in about `[-1, 1]` (not clamped).
     pub fn forward(&self, latents: Tensor<4>) -> Tensor<4> {
-        let x = self.conv_in.forward(latents);
+        let x = conv2d(&self.conv_in, latents);
         let x = self.mid_block.forward(x);
         let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
-        self.conv_out
-            .forward(activation::silu(self.conv_norm_out.forward(x)))
+        conv2d(
+            &self.conv_out,
+            activation::silu(self.conv_norm_out.forward(x)),
+        )
     }
 }
 
@@ -531,7 +536,7 @@ impl AutoencoderKL {
         check_image(&images, self.config.in_channels, self.downscale_factor())?;
         let moments = self.encoder.forward(images);
         let moments = match &self.quant_conv {
-            Some(quant) => quant.forward(moments),
+            Some(quant) => conv2d(quant, moments),
             None => moments,
         };
         Ok(DiagonalGaussian::from_moments(moments))
@@ -541,7 +546,7 @@ impl AutoencoderKL {
     pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         check_latents(&latents, self.config.latent_channels)?;
         let z = match &self.post_quant_conv {
-            Some(post) => post.forward(latents),
+            Some(post) => conv2d(post, latents),
             None => latents,
         };
         Ok(self.decoder.forward(z))
@@ -600,7 +605,7 @@ impl AutoencoderKL {
         let moments = plan.run(images, |tile| {
             let moments = self.encoder.forward(tile);
             match &self.quant_conv {
-                Some(quant) => quant.forward(moments),
+                Some(quant) => conv2d(quant, moments),
                 None => moments,
             }
         });
@@ -625,7 +630,7 @@ impl AutoencoderKL {
         };
         Ok(plan.run(latents, |tile| {
             let z = match &self.post_quant_conv {
-                Some(post) => post.forward(tile),
+                Some(post) => conv2d(post, tile),
                 None => tile,
             };
             self.decoder.forward(z)

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use mm_core::precision::conv2d;
 
 /// `nn.Conv2d(cin, cout, kernel, padding=kernel // 2)` (stride 1).
 pub(crate) fn conv(cin: usize, cout: usize, kernel: usize, bias: bool, device: &Device) -> Conv2d {
@@ -96,7 +97,7 @@ impl Layer {
     /// Applies the layer.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Layer::Conv(conv) => conv.forward(x),
+            Layer::Conv(conv) => conv2d(conv, x),
             Layer::Norm(norm) => norm.forward(x),
             Layer::Relu(_) => activation::relu(x),
             Layer::Upsample(up) => upsample_nearest(x, up.scale),

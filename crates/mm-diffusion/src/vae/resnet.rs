@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use mm_core::nn::Activation;
 
 use super::layers::{conv, group_norm, strided_conv, upsample_nearest, upsample_nearest_to};
+use mm_core::precision::{conv2d, linear};
 
 /// Group-norm epsilon of every norm of diffusers' VAE blocks.
 pub const VAE_NORM_EPS: f64 = 1e-6;
@@ -90,16 +91,14 @@ impl ResnetBlock2D {
     /// Applies the block; `temb` (`[batch, temb_channels]`, before the activation) is used
     /// when the block has a `time_emb_proj`.
     pub fn forward_with_temb(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self
-            .conv1
-            .forward(self.act.forward(self.norm1.forward(x.clone())));
+        let mut h = conv2d(&self.conv1, self.act.forward(self.norm1.forward(x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(self.act.forward(temb.clone()));
+            let t = linear(proj, self.act.forward(temb.clone()));
             h = h + t.unsqueeze_dims::<4>(&[2, 3]);
         }
-        let h = self.conv2.forward(self.act.forward(self.norm2.forward(h)));
+        let h = conv2d(&self.conv2, self.act.forward(self.norm2.forward(h)));
         let skip = match &self.conv_shortcut {
-            Some(shortcut) => shortcut.forward(x),
+            Some(shortcut) => conv2d(shortcut, x),
             None => x,
         };
         let out = skip + h;
@@ -136,7 +135,7 @@ impl Downsample2D {
 
     /// Halves the height and width (rounding as the padding makes it).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        conv2d(&self.conv, x)
     }
 }
 
@@ -157,7 +156,7 @@ impl Upsample2D {
 
     /// Doubles the height and width.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(upsample_nearest(x, 2))
+        conv2d(&self.conv, upsample_nearest(x, 2))
     }
 
     /// Upsamples to `size` (`[height, width]`, nearest neighbour as PyTorch's
@@ -165,7 +164,7 @@ impl Upsample2D {
     /// skip connection's size when the input is not a multiple of its overall downscale factor.
     pub fn forward_to(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         match size {
-            Some(size) => self.conv.forward(upsample_nearest_to(x, size)),
+            Some(size) => conv2d(&self.conv, upsample_nearest_to(x, size)),
             None => self.forward(x),
         }
     }

@@ -27,6 +27,7 @@ use super::layers::{Layer, Upsample, conv, group_norm, sequential, strided_conv}
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
+use mm_core::precision::conv2d;
 
 /// diffusers' `AutoencoderTiny` config, with its defaults (those of TAESD for SD 1.x/2.x).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +207,7 @@ impl TinyBlock {
             None => x,
         };
         let skip = match &self.skip {
-            Some(skip) => skip.forward(x.clone()),
+            Some(skip) => conv2d(skip, x.clone()),
             None => x.clone(),
         };
         activation::relu(sequential(&self.conv, x) + skip)
