@@ -12,7 +12,7 @@
 //! Models call [`linear`], [`conv2d`] and [`embedding`] instead of the layers' own `forward`;
 //! with weights and activations of the same dtype they are exactly that `forward`.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -28,6 +28,27 @@ pub fn compute_dtype(storage: DType, device: &Device) -> DType {
     } else {
         storage
     }
+}
+
+/// The [`compute_dtype`] of a model whose parameter `weight` is stored as it is.
+pub fn compute_dtype_of<const D: usize>(weight: &Tensor<D>) -> DType {
+    compute_dtype(weight.dtype(), &weight.device())
+}
+
+/// The [`compute_dtype`] of `module`, judged by its first float parameter of rank ≥ 2 (f32
+/// when it has none).
+pub fn module_compute_dtype<M: Module>(module: &M) -> DType {
+    struct First(Option<DType>);
+    impl ModuleVisitor for First {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D >= 2 && self.0.is_none() {
+                self.0 = Some(compute_dtype_of(&param.val()));
+            }
+        }
+    }
+    let mut first = First(None);
+    module.visit(&mut first);
+    first.0.unwrap_or(DType::F32)
 }
 
 /// Whether `dtype` is a 16-bit float.
@@ -107,8 +128,7 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// The embeddings of `ids` (`[batch, seq]`) in the [`compute_dtype`] of the table's dtype.
 pub fn embedding(layer: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
-    let table = layer.weight.val();
-    let dtype = compute_dtype(table.dtype(), &table.device());
+    let dtype = compute_dtype_of(&layer.weight.val());
     layer.forward(ids).cast(dtype)
 }
 

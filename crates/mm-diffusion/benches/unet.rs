@@ -3,6 +3,8 @@
 //! images), 77×768 CLIP text embeddings, random weights.
 //!
 //! `cargo bench -p mm-diffusion --bench unet`; compare with `tools/bench/unet_bench.py`.
+//! `MM_BENCH_DTYPE=bf16` (or `f16`) keeps the weights' matrices in half precision, as
+//! `StableDiffusion::load_with_dtype` does (the arithmetic stays f32).
 //! `cargo test --release -p mm-diffusion --bench unet` runs the step once as a smoke test and
 //! prints its wall time.
 
@@ -10,8 +12,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
+use mm_core::precision::with_storage_dtype;
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 
 fn config() -> UNet2DConditionConfig {
@@ -25,6 +28,11 @@ fn config() -> UNet2DConditionConfig {
 fn model(device: &Device) -> UNet2DConditionModel {
     let unet = UNet2DConditionModel::new(&config(), device).expect("UNet");
     let start = Instant::now();
+    let unet = match std::env::var("MM_BENCH_DTYPE").as_deref() {
+        Ok("bf16") => with_storage_dtype(unet, DType::BF16),
+        Ok("f16") => with_storage_dtype(unet, DType::F16),
+        _ => unet,
+    };
     unet.forward(
         Tensor::zeros([1, 4, 8, 8], device),
         Tensor::from_floats([1.0], device),

@@ -303,11 +303,13 @@ impl Denoiser for Diverging {
 
 #[test]
 fn nan_latents_are_an_error_not_a_black_image() {
-    let pipe =
-        StableDiffusion::load_with(fixture("sd-tiny").to_str().unwrap(), &device(), |_, _| {
-            Ok(Diverging)
-        })
-        .unwrap();
+    let pipe = StableDiffusion::load_with(
+        fixture("sd-tiny").to_str().unwrap(),
+        burn::tensor::DType::F32,
+        &device(),
+        |_, _| Ok(Diverging),
+    )
+    .unwrap();
     let err = pipe.text_to_image(&opts(), Hooks::new()).unwrap_err();
     assert!(
         matches!(

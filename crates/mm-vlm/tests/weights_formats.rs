@@ -4,9 +4,9 @@
 #[path = "../../mm-vision/tests/common/mod.rs"]
 mod common;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::DType;
 use common::{Expected, device, fixture};
+use mm_core::precision::{cast_params, with_storage_dtype};
 use mm_core::weights::Weights;
 use mm_vlm::config::LlavaConfig;
 use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
@@ -47,22 +47,6 @@ fn half_precision_storage_gives_close_logits() {
     }
 }
 
-/// Rounds every float parameter of rank ≥ 2 to `.0` and back to f32, as half storage does.
-struct RoundMatrices(DType);
-
-impl ModuleMapper for RoundMatrices {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| {
-            if D >= 2 {
-                t.cast(dtype).cast(DType::F32)
-            } else {
-                t
-            }
-        })
-    }
-}
-
 /// With half-precision storage on the CPU only the weights are rounded: the logits equal an
 /// f32 model whose weights were rounded the same way (the tied head included).
 #[test]
@@ -77,7 +61,7 @@ fn half_storage_computes_in_f32() {
             LlavaForConditionalGeneration::from_weights(&config, weights, &device()).unwrap()
         };
         let half = logits(&load(dtype), &exp);
-        let rounded = load(DType::F32).map(&mut RoundMatrices(dtype));
+        let rounded = cast_params(with_storage_dtype(load(DType::F32), dtype), DType::F32);
         let want = logits(&rounded, &exp);
         let err: f32 = (half - want).abs().max().into_scalar();
         eprintln!("{dtype:?} storage vs rounded f32 weights: {err:.2e}");

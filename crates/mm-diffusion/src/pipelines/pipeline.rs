@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
 use mm_vision::Pretrained;
@@ -16,6 +16,7 @@ use super::options::GenerateOptions;
 use super::progress::{Flow, Previewer, Progress, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
 use crate::check::check_finite;
+use crate::loading::component;
 use crate::single_file::{LdmLayout, SingleFile};
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
@@ -121,11 +122,18 @@ impl StableDiffusion<UNet2DConditionModel> {
     /// Hugging Face cache) with its `UNet2DConditionModel`; see
     /// [`load_with`](Self::load_with).
     pub fn load(model: &str, device: &Device) -> Result<Self> {
-        Self::load_with(model, device, |dir, device| {
+        Self::load_with_dtype(model, DType::F32, device)
+    }
+
+    /// [`load`](Self::load) keeping the weights' matrices in `dtype` (`BF16`/`F16` halve the
+    /// memory of the models; see [`mm_core::precision`]: on the CPU the arithmetic stays f32).
+    pub fn load_with_dtype(model: &str, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(model, dtype, device, |dir, device| {
             let dir = dir.to_str().ok_or_else(|| {
                 Error::Config(format!("path {} is not valid UTF-8", dir.display()))
             })?;
-            UNet2DConditionModel::load(dir, device)
+            let (config, weights) = component(dir)?;
+            UNet2DConditionModel::from_weights(&config, weights.with_dtype(dtype), device)
         })
     }
 }
@@ -140,6 +148,17 @@ impl StableDiffusion<UNet2DConditionModel> {
     pub fn from_single_file(
         file: impl AsRef<Path>,
         configs: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::from_single_file_with_dtype(file, configs, DType::F32, device)
+    }
+
+    /// [`from_single_file`](Self::from_single_file) keeping the weights' matrices in `dtype`
+    /// (see [`load_with_dtype`](Self::load_with_dtype)).
+    pub fn from_single_file_with_dtype(
+        file: impl AsRef<Path>,
+        configs: &str,
+        dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let dir = PipelineDir::resolve(configs)?;
@@ -164,9 +183,14 @@ impl StableDiffusion<UNet2DConditionModel> {
             text_layers: text_config.num_hidden_layers,
         };
         let parts = SingleFile::open(file)?.components(&layout)?;
-        let unet = UNet2DConditionModel::from_weights(&unet_config, parts.unet, device)?;
-        let vae = AutoencoderKL::from_weights(&vae_config, parts.vae, device)?;
-        let text_encoder = ClipTextModel::from_weights(&text_config, parts.text_encoder, device)?;
+        let unet =
+            UNet2DConditionModel::from_weights(&unet_config, parts.unet.with_dtype(dtype), device)?;
+        let vae = AutoencoderKL::from_weights(&vae_config, parts.vae.with_dtype(dtype), device)?;
+        let text_encoder = ClipTextModel::from_weights(
+            &text_config,
+            parts.text_encoder.with_dtype(dtype),
+            device,
+        )?;
         let tokenizer = PromptEncoder::load_tokenizer(&dir.path)?;
         let text = PromptEncoder::new(tokenizer, text_encoder, device);
         Ok(Self::from_parts(unet, vae, text, scheduler_config, device))
@@ -190,10 +214,13 @@ impl<U: Denoiser> StableDiffusion<U> {
     /// Loads a diffusers pipeline folder (or a repo id in the local Hugging Face cache):
     /// `model_index.json`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, with the
     /// denoiser of `unet/` loaded by `load_unet`. Weights may be the fp16 variants
-    /// (`*.fp16.safetensors`); they are upcast. A component missing from the index or the
-    /// folder gives [`Error::MissingComponent`] naming it.
+    /// (`*.fp16.safetensors`). The VAE and text encoder keep their matrices in `dtype` (`F32`
+    /// upcasts half-precision files; see [`load_with_dtype`](StableDiffusion::load_with_dtype)).
+    /// A component missing from the index or the folder gives [`Error::MissingComponent`]
+    /// naming it.
     pub fn load_with(
         model: &str,
+        dtype: DType,
         device: &Device,
         load_unet: impl FnOnce(&Path, &Device) -> Result<U>,
     ) -> Result<Self> {
@@ -206,10 +233,10 @@ impl<U: Denoiser> StableDiffusion<U> {
         let scheduler_config = scheduler_config(&dirs[4])?;
         let vae = AutoencoderKL::from_weights(
             &dirs[1].config()?,
-            dirs[1].weights(DIFFUSERS_WEIGHTS)?,
+            dirs[1].weights(DIFFUSERS_WEIGHTS)?.with_dtype(dtype),
             device,
         )?;
-        let prompt_encoder = PromptEncoder::load(&dir.path, device)?;
+        let prompt_encoder = PromptEncoder::load_with_dtype(&dir.path, dtype, device)?;
         let unet = load_unet(dirs[0].path(), device)?;
         Ok(Self::from_parts(
             unet,

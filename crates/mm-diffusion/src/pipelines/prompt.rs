@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use mm_core::tokenizer::Tokenizer;
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
@@ -74,10 +74,16 @@ impl PromptEncoder {
     /// folders ship) and `text_encoder/` (`model.safetensors` or its fp16 variant, published
     /// `text_model.*` names or transformers 5's flat ones) of a pipeline folder.
     pub fn load(pipeline: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_dtype(pipeline, DType::F32, device)
+    }
+
+    /// [`load`](Self::load) keeping the text encoder's matrices in `dtype` (see
+    /// [`mm_core::precision`]).
+    pub fn load_with_dtype(pipeline: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let tokenizer = Self::load_tokenizer(pipeline)?;
         let text_dir = ComponentDir::new(pipeline, "text_encoder")?;
         let config = ClipTextConfig::from_file(&text_dir.required("config.json")?)?;
-        let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?;
+        let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
         let text_encoder = ClipTextModel::from_weights(&config, weights, device)?;
         Ok(Self::new(tokenizer, text_encoder, device))
     }
@@ -149,8 +155,9 @@ impl PromptEncoder {
         }
         let (ids, _mask) = self.tokenizer.encode(text)?.to_tensors(&self.device)?;
         let out = self.text_encoder.forward(ids, None)?;
-        match clip_skip {
-            None => Ok(out.last_hidden_state),
+        // The pipeline works in f32 whatever the text encoder computes in.
+        let hidden = match clip_skip {
+            None => out.last_hidden_state,
             Some(skip) => {
                 let layers = out.hidden_states.len() - 1;
                 let hidden = out
@@ -164,13 +171,13 @@ impl PromptEncoder {
                             layers.saturating_sub(1)
                         ),
                     })?;
-                Ok(self
-                    .text_encoder
+                self.text_encoder
                     .text_model
                     .final_layer_norm
-                    .forward(hidden))
+                    .forward(hidden)
             }
-        }
+        };
+        Ok(hidden.cast(DType::F32))
     }
 
     /// diffusers' truncation warning: the part of `text` beyond the tokenizer's length.

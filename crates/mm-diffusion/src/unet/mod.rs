@@ -57,7 +57,7 @@ use crate::vae::layers::{conv, group_norm};
 use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::{Error, Result};
 use attention::IpAdapterAttention;
-use mm_core::precision::conv2d;
+use mm_core::precision::{compute_dtype_of, conv2d};
 use transformer::{CrossAttnContext, TransformerOptions};
 
 /// SDXL's added conditions (`added_cond_kwargs`, `addition_embed_type: "text_time"`).
@@ -369,6 +369,16 @@ impl UNet2DConditionModel {
         } = input;
         let config = &self.config;
         let [batch, _, height, width] = sample.dims();
+        // Inputs in the dtype the weights compute in (f32 on the CPU whatever the storage),
+        // the output in the sample's.
+        let (in_dtype, dtype) = (sample.dtype(), compute_dtype_of(&self.conv_in.weight.val()));
+        let (sample, encoder_hidden_states) =
+            (sample.cast(dtype), encoder_hidden_states.cast(dtype));
+        let image_tokens =
+            image_tokens.map(|t| t.into_iter().map(|t| t.cast(dtype)).collect::<Vec<_>>());
+        let down_block_additional_residuals = down_block_additional_residuals
+            .map(|r| r.into_iter().map(|t| t.cast(dtype)).collect::<Vec<_>>());
+        let mid_block_additional_residual = mid_block_additional_residual.map(|t| t.cast(dtype));
         let sample = if config.center_input_sample {
             sample * 2.0 - 1.0
         } else {
@@ -417,7 +427,7 @@ impl UNet2DConditionModel {
         let x = config.act_fn.forward(self.conv_norm_out.forward(x));
         let out = conv2d(&self.conv_out, x);
         debug_assert_eq!(out.dims()[0], batch);
-        Ok(out)
+        Ok(out.cast(in_dtype))
     }
 
     /// The time embedding `[batch, 4 × block_out_channels[0]]`, with the class and added

@@ -27,7 +27,7 @@ use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
-use mm_core::precision::conv2d;
+use mm_core::precision::{conv2d, module_compute_dtype};
 
 /// diffusers' `AutoencoderKL` config, with its defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -534,22 +534,38 @@ impl AutoencoderKL {
     /// [`Autoencoder::downscale_factor`]) into the latent distribution.
     pub fn encode(&self, images: Tensor<4>) -> Result<DiagonalGaussian> {
         check_image(&images, self.config.in_channels, self.downscale_factor())?;
-        let moments = self.encoder.forward(images);
-        let moments = match &self.quant_conv {
-            Some(quant) => conv2d(quant, moments),
-            None => moments,
-        };
-        Ok(DiagonalGaussian::from_moments(moments))
+        Ok(DiagonalGaussian::from_moments(self.moments(images)))
     }
 
     /// Decodes (unscaled) latents into images in about `[-1, 1]` (not clamped).
     pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         check_latents(&latents, self.config.latent_channels)?;
+        Ok(self.decode_unchecked(latents))
+    }
+
+    /// The moments of `images` (encoder and `quant_conv`), computed in the weights' compute
+    /// dtype and returned in the images' dtype.
+    fn moments(&self, images: Tensor<4>) -> Tensor<4> {
+        let in_dtype = images.dtype();
+        let dtype = module_compute_dtype(&self.encoder);
+        let moments = self.encoder.forward(images.cast(dtype));
+        match &self.quant_conv {
+            Some(quant) => conv2d(quant, moments),
+            None => moments,
+        }
+        .cast(in_dtype)
+    }
+
+    /// `post_quant_conv` and the decoder, computed in the weights' compute dtype and returned
+    /// in the latents' dtype.
+    fn decode_unchecked(&self, latents: Tensor<4>) -> Tensor<4> {
+        let in_dtype = latents.dtype();
+        let z = latents.cast(module_compute_dtype(&self.decoder));
         let z = match &self.post_quant_conv {
-            Some(post) => conv2d(post, latents),
-            None => latents,
+            Some(post) => conv2d(post, z),
+            None => z,
         };
-        Ok(self.decoder.forward(z))
+        self.decoder.forward(z).cast(in_dtype)
     }
 
     /// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25.
@@ -602,13 +618,7 @@ impl AutoencoderKL {
             blend,
             keep: latent - blend,
         };
-        let moments = plan.run(images, |tile| {
-            let moments = self.encoder.forward(tile);
-            match &self.quant_conv {
-                Some(quant) => conv2d(quant, moments),
-                None => moments,
-            }
-        });
+        let moments = plan.run(images, |tile| self.moments(tile));
         Ok(DiagonalGaussian::from_moments(moments))
     }
 
@@ -628,13 +638,7 @@ impl AutoencoderKL {
             blend,
             keep: sample - blend,
         };
-        Ok(plan.run(latents, |tile| {
-            let z = match &self.post_quant_conv {
-                Some(post) => conv2d(post, tile),
-                None => tile,
-            };
-            self.decoder.forward(z)
-        }))
+        Ok(plan.run(latents, |tile| self.decode_unchecked(tile)))
     }
 }
 

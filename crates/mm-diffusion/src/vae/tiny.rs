@@ -27,7 +27,7 @@ use super::layers::{Layer, Upsample, conv, group_norm, sequential, strided_conv}
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
-use mm_core::precision::conv2d;
+use mm_core::precision::{conv2d, module_compute_dtype};
 
 /// diffusers' `AutoencoderTiny` config, with its defaults (those of TAESD for SD 1.x/2.x).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,13 +388,15 @@ impl AutoencoderTiny {
     /// Encodes images in `[0, 1]` (the upstream TAESD convention) into raw latents.
     pub fn encode_unit_range(&self, images: Tensor<4>) -> Result<Tensor<4>> {
         check_image(&images, self.config.in_channels, self.downscale_factor())?;
-        Ok(self.encoder.forward(images))
+        let (in_dtype, dtype) = (images.dtype(), module_compute_dtype(&self.encoder));
+        Ok(self.encoder.forward(images.cast(dtype)).cast(in_dtype))
     }
 
     /// Decodes raw latents into images in about `[0, 1]` (the upstream TAESD convention).
     pub fn decode_unit_range(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         check_latents(&latents, self.config.latent_channels)?;
-        Ok(self.decoder.forward(latents))
+        let (in_dtype, dtype) = (latents.dtype(), module_compute_dtype(&self.decoder));
+        Ok(self.decoder.forward(latents.cast(dtype)).cast(in_dtype))
     }
 
     /// Raw latents to `[0, 1]` (for storing them as 8-bit images): `x / (2 ·
