@@ -18,6 +18,7 @@
 
 pub mod config;
 mod cpu_attention;
+mod cpu_conv;
 mod cpu_linear;
 pub mod device;
 pub mod error;

@@ -13,11 +13,13 @@
 //! with weights and activations of the same dtype they are exactly that `forward`.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use burn_flex::Flex;
+use burn_flex::{Flex, FlexTensor};
 
+use crate::cpu_conv;
 use crate::cpu_linear::{self, HalfMatrix};
 
 /// The dtype a model whose weights are stored in `storage` computes in on `device`: f32 on the
@@ -118,12 +120,96 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 }
 
 /// `layer.forward(x)` for any weight dtype: with weights in another dtype than `x`, they are
-/// cast to `x`'s for the call (one layer at a time, so the f32 copy is transient).
+/// cast to `x`'s for the call (one layer at a time, so the f32 copy is transient). f32
+/// convolutions with stride 1 and a kernel larger than 1×1 (symmetric padding, no dilation or
+/// groups) on the flex backend use this crate's implicit-GEMM kernel (10–17 % faster than
+/// burn-flex's at Stable Diffusion's 3×3 shapes).
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if layer.weight.val().dtype() == x.dtype() {
-        return layer.forward(x);
+    let dtype = x.dtype();
+    if dtype == DType::F32
+        && let Some(padding) = cpu_conv_padding(layer, &x)
+        && let Some(weight) = cpu_conv_weight(layer)
+    {
+        return cpu_conv(layer, &weight, x, padding);
     }
-    cast_params(layer.clone(), x.dtype()).forward(x)
+    if layer.weight.val().dtype() == dtype {
+        layer.forward(x)
+    } else {
+        cast_params(layer.clone(), dtype).forward(x)
+    }
+}
+
+/// The `(ph, pw)` padding when the CPU kernel handles `layer`'s convolution of `x`.
+fn cpu_conv_padding(layer: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
+    let [kh, kw] = layer.kernel_size;
+    // 1×1 convolutions are plain matrix products, which burn-flex already runs as one.
+    if kh * kw == 1 || layer.stride != [1, 1] || layer.dilation != [1, 1] || layer.groups != 1 {
+        return None;
+    }
+    let (ph, pw) = match layer.padding {
+        PaddingConfig2d::Valid => (0, 0),
+        PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => (kh / 2, kw / 2),
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => (t, l),
+        _ => return None,
+    };
+    let [_, _, h, w] = x.dims();
+    (h + 2 * ph >= kh && w + 2 * pw >= kw).then_some((ph, pw))
+}
+
+/// The weight as a contiguous float flex tensor, when it is one.
+fn cpu_conv_weight(layer: &Conv2d) -> Option<FlexTensor> {
+    let w = layer.weight.val().try_into_primitive::<Flex>().ok()?;
+    let float = matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16);
+    (float && w.layout().contiguous_offsets().is_some()).then_some(w)
+}
+
+/// The convolution through [`cpu_conv`](crate::cpu_conv); `w` is the layer's weight from
+/// [`cpu_conv_weight`].
+fn cpu_conv(layer: &Conv2d, w: &FlexTensor, x: Tensor<4>, (ph, pw): (usize, usize)) -> Tensor<4> {
+    let (start, end) = w
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous weight");
+    // f32 weights are read in place; half-precision ones converted for the call.
+    let converted;
+    let weight = match w.dtype() {
+        DType::BF16 => {
+            converted = HalfMatrix::bf16(&w.storage()[start..end], false).all_to_f32();
+            &converted[..]
+        }
+        DType::F16 => {
+            converted = HalfMatrix::f16(&w.storage()[start..end], false).all_to_f32();
+            &converted[..]
+        }
+        _ => &w.storage::<f32>()[start..end],
+    };
+    let [batch, c, h, width] = x.dims();
+    let [o, _, kh, kw] = layer.weight.dims();
+    let bias = layer
+        .bias
+        .as_ref()
+        .map(|b| b.val().cast(DType::F32).into_data());
+    let device = x.device();
+    let data = x.into_data();
+    let conv = cpu_conv::Conv {
+        x: data.as_slice::<f32>().expect("an f32 tensor"),
+        weight,
+        bias: bias
+            .as_ref()
+            .map(|b| b.as_slice::<f32>().expect("an f32 bias")),
+        batch,
+        c,
+        h,
+        w: width,
+        o,
+        kh,
+        kw,
+        ph,
+        pw,
+    };
+    let (ho, wo) = conv.out_size();
+    let out = cpu_conv::conv2d(&conv);
+    Tensor::from_data(TensorData::new(out, [batch, o, ho, wo]), &device)
 }
 
 /// The embeddings of `ids` (`[batch, seq]`) in the [`compute_dtype`] of the table's dtype.
@@ -168,4 +254,69 @@ pub fn cast_params<M: Module>(module: M, dtype: DType) -> M {
         }
     }
     module.map(&mut Cast(dtype))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The CPU convolution kernel (and the fallback for what it does not handle) agrees with
+    /// burn's `Conv2d::forward`, for f32 and half-precision weights.
+    #[test]
+    fn conv2d_agrees_with_burn() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 5, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+        for (kernel, stride, padding) in [
+            ([3, 3], [1, 1], PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            ([1, 1], [1, 1], PaddingConfig2d::Valid),
+            ([3, 3], [1, 1], PaddingConfig2d::Same),
+            ([3, 3], [1, 1], PaddingConfig2d::Valid),
+            ([3, 3], [2, 2], PaddingConfig2d::Explicit(1, 1, 1, 1)), // burn's path
+        ] {
+            let layer = Conv2dConfig::new([5, 6], kernel)
+                .with_stride(stride)
+                .with_padding(padding.clone())
+                .init(&device);
+            let want = layer.forward(x.clone());
+            let err = max_diff(conv2d(&layer, x.clone()), want);
+            assert!(err < 1e-5, "{kernel:?} {stride:?} {padding:?}: {err}");
+            for dtype in [DType::BF16, DType::F16] {
+                let half = cast_params(layer.clone(), dtype);
+                let want = cast_params(half.clone(), DType::F32).forward(x.clone());
+                let err = max_diff(conv2d(&half, x.clone()), want);
+                assert!(err < 1e-5, "{dtype:?} {kernel:?} {stride:?}: {err}");
+            }
+        }
+    }
+
+    /// Half-precision linear weights, stored `[in, out]` or used transposed, give what the
+    /// f32 product of the same rounded weights gives.
+    #[test]
+    fn linear_and_matmul_with_half_weights() {
+        let device = Device::flex();
+        let layer = LinearConfig::new(48, 40).init(&device);
+        for rows in [1, 3, 70] {
+            let x = Tensor::<3>::random([1, rows, 48], Distribution::Normal(0.0, 1.0), &device);
+            for dtype in [DType::BF16, DType::F16] {
+                let half = with_storage_dtype(layer.clone(), dtype);
+                assert_eq!(half.weight.val().dtype(), dtype);
+                let want = cast_params(half.clone(), DType::F32).forward(x.clone());
+                assert!(max_diff(linear(&half, x.clone()), want) < 1e-5);
+                let w_t = half.weight.val().transpose(); // [out, in] viewed transposed
+                let stored =
+                    Tensor::<2>::from_data(w_t.clone().cast(DType::F32).into_data(), &device);
+                let w = stored.cast(dtype).transpose();
+                let x2 = x.clone().reshape([rows, 48]);
+                let want = x2.clone().matmul(w.clone().cast(DType::F32));
+                assert!(max_diff(matmul(x2, w), want) < 1e-5);
+            }
+        }
+    }
 }
