@@ -6,7 +6,7 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mm_core::precision::conv2d;
 
@@ -46,6 +46,10 @@ fn bench(c: &mut Criterion) {
         assert!(diff.into_scalar::<f32>() < 1e-3, "{name}");
         group.bench_function(format!("{name}/mm"), |b| {
             b.iter(|| sync(conv2d(&layer, x.clone())))
+        });
+        let half = mm_core::precision::with_storage_dtype(layer.clone(), DType::BF16);
+        group.bench_function(format!("{name}/mm_bf16_weights"), |b| {
+            b.iter(|| sync(conv2d(&half, x.clone())))
         });
         group.bench_function(format!("{name}/burn"), |b| {
             b.iter(|| sync(layer.forward(x.clone())))

@@ -23,13 +23,27 @@ fn bench(c: &mut Criterion) {
         group.warm_up_time(std::time::Duration::from_millis(200));
         group.measurement_time(std::time::Duration::from_secs(1));
     }
-    let (k, n) = (4096, 11008);
+    for (m, k, n) in [(1, 4096, 11008), (128, 4096, 11008), (8192, 320, 2560)] {
+        case(&mut group, &device, m, k, n);
+    }
+    group.finish();
+}
+
+/// One `[m, k] · [k, n]` product.
+fn case(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    device: &Device,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    let device = device.clone();
     let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 0.02), &device);
     let w16 = w.clone().cast(DType::BF16);
     // Stored `[out, in]`, used transposed.
     let w_t = Tensor::<2>::from_data(w.clone().transpose().into_data(), &device);
     let w16_t = w_t.cast(DType::BF16).transpose();
-    for m in [1, 128] {
+    {
         let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let want = x.clone().matmul(w16.clone().cast(DType::F32));
         for w in [&w16, &w16_t] {
@@ -50,7 +64,6 @@ fn bench(c: &mut Criterion) {
             b.iter(|| sync(x.clone().matmul(w.clone())))
         });
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -9,13 +9,38 @@
 //! rows, accumulated into an output laid out with the padded row width `Wp`. The `Wp - W_out`
 //! extra columns per row are dropped at the end.
 
+use std::cell::RefCell;
+
 use gemm::Parallelism;
+
+use crate::cpu_linear::HalfMatrix;
+
+/// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
+/// half-precision weight): freshly allocated, their page faults cost as much as a convolution
+/// of Stable Diffusion's deepest level. They hold at most the largest layer's sizes.
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    acc: Vec<f32>,
+    weight: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The weight of a convolution: f32, or half-precision bits converted for the call.
+#[derive(Clone, Copy)]
+pub(crate) enum Weight<'a> {
+    F32(&'a [f32]),
+    Half(HalfMatrix<'a>),
+}
 
 /// The problem: `x` is `[batch, c, h, w]`, `weight` `[o, c, kh, kw]`, both contiguous;
 /// padding `(ph, pw)` on both sides of each axis.
 pub(crate) struct Conv<'a> {
     pub x: &'a [f32],
-    pub weight: &'a [f32],
+    pub weight: Weight<'a>,
     pub bias: Option<&'a [f32]>,
     pub batch: usize,
     pub c: usize,
@@ -46,7 +71,6 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
         h,
         w,
         o,
-        kh,
         kw,
         ph,
         pw,
@@ -57,9 +81,47 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
     // Each channel's padded rows, plus `kw - 1` zeros so the last tap's window stays inside.
     let plane = hp * wp + kw - 1;
     let n = ho * wp;
-    let mut padded = vec![0.0f32; c * plane];
-    let mut acc = vec![0.0f32; o * n];
     let mut out = vec![0.0f32; batch * o * ho * wo];
+    SCRATCH.with_borrow_mut(|scratch| {
+        let Scratch {
+            padded,
+            acc,
+            weight,
+        } = scratch;
+        let weight = match p.weight {
+            Weight::F32(w) => w,
+            Weight::Half(half) => {
+                weight.resize(half.bits.len(), 0.0);
+                half.all_to_f32(weight);
+                weight
+            }
+        };
+        padded.clear();
+        padded.resize(c * plane, 0.0);
+        acc.resize(o * n, 0.0);
+        run(p, weight, padded, acc, &mut out);
+    });
+    out
+}
+
+/// [`conv2d`] with its buffers: `padded` is zeroed, `[c, plane]`; `acc` is `[o, n]`.
+fn run(p: &Conv, weight: &[f32], padded: &mut [f32], acc: &mut [f32], out: &mut [f32]) {
+    let Conv {
+        batch,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        ph,
+        pw,
+        ..
+    } = *p;
+    let (ho, wo) = p.out_size();
+    let wp = w + 2 * pw;
+    let plane = padded.len() / c;
+    let n = ho * wp;
     for b in 0..batch {
         let x = &p.x[b * c * h * w..(b + 1) * c * h * w];
         for (dst, src) in padded.chunks_exact_mut(plane).zip(x.chunks_exact(h * w)) {
@@ -85,7 +147,7 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
                         1,
                         n as isize,
                         !first,
-                        p.weight.as_ptr().add(tap),
+                        weight.as_ptr().add(tap),
                         (kh * kw) as isize,
                         (c * kh * kw) as isize,
                         padded.as_ptr().add(ky * wp + kx),
@@ -115,14 +177,16 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::bf16;
+    use half::slice::HalfBitsSliceExt;
 
-    fn direct(p: &Conv) -> Vec<f32> {
+    /// The convolution by its definition, with the weight as f32 values.
+    fn direct(p: &Conv, weight: &[f32]) -> Vec<f32> {
         let (ho, wo) = p.out_size();
         let mut out = vec![0.0; p.batch * p.o * ho * wo];
         for b in 0..p.batch {
@@ -143,7 +207,7 @@ mod tests {
                                     }
                                     let xi = ((b * p.c + ic) * p.h + iy - p.ph) * p.w + ix - p.pw;
                                     let wi = ((oc * p.c + ic) * p.kh + ky) * p.kw + kx;
-                                    s += f64::from(p.x[xi]) * f64::from(p.weight[wi]);
+                                    s += f64::from(p.x[xi]) * f64::from(weight[wi]);
                                 }
                             }
                         }
@@ -171,9 +235,15 @@ mod tests {
                 .map(|i| ((i * 13 % 11) as f32 - 5.0) / 9.0)
                 .collect();
             let b: Vec<f32> = (0..o).map(|i| i as f32 * 0.25 - 0.5).collect();
-            let p = Conv {
+            let bits: Vec<u16> = weight
+                .iter()
+                .map(|&v| bf16::from_f32(v).to_bits())
+                .collect();
+            let rounded: Vec<f32> = bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect();
+            let half = HalfMatrix::bf16(bits.reinterpret_cast(), false);
+            let mut p = Conv {
                 x: &x,
-                weight: &weight,
+                weight: Weight::F32(&weight),
                 bias: bias.then_some(&b[..]),
                 batch,
                 c,
@@ -185,13 +255,20 @@ mod tests {
                 ph,
                 pw,
             };
-            let (got, want) = (conv2d(&p), direct(&p));
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(err < 1e-4, "{c}x{h}x{w} k{kh}x{kw} p{ph},{pw}: {err}");
+            for (want, label) in [(direct(&p, &weight), "f32"), (direct(&p, &rounded), "bf16")] {
+                if label == "bf16" {
+                    p.weight = Weight::Half(half);
+                }
+                let err = conv2d(&p)
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    err < 1e-4,
+                    "{label} {c}x{h}x{w} k{kh}x{kw} p{ph},{pw}: {err}"
+                );
+            }
         }
     }
 }

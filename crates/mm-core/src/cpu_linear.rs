@@ -52,14 +52,13 @@ impl<'a> HalfMatrix<'a> {
         }
     }
 
-    /// All the values in f32, in their stored order (converted in parallel blocks).
-    pub fn all_to_f32(self) -> Vec<f32> {
+    /// All the values into `dst` (as long as the matrix), in their stored order, converted
+    /// in parallel blocks.
+    pub fn all_to_f32(self, dst: &mut [f32]) {
         const BLOCK: usize = 1 << 16;
-        let mut out = vec![0.0f32; self.bits.len()];
-        out.par_chunks_mut(BLOCK)
+        dst.par_chunks_mut(BLOCK)
             .enumerate()
             .for_each(|(i, dst)| self.to_f32(BLOCK, i, 0, dst.len(), dst));
-        out
     }
 
     /// Converts stored rows `r0..r0 + dst.len() / cols`, columns `c0..c0 + cols`, into `dst`

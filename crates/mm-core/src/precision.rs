@@ -19,7 +19,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::cpu_conv;
+use crate::cpu_conv::{self, Weight};
 use crate::cpu_linear::{self, HalfMatrix};
 
 /// The dtype a model whose weights are stored in `storage` computes in on `device`: f32 on the
@@ -170,18 +170,10 @@ fn cpu_conv(layer: &Conv2d, w: &FlexTensor, x: Tensor<4>, (ph, pw): (usize, usiz
         .layout()
         .contiguous_offsets()
         .expect("a contiguous weight");
-    // f32 weights are read in place; half-precision ones converted for the call.
-    let converted;
     let weight = match w.dtype() {
-        DType::BF16 => {
-            converted = HalfMatrix::bf16(&w.storage()[start..end], false).all_to_f32();
-            &converted[..]
-        }
-        DType::F16 => {
-            converted = HalfMatrix::f16(&w.storage()[start..end], false).all_to_f32();
-            &converted[..]
-        }
-        _ => &w.storage::<f32>()[start..end],
+        DType::BF16 => Weight::Half(HalfMatrix::bf16(&w.storage()[start..end], false)),
+        DType::F16 => Weight::Half(HalfMatrix::f16(&w.storage()[start..end], false)),
+        _ => Weight::F32(&w.storage::<f32>()[start..end]),
     };
     let [batch, c, h, width] = x.dims();
     let [o, _, kh, kw] = layer.weight.dims();
