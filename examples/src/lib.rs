@@ -6,7 +6,7 @@ use std::time::Instant;
 
 pub mod vlm;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
@@ -44,6 +44,16 @@ pub fn report(result: Result<(), AnyError>) -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Parses a `--dtype` option.
+pub fn parse_dtype(name: &str) -> Result<DType, AnyError> {
+    match name {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(format!("unknown dtype '{other}' (expected f32, bf16 or f16)").into()),
     }
 }
 
@@ -117,6 +127,10 @@ pub struct DiffusionArgs {
     /// Device: cpu, or wgpu when built with `--features wgpu`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weights precision in memory: f32, or bf16 / f16 for half the memory (on the CPU the
+    /// arithmetic stays f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 impl DiffusionArgs {
@@ -182,9 +196,12 @@ pub fn run_diffusion(
 ) -> Result<(), AnyError> {
     let device = device(&args.device)?;
     let start = Instant::now();
+    let dtype = parse_dtype(&args.dtype)?;
     let mut pipe = match &args.single_file {
-        Some(file) => StableDiffusion::from_single_file(file, &args.model, &device)?,
-        None => StableDiffusion::load(&args.model, &device)?,
+        Some(file) => {
+            StableDiffusion::from_single_file_with_dtype(file, &args.model, dtype, &device)?
+        }
+        None => StableDiffusion::load_with_dtype(&args.model, dtype, &device)?,
     };
     if let Some(taesd) = &args.taesd {
         pipe = pipe.with_preview_decoder(AutoencoderTiny::load(taesd, &device)?);

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use mm_core::hub::ModelDir;
 use mm_core::image::RgbImage;
 use mm_vlm::chat::{ChatMessage, ChatTemplate, Content};
@@ -58,15 +58,6 @@ impl LlavaArgs {
     }
 }
 
-fn parse_dtype(name: &str) -> Result<DType, AnyError> {
-    match name {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => Err(format!("unknown dtype '{other}' (expected f32, bf16 or f16)").into()),
-    }
-}
-
 /// LLaVA 1.5 or LLaVA-NeXT.
 enum Model {
     Llava(LlavaForConditionalGeneration),
@@ -117,7 +108,7 @@ impl Llava {
         let device = crate::device(&args.device)?;
         let dir = ModelDir::resolve(&args.model)?;
         let config: serde_json::Value = mm_core::config::read_json(dir.file("config.json")?)?;
-        let dtype = parse_dtype(&args.dtype)?;
+        let dtype = crate::parse_dtype(&args.dtype)?;
         eprintln!("loading {} ...", dir.path().display());
         let model = match config["model_type"].as_str().unwrap_or_default() {
             "llava" => Model::Llava(LlavaForConditionalGeneration::load_with_dtype(
