@@ -11,6 +11,24 @@
 //!
 //! Models call [`linear`], [`conv2d`] and [`embedding`] instead of the layers' own `forward`;
 //! with weights and activations of the same dtype they are exactly that `forward`.
+//!
+//! ```no_run
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::tensor::{DType, Device, Tensor};
+//! use mm_core::precision::{compute_dtype, linear};
+//! use mm_core::weights::Weights;
+//!
+//! # fn main() -> mm_core::Result<()> {
+//! let device = Device::flex();
+//! // A checkpoint's linear layer, its weight kept in bf16 (half the memory of f32).
+//! let weights = Weights::open("layer.safetensors")?.with_dtype(DType::BF16);
+//! let layer: Linear = weights.load_into(LinearConfig::new(4096, 4096).init(&device))?;
+//! assert_eq!(compute_dtype(DType::BF16, &device), DType::F32); // the CPU computes in f32
+//! let y = linear(&layer, Tensor::<2>::ones([1, 4096], &device));
+//! assert_eq!(y.dtype(), DType::F32);
+//! # Ok(())
+//! # }
+//! ```
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::PaddingConfig2d;

@@ -165,7 +165,7 @@ impl Weights {
     /// The float dtype parameters are stored in once loaded (default `F32`). With `F16`/`BF16`
     /// every tensor of rank ≥ 2 (linear and convolution weights, embedding tables) is kept in
     /// half precision, halving a model's memory; vectors (norm scales, biases) take the
-    /// [`compute_dtype`](crate::precision::compute_dtype) of the device: f32 on the flex CPU
+    /// [`compute_dtype`] of the device: f32 on the flex CPU
     /// backend, which computes in f32 (see [`crate::precision`]).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
