@@ -6,8 +6,10 @@ Runs the PIL-based ("slow") image processors of transformers 5.x (`CLIPImageProc
 the torchvision backend and only falls back to these when torchvision is missing) on the photos
 in the shared assets folder and writes:
 
-- `tests/fixtures/preprocess/expected.safetensors`: f32 `[3, 224, 224]` tensors keyed
-  `<processor>.<image stem>` (e.g. `clip.astronaut`);
+- `tests/fixtures/preprocess/expected.safetensors`: the processors' `[3, 224, 224]` outputs
+  keyed `<processor>.<image stem>` (e.g. `clip.astronaut`), stored as the uint8 pixels they
+  normalise (`round((v · std + mean) / rescale_factor)`, checked to give back every float within
+  1e-5): a quarter of the f32 size. The test normalises them again with the config's values;
 - `tests/fixtures/preprocess/{clip,siglip,vit}_preprocessor_config.json`: the processors'
   configs (`to_json_file`), from which the Rust test builds its processors;
 - `tests/fixtures/preprocess/resize.safetensors`: plain `Image.resize` outputs (uint8, HWC) for
@@ -40,6 +42,17 @@ SUBSET = ["camera.png", "chelsea.png", "rocket.jpg"]
 RESIZE_PATCH = (200, 100, 220, 115)
 
 
+def as_pixels(proc, pv):
+    """The uint8 `[3, H, W]` pixels that `proc` rescaled and normalised into `pv`."""
+    mean = np.array(proc.image_mean, dtype=np.float64)[:, None, None]
+    std = np.array(proc.image_std, dtype=np.float64)[:, None, None]
+    u8 = np.rint((pv.astype(np.float64) * std + mean) / proc.rescale_factor)
+    assert u8.min() >= 0 and u8.max() <= 255
+    back = (u8 * proc.rescale_factor - mean) / std
+    assert np.abs(back - pv).max() < 1e-5, np.abs(back - pv).max()
+    return np.ascontiguousarray(u8.astype(np.uint8))
+
+
 def main():
     ap = argparse.ArgumentParser()
     default_assets = os.environ.get("MM_ASSETS", str(REPO.parent / "shared" / "assets"))
@@ -60,11 +73,12 @@ def main():
             img = Image.open(images_dir / f).convert("RGB")
             pv = proc(images=img, return_tensors="np")["pixel_values"][0]
             assert pv.shape == (3, 224, 224) and pv.dtype == np.float32, (pv.shape, pv.dtype)
-            tensors[f"{name}.{Path(f).stem}"] = np.ascontiguousarray(pv)
+            tensors[f"{name}.{Path(f).stem}"] = as_pixels(proc, pv)
     raw = Image.open(images_dir / "CLIP.png")
     assert raw.mode == "RGBA"
-    pv = processors["clip"][0](images=raw, return_tensors="np")["pixel_values"][0]
-    tensors["clip.CLIP_onwhite"] = np.ascontiguousarray(pv)
+    clip = processors["clip"][0]
+    pv = clip(images=raw, return_tensors="np")["pixel_values"][0]
+    tensors["clip.CLIP_onwhite"] = as_pixels(clip, pv)
 
     save_file(tensors, str(OUT / "expected.safetensors"))
     size = (OUT / "expected.safetensors").stat().st_size

@@ -50,10 +50,21 @@ fn check(processor: &str, images: &[&str], on_white: bool) -> Vec<(String, f64, 
         };
         let view = st.tensor(&key).unwrap();
         assert_eq!(view.shape(), &[3, 224, 224], "{key}");
+        // Stored as the uint8 pixels the Python processor normalised (see the generator).
+        let config = proc.config();
+        let plane = view.data().len() / 3;
         let expected: Vec<f32> = view
             .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let c = i / plane;
+                let (mean, std) = (
+                    f64::from(config.image_mean[c]),
+                    f64::from(config.image_std[c]),
+                );
+                ((f64::from(p) * config.rescale_factor - mean) / std) as f32
+            })
             .collect();
         let (got, shape) = proc.preprocess_to_vec(&img).unwrap();
         assert_eq!(shape, [3, 224, 224], "{key}");
