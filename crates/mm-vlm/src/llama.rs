@@ -60,16 +60,28 @@ impl LlamaAttention {
         let k = rope::apply(k, &step.cos, &step.sin);
         let (k, v) = cache.append(layer, k, v);
         let rep = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(k, rep), repeat_kv(v, rep));
-        let [b, h, sq, _] = q.dims();
+        let [b, h, sq, d] = q.dims();
         let sk = k.dims()[2];
-        let mask = step.mask.clone().map(|m| m.expand([b, h, sq, sk]));
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: step.causal,
         };
-        let out = burn::tensor::module::attention(q, k, v, mask, None, options);
+        let out = if sq == 1 && rep > 1 {
+            // One new token (decoding): the `rep` query heads sharing a key/value head are
+            // that head's query rows, so the cached keys and values are not copied `rep` times.
+            let q = q.reshape([b, self.kv_heads, rep, d]);
+            let mask = step
+                .mask
+                .clone()
+                .map(|m| m.expand([b, self.kv_heads, rep, sk]));
+            let out = burn::tensor::module::attention(q, k, v, mask, None, options);
+            out.reshape([b, h, 1, d])
+        } else {
+            let (k, v) = (repeat_kv(k, rep), repeat_kv(v, rep));
+            let mask = step.mask.clone().map(|m| m.expand([b, h, sq, sk]));
+            burn::tensor::module::attention(q, k, v, mask, None, options)
+        };
         linear(&self.o_proj, merge_heads(out))
     }
 }
