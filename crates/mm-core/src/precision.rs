@@ -3,8 +3,8 @@
 //! A model loaded with [`Weights::with_dtype`](crate::weights::Weights::with_dtype)`(BF16 |
 //! F16)` keeps its matrices — linear and convolution weights, embedding tables: every tensor of
 //! rank ≥ 2 — in that dtype, half the memory of f32. Where the backend computes fast in half
-//! precision (GPUs), the whole model then runs in it. On the flex CPU backend, whose
-//! half-precision matmul is about 9× slower than its f32 one, the model computes in f32
+//! precision (GPUs), the whole model then runs in it. On the flex CPU backend, whose bf16
+//! matmul is 3–6× slower than its f32 one (`benches/linear.rs`), the model computes in f32
 //! instead ([`compute_dtype`]): the small vectors (norm scales, biases) load as f32, and the
 //! layer functions here convert each weight on the fly — a linear layer through this crate's
 //! blocked half → f32 kernel, which reads every weight once at two bytes.
@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+use std::ops::Range;
+
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -48,6 +50,26 @@ pub fn compute_dtype(storage: DType, device: &Device) -> DType {
     } else {
         storage
     }
+}
+
+/// The dtype a parameter of rank `rank` is stored in when a model's weights are kept in
+/// `dtype` ([`Weights::with_dtype`](crate::weights::Weights::with_dtype)): matrices (rank ≥ 2)
+/// in `dtype`, vectors in its [`compute_dtype`] on `device`.
+pub fn storage_dtype(dtype: DType, rank: usize, device: &Device) -> DType {
+    if rank >= 2 {
+        dtype
+    } else {
+        compute_dtype(dtype, device)
+    }
+}
+
+/// The device `module`'s parameters live on (the CPU for a module without parameters).
+pub(crate) fn module_device<M: Module>(module: &M) -> Device {
+    module
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(Device::flex)
 }
 
 /// The [`compute_dtype`] of a model whose parameter `weight` is stored as it is.
@@ -140,15 +162,15 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 /// `layer.forward(x)` for any weight dtype: with weights in another dtype than `x`, they are
 /// cast to `x`'s for the call (one layer at a time, so the f32 copy is transient). f32
 /// convolutions with stride 1 and a kernel larger than 1×1 (symmetric padding, no dilation or
-/// groups) on the flex backend use this crate's implicit-GEMM kernel (10–17 % faster than
-/// burn-flex's at Stable Diffusion's 3×3 shapes).
+/// groups) on the flex backend use this crate's implicit-GEMM kernel (1.15–1.27× as fast as
+/// burn-flex's at Stable Diffusion's 3×3 shapes, `benches/conv.rs`).
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
     if dtype == DType::F32
         && let Some(padding) = cpu_conv_padding(layer, &x)
-        && let Some(weight) = cpu_conv_weight(layer)
+        && let Some((weight, range)) = cpu_conv_weight(layer)
     {
-        return cpu_conv(layer, &weight, x, padding);
+        return cpu_conv(layer, (&weight, range), x, padding);
     }
     if layer.weight.val().dtype() == dtype {
         layer.forward(x)
@@ -174,24 +196,26 @@ fn cpu_conv_padding(layer: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
     (h + 2 * ph >= kh && w + 2 * pw >= kw).then_some((ph, pw))
 }
 
-/// The weight as a contiguous float flex tensor, when it is one.
-fn cpu_conv_weight(layer: &Conv2d) -> Option<FlexTensor> {
+/// The weight as a contiguous float flex tensor, with the range of its storage holding it.
+fn cpu_conv_weight(layer: &Conv2d) -> Option<(FlexTensor, Range<usize>)> {
     let w = layer.weight.val().try_into_primitive::<Flex>().ok()?;
     let float = matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16);
-    (float && w.layout().contiguous_offsets().is_some()).then_some(w)
+    let (start, end) = w.layout().contiguous_offsets().filter(|_| float)?;
+    Some((w, start..end))
 }
 
-/// The convolution through [`cpu_conv`](crate::cpu_conv); `w` is the layer's weight from
+/// The convolution through [`cpu_conv`](crate::cpu_conv); `w` and `range` come from
 /// [`cpu_conv_weight`].
-fn cpu_conv(layer: &Conv2d, w: &FlexTensor, x: Tensor<4>, (ph, pw): (usize, usize)) -> Tensor<4> {
-    let (start, end) = w
-        .layout()
-        .contiguous_offsets()
-        .expect("a contiguous weight");
+fn cpu_conv(
+    layer: &Conv2d,
+    (w, range): (&FlexTensor, Range<usize>),
+    x: Tensor<4>,
+    (ph, pw): (usize, usize),
+) -> Tensor<4> {
     let weight = match w.dtype() {
-        DType::BF16 => Weight::Half(HalfMatrix::bf16(&w.storage()[start..end], false)),
-        DType::F16 => Weight::Half(HalfMatrix::f16(&w.storage()[start..end], false)),
-        _ => Weight::F32(&w.storage::<f32>()[start..end]),
+        DType::BF16 => Weight::Half(HalfMatrix::bf16(&w.storage()[range], false)),
+        DType::F16 => Weight::Half(HalfMatrix::f16(&w.storage()[range], false)),
+        _ => Weight::F32(&w.storage::<f32>()[range]),
     };
     let [batch, c, h, width] = x.dims();
     let [o, _, kh, kw] = layer.weight.dims();
@@ -229,41 +253,36 @@ pub fn embedding(layer: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
 }
 
 /// `module` stored as [`Weights::with_dtype`](crate::weights::Weights::with_dtype) stores a
-/// checkpoint: parameters of rank ≥ 2 in `dtype`, the others in its [`compute_dtype`] on the
-/// module's device. For models built in memory (random weights for a benchmark, say).
+/// checkpoint ([`storage_dtype`]): parameters of rank ≥ 2 in `dtype`, the others in its
+/// [`compute_dtype`] on the module's device. For models built in memory (random weights for a
+/// benchmark, say).
 pub fn with_storage_dtype<M: Module>(module: M, dtype: DType) -> M {
-    struct Store {
-        matrices: DType,
-        vectors: DType,
-    }
-    impl ModuleMapper for Store {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let dtype = if D >= 2 { self.matrices } else { self.vectors };
-            param.map(|t| t.cast(dtype))
-        }
-    }
-    let device = module
-        .devices()
-        .into_iter()
-        .next()
-        .unwrap_or_else(Device::flex);
-    let vectors = compute_dtype(dtype, &device);
-    module.map(&mut Store {
-        matrices: dtype,
-        vectors,
+    let device = module_device(&module);
+    module.map(&mut CastByRank {
+        matrices: storage_dtype(dtype, 2, &device),
+        vectors: storage_dtype(dtype, 1, &device),
     })
 }
 
 /// `module` with every float parameter cast to `dtype`.
 pub fn cast_params<M: Module>(module: M, dtype: DType) -> M {
-    struct Cast(DType);
-    impl ModuleMapper for Cast {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let dtype = self.0;
-            param.map(|t| t.cast(dtype))
-        }
+    module.map(&mut CastByRank {
+        matrices: dtype,
+        vectors: dtype,
+    })
+}
+
+/// Casts float parameters of rank ≥ 2 to `matrices` and the others to `vectors`.
+struct CastByRank {
+    matrices: DType,
+    vectors: DType,
+}
+
+impl ModuleMapper for CastByRank {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = if D >= 2 { self.matrices } else { self.vectors };
+        param.map(|t| t.cast(dtype))
     }
-    module.map(&mut Cast(dtype))
 }
 
 #[cfg(test)]

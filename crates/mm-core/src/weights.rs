@@ -26,7 +26,7 @@ use burn_store::{
     PyTorchToBurnAdapter, SafetensorsStore,
 };
 
-use crate::precision::compute_dtype;
+use crate::precision::{module_device, storage_dtype};
 use crate::{Error, LoadReport, Result};
 
 type PackTensor = burn_store::burn_pack::Tensor;
@@ -165,8 +165,8 @@ impl Weights {
     /// The float dtype parameters are stored in once loaded (default `F32`). With `F16`/`BF16`
     /// every tensor of rank ≥ 2 (linear and convolution weights, embedding tables) is kept in
     /// half precision, halving a model's memory; vectors (norm scales, biases) take the
-    /// [`compute_dtype`] of the device: f32 on the flex CPU
-    /// backend, which computes in f32 (see [`crate::precision`]).
+    /// [`compute_dtype`](crate::precision::compute_dtype) of the device: f32 on the flex CPU
+    /// backend, which computes in f32 (see [`crate::precision::storage_dtype`]).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
         self
@@ -175,15 +175,6 @@ impl Weights {
     /// The float dtype parameters are stored in once loaded (see [`Weights::with_dtype`]).
     pub fn dtype(&self) -> DType {
         self.dtype
-    }
-
-    /// The dtype a tensor of rank `rank` is stored in on `device`.
-    fn storage_dtype(&self, rank: usize, device: &Device) -> DType {
-        if rank >= 2 {
-            self.dtype
-        } else {
-            compute_dtype(self.dtype, device)
-        }
     }
 
     /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
@@ -298,7 +289,7 @@ impl Weights {
             path: self.source.clone().into(),
             reason: format!("cannot read '{name}': {e}"),
         })?;
-        Ok(Tensor::<D>::from_data(data, device).cast(self.storage_dtype(D, device)))
+        Ok(Tensor::<D>::from_data(data, device).cast(storage_dtype(self.dtype, D, device)))
     }
 
     /// Loads the tensors into `module` strictly: every parameter must be found with the right
@@ -309,14 +300,10 @@ impl Weights {
     /// mirrors an `nn.Sequential` of mixed layers (`layers.3.conv.0.weight`).
     pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
         let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
-        let device = module
-            .devices()
-            .into_iter()
-            .next()
-            .unwrap_or_else(Device::flex);
+        let device = module_device(&module);
         let cast = StorageCast {
-            matrices: FloatCastAdapter::to(self.storage_dtype(2, &device)),
-            vectors: FloatCastAdapter::to(self.storage_dtype(1, &device)),
+            matrices: FloatCastAdapter::to(storage_dtype(self.dtype, 2, &device)),
+            vectors: FloatCastAdapter::to(storage_dtype(self.dtype, 1, &device)),
         };
         let adapter: Box<dyn ModuleAdapter> = Box::new(PyTorchToBurnAdapter.chain(cast));
         let result = module.apply(tensors, None, Some(adapter), true);
