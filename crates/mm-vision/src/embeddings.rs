@@ -4,9 +4,9 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::precision::embedding;
 
 use crate::{Error, Result};
-use mm_core::precision::embedding;
 
 /// `token_embedding` `[vocab, hidden]` and `position_embedding` `[max_positions, hidden]`.
 #[derive(Module, Debug)]

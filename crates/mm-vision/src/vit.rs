@@ -9,13 +9,13 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::precision::linear;
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use crate::clip::patchify;
 use crate::output::TowerOutput;
 use crate::{Error, Pretrained, Result};
-use mm_core::precision::linear;
 
 /// `ViTConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,13 +11,13 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNor
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use mm_core::nn::{Activation, merge_heads, split_heads};
+use mm_core::precision::{compute_dtype, embedding, linear, matmul};
 use mm_core::weights::Weights;
 
 use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
 use crate::rope::{self, Rope};
 use crate::{Error, Result};
-use mm_core::precision::{compute_dtype, embedding, linear, matmul};
 
 /// Self-attention with grouped key/value heads.
 #[derive(Module, Debug)]

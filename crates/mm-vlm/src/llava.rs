@@ -29,6 +29,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use mm_core::hub::ModelDir;
 use mm_core::nn::Activation;
+use mm_core::precision::linear;
 use mm_core::weights::Weights;
 use mm_vision::TowerOutput;
 use mm_vision::clip::ClipVisionModel;
@@ -38,7 +39,6 @@ use crate::generate::{Generation, GenerationConfig, Streamer, generate_from_embe
 use crate::kv_cache::KvCache;
 use crate::llama::{LlamaForCausalLM, mask_rows, read_ids};
 use crate::{Error, Result};
-use mm_core::precision::linear;
 
 /// `multi_modal_projector`: `linear_2(act(linear_1(x)))`.
 #[derive(Module, Debug)]

@@ -16,7 +16,6 @@ use super::options::GenerateOptions;
 use super::progress::{Flow, Previewer, Progress, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
 use crate::check::check_finite;
-use crate::loading::component;
 use crate::single_file::{LdmLayout, SingleFile};
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
@@ -132,8 +131,7 @@ impl StableDiffusion<UNet2DConditionModel> {
             let dir = dir.to_str().ok_or_else(|| {
                 Error::Config(format!("path {} is not valid UTF-8", dir.display()))
             })?;
-            let (config, weights) = component(dir)?;
-            UNet2DConditionModel::from_weights(&config, weights.with_dtype(dtype), device)
+            UNet2DConditionModel::load_with_dtype(dir, dtype, device)
         })
     }
 }

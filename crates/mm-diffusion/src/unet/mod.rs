@@ -47,8 +47,9 @@ pub use transformer::{BasicTransformerBlock, Transformer2DModel};
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use mm_core::nn::Activation;
+use mm_core::precision::{compute_dtype_of, conv2d};
 use mm_core::weights::Weights;
 
 use crate::check::{check_channels, check_finite};
@@ -57,7 +58,6 @@ use crate::vae::layers::{conv, group_norm};
 use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::{Error, Result};
 use attention::IpAdapterAttention;
-use mm_core::precision::{compute_dtype_of, conv2d};
 use transformer::{CrossAttnContext, TransformerOptions};
 
 /// SDXL's added conditions (`added_cond_kwargs`, `addition_embed_type: "text_time"`).
@@ -310,8 +310,14 @@ impl UNet2DConditionModel {
     /// Loads a diffusers `unet/` folder (or a cached repo id): `config.json` and
     /// `diffusion_pytorch_model.safetensors`, its `.fp16` variant, or a sharded index.
     pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
+        Self::load_with_dtype(model, DType::F32, device)
+    }
+
+    /// [`load`](Self::load) keeping the weight matrices in `dtype` (see
+    /// [`Weights::with_dtype`]).
+    pub fn load_with_dtype(model: impl AsRef<str>, dtype: DType, device: &Device) -> Result<Self> {
         let (config, weights) = component(model.as_ref())?;
-        Self::from_weights(&config, weights, device)
+        Self::from_weights(&config, weights.with_dtype(dtype), device)
     }
 
     /// Builds the model and loads `weights` strictly (every tensor present with its shape,
@@ -442,7 +448,7 @@ impl UNet2DConditionModel {
         let config = &self.config;
         let batch = sample.dims()[0];
         let dtype = sample.dtype();
-        let timestep = timestep.cast(burn::tensor::DType::F32);
+        let timestep = timestep.cast(DType::F32);
         let timesteps = if timestep.dims()[0] == batch {
             timestep
         } else {
@@ -457,10 +463,7 @@ impl UNet2DConditionModel {
         if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added_cond) {
             let [b, n] = added.time_ids.dims();
             let dim = config.addition_time_embed_dim.unwrap_or(0);
-            let ids = added
-                .time_ids
-                .cast(burn::tensor::DType::F32)
-                .reshape([b * n]);
+            let ids = added.time_ids.cast(DType::F32).reshape([b * n]);
             let time_embeds =
                 timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
                     .reshape([b, n * dim])

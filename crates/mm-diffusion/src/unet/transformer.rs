@@ -8,10 +8,10 @@ use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::{Device, Tensor, activation};
+use mm_core::precision::{conv2d, linear};
 
 use super::attention::Attention;
 use crate::vae::layers::{conv, group_norm};
-use mm_core::precision::{conv2d, linear};
 
 /// Epsilon of the transformer's input group norm.
 const GROUP_NORM_EPS: f64 = 1e-6;

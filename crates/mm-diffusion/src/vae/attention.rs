@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::scaled_dot_product_attention;
+use mm_core::precision::linear;
 
 use super::layers::group_norm;
 use super::resnet::VAE_NORM_EPS;
-use mm_core::precision::linear;
 
 /// Self-attention over the `H × W` positions of a feature map, one head as wide as the
 /// channels: `x + to_out(attention(to_q(n), to_k(n), to_v(n)))` with `n = group_norm(x)`.

@@ -17,6 +17,7 @@ use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Int, Tensor, activation};
 use mm_core::nn::Activation;
+use mm_core::precision::{conv2d, module_compute_dtype};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,6 @@ use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
-use mm_core::precision::{conv2d, module_compute_dtype};
 
 /// diffusers' `AutoencoderKL` config, with its defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,9 +6,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::Activation;
+use mm_core::precision::{conv2d, linear};
 
 use super::layers::{conv, group_norm, strided_conv, upsample_nearest, upsample_nearest_to};
-use mm_core::precision::{conv2d, linear};
 
 /// Group-norm epsilon of every norm of diffusers' VAE blocks.
 pub const VAE_NORM_EPS: f64 = 1e-6;

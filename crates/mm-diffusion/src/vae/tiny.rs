@@ -19,6 +19,7 @@ use burn::module::Module;
 use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, activation};
+use mm_core::precision::{conv2d, module_compute_dtype};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,6 @@ use super::layers::{Layer, Upsample, conv, group_norm, sequential, strided_conv}
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
-use mm_core::precision::{conv2d, module_compute_dtype};
 
 /// diffusers' `AutoencoderTiny` config, with its defaults (those of TAESD for SD 1.x/2.x).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

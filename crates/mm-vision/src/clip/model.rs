@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::precision::linear;
 use mm_core::weights::Weights;
 
 use super::config::ClipConfig;
@@ -11,7 +12,6 @@ use super::vision::ClipVisionTransformer;
 use crate::contrastive::{ContrastiveOutput, Scoring};
 use crate::loading::without_buffers;
 use crate::{Pretrained, Result};
-use mm_core::precision::linear;
 
 /// `CLIPModel` (`openai/clip-vit-base-patch32`, `openai/clip-vit-large-patch14`, ...).
 #[derive(Module, Debug)]

@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mm_core::nn::padding_mask;
+use mm_core::precision::linear;
 use mm_core::weights::Weights;
 
 use super::config::ClipTextConfig;
@@ -14,7 +15,6 @@ use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
 use crate::{Pretrained, Result};
-use mm_core::precision::linear;
 
 /// Names of the other parts of a full CLIP checkpoint, dropped when loading one tower.
 pub(crate) const CLIP_PARTS: [&str; 5] = [

@@ -8,6 +8,7 @@ use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::precision::{conv2d, embedding, linear};
 use mm_core::weights::Weights;
 
 use super::config::ClipVisionConfig;
@@ -16,7 +17,6 @@ use crate::encoder::Encoder;
 use crate::loading::{read_tower_config, select_tower};
 use crate::output::TowerOutput;
 use crate::{Error, Pretrained, Result};
-use mm_core::precision::{conv2d, embedding, linear};
 
 /// Patch, class and position embeddings (`vision_model.embeddings`).
 #[derive(Module, Debug)]

@@ -4,13 +4,13 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::padding_mask;
+use mm_core::precision::linear;
 
 use super::config::SiglipTextConfig;
 use crate::Result;
 use crate::embeddings::TextEmbeddings;
 use crate::encoder::Encoder;
 use crate::output::TowerOutput;
-use mm_core::precision::linear;
 
 /// The text transformer (`text_model`): bidirectional encoder, final norm, and a linear head
 /// on the last token.

@@ -7,13 +7,13 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::precision::{embedding, linear, matmul};
 
 use super::config::SiglipVisionConfig;
 use crate::Result;
 use crate::clip::patchify;
 use crate::encoder::{Encoder, Mlp};
 use crate::output::TowerOutput;
-use mm_core::precision::{embedding, linear, matmul};
 
 /// Patch and position embeddings (`vision_model.embeddings`); no class token.
 #[derive(Module, Debug)]
