@@ -145,57 +145,26 @@ fn next_images_are_checked() {
     let exp = Expected::open("llava-next-tiny");
     let px = exp.float::<5>("pixel_values_2");
     let sizes = exp.int::<2>("image_sizes_2");
+    // Each call must fail with a shape error naming `what`.
+    let shape_error = |pixel_values: Tensor<5>, image_sizes: Tensor<2, Int>, what: &str| {
+        let err = model
+            .image_features(NextImages {
+                pixel_values,
+                image_sizes,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { what: w, .. } if *w == what),
+            "{what}: {err}"
+        );
+    };
     // one size for two images
-    let err = model
-        .image_features(NextImages {
-            pixel_values: px.clone(),
-            image_sizes: sizes.clone().narrow(0, 0, 1),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Shape {
-                what: "image_sizes",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    shape_error(px.clone(), sizes.clone().narrow(0, 0, 1), "image_sizes");
     // too few tiles for the second image's grid
-    let err = model
-        .image_features(NextImages {
-            pixel_values: px.clone().narrow(1, 0, 3),
-            image_sizes: sizes.clone(),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Shape {
-                what: "pixel_values",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    shape_error(px.clone().narrow(1, 0, 3), sizes.clone(), "pixel_values");
     // tiles of the wrong size
-    let err = model
-        .image_features(NextImages {
-            pixel_values: Tensor::zeros([2, 5, 3, 32, 32], &device()),
-            image_sizes: sizes.clone(),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Shape {
-                what: "pixel_values",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let wrong = Tensor::zeros([2, 5, 3, 32, 32], &device());
+    shape_error(wrong, sizes.clone(), "pixel_values");
     // a zero size
     let zero =
         Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 50, 56, 40], [2, 2]), &device());

@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{Expected, device, fixture};
 use mm_core::tokenizer::Tokenizer;
-use mm_vlm::generate::{Control, FinishReason, GenerationConfig, Streamer};
+use mm_vlm::generate::{Control, FinishReason, Generation, GenerationConfig, Streamer};
 use mm_vlm::llava::{LlavaForConditionalGeneration, VisionLanguageModel};
 
 const NAME: &str = "llava-tiny";
@@ -26,6 +26,24 @@ fn greedy(n: usize) -> GenerationConfig {
         .with_min_new_tokens(n)
 }
 
+/// 20 greedy tokens for the fixture's one-image prompt, streamed to `streamer`.
+fn describe_image(
+    model: &LlavaForConditionalGeneration,
+    exp: &Expected,
+    streamer: &mut Streamer<'_>,
+) -> Generation {
+    let px = Some(exp.float("pixel_values_1"));
+    model
+        .generate(
+            exp.int("input_ids_1"),
+            px,
+            None,
+            &greedy(20),
+            Some(streamer),
+        )
+        .unwrap()
+}
+
 #[test]
 fn callback_sees_every_token_and_its_text_and_can_cancel() {
     let (model, exp, tokenizer) = setup();
@@ -37,16 +55,7 @@ fn callback_sees_every_token_and_its_text_and_can_cancel() {
         Control::Continue
     })
     .with_tokenizer(&tokenizer);
-    let px = Some(exp.float("pixel_values_1"));
-    let out = model
-        .generate(
-            exp.int("input_ids_1"),
-            px,
-            None,
-            &greedy(20),
-            Some(&mut streamer),
-        )
-        .unwrap();
+    let out = describe_image(&model, &exp, &mut streamer);
     drop(streamer);
     let tokens: Vec<i64> = seen.iter().map(|s| s.1).collect();
     assert_eq!(tokens, out.new_tokens[0]);
@@ -67,16 +76,7 @@ fn callback_sees_every_token_and_its_text_and_can_cancel() {
             Control::Continue
         }
     });
-    let px = Some(exp.float("pixel_values_1"));
-    let out = model
-        .generate(
-            exp.int("input_ids_1"),
-            px,
-            None,
-            &greedy(20),
-            Some(&mut cancel),
-        )
-        .unwrap();
+    let out = describe_image(&model, &exp, &mut cancel);
     assert_eq!(out.new_tokens[0], tokens[..5]);
     assert_eq!(out.finish, [FinishReason::Cancelled]);
 }
