@@ -4,13 +4,17 @@
 //! CLIP. `tools/bench/attention_bench.py` times PyTorch's `scaled_dot_product_attention` on
 //! the same shapes.
 //!
+//! The `decode/*` cases time one decoding step of a 7B decoder (one query per head, 32 heads of
+//! 128) over 640 cached positions held in a larger buffer, as `mm-vlm`'s key/value cache holds
+//! them: `mm_core::nn::grouped_attention` reads them in place; burn's kernel gets the same view.
+//!
 //! `cargo bench -p mm-core --bench attention`; `MM_BENCH_QUICK=1` for one short pass.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use mm_core::nn::scaled_dot_product_attention;
+use mm_core::nn::{grouped_attention, scaled_dot_product_attention};
 
 /// (name, batch, heads, query tokens, key tokens, head dim, causal)
 const CASES: [(&str, usize, usize, usize, usize, usize, bool); 5] = [
@@ -68,6 +72,42 @@ fn bench(c: &mut Criterion) {
                     None,
                     options,
                 ))
+            })
+        });
+    }
+    // (name, key heads): LLaVA 1.5's Llama, LLaVA-NeXT's Mistral.
+    for (name, kv_heads) in [
+        ("decode/llama_32x640x128", 32),
+        ("decode/mistral_32q8kv", 8),
+    ] {
+        let (h, sk, d, capacity) = (32, 640, 128, 960);
+        let rand = |h: usize, s: usize| {
+            Tensor::<4>::random([1, h, s, d], Distribution::Normal(0.0, 1.0), &device)
+        };
+        let q = rand(h, 1);
+        let (k, v) = (rand(kv_heads, capacity), rand(kv_heads, capacity));
+        let view = |t: &Tensor<4>| t.clone().slice(burn::tensor::s![.., .., 0..sk]);
+        group.bench_function(format!("{name}/mm"), |bch| {
+            bch.iter(|| {
+                sync(grouped_attention(
+                    q.clone(),
+                    view(&k),
+                    view(&v),
+                    None,
+                    false,
+                ))
+            })
+        });
+        let rep = h / kv_heads;
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        group.bench_function(format!("{name}/burn"), |bch| {
+            bch.iter(|| {
+                let q = q.clone().reshape([1, kv_heads, rep, d]);
+                sync(attention(q, view(&k), view(&v), None, None, options))
             })
         });
     }

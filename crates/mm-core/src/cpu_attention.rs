@@ -9,7 +9,8 @@
 //! holds at most [`SCORE_BUDGET`] scores, so memory stays bounded whatever the sequence
 //! length: the full `[heads, seq_q, seq_k]` score matrix is never materialised.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 /// The most scores (f32) one block of query rows holds: 2 MiB (128 query rows at 4,096 keys;
@@ -155,6 +156,85 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
     out
 }
 
+/// A `[batch, heads, seq, dim]` f32 tensor of the flex device read where it lies: a key/value
+/// cache is a prefix view of a larger buffer, which this reads without copying it out.
+struct Strided {
+    t: FlexTensor,
+    /// Element strides of batch, head and position (the last dimension is contiguous).
+    strides: [usize; 3],
+    offset: usize,
+}
+
+impl Strided {
+    fn new(t: Tensor<4>) -> Option<Self> {
+        let t = t.try_into_primitive::<Flex>().ok()?;
+        let layout = t.layout();
+        let strides: Vec<usize> = layout
+            .strides()
+            .iter()
+            .map(|&s| usize::try_from(s).ok())
+            .collect::<Option<_>>()?;
+        let (&[sb, sh, ss, 1], DType::F32) = (strides.as_slice(), t.dtype()) else {
+            return None;
+        };
+        let offset = layout.start_offset();
+        Some(Self {
+            t,
+            strides: [sb, sh, ss],
+            offset,
+        })
+    }
+
+    /// The storage from `(batch, head, 0, 0)` on, and the stride between positions.
+    fn head(&self, batch: usize, head: usize) -> (&[f32], usize) {
+        let [sb, sh, ss] = self.strides;
+        let data: &[f32] = self.t.storage();
+        (&data[self.offset + batch * sb + head * sh..], ss)
+    }
+}
+
+/// Attention of one query per head (a decoding step) over cached keys and values, read in
+/// place: `q` is `[batch, heads, 1, d]`, `k` and `v` are `[batch, kv_heads, seq, d]` (each key
+/// head serves `heads / kv_heads` consecutive query heads) and may be strided views; `hidden`
+/// is `[batch, seq]` (true = masked). `None` when the tensors are not f32 on flex.
+pub(crate) fn decode_tensors(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    hidden: Option<&[bool]>,
+) -> Option<Tensor<4>> {
+    let device = q.device();
+    let [b, heads, _, d] = q.dims();
+    let [_, kv_heads, sk, dv] = v.dims();
+    let rep = heads / kv_heads;
+    let (k, v) = (Strided::new(k)?, Strided::new(v)?);
+    let q = q.into_data();
+    let q: &[f32] = q.as_slice().ok()?;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0.0f32; b * heads * dv];
+    // One task per (batch, key head): its `rep` query heads share the keys it reads.
+    out.par_chunks_mut(rep * dv).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (task, o)| {
+            let (batch, g) = (task / kv_heads, task % kv_heads);
+            let (keys, ks) = k.head(batch, g);
+            let (values, vs) = v.head(batch, g);
+            let hidden = hidden.map(|m| &m[batch * sk..(batch + 1) * sk]);
+            scores.resize(sk, 0.0);
+            for (r, o) in o.chunks_exact_mut(dv).enumerate() {
+                let qh = &q[(task * rep + r) * d..][..d];
+                simd::scores(qh, keys, ks, scale, scores);
+                softmax_row(scores, sk, hidden);
+                simd::weighted_sum(scores, values, vs, o);
+            }
+        },
+    );
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, heads, 1, dv]),
+        &device,
+    ))
+}
+
 /// In-place softmax of one row of scores over its first `visible` entries that are not
 /// padding; the others become 0. A row with no visible key becomes all zeros.
 fn softmax_row(row: &mut [f32], visible: usize, padding: Option<&[bool]>) {
@@ -221,6 +301,42 @@ mod simd {
         fn scale(x: &mut [f32], s: f32) -> () {
             for v in x.iter_mut() {
                 *v *= s;
+            }
+        }
+    }
+
+    dispatch! {
+        /// `out[j] = scale · q · k[j]`, where key `j` starts at `keys[j · stride]` and has
+        /// `q.len()` values.
+        fn scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) -> () {
+            let d = q.len();
+            for (j, o) in out.iter_mut().enumerate() {
+                let key = &keys[j * stride..][..d];
+                let mut acc = [0.0f32; LANES];
+                let (qc, kc) = (q.chunks_exact(LANES), key.chunks_exact(LANES));
+                let tail: f32 = qc.remainder().iter().zip(kc.remainder()).map(|(a, b)| a * b).sum();
+                for (qc, kc) in qc.zip(kc) {
+                    for ((a, x), y) in acc.iter_mut().zip(qc).zip(kc) {
+                        *a += x * y;
+                    }
+                }
+                *o = scale * (tail + acc.iter().sum::<f32>());
+            }
+        }
+    }
+
+    dispatch! {
+        /// `out = Σ_j p[j] · v[j]`, where value `j` starts at `values[j · stride]` and has
+        /// `out.len()` values.
+        fn weighted_sum(p: &[f32], values: &[f32], stride: usize, out: &mut [f32]) -> () {
+            let dv = out.len();
+            out.fill(0.0);
+            for (j, &w) in p.iter().enumerate() {
+                if w != 0.0 {
+                    for (o, x) in out.iter_mut().zip(&values[j * stride..][..dv]) {
+                        *o += w * x;
+                    }
+                }
             }
         }
     }

@@ -108,6 +108,77 @@ pub fn scaled_dot_product_attention(
     attention(q, k, v, mask, None, options)
 }
 
+/// Grouped-query attention, as a decoder with a key/value cache runs it: `q` is `[batch,
+/// heads, seq_q, head_dim]`, `k` and `v` are `[batch, kv_heads, seq_k, head_dim]` where
+/// `kv_heads` divides `heads` and key head `g` serves query heads `g·rep .. (g+1)·rep`
+/// (`rep = heads / kv_heads`; 1 for plain multi-head attention). `mask` is `[batch, 1, seq_q,
+/// seq_k]` (true = hidden); `causal` as in burn's `module::attention`.
+///
+/// A decoding step (one query) with f32 tensors on the flex backend reads the keys and values
+/// where they lie — a prefix view of a cache buffer is not copied — with no repetition of the
+/// shared heads; other cases run burn's fused `module::attention` (the key heads repeated
+/// `rep` times, except for one query, where each group's queries become the rows of its key
+/// head).
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use mm_core::nn::grouped_attention;
+///
+/// let device = Device::flex();
+/// let q = Tensor::<4>::random([1, 8, 1, 16], Distribution::Default, &device);
+/// let kv = Tensor::<4>::random([1, 2, 5, 16], Distribution::Default, &device);
+/// let out = grouped_attention(q, kv.clone(), kv, None, false);
+/// assert_eq!(out.dims(), [1, 8, 1, 16]);
+/// ```
+pub fn grouped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+    causal: bool,
+) -> Tensor<4> {
+    let [b, h, sq, d] = q.dims();
+    let [_, kv_heads, sk, dv] = v.dims();
+    let rep = h / kv_heads;
+    let f32s = [q.dtype(), k.dtype(), v.dtype()] == [DType::F32; 3];
+    let per_batch = mask.as_ref().is_none_or(|m| m.dims()[1] == 1);
+    if sq == 1 && f32s && per_batch && q.device() == Device::flex() {
+        let hidden = mask.clone().map(|m| {
+            let m = m.reshape([b, sk]).int().into_data();
+            let m: Vec<i64> = m.try_into_vec_as().expect("integer mask");
+            m.into_iter().map(|x| x != 0).collect::<Vec<bool>>()
+        });
+        let out = cpu_attention::decode_tensors(q.clone(), k.clone(), v.clone(), hidden.as_deref());
+        if let Some(out) = out {
+            return out;
+        }
+    }
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
+    };
+    if sq == 1 && rep > 1 {
+        // The `rep` query heads sharing a key head are that head's query rows.
+        let q = q.reshape([b, kv_heads, rep, d]);
+        let mask = mask.map(|m| m.expand([b, kv_heads, rep, sk]));
+        return attention(q, k, v, mask, None, options).reshape([b, h, 1, dv]);
+    }
+    let repeat = |x: Tensor<4>| {
+        let [_, _, s, dx] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kv_heads, rep, s, dx])
+            .reshape([b, h, s, dx])
+    };
+    let (k, v) = if rep > 1 {
+        (repeat(k), repeat(v))
+    } else {
+        (k, v)
+    };
+    let mask = mask.map(|m| m.expand([b, h, sq, sk]));
+    attention(q, k, v, mask, None, options)
+}
+
 /// Turns an HF `attention_mask` (`[batch, seq]`, 1 = token, 0 = padding) into the key padding
 /// mask [`scaled_dot_product_attention`] takes (true = padding).
 pub fn padding_mask(attention_mask: Tensor<2, Int>) -> Tensor<2, Bool> {
@@ -158,6 +229,54 @@ mod tests {
             let theirs = attention(q.clone(), k.clone(), v.clone(), Some(mask), None, options);
             let diff = (ours - theirs).abs().max().into_scalar::<f32>();
             assert!(diff < 1e-5, "causal={causal}: {diff}");
+        }
+    }
+
+    /// One query per head over a strided prefix view of a larger key/value buffer, with
+    /// grouped heads and a per-batch mask: the in-place kernel must agree with burn's fused
+    /// kernel on repeated, contiguous keys and values.
+    #[test]
+    fn grouped_decoding_agrees_with_burn() {
+        let device = Device::flex();
+        let (b, h, kv_heads, sk, d) = (2, 8, 2, 37, 16);
+        let rand =
+            |dims: [usize; 4]| Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let q = rand([b, h, 1, d]);
+        let (kb, vb) = (rand([b, kv_heads, 50, d]), rand([b, kv_heads, 50, d]));
+        let (k, v) = (
+            kb.slice(burn::tensor::s![.., .., 0..sk]),
+            vb.slice(burn::tensor::s![.., .., 0..sk]),
+        );
+        let hidden: Vec<bool> = (0..b * sk).map(|i| i % 5 == 2).collect();
+        let mask = Tensor::<4, Bool>::from_data(
+            burn::tensor::TensorData::new(hidden, [b, 1, 1, sk]),
+            &device,
+        );
+        let kernel = cpu_attention::decode_tensors(q.clone(), k.clone(), v.clone(), None);
+        assert!(kernel.is_some(), "strided f32 views go through the kernel");
+        let rep = h / kv_heads;
+        let repeat = |x: Tensor<4>| {
+            x.unsqueeze_dim::<5>(2)
+                .expand([b, kv_heads, rep, sk, d])
+                .reshape([b, h, sk, d])
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        for mask in [None, Some(mask)] {
+            let ours = grouped_attention(q.clone(), k.clone(), v.clone(), mask.clone(), false);
+            let theirs = attention(
+                q.clone(),
+                repeat(k.clone()),
+                repeat(v.clone()),
+                mask.map(|m| m.expand([b, h, 1, sk])),
+                None,
+                options,
+            );
+            let diff = (ours - theirs).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "{diff}");
         }
     }
 }

@@ -8,9 +8,8 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use mm_core::nn::{Activation, merge_heads, split_heads};
+use mm_core::nn::{Activation, grouped_attention, merge_heads, split_heads};
 use mm_core::precision::{compute_dtype, embedding, linear, matmul};
 use mm_core::weights::Weights;
 
@@ -59,42 +58,9 @@ impl LlamaAttention {
         let q = rope::apply(q, &step.cos, &step.sin);
         let k = rope::apply(k, &step.cos, &step.sin);
         let (k, v) = cache.append(layer, k, v);
-        let rep = self.heads / self.kv_heads;
-        let [b, h, sq, d] = q.dims();
-        let sk = k.dims()[2];
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: step.causal,
-        };
-        let out = if sq == 1 && rep > 1 {
-            // One new token (decoding): the `rep` query heads sharing a key/value head are
-            // that head's query rows, so the cached keys and values are not copied `rep` times.
-            let q = q.reshape([b, self.kv_heads, rep, d]);
-            let mask = step
-                .mask
-                .clone()
-                .map(|m| m.expand([b, self.kv_heads, rep, sk]));
-            let out = burn::tensor::module::attention(q, k, v, mask, None, options);
-            out.reshape([b, h, 1, d])
-        } else {
-            let (k, v) = (repeat_kv(k, rep), repeat_kv(v, rep));
-            let mask = step.mask.clone().map(|m| m.expand([b, h, sq, sk]));
-            burn::tensor::module::attention(q, k, v, mask, None, options)
-        };
+        let out = grouped_attention(q, k, v, step.mask.clone(), step.causal);
         linear(&self.o_proj, merge_heads(out))
     }
-}
-
-/// `[b, kv_heads, s, d]` → `[b, kv_heads · rep, s, d]` (each kv head serves `rep` query heads).
-fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
-    if rep == 1 {
-        return x;
-    }
-    let [b, kvh, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, rep, s, d])
-        .reshape([b, kvh * rep, s, d])
 }
 
 /// The SwiGLU MLP: `down(act(gate(x)) · up(x))`.
