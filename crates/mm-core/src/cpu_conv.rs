@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use crate::cpu_linear::HalfMatrix;
 
@@ -23,6 +24,7 @@ struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
     weight: Vec<f32>,
+    taps: Vec<f32>,
 }
 
 thread_local! {
@@ -87,6 +89,7 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
             padded,
             acc,
             weight,
+            taps,
         } = scratch;
         let weight = match p.weight {
             Weight::F32(w) => w,
@@ -96,15 +99,34 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
                 weight
             }
         };
+        taps.resize(weight.len(), 0.0);
+        tap_major(weight, c, p.kh * kw, taps);
         padded.clear();
         padded.resize(c * plane, 0.0);
         acc.resize(o * n, 0.0);
-        run(p, weight, padded, acc, &mut out);
+        run(p, taps, padded, acc, &mut out);
     });
     out
 }
 
-/// [`conv2d`] with its buffers: `padded` is zeroed, `[c, plane]`; `acc` is `[o, n]`.
+/// The weight `[o, c, taps]` rearranged as `[o, taps, c]`, so that each tap's `[o, c]` slice
+/// has unit column stride: `gemm` packs it faster (measured for one tap's product, 2 threads:
+/// 1,280 channels at 16 × 16 took 3.0 instead of 4.9 ms, 640 at 32 × 32 3.0 instead of 3.5,
+/// 320 at 64 × 64 2.7 instead of 3.0; the rearrangement costs one pass over the weight).
+fn tap_major(src: &[f32], c: usize, taps: usize, dst: &mut [f32]) {
+    dst.par_chunks_mut(c * taps)
+        .zip(src.par_chunks(c * taps))
+        .for_each(|(dst, src)| {
+            for (ic, w) in src.chunks_exact(taps).enumerate() {
+                for (t, &v) in w.iter().enumerate() {
+                    dst[t * c + ic] = v;
+                }
+            }
+        });
+}
+
+/// [`conv2d`] with its buffers: `weight` is `[o, kh · kw, c]` ([`tap_major`]); `padded` is
+/// zeroed, `[c, plane]`; `acc` is `[o, n]`.
 fn run(p: &Conv, weight: &[f32], padded: &mut [f32], acc: &mut [f32], out: &mut [f32]) {
     let Conv {
         batch,
@@ -134,8 +156,8 @@ fn run(p: &Conv, weight: &[f32], padded: &mut [f32], acc: &mut [f32], out: &mut 
             for kx in 0..kw {
                 let tap = ky * kw + kx;
                 let first = tap == 0;
-                // SAFETY: `acc` is [o, n]; the weight view [o, c] has strides (c·kh·kw, kh·kw)
-                // from `tap`; the input window [c, n] has row stride `plane` from
+                // SAFETY: `acc` is [o, n]; the weight view [o, c] has strides (c·kh·kw, 1)
+                // from `tap · c`; the input window [c, n] has row stride `plane` from
                 // `ky · wp + kx`, and its last element `(c-1)·plane + ky·wp + kx + n - 1` is
                 // inside `padded` (n + (kh-1)·wp + kw - 1 ≤ plane).
                 unsafe {
@@ -147,8 +169,8 @@ fn run(p: &Conv, weight: &[f32], padded: &mut [f32], acc: &mut [f32], out: &mut 
                         1,
                         n as isize,
                         !first,
-                        weight.as_ptr().add(tap),
-                        (kh * kw) as isize,
+                        weight.as_ptr().add(tap * c),
+                        1,
                         (c * kh * kw) as isize,
                         padded.as_ptr().add(ky * wp + kx),
                         1,
