@@ -258,7 +258,7 @@ fn softmax_row(row: &mut [f32], visible: usize, padding: Option<&[bool]>) {
 
 /// Vectorised kernels, compiled for AVX-512 and AVX2+FMA and picked at run time.
 mod simd {
-    use crate::simd::dispatch;
+    use crate::simd::{dispatch, exp};
 
     /// Lanes of the partial accumulators: wide enough for AVX-512.
     const LANES: usize = 16;
@@ -338,45 +338,6 @@ mod simd {
                     }
                 }
             }
-        }
-    }
-
-    /// `exp(x)` for `x ≤ 88`, relative error about 2e-7 (Cephes' `expf` polynomial, with a
-    /// branch-free range reduction that vectorises). Inputs below -87 give about 1.6e-38.
-    #[inline(always)]
-    pub fn exp(x: f32) -> f32 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        let x = if x < -87.0 { -87.0 } else { x };
-        let t = x * LOG2E + ROUND;
-        let n = t - ROUND;
-        let r = x - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.987_569_1e-4_f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let y = p * r * r + r + 1.0;
-        let exponent = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-        y * f32::from_bits(((exponent + 127) << 23) as u32)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn exp_is_accurate() {
-            let mut worst = 0.0f32;
-            let mut x = -87.0f32;
-            while x < 88.0 {
-                let rel = ((super::exp(x) - x.exp()) / x.exp()).abs();
-                worst = worst.max(rel);
-                x += 0.001_7;
-            }
-            assert!(worst < 5e-7, "{worst}");
-            assert!(super::exp(-1e30) < 2e-38);
         }
     }
 }

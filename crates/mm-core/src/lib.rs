@@ -17,9 +17,11 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod cpu_activation;
 mod cpu_attention;
 mod cpu_conv;
 mod cpu_linear;
+mod cpu_norm;
 pub mod device;
 pub mod error;
 pub mod hub;

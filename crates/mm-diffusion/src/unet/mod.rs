@@ -48,13 +48,13 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Device, Tensor};
-use mm_core::nn::Activation;
+use mm_core::nn::{Activation, group_norm};
 use mm_core::precision::{compute_dtype_of, conv2d};
 use mm_core::weights::Weights;
 
 use crate::check::{check_channels, check_finite};
 use crate::loading::component;
-use crate::vae::layers::{conv, group_norm};
+use crate::vae::layers::{conv, group_norm_layer};
 use crate::vae::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::{Error, Result};
 use attention::IpAdapterAttention;
@@ -292,7 +292,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(plan.groups, ch[0], config.norm_eps, device),
+            conv_norm_out: group_norm_layer(plan.groups, ch[0], config.norm_eps, device),
             conv_out: conv(
                 ch[0],
                 config.out_channels,
@@ -430,7 +430,7 @@ impl UNet2DConditionModel {
             });
             x = block.forward(x, &mut skips, &emb, &ctx, upsample_size);
         }
-        let x = config.act_fn.forward(self.conv_norm_out.forward(x));
+        let x = group_norm(&self.conv_norm_out, x, Some(config.act_fn));
         let out = conv2d(&self.conv_out, x);
         debug_assert_eq!(out.dims()[0], batch);
         Ok(out.cast(in_dtype))

@@ -7,11 +7,13 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor};
+use mm_core::nn::geglu;
 use mm_core::precision::{conv2d, linear};
 
 use super::attention::Attention;
-use crate::vae::layers::{conv, group_norm};
+use crate::vae::layers::{conv, group_norm_layer};
+use mm_core::nn::group_norm;
 
 /// Epsilon of the transformer's input group norm.
 const GROUP_NORM_EPS: f64 = 1e-6;
@@ -83,11 +85,7 @@ impl FeedForward {
     /// Applies the feed-forward to `[batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
-            FeedForwardLayer::Geglu(geglu) => {
-                let h = linear(&geglu.proj, x);
-                let half = h.dims()[2] / 2;
-                h.clone().narrow(2, 0, half) * activation::gelu(h.narrow(2, half, half))
-            }
+            FeedForwardLayer::Geglu(layer) => geglu(linear(&layer.proj, x)),
             FeedForwardLayer::Dropout(_) => x,
             FeedForwardLayer::Linear(layer) => linear(layer, x),
         })
@@ -199,7 +197,7 @@ impl Transformer2DModel {
             }
         };
         Self {
-            norm: group_norm(options.groups, channels, GROUP_NORM_EPS, device),
+            norm: group_norm_layer(options.groups, channels, GROUP_NORM_EPS, device),
             proj_in: projection(),
             transformer_blocks: (0..options.layers)
                 .map(|_| BasicTransformerBlock::new(channels, options, device))
@@ -213,7 +211,7 @@ impl Transformer2DModel {
         let [b, c, h, w] = x.dims();
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
-        let normed = self.norm.forward(x.clone());
+        let normed = group_norm(&self.norm, x.clone(), None);
         let tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv2d(conv, normed)),
             Projection::Linear(layer) => linear(layer, to_tokens(normed)),

@@ -4,10 +4,10 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use mm_core::nn::scaled_dot_product_attention;
+use mm_core::nn::{group_norm, scaled_dot_product_attention};
 use mm_core::precision::linear;
 
-use super::layers::group_norm;
+use super::layers::group_norm_layer;
 use super::resnet::VAE_NORM_EPS;
 
 /// Self-attention over the `H × W` positions of a feature map, one head as wide as the
@@ -31,7 +31,7 @@ impl SpatialAttention {
     pub fn new(channels: usize, groups: usize, device: &Device) -> Self {
         let linear = || LinearConfig::new(channels, channels).init(device);
         Self {
-            group_norm: group_norm(groups, channels, VAE_NORM_EPS, device),
+            group_norm: group_norm_layer(groups, channels, VAE_NORM_EPS, device),
             to_q: linear(),
             to_k: linear(),
             to_v: linear(),
@@ -42,9 +42,7 @@ impl SpatialAttention {
     /// Applies the block to `[batch, channels, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self
-            .group_norm
-            .forward(x.clone())
+        let tokens = group_norm(&self.group_norm, x.clone(), None)
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let head = |proj: &Linear| linear(proj, tokens.clone()).unsqueeze_dim::<4>(1);

@@ -15,15 +15,15 @@
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Int, Tensor, activation};
-use mm_core::nn::Activation;
+use burn::tensor::{Device, Int, Tensor};
+use mm_core::nn::{Activation, group_norm};
 use mm_core::precision::{conv2d, module_compute_dtype};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use super::Autoencoder;
 use super::attention::SpatialAttention;
-use super::layers::{conv, group_norm};
+use super::layers::{conv, group_norm_layer};
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
@@ -278,7 +278,7 @@ impl Encoder {
                 })
                 .collect(),
             mid_block: MidBlock::new(config, device),
-            conv_norm_out: group_norm(config.norm_num_groups, ch[last], VAE_NORM_EPS, device),
+            conv_norm_out: group_norm_layer(config.norm_num_groups, ch[last], VAE_NORM_EPS, device),
             conv_out: conv(ch[last], 2 * config.latent_channels, 3, true, device),
         }
     }
@@ -290,7 +290,7 @@ impl Encoder {
         let x = self.mid_block.forward(x);
         conv2d(
             &self.conv_out,
-            activation::silu(self.conv_norm_out.forward(x)),
+            group_norm(&self.conv_norm_out, x, Some(Activation::Silu)),
         )
     }
 }
@@ -330,7 +330,7 @@ impl Decoder {
                     upsamplers: (i != last).then(|| vec![Upsample2D::new(ch[i], device)]),
                 })
                 .collect(),
-            conv_norm_out: group_norm(config.norm_num_groups, ch[last], VAE_NORM_EPS, device),
+            conv_norm_out: group_norm_layer(config.norm_num_groups, ch[last], VAE_NORM_EPS, device),
             conv_out: conv(ch[last], config.out_channels, 3, true, device),
         }
     }
@@ -342,7 +342,7 @@ impl Decoder {
         let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
         conv2d(
             &self.conv_out,
-            activation::silu(self.conv_norm_out.forward(x)),
+            group_norm(&self.conv_norm_out, x, Some(Activation::Silu)),
         )
     }
 }

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use mm_core::nn::group_norm;
 use mm_core::precision::conv2d;
 
 /// `nn.Conv2d(cin, cout, kernel, padding=kernel // 2)` (stride 1).
@@ -33,7 +34,12 @@ pub(crate) fn strided_conv(
 }
 
 /// `nn.GroupNorm(groups, channels, eps)` with affine parameters.
-pub(crate) fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> GroupNorm {
+pub(crate) fn group_norm_layer(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    device: &Device,
+) -> GroupNorm {
     GroupNormConfig::new(groups, channels)
         .with_epsilon(eps)
         .init(device)
@@ -98,7 +104,7 @@ impl Layer {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Layer::Conv(conv) => conv2d(conv, x),
-            Layer::Norm(norm) => norm.forward(x),
+            Layer::Norm(norm) => group_norm(norm, x, None),
             Layer::Relu(_) => activation::relu(x),
             Layer::Upsample(up) => upsample_nearest(x, up.scale),
             Layer::Block(block) => block.forward(x),

@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use mm_core::nn::Activation;
+use mm_core::nn::{Activation, group_norm};
 use mm_core::precision::{conv2d, linear};
 
-use super::layers::{conv, group_norm, strided_conv, upsample_nearest, upsample_nearest_to};
+use super::layers::{conv, group_norm_layer, strided_conv, upsample_nearest, upsample_nearest_to};
 
 /// Group-norm epsilon of every norm of diffusers' VAE blocks.
 pub const VAE_NORM_EPS: f64 = 1e-6;
@@ -70,12 +70,12 @@ impl ResnetBlock2D {
     pub fn with_options(cin: usize, cout: usize, options: &ResnetOptions, device: &Device) -> Self {
         let ResnetOptions { groups, eps, .. } = *options;
         Self {
-            norm1: group_norm(groups, cin, eps, device),
+            norm1: group_norm_layer(groups, cin, eps, device),
             conv1: conv(cin, cout, 3, true, device),
             time_emb_proj: options
                 .temb_channels
                 .map(|t| LinearConfig::new(t, cout).init(device)),
-            norm2: group_norm(groups, cout, eps, device),
+            norm2: group_norm_layer(groups, cout, eps, device),
             conv2: conv(cout, cout, 3, true, device),
             conv_shortcut: (cin != cout).then(|| conv(cin, cout, 1, true, device)),
             act: options.act,
@@ -91,12 +91,15 @@ impl ResnetBlock2D {
     /// Applies the block; `temb` (`[batch, temb_channels]`, before the activation) is used
     /// when the block has a `time_emb_proj`.
     pub fn forward_with_temb(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = conv2d(&self.conv1, self.act.forward(self.norm1.forward(x.clone())));
+        let mut h = conv2d(
+            &self.conv1,
+            group_norm(&self.norm1, x.clone(), Some(self.act)),
+        );
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = linear(proj, self.act.forward(temb.clone()));
             h = h + t.unsqueeze_dims::<4>(&[2, 3]);
         }
-        let h = conv2d(&self.conv2, self.act.forward(self.norm2.forward(h)));
+        let h = conv2d(&self.conv2, group_norm(&self.norm2, h, Some(self.act)));
         let skip = match &self.conv_shortcut {
             Some(shortcut) => conv2d(shortcut, x),
             None => x,

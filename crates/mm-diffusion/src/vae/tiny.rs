@@ -24,7 +24,7 @@ use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use super::Autoencoder;
-use super::layers::{Layer, Upsample, conv, group_norm, sequential, strided_conv};
+use super::layers::{Layer, Upsample, conv, group_norm_layer, sequential, strided_conv};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
@@ -182,7 +182,7 @@ impl TinyBlock {
             let wide = 4 * cin;
             vec![
                 Layer::Conv(conv(cin, wide, 1, false, device)),
-                Layer::Norm(group_norm(4, wide, 1e-5, device)),
+                Layer::Norm(group_norm_layer(4, wide, 1e-5, device)),
                 relu(),
                 Layer::Conv(conv(wide, cin, 1, false, device)),
             ]

@@ -1,0 +1,257 @@
+//! Element-wise activations of f32 tensors on the flex CPU backend, vectorised (compiled for
+//! AVX-512 and AVX2+FMA, picked at run time) and split across threads.
+//!
+//! burn-flex evaluates `sigmoid`, `silu` and `gelu` one element at a time with the C library's
+//! `expf` / `erff` on one thread: on Stable Diffusion's `[2, 4096, 1280]` feed-forward
+//! activation its `gelu` took 102 ms against PyTorch's 12 ms, and `silu` on a `[2, 320, 64,
+//! 64]` feature map 12.9 ms against 0.6 ms. These kernels overwrite the input when the tensor
+//! owns its storage alone, so they allocate nothing.
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use crate::simd::{dispatch, exp};
+
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// An activation with a vectorised kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `x · sigmoid(x)`.
+    Silu,
+    /// `x · Φ(x)` (erf).
+    Gelu,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+    GeluTanh,
+    /// `x · sigmoid(1.702 x)`.
+    QuickGelu,
+}
+
+/// `kind` applied to `x`, or `Err(x)` unchanged when `x` is not an f32 tensor of the flex
+/// device.
+pub(crate) fn apply<const D: usize>(x: Tensor<D>, kind: Kind) -> Result<Tensor<D>, Tensor<D>> {
+    let mut t = flex_f32(x)?;
+    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
+    let run = |x: &mut [f32]| x.par_chunks_mut(CHUNK).for_each(|x| run(x, kind));
+    if let Some(storage) = t.try_storage_mut::<f32>() {
+        run(&mut storage[start..end]);
+        return Ok(Tensor::from_primitive::<Flex>(t));
+    }
+    let mut values = t.storage::<f32>()[start..end].to_vec();
+    run(&mut values);
+    let shape = t.layout().shape().clone();
+    Ok(Tensor::from_data(
+        TensorData::new(values, shape),
+        &Device::flex(),
+    ))
+}
+
+/// `kind` applied to `x` in place, on the calling thread.
+pub(crate) fn run(x: &mut [f32], kind: Kind) {
+    match kind {
+        Kind::Silu => silu(x),
+        Kind::Gelu => gelu(x),
+        Kind::GeluTanh => gelu_tanh(x),
+        Kind::QuickGelu => quick_gelu(x),
+    }
+}
+
+/// diffusers' GEGLU on `[.., 2·n]`: the first `n` values of each row times the exact GELU of the
+/// last `n`, as `[.., n]`; `Err(h)` unchanged when `h` is not an f32 tensor of the flex device.
+pub(crate) fn geglu<const D: usize>(h: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let t = flex_f32(h)?;
+    let mut dims = t.layout().shape().to_vec();
+    let n = dims[D - 1] / 2;
+    dims[D - 1] = n;
+    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
+    let rows = &t.storage::<f32>()[start..end];
+    let mut out = vec![0.0f32; rows.len() / 2];
+    let per_task = (CHUNK / (2 * n).max(1)).max(1);
+    out.par_chunks_mut(per_task * n.max(1))
+        .zip(rows.par_chunks(per_task * 2 * n.max(1)))
+        .for_each(|(out, rows)| {
+            for (out, row) in out.chunks_exact_mut(n).zip(rows.chunks_exact(2 * n)) {
+                let (value, gate) = row.split_at(n);
+                out.copy_from_slice(gate);
+                gelu(out);
+                mul(out, value);
+            }
+        });
+    Ok(Tensor::from_data(
+        TensorData::new(out, dims),
+        &Device::flex(),
+    ))
+}
+
+/// `x` as a contiguous flex tensor when it is f32 on the flex device, or `Err(x)`.
+fn flex_f32<const D: usize>(x: Tensor<D>) -> Result<FlexTensor, Tensor<D>> {
+    if x.dtype() != DType::F32 || x.device() != Device::flex() {
+        return Err(x);
+    }
+    let t = x
+        .try_into_primitive::<Flex>()
+        .expect("a float tensor of the flex device is a flex primitive");
+    Ok(if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    })
+}
+
+/// `1 + exp(-a)` for `a` clamped to at most 88, where [`exp`] is accurate; beyond, the
+/// activation's value is 0 or `x` to f32 precision either way.
+#[inline(always)]
+fn one_plus_exp_neg(a: f32) -> f32 {
+    let e = -a;
+    1.0 + exp(if e > 88.0 { 88.0 } else { e })
+}
+
+/// `erfc(z)` for `z ≥ 0`, relative error below 1.2e-7 (the Chebyshev fit of Numerical Recipes,
+/// §6.2, evaluated with [`exp`]).
+#[inline(always)]
+fn erfc(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let mut p = 0.170_872_77_f32;
+    p = p * t - 0.822_152_23;
+    p = p * t + 1.488_515_9;
+    p = p * t - 1.135_203_98;
+    p = p * t + 0.278_868_07;
+    p = p * t - 0.186_288_06;
+    p = p * t + 0.096_784_18;
+    p = p * t + 0.374_091_96;
+    p = p * t + 1.000_023_7;
+    p = p * t - 1.265_512_2;
+    t * exp(p - z * z)
+}
+
+dispatch! {
+    /// `x ← x · sigmoid(x)`.
+    fn silu(x: &mut [f32]) -> () {
+        for v in x.iter_mut() {
+            *v /= one_plus_exp_neg(*v);
+        }
+    }
+}
+
+dispatch! {
+    /// `x ← x · sigmoid(1.702 x)`.
+    fn quick_gelu(x: &mut [f32]) -> () {
+        for v in x.iter_mut() {
+            *v /= one_plus_exp_neg(1.702 * *v);
+        }
+    }
+}
+
+dispatch! {
+    /// `x ← x · Φ(x) = x (1 + erf(x / √2)) / 2`.
+    fn gelu(x: &mut [f32]) -> () {
+        for v in x.iter_mut() {
+            let c = erfc(v.abs() * std::f32::consts::FRAC_1_SQRT_2);
+            let r = if *v >= 0.0 { 2.0 - c } else { c };
+            *v *= 0.5 * r;
+        }
+    }
+}
+
+dispatch! {
+    /// `x ← 0.5 x (1 + tanh(u))` with `u = √(2/π) (x + 0.044715 x³)`, computed as
+    /// `x / (1 + exp(-2u))`.
+    fn gelu_tanh(x: &mut [f32]) -> () {
+        const K: f32 = 0.797_884_6; // √(2/π)
+        for v in x.iter_mut() {
+            let u = K * (*v + 0.044_715 * *v * *v * *v);
+            *v /= one_plus_exp_neg(2.0 * u);
+        }
+    }
+}
+
+dispatch! {
+    /// `x ← x · y`.
+    fn mul(x: &mut [f32], y: &[f32]) -> () {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a *= b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation;
+
+    /// Values over the whole useful range, both tails included.
+    fn inputs(device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 6e-3).collect();
+        let mut values = values;
+        values.extend([
+            -1e4, -200.0, -90.0, -20.0, 20.0, 90.0, 200.0, 1e4, 0.0, -0.0,
+        ]);
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [2, n / 2]), device)
+    }
+
+    /// The largest error relative to `max(|reference|, 1)`.
+    fn max_rel(ours: Tensor<2>, reference: Tensor<2>) -> f32 {
+        let (a, b) = (ours.into_data(), reference.into_data());
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0.0, f32::max)
+    }
+
+    /// Each kernel against burn's element-at-a-time (libm) version, in place and on a shared
+    /// tensor (which must be left untouched).
+    #[test]
+    fn kernels_match_the_scalar_definitions() {
+        let device = Device::flex();
+        let x = inputs(&device);
+        let cases: [(Kind, fn(Tensor<2>) -> Tensor<2>, f32); 4] = [
+            (Kind::Silu, activation::silu, 1e-6),
+            (Kind::Gelu, activation::gelu, 2e-6),
+            (Kind::GeluTanh, |x| activation::gelu_approximate(x), 2e-6),
+            (
+                Kind::QuickGelu,
+                |x| x.clone() * activation::sigmoid(x * 1.702),
+                1e-6,
+            ),
+        ];
+        for (kind, reference, tol) in cases {
+            let want = reference(x.clone());
+            let shared = apply(x.clone(), kind).unwrap();
+            let err = max_rel(shared, want.clone());
+            assert!(err < tol, "{kind:?}: {err}");
+            let owned = Tensor::from_data(x.to_data(), &device);
+            let err = max_rel(apply(owned, kind).unwrap(), want);
+            assert!(err < tol, "{kind:?}: {err}");
+        }
+        assert_eq!(
+            x.to_data(),
+            inputs(&device).to_data(),
+            "the shared input is unchanged"
+        );
+    }
+
+    #[test]
+    fn geglu_matches_its_definition() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 6e-4).collect();
+        let h = Tensor::<3>::from_data(TensorData::new(values, [4, 5, 2000]), &device);
+        let h = Tensor::cat(vec![h.clone(), h.flip([2])], 2);
+        let want = h.clone().narrow(2, 0, 2000) * activation::gelu(h.clone().narrow(2, 2000, 2000));
+        let ours = geglu(h).unwrap();
+        assert_eq!(ours.dims(), [4, 5, 2000]);
+        let err = (ours - want).abs().max().into_scalar::<f32>();
+        assert!(err < 1e-4, "{err}");
+    }
+
+    #[test]
+    fn other_tensors_are_handed_back() {
+        let device = Device::flex();
+        let x = inputs(&device).cast(DType::BF16);
+        assert!(apply(x.clone(), Kind::Silu).is_err());
+        assert!(geglu(x).is_err());
+    }
+}
