@@ -7,8 +7,7 @@
 //! vectorised passes for the statistics, one for the normalisation, affine transform and
 //! activation, in place when the tensor owns its storage alone.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
-use burn_flex::Flex;
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use crate::cpu_activation::{self, Kind};
@@ -24,43 +23,16 @@ pub(crate) struct GroupNorm<'a> {
     pub act: Option<Kind>,
 }
 
-/// `x` (`[batch, channels, ..]`) normalised, or `Err(x)` unchanged when it is not an f32
-/// tensor of the flex device.
-pub(crate) fn group_norm<const D: usize>(
-    x: Tensor<D>,
-    p: &GroupNorm,
-) -> Result<Tensor<D>, Tensor<D>> {
-    if x.dtype() != DType::F32 || x.device() != Device::flex() || D < 2 {
-        return Err(x);
-    }
+/// `x` (`[batch, channels, ..]`, which [`cpu_activation::supports`] takes) normalised.
+pub(crate) fn group_norm<const D: usize>(x: Tensor<D>, p: &GroupNorm) -> Tensor<D> {
     let dims = x.dims();
     let (channels, spatial) = (dims[1], dims[2..].iter().product::<usize>());
-    let t = x
-        .try_into_primitive::<Flex>()
-        .expect("a float tensor of the flex device is a flex primitive");
-    let mut t = if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
-    };
-    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
-    let run = |x: &mut [f32]| {
-        x.par_chunks_mut(channels / p.groups * spatial)
-            .enumerate()
-            .for_each(|(task, group)| {
-                normalise(group, (task % p.groups) * (channels / p.groups), spatial, p)
-            });
-    };
-    if let Some(storage) = t.try_storage_mut::<f32>() {
-        run(&mut storage[start..end]);
-        return Ok(Tensor::from_primitive::<Flex>(t));
-    }
-    let mut values = t.storage::<f32>()[start..end].to_vec();
-    run(&mut values);
-    Ok(Tensor::from_data(
-        TensorData::new(values, dims),
-        &Device::flex(),
-    ))
+    let group = channels / p.groups * spatial;
+    cpu_activation::map_in_place(x, |x| {
+        x.par_chunks_mut(group).enumerate().for_each(|(task, g)| {
+            normalise(g, (task % p.groups) * (channels / p.groups), spatial, p)
+        })
+    })
 }
 
 /// One group (`[group channels, spatial]`, its first channel `c0`) in place.

@@ -44,12 +44,15 @@ impl Activation {
         let Some(kind) = self.kind() else {
             return activation::relu(x);
         };
-        cpu_activation::apply(x, kind).unwrap_or_else(|x| match self {
+        if cpu_activation::supports(&x) {
+            return cpu_activation::apply(x, kind);
+        }
+        match self {
             Activation::Gelu => activation::gelu(x),
             Activation::GeluTanh => gelu_tanh(x),
             Activation::QuickGelu => quick_gelu(x),
             Activation::Silu | Activation::Relu => activation::silu(x),
-        })
+        }
     }
 }
 
@@ -80,9 +83,10 @@ pub fn group_norm<const D: usize>(
         epsilon: norm.epsilon,
         act: kind,
     };
-    let (y, activated) = match cpu_norm::group_norm(x, &p) {
-        Ok(y) => (y, kind.is_some()),
-        Err(x) => (norm.forward(x), false),
+    let (y, activated) = if cpu_activation::supports(&x) && D > 2 {
+        (cpu_norm::group_norm(x, &p), kind.is_some())
+    } else {
+        (norm.forward(x), false)
     };
     match act {
         Some(act) if !activated => act.forward(y),
@@ -93,10 +97,11 @@ pub fn group_norm<const D: usize>(
 /// diffusers' GEGLU gate on `[.., 2·n]`: the first half of the last axis times the exact GELU
 /// of the second half, as `[.., n]` (one fused pass for f32 tensors on the flex backend).
 pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
-    cpu_activation::geglu(h).unwrap_or_else(|h| {
-        let n = h.dims()[D - 1] / 2;
-        h.clone().narrow(D - 1, 0, n) * activation::gelu(h.narrow(D - 1, n, n))
-    })
+    if cpu_activation::supports(&h) {
+        return cpu_activation::geglu(h);
+    }
+    let n = h.dims()[D - 1] / 2;
+    h.clone().narrow(D - 1, 0, n) * activation::gelu(h.narrow(D - 1, n, n))
 }
 
 impl Activation {
