@@ -79,13 +79,7 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
     let mut kt = vec![0.0f32; bh * d * sk];
     kt.par_chunks_mut(d * sk)
         .zip(p.k.par_chunks(sk * d))
-        .for_each(|(kt, k)| {
-            for (j, key) in k.chunks_exact(d).enumerate() {
-                for (i, &x) in key.iter().enumerate() {
-                    kt[i * sk + j] = x;
-                }
-            }
-        });
+        .for_each(|(kt, k)| transpose(k, sk, d, kt));
     let mut out = vec![0.0f32; bh * sq * dv];
     // Blocks never straddle two heads: chunk each head's output separately.
     out.par_chunks_mut(sq * dv)
@@ -175,6 +169,21 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
             },
         );
     out
+}
+
+/// `dst[c, r] = src[r, c]` for a row-major `[rows, cols]` `src`, 16 source rows at a time (they
+/// stay in L1 while every column of them is written out contiguously).
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c in 0..cols {
+            let out = &mut dst[c * rows + r0..c * rows + r1];
+            for (o, r) in out.iter_mut().zip(r0..r1) {
+                *o = src[r * cols + c];
+            }
+        }
+    }
 }
 
 /// A `[batch, heads, seq, dim]` f32 tensor of the flex device read where it lies: a key/value
