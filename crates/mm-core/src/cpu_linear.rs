@@ -157,15 +157,28 @@ fn gemv(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
     // Stored [k, n]: `out[i, :] += x[i, r] · w[r, :]` row after row, the rows split between
     // threads into blocks whose partial sums are added at the end.
     let rows = (k / (4 * rayon::current_num_threads()).max(1)).max(16);
-    w.bits[..k * n]
+    // bfloat16 rows of even length read as u32 pairs: see `bf16_pair_axpys`.
+    let pairs = match (w.format, n % 2) {
+        // SAFETY: any two u16 values form a valid u32.
+        (Half::Bf16, 0) => match unsafe { w.bits[..k * n].align_to::<u32>() } {
+            (&[], pairs, &[]) => Some(pairs),
+            _ => None,
+        },
+        _ => None,
+    };
+    let sum = w.bits[..k * n]
         .par_chunks(rows * n)
         .enumerate()
         .fold(
             || vec![0.0f32; m * n],
             |mut acc, (b, block)| {
-                match w.format {
-                    Half::Bf16 => bf16_axpys(block, x, k, b * rows, n, &mut acc),
-                    Half::F16 => f16_axpys(block, x, k, b * rows, n, &mut acc),
+                match (w.format, pairs) {
+                    (_, Some(pairs)) => {
+                        let block = &pairs[b * rows * n / 2..][..block.len() / 2];
+                        bf16_pair_axpys(block, x, k, b * rows, n, &mut acc)
+                    }
+                    (Half::Bf16, None) => bf16_axpys(block, x, k, b * rows, n, &mut acc),
+                    (Half::F16, None) => f16_axpys(block, x, k, b * rows, n, &mut acc),
                 }
                 acc
             },
@@ -176,7 +189,70 @@ fn gemv(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
                 a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
                 a
             },
-        )
+        );
+    if pairs.is_none() {
+        return sum;
+    }
+    // Each row holds the even columns, then the odd ones.
+    let half = n / 2;
+    let mut out = vec![0.0f32; m * n];
+    for (o, s) in out.chunks_exact_mut(n).zip(sum.chunks_exact(n)) {
+        let (even, odd) = s.split_at(half);
+        for ((o, &e), &d) in o.chunks_exact_mut(2).zip(even).zip(odd) {
+            o[0] = e;
+            o[1] = d;
+        }
+    }
+    out
+}
+
+/// [`axpys`] of bfloat16 rows read as u32 words, each holding two neighbouring values: the low
+/// half shifted up and the high half masked are the two f32 values, one integer operation
+/// each, on a full-width load (no widening conversion). The sums of the even columns go to the
+/// first half of each `out` row, those of the odd columns to the second; `w` is `[rows, n / 2]`.
+#[inline(always)]
+fn pair_axpys(w: &[u32], x: &[f32], k: usize, r0: usize, n: usize, out: &mut [f32]) {
+    let half = n / 2;
+    let rows = w.len() / half.max(1);
+    let m = out.len() / n;
+    let row = |r: usize| &w[r * half..(r + 1) * half];
+    let lo = |b: u32| f32::from_bits(b << 16);
+    let hi = |b: u32| f32::from_bits(b & 0xffff_0000);
+    let mut r = 0;
+    while r + 8 <= rows {
+        let (w0, w1, w2, w3) = (row(r), row(r + 1), row(r + 2), row(r + 3));
+        let (w4, w5, w6, w7) = (row(r + 4), row(r + 5), row(r + 6), row(r + 7));
+        for i in 0..m {
+            let a = &x[i * k + r0 + r..][..8];
+            let (even, odd) = out[i * n..(i + 1) * n].split_at_mut(half);
+            let ws = even
+                .iter_mut()
+                .zip(odd.iter_mut())
+                .zip(w0)
+                .zip(w1)
+                .zip(w2)
+                .zip(w3);
+            let ws = ws.zip(w4).zip(w5).zip(w6).zip(w7);
+            for (((((((((e, o), &b0), &b1), &b2), &b3), &b4), &b5), &b6), &b7) in ws {
+                *e += (a[0] * lo(b0) + a[1] * lo(b1) + a[2] * lo(b2) + a[3] * lo(b3))
+                    + (a[4] * lo(b4) + a[5] * lo(b5) + a[6] * lo(b6) + a[7] * lo(b7));
+                *o += (a[0] * hi(b0) + a[1] * hi(b1) + a[2] * hi(b2) + a[3] * hi(b3))
+                    + (a[4] * hi(b4) + a[5] * hi(b5) + a[6] * hi(b6) + a[7] * hi(b7));
+            }
+        }
+        r += 8;
+    }
+    for r in r..rows {
+        let w0 = row(r);
+        for i in 0..m {
+            let a = x[i * k + r0 + r];
+            let (even, odd) = out[i * n..(i + 1) * n].split_at_mut(half);
+            for ((e, o), &b) in even.iter_mut().zip(odd.iter_mut()).zip(w0) {
+                *e += a * lo(b);
+                *o += a * hi(b);
+            }
+        }
+    }
 }
 
 /// `out[i, :] += Σ_r x[i, r0 + r] · w[r, :]` over the rows of `w` (`[rows, n]`); `x` is
@@ -253,6 +329,13 @@ dispatch! {
     /// [`axpys`] of bfloat16 rows.
     fn bf16_axpys(w: &[u16], x: &[f32], k: usize, r0: usize, n: usize, out: &mut [f32]) -> () {
         axpys(w, x, k, r0, n, out, bf16_to_f32)
+    }
+}
+
+dispatch! {
+    /// [`pair_axpys`].
+    fn bf16_pair_axpys(w: &[u32], x: &[f32], k: usize, r0: usize, n: usize, out: &mut [f32]) -> () {
+        pair_axpys(w, x, k, r0, n, out)
     }
 }
 
