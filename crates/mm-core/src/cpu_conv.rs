@@ -174,7 +174,8 @@ impl Layout {
         (t / p.kw) * self.wp + t % p.kw
     }
 
-    /// Copies the input into `padded` as `[c, batch, plane]`, zero-padded.
+    /// Copies the input into `padded` as `[c, batch, plane]`, zero-padded (the buffer is
+    /// reused between calls: every value is written).
     fn pad(&self, p: &Conv, padded: &mut Vec<f32>) {
         let Conv {
             batch,
@@ -185,7 +186,6 @@ impl Layout {
             pw,
             ..
         } = *p;
-        padded.clear();
         padded.resize(c * batch * self.plane, 0.0);
         padded
             .par_chunks_mut(self.plane)
@@ -193,10 +193,15 @@ impl Layout {
             .for_each(|(i, dst)| {
                 let (ic, b) = (i / batch, i % batch);
                 let src = &p.x[(b * c + ic) * h * w..][..h * w];
-                for (y, row) in src.chunks_exact(w).enumerate() {
-                    let start = (y + ph) * self.wp + pw;
-                    dst[start..start + w].copy_from_slice(row);
+                let (top, rest) = dst.split_at_mut(ph * self.wp);
+                top.fill(0.0);
+                let (rows, bottom) = rest.split_at_mut(h * self.wp);
+                for (dst, row) in rows.chunks_exact_mut(self.wp).zip(src.chunks_exact(w)) {
+                    dst[..pw].fill(0.0);
+                    dst[pw..pw + w].copy_from_slice(row);
+                    dst[pw + w..].fill(0.0);
                 }
+                bottom.fill(0.0);
             });
     }
 
