@@ -2,10 +2,11 @@
 //! usually follows it applied in the same pass.
 //!
 //! burn's `GroupNorm` is a chain of tensor operations (reshape, mean, variance, subtract,
-//! divide, scale, shift), each a pass over memory into a new buffer: 4.4 ms on a `[2, 320, 64,
-//! 64]` feature map against PyTorch's 0.75 ms. Here each (image, group) is one task: two
-//! vectorised passes for the statistics, one for the normalisation, affine transform and
-//! activation, in place when the tensor owns its storage alone.
+//! divide, scale, shift), each a pass over memory into a new buffer: with the SiLU after it,
+//! 18 ms on a `[2, 320, 64, 64]` feature map against PyTorch's 6.8 ms and this kernel's 3.7 ms
+//! (`benches/elementwise.rs`). Here each (image, group) is one task: two vectorised passes for
+//! the statistics, one for the normalisation, affine transform and activation, in place when
+//! the tensor owns its storage alone.
 
 use burn::tensor::Tensor;
 use rayon::prelude::*;

@@ -37,29 +37,41 @@ pub enum Activation {
 impl Activation {
     /// Applies the activation.
     ///
-    /// f32 tensors on the flex CPU backend go through vectorised, multi-threaded kernels
-    /// (8–20× burn-flex's element-at-a-time `silu` / `gelu`), in place when the tensor owns its
-    /// storage alone.
+    /// f32 tensors on the flex CPU backend go through vectorised, multi-threaded kernels (4–5×
+    /// burn-flex's element-at-a-time `silu` / `gelu` / `sigmoid`, `benches/elementwise.rs`), in
+    /// place when the tensor owns its storage alone.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        let Some(kind) = self.kind() else {
-            return activation::relu(x);
-        };
-        if cpu_activation::supports(&x) {
+        if let Some(kind) = self.kind()
+            && cpu_activation::supports(&x)
+        {
             return cpu_activation::apply(x, kind);
         }
         match self {
             Activation::Gelu => activation::gelu(x),
             Activation::GeluTanh => gelu_tanh(x),
             Activation::QuickGelu => quick_gelu(x),
-            Activation::Silu | Activation::Relu => activation::silu(x),
+            Activation::Relu => activation::relu(x),
+            Activation::Silu => activation::silu(x),
+        }
+    }
+
+    /// The vectorised CPU kernel of this activation (none for `relu`, which burn-flex runs fast).
+    fn kind(self) -> Option<Kind> {
+        match self {
+            Activation::Gelu => Some(Kind::Gelu),
+            Activation::GeluTanh => Some(Kind::GeluTanh),
+            Activation::QuickGelu => Some(Kind::QuickGelu),
+            Activation::Silu => Some(Kind::Silu),
+            Activation::Relu => None,
         }
     }
 }
 
 /// `act(norm(x))` for a group norm over axis 1 of `x` (`[batch, channels, ..]`), as the
 /// resnet blocks of diffusion models apply it. f32 tensors on the flex CPU backend take one
-/// fused pass per group (6× burn's chain of tensor operations on a `[2, 320, 64, 64]` map), in
-/// place when the tensor owns its storage alone; other tensors take `GroupNorm::forward`.
+/// fused pass per group (about 5× burn's chain of tensor operations followed by `silu` on a
+/// `[2, 320, 64, 64]` map, `benches/elementwise.rs`), in place when the tensor owns its storage
+/// alone; other tensors take `GroupNorm::forward`.
 pub fn group_norm<const D: usize>(
     norm: &GroupNorm,
     x: Tensor<D>,
@@ -102,19 +114,6 @@ pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
     }
     let n = h.dims()[D - 1] / 2;
     h.clone().narrow(D - 1, 0, n) * activation::gelu(h.narrow(D - 1, n, n))
-}
-
-impl Activation {
-    /// The vectorised CPU kernel of this activation (none for `relu`, which burn-flex runs fast).
-    fn kind(self) -> Option<Kind> {
-        match self {
-            Activation::Gelu => Some(Kind::Gelu),
-            Activation::GeluTanh => Some(Kind::GeluTanh),
-            Activation::QuickGelu => Some(Kind::QuickGelu),
-            Activation::Silu => Some(Kind::Silu),
-            Activation::Relu => None,
-        }
-    }
 }
 
 /// `x * sigmoid(1.702 x)`.
