@@ -210,6 +210,11 @@ fn gemv(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
 /// half shifted up and the high half masked are the two f32 values, one integer operation
 /// each, on a full-width load (no widening conversion). The sums of the even columns go to the
 /// first half of each `out` row, those of the odd columns to the second; `w` is `[rows, n / 2]`.
+///
+/// The same loop as [`axpys`] with two outputs per element. Written out rather than shared: a
+/// version generic over the values per element (`Fn(W) -> [f32; C]`, the output planes in an
+/// inner loop) lost its vectorisation — 2.7 instead of 1.8 ms for one 4096 × 11008 row, 96
+/// instead of 80 ms per 4-layer decode step.
 #[inline(always)]
 fn pair_axpys(w: &[u32], x: &[f32], k: usize, r0: usize, n: usize, out: &mut [f32]) {
     let half = n / 2;
