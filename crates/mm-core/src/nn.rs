@@ -77,25 +77,27 @@ pub fn group_norm<const D: usize>(
     x: Tensor<D>,
     act: Option<Activation>,
 ) -> Tensor<D> {
-    let values = |p: &Option<Param<Tensor<1>>>| {
-        p.as_ref().and_then(|p| {
-            p.val()
-                .cast(DType::F32)
-                .into_data()
-                .try_into_vec::<f32>()
-                .ok()
-        })
-    };
-    let (gamma, beta) = (values(&norm.gamma), values(&norm.beta));
     let kind = act.and_then(Activation::kind);
-    let p = cpu_norm::GroupNorm {
-        groups: norm.num_groups,
-        gamma: gamma.as_deref(),
-        beta: beta.as_deref(),
-        epsilon: norm.epsilon,
-        act: kind,
-    };
     let (y, activated) = if cpu_activation::supports(&x) && D > 2 {
+        // The affine parameters as host values: read only here, where the kernel runs on the
+        // CPU (on a GPU device this would be a read-back per call).
+        let values = |p: &Option<Param<Tensor<1>>>| {
+            p.as_ref().and_then(|p| {
+                p.val()
+                    .cast(DType::F32)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .ok()
+            })
+        };
+        let (gamma, beta) = (values(&norm.gamma), values(&norm.beta));
+        let p = cpu_norm::GroupNorm {
+            groups: norm.num_groups,
+            gamma: gamma.as_deref(),
+            beta: beta.as_deref(),
+            epsilon: norm.epsilon,
+            act: kind,
+        };
         (cpu_norm::group_norm(x, &p), kind.is_some())
     } else {
         (norm.forward(x), false)
