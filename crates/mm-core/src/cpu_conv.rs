@@ -16,10 +16,12 @@
 //!   packs the weight once instead of once per tap.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::buffer;
 use crate::cpu_linear::HalfMatrix;
 
 /// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
@@ -111,39 +113,44 @@ pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
 
 fn conv2d_with(p: &Conv, strategy: Strategy) -> Vec<f32> {
     let (ho, wo) = p.out_size();
-    let mut out = vec![0.0f32; p.batch * p.o * ho * wo];
-    SCRATCH.with_borrow_mut(|scratch| {
-        let Scratch {
-            padded,
-            acc,
-            weight,
-            work,
-        } = scratch;
-        let weight = match p.weight {
-            Weight::F32(w) => w,
-            Weight::Half(half) => {
-                weight.resize(half.bits.len(), 0.0);
-                half.all_to_f32(weight);
-                weight
-            }
-        };
-        let layout = Layout::new(p);
-        layout.pad(p, padded);
-        match strategy {
-            Strategy::Taps => {
-                work.resize(weight.len(), 0.0);
-                tap_major(weight, p.c, p.kh * p.kw, work);
-                layout.per_tap(p, work, padded, acc);
-                layout.extract(p, acc, layout.plane, &mut out);
-            }
-            Strategy::Stacked => {
-                layout.stack(p, padded, work);
-                layout.stacked(p, weight, work, acc);
-                layout.extract(p, acc, layout.n, &mut out);
-            }
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        SCRATCH.with_borrow_mut(|scratch| compute(p, strategy, scratch, out))
+    };
+    // SAFETY: `compute` ends with `extract`, which writes every output element.
+    unsafe { buffer::init_with(p.batch * p.o * ho * wo, write) }
+}
+
+/// The convolution into `out`, through the buffers of `scratch`.
+fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [MaybeUninit<f32>]) {
+    let Scratch {
+        padded,
+        acc,
+        weight,
+        work,
+    } = scratch;
+    let weight = match p.weight {
+        Weight::F32(w) => w,
+        Weight::Half(half) => {
+            weight.resize(half.bits.len(), 0.0);
+            half.all_to_f32(weight);
+            weight
         }
-    });
-    out
+    };
+    let layout = Layout::new(p);
+    layout.pad(p, padded);
+    match strategy {
+        Strategy::Taps => {
+            work.resize(weight.len(), 0.0);
+            tap_major(weight, p.c, p.kh * p.kw, work);
+            layout.per_tap(p, work, padded, acc);
+            layout.extract(p, acc, layout.plane, out);
+        }
+        Strategy::Stacked => {
+            layout.stack(p, padded, work);
+            layout.stacked(p, weight, work, acc);
+            layout.extract(p, acc, layout.n, out);
+        }
+    }
 }
 
 /// Where things are: the input zero-padded to `hp × wp` per channel, each image's output
@@ -294,8 +301,8 @@ impl Layout {
     }
 
     /// Drops the padding columns of `acc` (`[o, cols]`, image `b` from column `b · image`) and
-    /// adds the bias, into `out` (`[batch, o, h_out, w_out]`).
-    fn extract(&self, p: &Conv, acc: &[f32], image: usize, out: &mut [f32]) {
+    /// adds the bias, into `out` (`[batch, o, h_out, w_out]`, every element written).
+    fn extract(&self, p: &Conv, acc: &[f32], image: usize, out: &mut [MaybeUninit<f32>]) {
         let (ho, wo) = p.out_size();
         let cols = acc.len() / p.o;
         out.par_chunks_mut(ho * wo)
@@ -306,7 +313,7 @@ impl Layout {
                 let src = &acc[oc * cols + b * image..];
                 for (d, s) in dst.chunks_exact_mut(wo).zip(src.chunks(self.wp)) {
                     for (d, s) in d.iter_mut().zip(s) {
-                        *d = s + bias;
+                        d.write(s + bias);
                     }
                 }
             });

@@ -6,11 +6,14 @@
 //! half-precision weights, the arithmetic is f32 (the result equals upcasting the whole layer
 //! first), and a decoding step with one token reads each weight once, at two bytes.
 
+use std::mem::MaybeUninit;
+
 use burn::tensor::{bf16, f16};
 use gemm::Parallelism;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use crate::buffer::{self, SharedOut};
 use crate::simd::dispatch;
 
 /// The stored format of half-precision values.
@@ -133,6 +136,64 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> 
         },
     );
     out
+}
+
+/// `x[m, k] · w[k, n] + bias` for f32 values, as a row-major `[m, n]` buffer; `w` is read
+/// with `w_strides` (row, column), so a transposed view needs no copy. One multi-threaded
+/// gemm writes straight into the output, which is first filled with the bias (burn-flex
+/// allocates its product through a byte vector that is then copied to realign it, and adds the
+/// bias in another pass).
+pub(crate) fn matmul_f32(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    w_strides: (usize, usize),
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        if let Some(bias) = bias {
+            out.par_chunks_mut(n * ROW_BLOCK).for_each(|rows| {
+                for row in rows.chunks_exact_mut(n) {
+                    for (o, &b) in row.iter_mut().zip(bias) {
+                        o.write(b);
+                    }
+                }
+            });
+        }
+        if out.is_empty() {
+            return;
+        }
+        // SAFETY: `out` holds `m` rows of `n`; `x` holds `m · k` values and `w` `k` rows at
+        // the given strides. Without a bias the gemm does not read `out` (it writes every
+        // element); with one, `out` was filled with it just above.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr().cast::<f32>(),
+                1,
+                n as isize,
+                bias.is_some(),
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                w_strides.1 as isize,
+                w_strides.0 as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(0),
+            );
+        }
+    };
+    // SAFETY: `write` writes every element, by the bias fill or by the gemm.
+    unsafe { buffer::init_with(m * n, write) }
 }
 
 /// `x[m, k] · w[k, n]` for a few rows `m`, reading `w` once in its stored order.
@@ -362,23 +423,6 @@ dispatch! {
     /// [`dots`] of binary16 rows.
     fn f16_dots(w: &[u16], x: &[f32], k: usize, m: usize, out: &mut [f32]) -> () {
         dots(w, x, k, m, out, f16_to_f32)
-    }
-}
-
-/// An output buffer written by several threads at disjoint elements.
-struct SharedOut(*mut f32);
-// SAFETY: the threads write disjoint elements.
-unsafe impl Sync for SharedOut {}
-unsafe impl Send for SharedOut {}
-
-impl SharedOut {
-    /// The pointer to element `i`.
-    ///
-    /// # Safety
-    /// `i` must be within the buffer.
-    unsafe fn at(&self, i: usize) -> *mut f32 {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.0.add(i) }
     }
 }
 

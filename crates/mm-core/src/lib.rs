@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod buffer;
 pub mod config;
 mod cpu_activation;
 mod cpu_attention;
@@ -24,6 +25,7 @@ mod cpu_linear;
 mod cpu_norm;
 pub mod device;
 pub mod error;
+mod host;
 pub mod hub;
 pub mod image;
 pub mod nn;

@@ -41,6 +41,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use crate::cpu_conv::{self, Weight};
 use crate::cpu_linear::{self, HalfMatrix};
+use crate::host::{Values, View};
 
 /// The dtype a model whose weights are stored in `storage` computes in on `device`: f32 on the
 /// flex CPU backend (its f32 arithmetic is the fast one), `storage` elsewhere.
@@ -105,6 +106,9 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
     let weight = layer.weight.val();
     if weight.dtype() == dtype {
+        if dtype == DType::F32 && x.device() == Device::flex() {
+            return linear_f32(layer, x);
+        }
         return layer.forward(x);
     }
     let [k, n] = weight.dims();
@@ -118,6 +122,35 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let mut shape = dims;
     shape[D - 1] = n;
     out.reshape(shape)
+}
+
+/// An f32 linear layer on the flex backend through [`cpu_linear::matmul_f32`], reading the
+/// input, weight and bias where they lie; an input that is not contiguous takes
+/// `Linear::forward`.
+fn linear_f32<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let [k, n] = layer.weight.dims();
+    let input = View::new(x.clone());
+    let Some(x_values) = input.as_ref().and_then(View::contiguous) else {
+        return layer.forward(x);
+    };
+    let Some(w) = View::<2>::new(layer.weight.val()) else {
+        return layer.forward(x);
+    };
+    let bias = layer.bias.as_ref().and_then(|b| View::<1>::new(b.val()));
+    let bias = match (&layer.bias, &bias) {
+        (None, _) => None,
+        (Some(_), Some(b)) if b.contiguous().is_some() => b.contiguous(),
+        (Some(_), _) => return layer.forward(x),
+    };
+    if k == 0 {
+        return layer.forward(x);
+    }
+    let [rs, cs] = w.strides();
+    let m = x_values.len() / k;
+    let out = cpu_linear::matmul_f32(x_values, m, k, w.data(), (rs, cs), n, bias);
+    let mut shape = x.dims();
+    shape[D - 1] = n;
+    Tensor::from_data(TensorData::new(out, shape), &x.device())
 }
 
 /// `x[m, k] · w[k, n]` in `x`'s dtype, for a weight `w` of any dtype. f32 activations and a
@@ -148,8 +181,8 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         return x.matmul(w.cast(dtype));
     };
     let device = x.device();
-    let x = x.into_data();
-    let x = x.as_slice::<f32>().expect("an f32 tensor");
+    let x = Values::new(x);
+    let x = x.as_slice();
     let end = start + k * n;
     let half = match w.dtype() {
         DType::BF16 => HalfMatrix::bf16(&w.storage()[start..end], transposed),
@@ -224,9 +257,9 @@ fn cpu_conv(
         .as_ref()
         .map(|b| b.val().cast(DType::F32).into_data());
     let device = x.device();
-    let data = x.into_data();
+    let data = Values::new(x);
     let conv = cpu_conv::Conv {
-        x: data.as_slice::<f32>().expect("an f32 tensor"),
+        x: data.as_slice(),
         weight,
         bias: bias
             .as_ref()
@@ -322,6 +355,35 @@ mod tests {
                 let err = max_diff(conv2d(&half, x.clone()), want);
                 assert!(err < 1e-5, "{dtype:?} {kernel:?} {stride:?}: {err}");
             }
+        }
+    }
+
+    /// The f32 linear kernel agrees with `Linear::forward`: with and without a bias, on a
+    /// shared input (read in place), a strided one (burn's path), one row, and a weight that
+    /// is a transposed view of `[out, in]` storage (as PyTorch checkpoints hold it).
+    #[test]
+    fn f32_linear_agrees_with_burn() {
+        let device = Device::flex();
+        for bias in [true, false] {
+            let mut layer = LinearConfig::new(48, 40).with_bias(bias).init(&device);
+            let x = Tensor::<3>::random([2, 70, 48], Distribution::Normal(0.0, 1.0), &device);
+            let strided = x.clone().swap_dims(0, 1);
+            let one = x.clone().narrow(1, 0, 1);
+            for x in [x.clone(), strided, one] {
+                let want = layer.forward(x.clone());
+                assert!(
+                    max_diff(linear(&layer, x.clone()), want) < 1e-5,
+                    "bias={bias}"
+                );
+            }
+            let stored =
+                Tensor::<2>::from_data(layer.weight.val().transpose().into_data(), &device);
+            layer.weight = Param::from_tensor(stored.transpose());
+            let want = layer.forward(x.clone());
+            assert!(
+                max_diff(linear(&layer, x), want) < 1e-5,
+                "bias={bias}, transposed"
+            );
         }
     }
 
