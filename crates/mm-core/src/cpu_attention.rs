@@ -9,6 +9,7 @@
 //! holds at most [`SCORE_BUDGET`] scores, so memory stays bounded whatever the sequence
 //! length: the full `[heads, seq_q, seq_k]` score matrix is never materialised.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use burn::tensor::{Tensor, TensorData};
@@ -16,6 +17,12 @@ use rayon::prelude::*;
 
 use crate::buffer::{self, SharedOut};
 use crate::host::View;
+
+thread_local! {
+    /// Each thread's scores and row normalisers, kept between calls: a fresh 2 MiB block of
+    /// scores per task would be zeroed (and its pages faulted) every time.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// The most scores (f32) one block of query rows holds: 2 MiB (128 query rows at 4,096 keys;
 /// measured fastest on a 2 MiB-L2 Xeon: 64 rows took 1.9×, 256 rows 1.1× as long).
@@ -129,17 +136,20 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
     // From TRANSPOSE_MIN_KEYS keys, each head's keys as [d, sk]: unit column stride for the
     // score product, which every query block of the head reuses.
     let transposed = sk >= TRANSPOSE_MIN_KEYS;
-    let mut kt = vec![0.0f32; if transposed { bh * d * sk } else { 0 }];
-    kt.par_chunks_mut(d * sk)
-        .enumerate()
-        .for_each(|(h, kt)| transpose(p.k.head(h / heads, h % heads), p.k.row(), sk, d, kt));
+    let transpose_all = |kt: &mut [MaybeUninit<f32>]| {
+        kt.par_chunks_mut(d * sk)
+            .enumerate()
+            .for_each(|(h, kt)| transpose(p.k.head(h / heads, h % heads), p.k.row(), sk, d, kt))
+    };
+    // SAFETY: `transpose` writes every element of each head's [d, sk] block.
+    let kt = unsafe { buffer::init_with(if transposed { bh * d * sk } else { 0 }, transpose_all) };
     let blocks = sq.div_ceil(rows);
     let write = |out: &mut [MaybeUninit<f32>]| {
         let out = SharedOut(out.as_mut_ptr().cast::<f32>());
         let out_rs = heads * dv;
-        (0..bh * blocks).into_par_iter().for_each_init(
-            <(Vec<f32>, Vec<f32>)>::default,
-            |(scores, norms), task| {
+        (0..bh * blocks).into_par_iter().for_each(|task| {
+            // Nothing in the task runs on the thread pool, so the borrow cannot be re-entered.
+            SCRATCH.with_borrow_mut(|(scores, norms)| {
                 let (h, blk) = (task / blocks, task % blocks);
                 let (b, hh) = (h / heads, h % heads);
                 let r0 = blk * rows;
@@ -225,8 +235,8 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
                     let row = unsafe { std::slice::from_raw_parts_mut(o.add(i * out_rs), dv) };
                     simd::scale(row, norm);
                 }
-            },
-        );
+            })
+        });
     };
     // SAFETY: the tasks cover every (head, row block), and each writes all its rows.
     unsafe { buffer::init_with(batch * sq * heads * dv, write) }
@@ -236,16 +246,17 @@ pub(crate) fn attention(p: &Problem) -> Vec<f32> {
 /// keys × 40 dims 1.07× faster transposed; 1,024 × 80 1.1× slower).
 const TRANSPOSE_MIN_KEYS: usize = 2048;
 
-/// `dst[c, r] = src[r · stride + c]` for `rows` rows of `cols` values, 16 source rows at a
-/// time (they stay in L1 while every column of them is written out contiguously).
-fn transpose(src: &[f32], stride: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+/// `dst[c, r] = src[r · stride + c]` for `rows` rows of `cols` values (every element of `dst`
+/// written), 16 source rows at a time (they stay in L1 while every column of them is written
+/// out contiguously).
+fn transpose(src: &[f32], stride: usize, rows: usize, cols: usize, dst: &mut [MaybeUninit<f32>]) {
     const TILE: usize = 16;
     for r0 in (0..rows).step_by(TILE) {
         let r1 = (r0 + TILE).min(rows);
         for c in 0..cols {
             let out = &mut dst[c * rows + r0..c * rows + r1];
             for (o, r) in out.iter_mut().zip(r0..r1) {
-                *o = src[r * stride + c];
+                o.write(src[r * stride + c]);
             }
         }
     }
