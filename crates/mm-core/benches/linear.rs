@@ -1,8 +1,8 @@
-//! Linear layers with half-precision weights on the CPU: `mm_core::precision::matmul` with
-//! f32 activations and bf16 weights (this crate's kernel), stored `[in, out]` as burn's
-//! `Linear` holds them and `[out, in]` (a tied language-model head), against
-//! burn-flex's own bf16 × bf16 and f32 × f32 products, at a 7B Llama's MLP width: one token
-//! (decoding) and 128 tokens (a prompt).
+//! Linear layers on the CPU: `mm_core::precision::matmul` with f32 activations and bf16
+//! weights (this crate's kernel), stored `[in, out]` as burn's `Linear` holds them and `[out,
+//! in]` (a tied language-model head), and with f32 weights (one `gemm` into a fresh buffer),
+//! against burn-flex's own bf16 × bf16 and f32 × f32 products, at a 7B Llama's MLP width (one
+//! token, decoding, and 128 tokens, a prompt) and a UNet feed-forward width.
 //!
 //! `cargo bench -p mm-core --bench linear`; `MM_BENCH_QUICK=1` for one short pass.
 
@@ -62,6 +62,9 @@ fn case(
         });
         group.bench_function(format!("{m}x{k}x{n}/burn_f32"), |b| {
             b.iter(|| sync(x.clone().matmul(w.clone())))
+        });
+        group.bench_function(format!("{m}x{k}x{n}/mm_f32"), |b| {
+            b.iter(|| sync(matmul(x.clone(), w.clone())))
         });
     }
 }

@@ -114,28 +114,34 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> 
     if m <= GEMV_ROWS {
         return gemv(x, m, k, w, n);
     }
-    let mut out = vec![0.0f32; m * n];
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
     // Tasks of (row block, column block): each converts its columns of the weight into a
     // scratch buffer (2 MiB, L2-sized) and multiplies them by its rows of `x` with one
     // single-threaded gemm. Converting again per row block costs 1/ROW_BLOCK of the product.
-    let cols = (BLOCK_BYTES / 4 / k.max(1)).clamp(16, 1024).min(n);
+    let cols = (BLOCK_BYTES / 4 / k).clamp(16, 1024).min(n);
     let (col_blocks, row_blocks) = (n.div_ceil(cols), m.div_ceil(ROW_BLOCK));
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    (0..col_blocks * row_blocks).into_par_iter().for_each_init(
-        Vec::new,
-        |scratch: &mut Vec<f32>, task| {
-            let (n0, m0) = ((task % col_blocks) * cols, (task / col_blocks) * ROW_BLOCK);
-            let (nb, mb) = (cols.min(n - n0), ROW_BLOCK.min(m - m0));
-            let strides = w.columns(k, n, n0, nb, scratch);
-            // SAFETY: each task writes only its own block (rows m0.., columns n0..) of `out`.
-            unsafe {
-                let dst = out_ptr.at(m0 * n + n0);
-                let x = &x[m0 * k..(m0 + mb) * k];
-                gemm_f32(mb, nb, k, dst, n, x, scratch, strides, Parallelism::None);
-            }
-        },
-    );
-    out
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        let out_ptr = SharedOut(out.as_mut_ptr().cast::<f32>());
+        (0..col_blocks * row_blocks).into_par_iter().for_each_init(
+            Vec::new,
+            |scratch: &mut Vec<f32>, task| {
+                let (n0, m0) = ((task % col_blocks) * cols, (task / col_blocks) * ROW_BLOCK);
+                let (nb, mb) = (cols.min(n - n0), ROW_BLOCK.min(m - m0));
+                let strides = w.columns(k, n, n0, nb, scratch);
+                // SAFETY: each task writes only its own block (rows m0.., columns n0..) of
+                // `out`, all of it (the gemm does not read it).
+                unsafe {
+                    let dst = out_ptr.at(m0 * n + n0);
+                    let x = &x[m0 * k..(m0 + mb) * k];
+                    gemm_f32(mb, nb, k, dst, n, x, scratch, strides, Parallelism::None);
+                }
+            },
+        );
+    };
+    // SAFETY: the tasks cover every (row block, column block).
+    unsafe { buffer::init_with(m * n, write) }
 }
 
 /// `x[m, k] · w[k, n] + bias` for f32 values, as a row-major `[m, n]` buffer; `w` is read
