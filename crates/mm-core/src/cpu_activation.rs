@@ -8,10 +8,13 @@
 //! (`benches/elementwise.rs`, `tools/bench/elementwise_bench.py`). These kernels overwrite the
 //! input when the tensor owns its storage alone, so they allocate nothing.
 
+use std::mem::MaybeUninit;
+
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
+use crate::buffer;
 use crate::simd::{dispatch, exp};
 
 /// Elements per parallel task.
@@ -41,7 +44,7 @@ pub(crate) fn apply<const D: usize>(x: Tensor<D>, kind: Kind) -> Tensor<D> {
 }
 
 /// `x` (which [`supports`] takes) with `f` applied to its values: in place when `x` owns its
-/// storage alone, else on a copy.
+/// storage alone, else on a copy (a resnet's input, kept for the residual).
 pub(crate) fn map_in_place<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32])) -> Tensor<D> {
     let mut t = contiguous(x);
     let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
@@ -49,7 +52,19 @@ pub(crate) fn map_in_place<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32]))
         f(&mut storage[start..end]);
         return Tensor::from_primitive::<Flex>(t);
     }
-    let mut values = t.storage::<f32>()[start..end].to_vec();
+    // A copy written in parallel into a fresh (huge-page) buffer, then transformed in place.
+    let src = &t.storage::<f32>()[start..end];
+    let copy = |dst: &mut [MaybeUninit<f32>]| {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(dst, src)| {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    d.write(s);
+                }
+            })
+    };
+    // SAFETY: the chunks of `dst` and `src` pair up, so every element is written.
+    let mut values = unsafe { buffer::init_with(src.len(), copy) };
     f(&mut values);
     let shape = t.layout().shape().clone();
     Tensor::from_data(TensorData::new(values, shape), &Device::flex())
@@ -74,18 +89,25 @@ pub(crate) fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
     dims[D - 1] = n;
     let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
     let rows = &t.storage::<f32>()[start..end];
-    let mut out = vec![0.0f32; rows.len() / 2];
     let per_task = (CHUNK / (2 * n).max(1)).max(1);
-    out.par_chunks_mut(per_task * n.max(1))
-        .zip(rows.par_chunks(per_task * 2 * n.max(1)))
-        .for_each(|(out, rows)| {
-            for (out, row) in out.chunks_exact_mut(n).zip(rows.chunks_exact(2 * n)) {
-                let (value, gate) = row.split_at(n);
-                out.copy_from_slice(gate);
-                gelu(out);
-                mul(out, value);
-            }
-        });
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(per_task * n.max(1))
+            .zip(rows.par_chunks(per_task * 2 * n.max(1)))
+            .for_each(|(out, rows)| {
+                for (out, row) in out.chunks_exact_mut(n).zip(rows.chunks_exact(2 * n)) {
+                    let (value, gate) = row.split_at(n);
+                    for (o, &g) in out.iter_mut().zip(gate) {
+                        o.write(g);
+                    }
+                    // SAFETY: every element of `out` was just written.
+                    let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    gelu(out);
+                    mul(out, value);
+                }
+            })
+    };
+    // SAFETY: `write` writes every output row (the rows of `h` and of the output pair up).
+    let out = unsafe { buffer::init_with(rows.len() / 2, write) };
     Tensor::from_data(TensorData::new(out, dims), &Device::flex())
 }
 
