@@ -39,9 +39,8 @@ pub(crate) use dispatch;
 /// branch-free range reduction that vectorises). Inputs below -87 give about 1.6e-38.
 ///
 /// The polynomial is evaluated with fused multiply-adds ([`f32::mul_add`]): one instruction
-/// each in the AVX-512 and AVX2+FMA versions of [`dispatch`]ed kernels (1.7× faster than
-/// separate multiplies and adds), a library call in the baseline version, which only x86 CPUs
-/// without FMA (made before 2013) run.
+/// each in the AVX-512 and AVX2+FMA versions of [`dispatch`]ed kernels, a library call in the
+/// baseline version, which only x86 CPUs without FMA (made before 2013) run.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
