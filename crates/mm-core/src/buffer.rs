@@ -1,36 +1,220 @@
-//! Output buffers of the CPU kernels.
+//! Output buffers of the CPU kernels, and the pool that recycles them.
 //!
 //! A large allocation comes fresh from the kernel (glibc maps every block over 32 MiB, and
-//! returns it on free), so each of its 4 KiB pages faults on first touch: a `gemm` of
-//! 8192 × 320 × 2560 took 69 ms into a fresh buffer against 45 ms into a reused one on this
-//! project's 2-core VM. On Linux, buffers of at least [`HUGE_PAGE_MIN`] bytes are advised as
-//! transparent huge pages first (`MADV_HUGEPAGE`, which the kernel's default `madvise` mode
-//! honours): one fault per 2 MiB (49 ms for the same product).
+//! returns it on free; smaller freed blocks at the top of the heap are trimmed back to the
+//! system), so each of its pages faults, and is zeroed by the kernel, on first touch: a `gemm`
+//! of 8192 × 320 × 2560 took 69 ms into a fresh buffer against 45 ms into a reused one on
+//! this project's 2-core VM. On Linux, fresh buffers of at least [`HUGE_PAGE_MIN`] bytes are
+//! advised as transparent huge pages (`MADV_HUGEPAGE`, which the kernel's default `madvise`
+//! mode honours): one fault per 2 MiB (49 ms for the same product).
+//!
+//! A model runs the same shapes layer after layer and step after step, so the kernels' large
+//! outputs go back to a pool when their tensor is dropped, and the next output of a similar
+//! size reuses one: its pages are already mapped. The pool keeps at most
+//! [`pool_limit`](crate::memory::pool_limit) bytes of idle buffers (see
+//! [`crate::memory`]).
 
 use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
 
-/// The size from which a buffer is advised as huge pages: 4 MiB.
+use burn::tensor::{DType, Shape, TensorData};
+use burn_std::{AccessError, AccessPolicy, AllocationController, AllocationProperty, Bytes};
+
+/// The size from which a fresh buffer is advised as huge pages: 4 MiB.
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
-/// An empty vector with room for `len` f32 values, its pages advised as huge pages when it is
-/// large. The caller writes the values and sets the length.
+/// The size from which a buffer is recycled through the pool: 1 MiB. Smaller blocks come from
+/// the allocator's free lists, their pages usually mapped already.
+const POOL_MIN: usize = 1 << 20;
+
+/// The default limit on the idle bytes the pool keeps: 1 GiB.
+pub(crate) const DEFAULT_POOL_LIMIT: usize = 1 << 30;
+
+/// Idle buffers, oldest first, with their total capacity in bytes.
+struct Pool {
+    idle: Vec<Vec<f32>>,
+    bytes: usize,
+    limit: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    idle: Vec::new(),
+    bytes: 0,
+    limit: DEFAULT_POOL_LIMIT,
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    // A panic while the lock was held leaves the pool consistent: every update is one push or
+    // one removal with its byte count.
+    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    /// The idle buffer with the least capacity of at least `len` values and at most a quarter
+    /// more, taken out of the pool.
+    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
+        let (i, _) = (self.idle.iter().enumerate())
+            .filter(|(_, v)| (len..=len + len / 4).contains(&v.capacity()))
+            .min_by_key(|(_, v)| v.capacity())?;
+        let v = self.idle.remove(i);
+        self.bytes -= bytes(&v);
+        Some(v)
+    }
+
+    /// Keeps `v` for reuse, dropping the oldest idle buffers to stay within the limit (or `v`
+    /// itself when it alone exceeds it).
+    fn put(&mut self, mut v: Vec<f32>) {
+        let size = bytes(&v);
+        if size > self.limit {
+            return;
+        }
+        self.evict_to(self.limit - size);
+        v.clear();
+        self.idle.push(v);
+        self.bytes += size;
+    }
+
+    /// Frees the oldest idle buffers until at most `bytes` stay.
+    fn evict_to(&mut self, bytes_left: usize) {
+        let mut excess = self.bytes.saturating_sub(bytes_left);
+        let mut evicted = 0;
+        for v in &self.idle {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(bytes(v));
+            evicted += 1;
+        }
+        for v in self.idle.drain(..evicted) {
+            self.bytes -= bytes(&v);
+        }
+    }
+}
+
+fn bytes(v: &Vec<f32>) -> usize {
+    v.capacity() * size_of::<f32>()
+}
+
+/// The idle bytes the pool keeps at most; lowering it frees the oldest idle buffers.
+pub(crate) fn set_pool_limit(limit: usize) {
+    let mut pool = pool();
+    pool.limit = limit;
+    pool.evict_to(limit);
+}
+
+/// Frees every idle buffer.
+pub(crate) fn release_pool() {
+    pool().evict_to(0);
+}
+
+/// The limit on the pool's idle bytes.
+pub(crate) fn pool_limit() -> usize {
+    pool().limit
+}
+
+/// The bytes of the idle buffers in the pool.
+pub(crate) fn pooled_bytes() -> usize {
+    pool().bytes
+}
+
+/// An empty vector with room for `len` f32 values: an idle buffer of the pool when one fits,
+/// else a fresh one, its pages advised as huge pages when it is large. The caller writes the
+/// values and sets the length.
 fn with_capacity(len: usize) -> Vec<f32> {
+    if len * size_of::<f32>() >= POOL_MIN
+        && let Some(v) = pool().take(len)
+    {
+        return v;
+    }
     let v: Vec<f32> = Vec::with_capacity(len);
     advise_huge_pages(v.as_ptr().cast(), len * size_of::<f32>());
     v
 }
 
-/// A vector of `len` f32 values written by `init`, which gets the vector's uninitialised
-/// storage ([`with_capacity`]): no zeroing pass before the kernel's own writes.
+/// f32 values that go back to the pool when dropped (large ones): a kernel's output, or its
+/// scratch. [`Buffer::into_data`] hands the storage to a tensor, which recycles it in turn.
+#[derive(Debug)]
+pub(crate) struct Buffer(Vec<f32>);
+
+impl Buffer {
+    /// The values as the storage of an f32 tensor of `shape`, without a copy.
+    pub fn into_data(self, shape: impl Into<Shape>) -> TensorData {
+        let len = self.0.len() * size_of::<f32>();
+        // SAFETY: the controller exposes the buffer's `len` initialised bytes, and no others.
+        let bytes = unsafe { Bytes::from_controller(Box::new(self), len) };
+        TensorData::from_bytes(bytes, shape, DType::F32)
+    }
+
+    fn as_bytes(&self) -> *const MaybeUninit<u8> {
+        self.0.as_ptr().cast()
+    }
+}
+
+impl From<Vec<f32>> for Buffer {
+    fn from(values: Vec<f32>) -> Self {
+        Self(values)
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if bytes(&self.0) >= POOL_MIN {
+            pool().put(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl AllocationController for Buffer {
+    fn alloc_align(&self) -> usize {
+        align_of::<f32>()
+    }
+
+    fn property(&self) -> AllocationProperty {
+        AllocationProperty::Other
+    }
+
+    fn memory(&self, _policy: AccessPolicy) -> Result<&[MaybeUninit<u8>], AccessError> {
+        let len = self.0.len() * size_of::<f32>();
+        // SAFETY: the vector's first `len` bytes are its initialised values.
+        Ok(unsafe { std::slice::from_raw_parts(self.as_bytes(), len) })
+    }
+
+    unsafe fn memory_mut(
+        &mut self,
+        _policy: AccessPolicy,
+    ) -> Result<&mut [MaybeUninit<u8>], AccessError> {
+        let len = self.0.len() * size_of::<f32>();
+        // SAFETY: as in `memory`; the caller writes only initialised bytes, and any bit
+        // pattern is a valid f32.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), len) })
+    }
+}
+
+/// A buffer of `len` f32 values written by `init`, which gets uninitialised storage
+/// ([`with_capacity`]): no zeroing pass before the kernel's own writes.
 ///
 /// # Safety
 /// `init` must write every element.
-pub(crate) unsafe fn init_with(len: usize, init: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+pub(crate) unsafe fn init_with(len: usize, init: impl FnOnce(&mut [MaybeUninit<f32>])) -> Buffer {
     let mut v = with_capacity(len);
     init(&mut v.spare_capacity_mut()[..len]);
     // SAFETY: the caller's `init` wrote every element.
     unsafe { v.set_len(len) };
-    v
+    Buffer(v)
 }
 
 /// An output buffer written by several threads at disjoint elements.
@@ -69,3 +253,87 @@ fn advise_huge_pages(ptr: *const u8, bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_ptr: *const u8, _bytes: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Tensor};
+
+    fn pool(limit: usize) -> Pool {
+        Pool {
+            idle: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// The pool hands back the smallest idle buffer that fits with at most a quarter to spare,
+    /// and drops the oldest buffers to stay within its limit.
+    #[test]
+    fn pool_takes_the_best_fit_and_evicts_the_oldest() {
+        let mut p = pool(1000 * 4);
+        for cap in [300, 100, 200] {
+            p.put(Vec::with_capacity(cap));
+        }
+        assert_eq!(p.bytes, 600 * 4);
+        assert!(p.take(500).is_none(), "none within a quarter of 500");
+        assert!(p.take(150).is_none(), "200 is more than a quarter over 150");
+        let v = p.take(180).expect("200 fits 180");
+        assert_eq!((v.capacity(), v.len()), (200, 0));
+        assert_eq!(p.bytes, 400 * 4);
+        // 400 idle + 700 > 1000: the oldest (300) goes.
+        p.put(Vec::with_capacity(700));
+        let caps: Vec<usize> = p.idle.iter().map(Vec::capacity).collect();
+        assert_eq!(caps, [100, 700]);
+        assert_eq!(p.bytes, 800 * 4);
+        // Larger than the whole limit: not kept.
+        p.put(Vec::with_capacity(2000));
+        assert_eq!(p.bytes, 800 * 4);
+        p.evict_to(0);
+        assert!(p.idle.is_empty());
+        assert_eq!(p.bytes, 0);
+    }
+
+    /// A tensor on a pooled buffer reads its values, is modified in place when it owns them
+    /// alone and copied on write when shared.
+    #[test]
+    fn tensors_own_pooled_buffers() {
+        let device = Device::flex();
+        let len = POOL_MIN; // 4 MiB of f32
+        let write = |out: &mut [MaybeUninit<f32>]| {
+            for (i, o) in out.iter_mut().enumerate() {
+                o.write((i % 7) as f32);
+            }
+        };
+        // SAFETY: `write` writes every element.
+        let make = || unsafe { init_with(len, write) };
+        let t = Tensor::<2>::from_data(make().into_data([len / 4, 4]), &device);
+        let shared = t.clone();
+        let doubled = t.clone() + shared.clone();
+        let values = doubled.into_data().try_to_vec::<f32>().unwrap();
+        assert!(
+            values
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == 2.0 * (i % 7) as f32)
+        );
+        let original = shared.into_data().try_to_vec::<f32>().unwrap();
+        assert!(
+            original
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == (i % 7) as f32)
+        );
+        let added = (t + 1.0).into_data().try_to_vec::<f32>().unwrap();
+        assert!(
+            added
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == (i % 7) as f32 + 1.0)
+        );
+        // A second buffer of the same size may reuse the first's storage: every value is
+        // written again.
+        let again = make();
+        assert!(again.iter().enumerate().all(|(i, &v)| v == (i % 7) as f32));
+    }
+}

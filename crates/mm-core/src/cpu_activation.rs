@@ -10,7 +10,7 @@
 
 use std::mem::MaybeUninit;
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
@@ -67,7 +67,7 @@ pub(crate) fn map_in_place<const D: usize>(x: Tensor<D>, f: impl Fn(&mut [f32]))
     let mut values = unsafe { buffer::init_with(src.len(), copy) };
     f(&mut values);
     let shape = t.layout().shape().clone();
-    Tensor::from_data(TensorData::new(values, shape), &Device::flex())
+    Tensor::from_data(values.into_data(shape), &Device::flex())
 }
 
 /// `kind` applied to `x` in place, on the calling thread.
@@ -108,7 +108,7 @@ pub(crate) fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
     };
     // SAFETY: `write` writes every output row (the rows of `h` and of the output pair up).
     let out = unsafe { buffer::init_with(rows.len() / 2, write) };
-    Tensor::from_data(TensorData::new(out, dims), &Device::flex())
+    Tensor::from_data(out.into_data(dims), &Device::flex())
 }
 
 /// `x` (which [`supports`] takes) as a contiguous flex tensor.
@@ -202,7 +202,7 @@ dispatch! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::activation;
+    use burn::tensor::{TensorData, activation};
 
     /// Values over the whole useful range, both tails included.
     fn inputs(device: &Device) -> Tensor<2> {

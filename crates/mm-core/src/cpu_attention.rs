@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::buffer::{self, SharedOut};
+use crate::buffer::{self, Buffer, SharedOut};
 use crate::host::View;
 
 /// The most scores (f32) one block of query rows holds: 2 MiB (128 query rows at 4,096 keys;
@@ -111,11 +111,11 @@ pub(crate) fn attention_tensors(
         key_padding,
         causal,
     });
-    Tensor::<4>::from_data(TensorData::new(out, [batch, sq, heads, dv]), &device).swap_dims(1, 2)
+    Tensor::<4>::from_data(out.into_data([batch, sq, heads, dv]), &device).swap_dims(1, 2)
 }
 
 /// `softmax(q kᵀ / √d) v` as `[batch, sq, heads, dv]`.
-pub(crate) fn attention(p: &Problem) -> Vec<f32> {
+pub(crate) fn attention(p: &Problem) -> Buffer {
     let Problem {
         batch,
         heads,

@@ -14,6 +14,10 @@
 //! - small feature maps (deep levels, where the weight dominates): the `kh · kw` windows are
 //!   stacked as rows of one matrix and multiplied by the weight as stored in one `gemm`, which
 //!   packs the weight once instead of once per tap.
+//!
+//! A 1 × 1 kernel without padding needs no padded copy: one `gemm` per image reads the input
+//! where it lies. Its output, like every output here, is a pooled [`Buffer`] (burn-flex's
+//! own product writes its output twice, and always into fresh pages).
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -21,7 +25,7 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::buffer::{self, SharedOut};
+use crate::buffer::{self, Buffer, SharedOut};
 use crate::cpu_linear::HalfMatrix;
 
 /// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
@@ -85,6 +89,8 @@ enum Strategy {
     /// stacked as rows: for small feature maps, where the weight is the larger operand and
     /// packing it once instead of once per tap and image is what counts.
     Stacked,
+    /// A 1 × 1 kernel without padding: one `gemm` per image, straight from the input.
+    Pointwise,
 }
 
 impl Strategy {
@@ -93,6 +99,9 @@ impl Strategy {
     /// threads (taps / stacked, ms): 320 channels at 64 × 64 (ratio 26) 63.7 / 71.2; 640 at
     /// 32 × 32 (3.4) 63.7 / 63.8; 1,280 at 16 × 16 (0.45) 76.9 / 63.7.
     fn choose(p: &Conv) -> Self {
+        if p.kh * p.kw == 1 && p.ph + p.pw == 0 {
+            return Strategy::Pointwise;
+        }
         let (ho, _) = p.out_size();
         let columns = p.batch * ho * (p.w + 2 * p.pw);
         if columns <= STACK_RATIO * p.o {
@@ -107,11 +116,11 @@ impl Strategy {
 const STACK_RATIO: usize = 4;
 
 /// The convolution as `[batch, o, h_out, w_out]`.
-pub(crate) fn conv2d(p: &Conv) -> Vec<f32> {
+pub(crate) fn conv2d(p: &Conv) -> Buffer {
     conv2d_with(p, Strategy::choose(p))
 }
 
-fn conv2d_with(p: &Conv, strategy: Strategy) -> Vec<f32> {
+fn conv2d_with(p: &Conv, strategy: Strategy) -> Buffer {
     let (ho, wo) = p.out_size();
     let write = |out: &mut [MaybeUninit<f32>]| {
         SCRATCH.with_borrow_mut(|scratch| compute(p, strategy, scratch, out))
@@ -131,26 +140,81 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
     let weight = match p.weight {
         Weight::F32(w) => w,
         Weight::Half(half) => {
-            weight.resize(half.bits.len(), 0.0);
+            let weight = sized(weight, half.bits.len());
             half.all_to_f32(weight);
             weight
         }
     };
+    if strategy == Strategy::Pointwise {
+        return pointwise(p, weight, out);
+    }
     let layout = Layout::new(p);
-    layout.pad(p, padded);
+    let padded = layout.pad(p, padded);
     match strategy {
         Strategy::Taps => {
-            work.resize(weight.len(), 0.0);
+            let work = sized(work, weight.len());
             tap_major(weight, p.c, p.kh * p.kw, work);
-            layout.per_tap(p, work, padded, acc);
+            let acc = layout.per_tap(p, work, padded, acc);
             layout.extract(p, acc, layout.plane, out);
         }
         Strategy::Stacked => {
-            layout.stack(p, padded, work);
-            layout.stacked(p, weight, work, acc);
+            let stacked = layout.stack(p, padded, work);
+            let acc = layout.stacked(p, weight, stacked, acc);
             layout.extract(p, acc, layout.n, out);
         }
+        Strategy::Pointwise => unreachable!("handled above"),
     }
+}
+
+/// [`Strategy::Pointwise`]: image `b`'s output `[o, h · w]` = weight `[o, c]` · its input
+/// `[c, h · w]` (+ the bias, written first and accumulated onto), one `gemm` per image.
+fn pointwise(p: &Conv, weight: &[f32], out: &mut [MaybeUninit<f32>]) {
+    let hw = p.h * p.w;
+    if let Some(bias) = p.bias {
+        out.par_chunks_mut(hw).enumerate().for_each(|(i, row)| {
+            for o in row {
+                o.write(bias[i % p.o]);
+            }
+        });
+    }
+    if hw == 0 {
+        return;
+    }
+    // Tasks of (image, column range), at least one per thread, each a single-threaded gemm.
+    let parts = rayon::current_num_threads()
+        .div_ceil(p.batch)
+        .min(hw.div_ceil(64));
+    let out = SharedOut(out.as_mut_ptr().cast::<f32>());
+    (0..p.batch * parts).into_par_iter().for_each(|task| {
+        let (b, part) = (task / parts, task % parts);
+        let (c0, c1) = (hw * part / parts, hw * (part + 1) / parts);
+        // SAFETY: this task alone writes columns c0..c1 of image b's [o, hw] output
+        // (row-major), which the bias fill above wrote when it is read; the weight is [o, c]
+        // and the input image [c, hw], both row-major.
+        unsafe {
+            gemm::gemm(
+                p.o,
+                c1 - c0,
+                p.c,
+                out.at(b * p.o * hw + c0),
+                1,
+                hw as isize,
+                p.bias.is_some(),
+                weight.as_ptr(),
+                1,
+                p.c as isize,
+                p.x.as_ptr().add(b * p.c * hw + c0),
+                1,
+                hw as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
 }
 
 /// Where things are: the input zero-padded to `hp × wp` per channel, each image's output
@@ -183,7 +247,7 @@ impl Layout {
 
     /// Copies the input into `padded` as `[c, batch, plane]`, zero-padded (the buffer is
     /// reused between calls: every value is written).
-    fn pad(&self, p: &Conv, padded: &mut Vec<f32>) {
+    fn pad<'a>(&self, p: &Conv, padded: &'a mut Vec<f32>) -> &'a [f32] {
         let Conv {
             batch,
             c,
@@ -193,7 +257,7 @@ impl Layout {
             pw,
             ..
         } = *p;
-        padded.resize(c * batch * self.plane, 0.0);
+        let padded = sized(padded, c * batch * self.plane);
         padded
             .par_chunks_mut(self.plane)
             .enumerate()
@@ -210,6 +274,7 @@ impl Layout {
                 }
                 bottom.fill(0.0);
             });
+        padded
     }
 
     /// [`Strategy::Taps`]: `acc` (`[o, cols]`, image `b` from column `b · plane`) accumulates
@@ -217,13 +282,19 @@ impl Layout {
     /// The columns are split evenly between the threads, each running its taps with a
     /// single-threaded `gemm` (measured against one multi-threaded `gemm` per tap, 3 alternating
     /// runs each: 58.0–59.3 against 60.7–62.6 ms at 320 channels × 64², the same at 640 × 32²).
-    fn per_tap(&self, p: &Conv, weight: &[f32], padded: &[f32], acc: &mut Vec<f32>) {
+    fn per_tap<'a>(
+        &self,
+        p: &Conv,
+        weight: &[f32],
+        padded: &[f32],
+        acc: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
         let Conv { batch, c, o, .. } = *p;
         let taps = p.kh * p.kw;
         let cols = (batch - 1) * self.plane + self.n;
-        acc.resize(o * cols, 0.0);
+        let acc = sized(acc, o * cols);
         let parts = rayon::current_num_threads().min(cols.div_ceil(64)).max(1);
-        let acc = SharedOut(acc.as_mut_ptr());
+        let out = SharedOut(acc.as_mut_ptr());
         (0..parts).into_par_iter().for_each(|part| {
             let (c0, c1) = (cols * part / parts, cols * (part + 1) / parts);
             for t in 0..taps {
@@ -238,7 +309,7 @@ impl Layout {
                         o,
                         c1 - c0,
                         c,
-                        acc.at(c0),
+                        out.at(c0),
                         1,
                         cols as isize,
                         !first,
@@ -258,14 +329,15 @@ impl Layout {
                 }
             }
         });
+        acc
     }
 
     /// [`Strategy::Stacked`]: the windows as `[c · taps, batch · n]` rows (row `ic · taps + t`,
     /// the order of the stored weight's columns).
-    fn stack(&self, p: &Conv, padded: &[f32], stacked: &mut Vec<f32>) {
+    fn stack<'a>(&self, p: &Conv, padded: &[f32], stacked: &'a mut Vec<f32>) -> &'a [f32] {
         let Conv { batch, c, .. } = *p;
         let taps = p.kh * p.kw;
-        stacked.resize(c * taps * batch * self.n, 0.0);
+        let stacked = sized(stacked, c * taps * batch * self.n);
         stacked
             .par_chunks_mut(batch * self.n)
             .enumerate()
@@ -276,13 +348,20 @@ impl Layout {
                     dst.copy_from_slice(&padded[src..src + self.n]);
                 }
             });
+        stacked
     }
 
     /// [`Strategy::Stacked`]: `acc` (`[o, batch · n]`) = weight `[o, c · taps]` · `stacked`.
-    fn stacked(&self, p: &Conv, weight: &[f32], stacked: &[f32], acc: &mut Vec<f32>) {
+    fn stacked<'a>(
+        &self,
+        p: &Conv,
+        weight: &[f32],
+        stacked: &[f32],
+        acc: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
         let k = p.c * p.kh * p.kw;
         let cols = p.batch * self.n;
-        acc.resize(p.o * cols, 0.0);
+        let acc = sized(acc, p.o * cols);
         // SAFETY: `acc` is [o, cols], the weight [o, k] and `stacked` [k, cols], row-major.
         unsafe {
             gemm::gemm(
@@ -307,6 +386,7 @@ impl Layout {
                 Parallelism::Rayon(0),
             );
         }
+        acc
     }
 
     /// Drops the padding columns of `acc` (`[o, cols]`, image `b` from column `b · image`) and
@@ -327,6 +407,15 @@ impl Layout {
                 }
             });
     }
+}
+
+/// The first `len` values of a scratch buffer, which grows to `len` when shorter but never
+/// shrinks, so that going from a small layer back to a large one writes no zeros.
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 /// The weight `[o, c, taps]` rearranged as `[o, taps, c]`, so that each tap's `[o, c]` slice
@@ -390,6 +479,8 @@ mod tests {
         for &(batch, c, h, w, o, kh, kw, ph, pw, bias) in &[
             (2, 3, 7, 5, 4, 3, 3, 1, 1, true),
             (1, 5, 6, 9, 3, 1, 1, 0, 0, false),
+            (2, 5, 6, 9, 3, 1, 1, 0, 0, true),
+            (1, 3, 4, 4, 2, 1, 1, 1, 1, true), // 1 × 1 with padding
             (2, 2, 8, 8, 3, 5, 5, 2, 2, true),
             (1, 4, 5, 6, 2, 3, 3, 0, 0, true), // valid: the output shrinks
             (1, 3, 4, 4, 2, 3, 1, 1, 0, false), // rectangular kernel
@@ -425,7 +516,13 @@ mod tests {
                 if label == "bf16" {
                     p.weight = Weight::Half(half);
                 }
-                for strategy in [Strategy::Taps, Strategy::Stacked] {
+                let pointwise = Strategy::choose(&p) == Strategy::Pointwise;
+                let strategies = if pointwise {
+                    &[Strategy::Taps, Strategy::Stacked, Strategy::Pointwise][..]
+                } else {
+                    &[Strategy::Taps, Strategy::Stacked][..]
+                };
+                for &strategy in strategies {
                     let err = conv2d_with(&p, strategy)
                         .iter()
                         .zip(&want)

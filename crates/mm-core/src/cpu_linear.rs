@@ -13,7 +13,7 @@ use gemm::Parallelism;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::buffer::{self, SharedOut};
+use crate::buffer::{self, Buffer, SharedOut};
 use crate::simd::dispatch;
 
 /// The stored format of half-precision values.
@@ -107,15 +107,12 @@ const ROW_BLOCK: usize = 512;
 const BLOCK_BYTES: usize = 2 << 20;
 
 /// `x[m, k] · w[k, n]` as a row-major `[m, n]` f32 buffer.
-pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
-    if m == 0 || n == 0 {
-        return vec![0.0; m * n];
+pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Buffer {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n].into();
     }
     if m <= GEMV_ROWS {
-        return gemv(x, m, k, w, n);
-    }
-    if k == 0 {
-        return vec![0.0; m * n];
+        return gemv(x, m, k, w, n).into();
     }
     // Tasks of (row block, column block): each converts its columns of the weight into a
     // scratch buffer (2 MiB, L2-sized) and multiplies them by its rows of `x` with one
@@ -157,7 +154,7 @@ pub(crate) fn matmul_f32(
     w_strides: (usize, usize),
     n: usize,
     bias: Option<&[f32]>,
-) -> Vec<f32> {
+) -> Buffer {
     let write = |out: &mut [MaybeUninit<f32>]| {
         if let Some(bias) = bias {
             out.par_chunks_mut(n * ROW_BLOCK).for_each(|rows| {

@@ -11,6 +11,7 @@
 //! - [`tokenizer`]: batch encoding with padding, truncation and attention masks.
 //! - [`nn`]: blocks shared by several models (attention, activations).
 //! - [`device`]: picking a burn device explicitly.
+//! - [`memory`]: the pool that recycles the CPU kernels' output buffers.
 //!
 //! Every fallible function returns [`Result`] with the crate's [`Error`].
 
@@ -28,6 +29,7 @@ pub mod error;
 mod host;
 pub mod hub;
 pub mod image;
+pub mod memory;
 pub mod nn;
 pub mod precision;
 pub mod processor;

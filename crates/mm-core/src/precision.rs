@@ -36,7 +36,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor};
 use burn_flex::{Flex, FlexTensor};
 
 use crate::cpu_conv::{self, Weight};
@@ -162,7 +162,7 @@ fn f32_product<const D: usize>(
     let out = cpu_linear::matmul_f32(x_values, m, k, w.data(), (rs, cs), n, bias);
     let mut shape = x.dims();
     shape[D - 1] = n;
-    Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
+    Some(Tensor::from_data(out.into_data(shape), &x.device()))
 }
 
 /// `x[m, k] · w[k, n]` in `x`'s dtype, for a weight `w` of any dtype. On the flex backend,
@@ -206,14 +206,15 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         _ => HalfMatrix::f16(&w.storage()[start..end], transposed),
     };
     let out = cpu_linear::matmul(x, m, k, half, n);
-    Tensor::from_data(TensorData::new(out, [m, n]), &device)
+    Tensor::from_data(out.into_data([m, n]), &device)
 }
 
 /// `layer.forward(x)` for any weight dtype: with weights in another dtype than `x`, they are
 /// cast to `x`'s for the call (one layer at a time, so the f32 copy is transient). f32
-/// convolutions with stride 1 and a kernel larger than 1×1 (symmetric padding, no dilation or
-/// groups) on the flex backend use this crate's implicit-GEMM kernel (1.15–1.27× as fast as
-/// burn-flex's at Stable Diffusion's 3×3 shapes, `benches/conv.rs`).
+/// convolutions with stride 1 (symmetric padding, no dilation or groups) on the flex backend
+/// use this crate's implicit-GEMM kernel (1.15–1.27× as fast as burn-flex's at Stable
+/// Diffusion's 3×3 shapes, `benches/conv.rs`; 1×1 kernels as one product per image, as fast
+/// as burn-flex's, into a recycled buffer, see [`crate::memory`]).
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
     if dtype == DType::F32
@@ -232,8 +233,7 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// The `(ph, pw)` padding when the CPU kernel handles `layer`'s convolution of `x`.
 fn cpu_conv_padding(layer: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
     let [kh, kw] = layer.kernel_size;
-    // 1×1 convolutions are plain matrix products, which burn-flex already runs as one.
-    if kh * kw == 1 || layer.stride != [1, 1] || layer.dilation != [1, 1] || layer.groups != 1 {
+    if layer.stride != [1, 1] || layer.dilation != [1, 1] || layer.groups != 1 {
         return None;
     }
     let (ph, pw) = match layer.padding {
@@ -293,7 +293,7 @@ fn cpu_conv(
     };
     let (ho, wo) = conv.out_size();
     let out = cpu_conv::conv2d(&conv);
-    Tensor::from_data(TensorData::new(out, [batch, o, ho, wo]), &device)
+    Tensor::from_data(out.into_data([batch, o, ho, wo]), &device)
 }
 
 /// The embeddings of `ids` (`[batch, seq]`) in the [`compute_dtype`] of the table's dtype.

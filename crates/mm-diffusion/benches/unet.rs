@@ -5,6 +5,8 @@
 //! `cargo bench -p mm-diffusion --bench unet`; compare with `tools/bench/unet_bench.py`.
 //! `MM_BENCH_DTYPE=bf16` (or `f16`) keeps the weights' matrices in half precision, as
 //! `StableDiffusion::load_with_dtype` does (the arithmetic stays f32).
+//! `MM_BENCH_POOL_MIB=N` limits the pool of recycled buffers to N MiB (`0` turns it off; see
+//! `mm_core::memory`).
 //! `cargo test --release -p mm-diffusion --bench unet` runs the step once as a smoke test and
 //! prints its wall time.
 
@@ -47,6 +49,10 @@ fn model(device: &Device) -> UNet2DConditionModel {
 }
 
 fn unet_step(c: &mut Criterion) {
+    if let Ok(mib) = std::env::var("MM_BENCH_POOL_MIB") {
+        let mib: usize = mib.parse().expect("MM_BENCH_POOL_MIB: a number of MiB");
+        mm_core::memory::set_pool_limit(mib << 20);
+    }
     let device = Device::flex();
     let unet = model(&device);
     let latents = Tensor::<4>::random([2, 4, 64, 64], Distribution::Normal(0.0, 1.0), &device);
