@@ -2,13 +2,18 @@
 //!
 //! On the flex backend this crate's kernels (linear layers, convolutions, attention,
 //! activations) write their outputs into buffers of their own. When such a tensor is
-//! dropped, a buffer of 1 MiB or more goes to a pool, and a later output of about the same
-//! size (at most a quarter smaller) reuses it instead of asking the system for fresh memory,
-//! whose pages the kernel must map and zero on first touch: that saved about 4 % of a Stable
-//! Diffusion UNet step here (see `docs/performance.md`).
+//! dropped, a buffer of 1 MiB or more goes to a pool, and a later output reuses the smallest
+//! idle buffer that holds it instead of asking the system for fresh memory, whose pages the
+//! kernel must map and zero on first touch. A Stable Diffusion UNet step or VAE decode
+//! repeats the same shapes, so from the second or third call on every such output comes
+//! from the pool (see `docs/performance.md` for the time this saves).
 //!
-//! The pool holds at most [`pool_limit`] bytes of idle buffers (1 GiB unless changed),
-//! dropping the oldest first. Those bytes stay part of the process's resident memory until
+//! Idle buffers do not add to the peak: when an output needs a fresh buffer, the oldest idle
+//! buffers are freed as far as needed to keep idle and live buffers together within the
+//! most the live ones have held so far. (A reused buffer can be larger than the output it
+//! holds, so the live buffers' own peak can grow somewhat; `docs/performance.md` has the
+//! measured peaks.) The pool also keeps at most [`pool_limit`] idle bytes
+//! (1 GiB unless changed). The idle bytes stay part of the process's resident memory until
 //! they are reused or released: call [`release_pool`] after a job to give them back, or
 //! [`set_pool_limit`]`(0)` to turn the pool off.
 //!
