@@ -168,32 +168,55 @@ pub(crate) fn matmul_f32(
         if out.is_empty() {
             return;
         }
-        // SAFETY: `out` holds `m` rows of `n`; `x` holds `m · k` values and `w` `k` rows at
-        // the given strides. Without a bias the gemm does not read `out` (it writes every
-        // element); with one, `out` was filled with it just above.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr().cast::<f32>(),
-                1,
-                n as isize,
-                bias.is_some(),
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                w_strides.1 as isize,
-                w_strides.0 as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
-        }
+        // With no more rows than columns, each thread takes its own columns (16-aligned)
+        // with a single-threaded gemm: `gemm`'s own split has every thread pack the whole
+        // weight. Measured, 2 threads (own split / columns, ms): 154 × 768 × 768 (a CLIP
+        // text layer) 1.08 / 0.74, 154 × 3072 × 768 3.76 / 2.72, 50 × 768 × 3072 2.98 / 1.33,
+        // 512 × 5120 × 1280 24.3 / 22.8; with more rows than columns it made no difference
+        // or lost (8192 × 320 × 320: 5.58 / 5.88).
+        let threads = rayon::current_num_threads();
+        let parts = if m <= n {
+            threads.min(n / 16).max(1)
+        } else {
+            1
+        };
+        let parallelism = if parts == 1 {
+            Parallelism::Rayon(0)
+        } else {
+            Parallelism::None
+        };
+        let out = SharedOut(out.as_mut_ptr().cast::<f32>());
+        (0..parts).into_par_iter().for_each(|part| {
+            let (c0, c1) = (n * part / parts / 16 * 16, n * (part + 1) / parts / 16 * 16);
+            let c1 = if part + 1 == parts { n } else { c1 };
+            // SAFETY: `out` holds `m` rows of `n`, of which this part alone writes columns
+            // c0..c1; `x` holds `m · k` values and `w` `k` rows of `n` at the given strides.
+            // Without a bias the gemm does not read `out` (it writes every element); with
+            // one, `out` was filled with it just above.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    c1 - c0,
+                    k,
+                    out.at(c0),
+                    1,
+                    n as isize,
+                    bias.is_some(),
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(c0 * w_strides.1),
+                    w_strides.1 as isize,
+                    w_strides.0 as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        });
     };
     // SAFETY: `write` writes every element, by the bias fill or by the gemm.
     unsafe { buffer::init_with(m * n, write) }

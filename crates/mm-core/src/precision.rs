@@ -376,15 +376,22 @@ mod tests {
     }
 
     /// The f32 linear kernel agrees with `Linear::forward` (and `matmul` with burn's): with and
-    /// without a bias, on a shared input (read in place), a strided one (burn's path), one
+    /// without a bias, with more and with fewer rows than columns, on a shared input (read in place), a strided one (burn's path), one
     /// row, and a weight that is a transposed view of `[out, in]` storage (as PyTorch
     /// checkpoints hold it).
     #[test]
     fn f32_linear_agrees_with_burn() {
         let device = Device::flex();
-        for bias in [true, false] {
-            let mut layer = LinearConfig::new(48, 40).with_bias(bias).init(&device);
-            let x = Tensor::<3>::random([2, 70, 48], Distribution::Normal(0.0, 1.0), &device);
+        // More rows than columns (gemm's own threading), and fewer (columns split between
+        // the threads, 75 not a multiple of the 16-column alignment).
+        for (bias, out, rows) in [
+            (true, 40, 70),
+            (false, 40, 70),
+            (true, 75, 20),
+            (false, 75, 20),
+        ] {
+            let mut layer = LinearConfig::new(48, out).with_bias(bias).init(&device);
+            let x = Tensor::<3>::random([2, rows, 48], Distribution::Normal(0.0, 1.0), &device);
             let strided = x.clone().swap_dims(0, 1);
             let one = x.clone().narrow(1, 0, 1);
             for x in [x.clone(), strided, one] {
@@ -401,7 +408,7 @@ mod tests {
             let err = max_diff(linear(&layer, x.clone()), want);
             assert!(err < 1e-5, "bias={bias}, transposed");
             // matmul: the same kernel without a bias.
-            let (x2, w) = (x.reshape([140, 48]), layer.weight.val());
+            let (x2, w) = (x.reshape([2 * rows, 48]), layer.weight.val());
             let want = x2.clone().matmul(w.clone());
             assert!(max_diff(matmul(x2, w), want) < 1e-5, "matmul");
         }
