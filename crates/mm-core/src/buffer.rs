@@ -29,7 +29,7 @@ const HUGE_PAGE_MIN: usize = 4 << 20;
 const POOL_MIN: usize = 1 << 20;
 
 /// The default limit on the idle bytes the pool keeps: 1 GiB.
-pub(crate) const DEFAULT_POOL_LIMIT: usize = 1 << 30;
+const DEFAULT_POOL_LIMIT: usize = 1 << 30;
 
 /// Idle buffers, oldest first, and the accounting that keeps them from raising the peak.
 struct Pool {
@@ -71,20 +71,27 @@ impl Pool {
     ///
     /// Measured under that bound (SD 1.5 UNet step / VAE decode, repeated): reusing only
     /// buffers at most a quarter larger than asked still missed 1.04 / 1.22 GB of fresh
-    /// buffers per pass, at most twice as large 0.86 / 0.64 GB; any larger buffer, none from
-    /// the third / second pass on.
+    /// buffers per pass, at most twice as large 0.86 / 0.64 GB; any larger buffer, 10 / 8 MB on
+    /// the second pass and none from the third on.
     fn take(&mut self, len: usize) -> Option<Vec<f32>> {
         let fit = (self.idle.iter().enumerate())
             .filter(|(_, v)| v.capacity() >= len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
         let taken = fit.map(|i| self.idle.remove(i));
-        let size = taken.as_ref().map_or(len * size_of::<f32>(), bytes);
-        self.bytes -= taken.as_ref().map_or(0, bytes);
+        if let Some(v) = &taken {
+            self.bytes -= bytes(v);
+        }
+        self.add_live(taken.as_ref().map_or(len * size_of::<f32>(), bytes));
+        taken
+    }
+
+    /// Counts `size` more live bytes, freeing the oldest idle buffers as far as needed to
+    /// keep idle and live bytes within the live peak.
+    fn add_live(&mut self, size: usize) {
         self.live += size;
         self.peak = self.peak.max(self.live);
         self.evict_to(self.peak - self.live);
-        taken
     }
 
     /// Takes back a live buffer for reuse, dropping the oldest idle buffers to stay within the
@@ -171,18 +178,12 @@ impl Buffer {
         let bytes = unsafe { Bytes::from_controller(Box::new(self), len) };
         TensorData::from_bytes(bytes, shape, DType::F32)
     }
-
-    fn as_bytes(&self) -> *const MaybeUninit<u8> {
-        self.0.as_ptr().cast()
-    }
 }
 
 impl From<Vec<f32>> for Buffer {
     fn from(values: Vec<f32>) -> Self {
         if bytes(&values) >= POOL_MIN {
-            let mut pool = pool();
-            pool.live += bytes(&values);
-            pool.peak = pool.peak.max(pool.live);
+            pool().add_live(bytes(&values));
         }
         Self(values)
     }
@@ -221,7 +222,7 @@ impl AllocationController for Buffer {
     fn memory(&self, _policy: AccessPolicy) -> Result<&[MaybeUninit<u8>], AccessError> {
         let len = self.0.len() * size_of::<f32>();
         // SAFETY: the vector's first `len` bytes are its initialised values.
-        Ok(unsafe { std::slice::from_raw_parts(self.as_bytes(), len) })
+        Ok(unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), len) })
     }
 
     unsafe fn memory_mut(

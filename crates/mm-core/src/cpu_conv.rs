@@ -26,7 +26,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::buffer::{self, Buffer, SharedOut};
-use crate::cpu_linear::HalfMatrix;
+use crate::cpu_linear::{HalfMatrix, gemm_f32};
 
 /// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
 /// half-precision weight): freshly allocated, their page faults cost as much as a convolution
@@ -188,29 +188,23 @@ fn pointwise(p: &Conv, weight: &[f32], out: &mut [MaybeUninit<f32>]) {
     (0..p.batch * parts).into_par_iter().for_each(|task| {
         let (b, part) = (task / parts, task % parts);
         let (c0, c1) = (hw * part / parts, hw * (part + 1) / parts);
+        let image = &p.x[b * p.c * hw + c0..];
         // SAFETY: this task alone writes columns c0..c1 of image b's [o, hw] output
         // (row-major), which the bias fill above wrote when it is read; the weight is [o, c]
         // and the input image [c, hw], both row-major.
         unsafe {
-            gemm::gemm(
+            let dst = out.at(b * p.o * hw + c0);
+            let (columns, bias) = (c1 - c0, p.bias.is_some());
+            gemm_f32(
                 p.o,
-                c1 - c0,
+                columns,
                 p.c,
-                out.at(b * p.o * hw + c0),
-                1,
-                hw as isize,
-                p.bias.is_some(),
-                weight.as_ptr(),
-                1,
-                p.c as isize,
-                p.x.as_ptr().add(b * p.c * hw + c0),
-                1,
-                hw as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                dst,
+                hw,
+                bias,
+                weight,
+                image,
+                (hw, 1),
                 Parallelism::None,
             );
         }

@@ -132,7 +132,18 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> 
                 unsafe {
                     let dst = out_ptr.at(m0 * n + n0);
                     let x = &x[m0 * k..(m0 + mb) * k];
-                    gemm_f32(mb, nb, k, dst, n, x, scratch, strides, Parallelism::None);
+                    gemm_f32(
+                        mb,
+                        nb,
+                        k,
+                        dst,
+                        n,
+                        false,
+                        x,
+                        scratch,
+                        strides,
+                        Parallelism::None,
+                    );
                 }
             },
         );
@@ -194,25 +205,17 @@ pub(crate) fn matmul_f32(
             // Without a bias the gemm does not read `out` (it writes every element); with
             // one, `out` was filled with it just above.
             unsafe {
-                gemm::gemm(
+                let w = &w[c0 * w_strides.1..];
+                gemm_f32(
                     m,
                     c1 - c0,
                     k,
                     out.at(c0),
-                    1,
-                    n as isize,
+                    n,
                     bias.is_some(),
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr().add(c0 * w_strides.1),
-                    w_strides.1 as isize,
-                    w_strides.0 as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    x,
+                    w,
+                    w_strides,
                     parallelism,
                 );
             }
@@ -452,17 +455,20 @@ dispatch! {
     }
 }
 
-/// `dst[m, n] (row stride dst_rs) = x[m, k] · w[k, n]` (`w_strides`: row, column).
+/// `dst[m, n] (row stride dst_rs) = x[m, k] · w[k, n]` (`w_strides`: row, column), or
+/// `+=` with `accumulate` (onto values already in `dst`).
 ///
 /// # Safety
-/// `dst` must be valid for `m` rows of `dst_rs` elements, `x` hold `m · k` and `w` `k` rows.
+/// `dst` must be valid for `m` rows of `dst_rs` elements (initialised when `accumulate`),
+/// `x` hold `m · k` values and `w` `k` rows at its strides.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32(
+pub(crate) unsafe fn gemm_f32(
     m: usize,
     n: usize,
     k: usize,
     dst: *mut f32,
     dst_rs: usize,
+    accumulate: bool,
     x: &[f32],
     w: &[f32],
     w_strides: (usize, usize),
@@ -477,14 +483,14 @@ unsafe fn gemm_f32(
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             x.as_ptr(),
             1,
             k as isize,
             w.as_ptr(),
             w_strides.1 as isize,
             w_strides.0 as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

@@ -5,8 +5,8 @@
 //! dropped, a buffer of 1 MiB or more goes to a pool, and a later output reuses the smallest
 //! idle buffer that holds it instead of asking the system for fresh memory, whose pages the
 //! kernel must map and zero on first touch. A Stable Diffusion UNet step or VAE decode
-//! repeats the same shapes, so from the second or third call on every such output comes
-//! from the pool (see `docs/performance.md` for the time this saves).
+//! repeats the same shapes, so from the third call on every such output comes from the
+//! pool (see `docs/performance.md` for the time this saves).
 //!
 //! Idle buffers do not add to the peak: when an output needs a fresh buffer, the oldest idle
 //! buffers are freed as far as needed to keep idle and live buffers together within the
