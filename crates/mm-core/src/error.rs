@@ -65,6 +65,19 @@ pub enum Error {
     /// An argument or input tensor is unusable (empty label list, wrong shape, NaN, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The work would need more memory (or a larger image) than the limits of
+    /// [`crate::limits`] allow; checked before allocating.
+    #[error("{what} needs {needed}, more than the {limit}; {hint}")]
+    TooLarge {
+        /// What would be allocated (a model from its config, a call, an image).
+        what: String,
+        /// The estimate (e.g. `1.2 TiB`, `400000000 pixels`).
+        needed: String,
+        /// The limit it exceeds.
+        limit: String,
+        /// How to raise the limit.
+        hint: String,
+    },
 }
 
 /// Every problem found while loading weights into a module, reported together.

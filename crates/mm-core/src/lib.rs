@@ -12,6 +12,7 @@
 //! - [`nn`]: blocks shared by several models (attention, activations).
 //! - [`device`]: picking a burn device explicitly.
 //! - [`memory`]: the pool that recycles the CPU kernels' output buffers.
+//! - [`limits`]: the memory and image-size limits checked before large allocations.
 //!
 //! Every fallible function returns [`Result`] with the crate's [`Error`].
 
@@ -29,6 +30,7 @@ pub mod error;
 mod host;
 pub mod hub;
 pub mod image;
+pub mod limits;
 pub mod memory;
 pub mod nn;
 pub mod precision;
