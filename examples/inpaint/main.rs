@@ -36,7 +36,7 @@ fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
     let device = mm_examples::device(&cli.common.device)?;
     let (image, opts) = cli.input.apply(cli.common.options(), &device)?;
-    let mask = crop_to_multiple(mm_core::image::load_image(&cli.mask)?);
+    let mask = crop_to_multiple(mm_core::image::load_image(&cli.mask)?, 8)?;
     let mask = mask_from_image(&mask, &device);
     run_diffusion(
         &cli.common,

@@ -215,7 +215,16 @@ pub fn run_diffusion(
     let mut progress = |info: &StepInfo| {
         bar.set_length(info.total as u64);
         bar.set_position(info.step as u64);
-        bar.set_message(format!("{:.0}", info.timestep));
+        // Heun and PNDM evaluate the model more often than once per step: say so.
+        let evaluations = if info.evaluations == info.total {
+            String::new()
+        } else {
+            format!(
+                ", model evaluation {}/{}",
+                info.evaluation, info.evaluations
+            )
+        };
+        bar.set_message(format!("{:.0}{evaluations}", info.timestep));
         if let Some(path) = &args.preview {
             let saved = info
                 .preview()
@@ -263,14 +272,23 @@ fn numbered(path: &Path, i: usize) -> PathBuf {
 
 /// Loads an image as `[1, 3, H, W]` in `[0, 1]`, cropped (top-left) to multiples of 8.
 pub fn load_image_tensor(path: &Path, device: &Device) -> Result<Tensor<4>, AnyError> {
-    let image = crop_to_multiple(mm_core::image::load_image(path)?);
+    let image = crop_to_multiple(mm_core::image::load_image(path)?, 8)?;
     Ok(mm_core::image::image_to_tensor(&image, device).unsqueeze())
 }
 
-/// Crops an image (top-left) to multiples of 8.
-pub fn crop_to_multiple(image: RgbImage) -> RgbImage {
-    let (w, h) = (image.width() / 8 * 8, image.height() / 8 * 8);
-    image::imageops::crop_imm(&image, 0, 0, w, h).to_image()
+/// Crops an image (top-left) to multiples of `factor`; an image smaller than `factor` on a
+/// side (which would be cropped to nothing) is an error.
+pub fn crop_to_multiple(image: RgbImage, factor: u32) -> Result<RgbImage, AnyError> {
+    let (w, h) = image.dimensions();
+    if w < factor || h < factor {
+        return Err(format!(
+            "the image is {w}x{h} pixels; it needs at least {factor}x{factor} (it is cropped to \
+             multiples of {factor})"
+        )
+        .into());
+    }
+    let (w, h) = (w / factor * factor, h / factor * factor);
+    Ok(image::imageops::crop_imm(&image, 0, 0, w, h).to_image())
 }
 
 /// The TAESD variants, by the latent space they target.
@@ -326,9 +344,7 @@ pub fn roundtrip(
     device: &Device,
 ) -> Result<(), AnyError> {
     let f = vae.downscale_factor() as u32;
-    let image = mm_core::image::load_image(&args.image)?;
-    let (w, h) = (image.width() / f * f, image.height() / f * f);
-    let crop = image::imageops::crop_imm(&image, 0, 0, w, h).to_image();
+    let crop = crop_to_multiple(mm_core::image::load_image(&args.image)?, f)?;
     let pixels: Tensor<4> = mm_core::image::image_to_tensor(&crop, device).unsqueeze();
 
     let start = Instant::now();

@@ -42,8 +42,16 @@ pub struct LlavaArgs {
 }
 
 impl LlavaArgs {
-    /// The generation settings the options describe.
-    pub fn generation_config(&self) -> GenerationConfig {
+    /// The generation settings the options describe; a temperature that is negative or not
+    /// a number, or a top-p outside (0, 1], is an error rather than a silent greedy decode.
+    pub fn generation_config(&self) -> Result<GenerationConfig, AnyError> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(format!(
+                "--temperature must be a finite number >= 0 (0 decodes greedily), got {}",
+                self.temperature
+            )
+            .into());
+        }
         let mut config = if self.temperature > 0.0 {
             GenerationConfig::sampling().with_temperature(self.temperature)
         } else {
@@ -52,9 +60,11 @@ impl LlavaArgs {
         if let Some(p) = self.top_p {
             config = config.with_top_p(p);
         }
-        config
+        let config = config
             .with_seed(self.seed)
-            .with_max_new_tokens(self.max_new_tokens)
+            .with_max_new_tokens(self.max_new_tokens);
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -132,7 +142,7 @@ impl Llava {
         };
         let processor = LlavaProcessor::from_dir(dir.path())?;
         let template = ChatTemplate::from_dir(dir.path())?;
-        let generation = args.generation_config();
+        let generation = args.generation_config()?;
         generation.validate()?;
         Ok(Self {
             model,

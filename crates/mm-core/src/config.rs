@@ -40,3 +40,88 @@ pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T> {
         source,
     })
 }
+
+/// A check of a config's values, naming the model in its error: `Checks::new("CLIPTextConfig")`
+/// then [`positive`](Checks::positive), [`heads`](Checks::heads), … and
+/// [`parameters`](Checks::parameters) last, which estimates the weights' memory against
+/// [`crate::limits::memory_limit`] before anything is allocated.
+///
+/// ```
+/// use mm_core::config::Checks;
+///
+/// let err = Checks::new("ViTConfig").heads("hidden_size", 768, 10).unwrap_err();
+/// assert!(err.to_string().contains("not a multiple of num_attention_heads (10)"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Checks<'a> {
+    model: &'a str,
+}
+
+impl<'a> Checks<'a> {
+    /// Checks of the config of `model` (its config class name, e.g. `ViTConfig`).
+    pub fn new(model: &'a str) -> Self {
+        Self { model }
+    }
+
+    /// Fails with [`Error::InvalidConfig`] and `message` unless `ok`.
+    pub fn require(self, ok: bool, message: impl FnOnce() -> String) -> Result<Self> {
+        if ok {
+            Ok(self)
+        } else {
+            Err(Error::InvalidConfig(format!(
+                "{}: {}",
+                self.model,
+                message()
+            )))
+        }
+    }
+
+    /// Every named value must be at least 1.
+    pub fn positive(self, fields: &[(&str, usize)]) -> Result<Self> {
+        fields.iter().try_fold(self, |checks, &(name, value)| {
+            checks.require(value > 0, || {
+                format!("{name} must be at least 1, got {value}")
+            })
+        })
+    }
+
+    /// `heads` must be positive and divide `width` (the value of the field named `field`).
+    pub fn heads(self, field: &str, width: usize, heads: usize) -> Result<Self> {
+        self.require(heads > 0 && width.is_multiple_of(heads), || {
+            format!(
+                "{field} ({width}) is not a multiple of num_attention_heads ({heads}); each head \
+                 needs an equal share"
+            )
+        })
+    }
+
+    /// A layer-norm / RMS-norm epsilon must be finite and not negative.
+    pub fn epsilon(self, field: &str, eps: f64) -> Result<Self> {
+        self.require(eps.is_finite() && eps >= 0.0, || {
+            format!("{field} must be a finite number >= 0, got {eps}")
+        })
+    }
+
+    /// The model's weights (`parameters` of 4 bytes, an estimate from the config, in `f64`
+    /// so that no config can overflow it) must fit in [`crate::limits::memory_limit`]: a
+    /// config with a billion layers fails here with [`Error::TooLarge`] instead of aborting
+    /// while the model is built.
+    pub fn parameters(self, parameters: f64) -> Result<Self> {
+        // `as` saturates: an absurd estimate becomes u64::MAX, never a wrapped small number.
+        crate::limits::check_memory(
+            format_args!(
+                "a model of this {} (about {:.3e} parameters)",
+                self.model, parameters
+            ),
+            (parameters * 4.0) as u64,
+        )?;
+        Ok(self)
+    }
+}
+
+/// Parameter count of a pre-norm transformer encoder stack: `layers` × (q, k, v, out
+/// projections with biases, a two-layer MLP with biases, two norms with weight and bias).
+pub fn encoder_parameters(layers: usize, hidden: usize, intermediate: usize) -> f64 {
+    let (d, i) = (hidden as f64, intermediate as f64);
+    layers as f64 * (4.0 * (d * d + d) + 2.0 * d * i + i + d + 4.0 * d)
+}

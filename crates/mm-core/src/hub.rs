@@ -21,6 +21,8 @@ use crate::{Error, Result};
 pub struct ModelDir {
     path: PathBuf,
     repo_id: Option<String>,
+    /// Where the folder lies inside its repo (`unet` for a pipeline component), when known.
+    subfolder: Option<String>,
 }
 
 impl ModelDir {
@@ -29,10 +31,7 @@ impl ModelDir {
         let model = model.as_ref();
         let as_path = Path::new(model);
         if as_path.is_dir() {
-            return Ok(Self {
-                path: as_path.to_path_buf(),
-                repo_id: None,
-            });
+            return Ok(Self::folder(as_path));
         }
         let looks_like_repo = model.split('/').count() == 2 && !model.starts_with(['.', '/']);
         if !looks_like_repo {
@@ -48,6 +47,7 @@ impl ModelDir {
             Some(path) => Ok(Self {
                 path,
                 repo_id: Some(model.to_string()),
+                subfolder: None,
             }),
             None => Err(Error::MissingFile {
                 what: format!("model '{model}' (neither a folder nor in the Hugging Face cache)"),
@@ -67,39 +67,83 @@ impl ModelDir {
         self.repo_id.as_deref()
     }
 
+    /// A folder given by path. One inside the Hugging Face cache
+    /// (`models--org--name/snapshots/<rev>/[sub]`) knows its repo id and sub-folder; one whose
+    /// parent holds a `model_index.json` is a pipeline component (its sub-folder is its name).
+    fn folder(path: &Path) -> Self {
+        let (repo_id, subfolder) = match cache_location(path) {
+            Some((repo, sub)) => (Some(repo), sub),
+            None => {
+                let component = path
+                    .parent()
+                    .filter(|parent| parent.join("model_index.json").is_file())
+                    .and(path.file_name())
+                    .map(|name| name.to_string_lossy().into_owned());
+                (None, component)
+            }
+        };
+        Self {
+            path: path.to_path_buf(),
+            repo_id,
+            subfolder,
+        }
+    }
+
+    /// How to download `name` of this folder: into the cache when the folder is a cached
+    /// snapshot (its repo id known), else into the folder the user downloaded to.
+    fn download_hint(&self, name: &str) -> String {
+        let file = match &self.subfolder {
+            Some(sub) => format!("{sub}/{name}"),
+            None => name.to_string(),
+        };
+        match &self.repo_id {
+            Some(repo) => format!("; get it with `huggingface-cli download {repo} {file}`"),
+            None => {
+                // The folder the repo was downloaded to: above the sub-folder, if any.
+                let root = match &self.subfolder {
+                    Some(_) => self.path.parent().unwrap_or(&self.path),
+                    None => &self.path,
+                };
+                format!(
+                    "; get it from the model's Hugging Face repo, e.g. `huggingface-cli download \
+                     <org/name> {file} --local-dir {}`",
+                    root.display()
+                )
+            }
+        }
+    }
+
     /// The path of a file of the snapshot, or a [`Error::MissingFile`] that says how to get it.
     pub fn file(&self, name: &str) -> Result<PathBuf> {
         let path = self.path.join(name);
         if path.exists() {
             return Ok(path);
         }
-        let repo = self.repo_id.as_deref().unwrap_or("<repo-id>");
         Err(Error::MissingFile {
             what: name.to_string(),
             path,
-            hint: format!(
-                "; get it with `huggingface-cli download {repo} {name} --local-dir {}`",
-                self.path.display()
-            ),
+            hint: self.download_hint(name),
         })
     }
 
-    /// The first of `names` that exists, or an error naming them all.
+    /// The first of `names` that exists, or an error naming them all; its hint downloads the
+    /// first single file among them (not a shard index, which needs its shards too).
     pub fn first_file(&self, names: &[&str]) -> Result<PathBuf> {
         names
             .iter()
             .map(|n| self.path.join(n))
             .find(|p| p.exists())
             .ok_or_else(|| {
-                let repo = self.repo_id.as_deref().unwrap_or("<repo-id>");
+                let single = names
+                    .iter()
+                    .find(|n| !n.ends_with(".index.json"))
+                    .or(names.first())
+                    .copied()
+                    .unwrap_or_default();
                 Error::MissingFile {
                     what: names.join(" or "),
                     path: self.path.clone(),
-                    hint: format!(
-                        "; get it with `huggingface-cli download {repo} {} --local-dir {}`",
-                        names[0],
-                        self.path.display()
-                    ),
+                    hint: self.download_hint(single),
                 }
             })
     }
@@ -132,6 +176,7 @@ impl ModelDir {
         Ok(Self {
             path: dir.unwrap_or_else(|| hub_cache_dir()),
             repo_id: Some(repo_id.to_string()),
+            subfolder: None,
         })
     }
 }
@@ -148,6 +193,22 @@ pub fn hub_cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
+}
+
+/// The repo id and sub-folder of a folder inside a Hugging Face cache snapshot
+/// (`…/models--org--name/snapshots/<rev>/[sub/…]`).
+fn cache_location(path: &Path) -> Option<(String, Option<String>)> {
+    let path = path.canonicalize().ok()?;
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let at = parts.iter().rposition(|p| p == "snapshots")?;
+    let repo = parts.get(at.checked_sub(1)?)?.strip_prefix("models--")?;
+    let (org, name) = repo.split_once("--")?;
+    parts.get(at + 1)?; // the revision
+    let sub = parts[at + 2..].join("/");
+    Some((format!("{org}/{name}"), (!sub.is_empty()).then_some(sub)))
 }
 
 /// The snapshot `refs/main` points at, else the only (or latest modified) snapshot.
@@ -183,11 +244,44 @@ mod tests {
         let dir = ModelDir {
             path: repo.join("snapshots/abc123"),
             repo_id: Some("org/name".into()),
+            subfolder: None,
         };
         assert!(dir.file("config.json").is_ok());
         let err = dir.file("model.safetensors").unwrap_err().to_string();
         assert!(
-            err.contains("huggingface-cli download org/name model.safetensors"),
+            err.contains("`huggingface-cli download org/name model.safetensors`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    /// A pipeline component inside the cache, opened by its path: the hint names the repo,
+    /// the file inside the component's folder (not a shard index) and no `--local-dir` (which
+    /// would download into the cache's snapshot folder by hand).
+    #[test]
+    fn missing_file_hints_name_the_repo_and_the_component_file() {
+        let tmp = std::env::temp_dir().join(format!("mm-hub-hint-{}", std::process::id()));
+        let unet = tmp.join("models--org--pipe/snapshots/rev1/unet");
+        std::fs::create_dir_all(&unet).unwrap();
+        let dir = ModelDir::resolve(unet.to_str().unwrap()).unwrap();
+        assert_eq!(dir.repo_id(), Some("org/pipe"));
+        let names = ["w.safetensors.index.json", "w.safetensors"];
+        let err = dir.first_file(&names).unwrap_err().to_string();
+        assert!(
+            err.ends_with("; get it with `huggingface-cli download org/pipe unet/w.safetensors`"),
+            "{err}"
+        );
+        // A component of a pipeline downloaded to a plain folder: --local-dir is that folder.
+        let plain = tmp.join("my-pipe");
+        std::fs::create_dir_all(plain.join("vae")).unwrap();
+        std::fs::write(plain.join("model_index.json"), "{}").unwrap();
+        let dir = ModelDir::resolve(plain.join("vae").to_str().unwrap()).unwrap();
+        let err = dir.file("config.json").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "<org/name> vae/config.json --local-dir {}`",
+                plain.display()
+            )),
             "{err}"
         );
         std::fs::remove_dir_all(tmp).unwrap();

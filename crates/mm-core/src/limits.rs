@@ -195,7 +195,10 @@ mod tests {
     fn checks_name_the_limit_and_how_to_raise_it() {
         let err = check_image_pixels("photo.png", 20_000, 20_000).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("20000x20000") && text.contains("MM_MAX_IMAGE_PIXELS"), "{text}");
+        assert!(
+            text.contains("20000x20000") && text.contains("MM_MAX_IMAGE_PIXELS"),
+            "{text}"
+        );
         assert!(check_image_pixels("photo.png", 4096, 4096).is_ok());
         // The default memory limit is the machine's memory: a terabyte does not fit.
         let err = check_memory("a model", 1 << 50).unwrap_err();

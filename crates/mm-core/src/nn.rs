@@ -131,6 +131,12 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
+///
+/// # Panics
+///
+/// When `heads` is 0 or does not divide the last dimension. The models of this workspace
+/// validate their configs on load ([`crate::config::Checks::heads`]), so a config cannot
+/// bring them here with such sizes.
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, s, d] = x.dims();
     x.reshape([b, s, heads, d / heads]).swap_dims(1, 2)

@@ -267,7 +267,9 @@ impl ImageProcessorConfig {
         })
     }
 
-    /// Checks that the values are usable (positive sizes and std, finite factors).
+    /// Checks that the values are usable (positive sizes and std, finite factors) and that
+    /// one image at the configured size fits in [`crate::limits::memory_limit`]
+    /// ([`Error::TooLarge`] for, e.g., `"size": {"shortest_edge": 100000}`).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         match self.size {
@@ -277,7 +279,11 @@ impl ImageProcessorConfig {
             ImageSize::Exact { height, width } if height == 0 || width == 0 => {
                 return bad(format!("size must be positive, got {height}x{width}"));
             }
-            _ => {}
+            ImageSize::ShortestEdge { shortest_edge: s } => check_output_size(s, s)?,
+            ImageSize::Exact { height, width } => check_output_size(height, width)?,
+        }
+        if let Some(crop) = self.crop_size {
+            check_output_size(crop.height, crop.width)?;
         }
         if self.do_center_crop {
             match self.crop_size {
@@ -310,6 +316,15 @@ impl ImageProcessorConfig {
         }
         Ok(())
     }
+}
+
+/// Checks that one image preprocessed to `height × width` fits in the memory limit: the
+/// resized 8-bit image, Pillow's intermediate pass and the f32 output, about 16 bytes a pixel.
+fn check_output_size(height: u32, width: u32) -> Result<()> {
+    crate::limits::check_memory(
+        format_args!("preprocessing an image to {width}x{height}"),
+        crate::limits::tensor_bytes(&[height as usize, width as usize], 16),
+    )
 }
 
 /// A mean/std given as one number or a list of 1 or 3.
@@ -503,6 +518,7 @@ impl ImageProcessor {
         }
         let mut img = if self.config.do_resize {
             let (h, w) = self.config.size.output_size(image.height(), image.width());
+            check_output_size(h, w)?;
             resize(image, h, w, self.config.resample)?
         } else {
             image.clone()

@@ -30,7 +30,7 @@ fn text_encoder(c: &mut Criterion) {
         "sd15-single-file/text_encoder/config.json",
     ))
     .expect("SD 1.5 text encoder config");
-    let model = common::with_bench_dtype(ClipTextModel::new(&config, &device));
+    let model = common::with_bench_dtype(ClipTextModel::new(&config, &device).unwrap());
     let ids: Vec<i64> = [prompt_ids(), prompt_ids()].concat();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 77]), &device);
     model.forward(ids.clone(), None).expect("warm-up encode");

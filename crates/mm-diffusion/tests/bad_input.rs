@@ -428,4 +428,40 @@ mod unet {
             assert!(matches!(err, Error::Config(_)), "{err}");
         }
     }
+
+    /// A layer count no machine can hold is refused before the model is built (it used to
+    /// try to allocate 1.3 TB and abort).
+    #[test]
+    fn configs_too_large_to_build() {
+        let unet = UNet2DConditionConfig {
+            layers_per_block: PerBlock::All(1_000_000_000),
+            ..Default::default()
+        };
+        super::too_large(UNet2DConditionModel::new(&unet, &device()).map(|_| ()));
+        let unet = UNet2DConditionConfig {
+            transformer_layers_per_block: PerBlock::All(usize::MAX),
+            ..Default::default()
+        };
+        super::too_large(UNet2DConditionModel::new(&unet, &device()).map(|_| ()));
+        let kl = AutoencoderKLConfig {
+            layers_per_block: 1_000_000_000,
+            ..Default::default()
+        };
+        super::too_large(AutoencoderKL::new(&kl, &device()).map(|_| ()));
+        let tiny = AutoencoderTinyConfig {
+            num_decoder_blocks: vec![3, 3, 3, 1_000_000_000],
+            ..Default::default()
+        };
+        super::too_large(AutoencoderTiny::new(&tiny, &device()).map(|_| ()));
+    }
+}
+
+/// `result` failed with the memory limit's typed error, which says how to raise it.
+fn too_large(result: mm_diffusion::Result<()>) {
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, Error::Core(mm_core::Error::TooLarge { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("MM_MEMORY_LIMIT"), "{err}");
 }

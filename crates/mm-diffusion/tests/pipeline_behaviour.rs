@@ -281,6 +281,43 @@ fn progress_reports_previews_and_cancels() {
     assert_eq!(sizes, vec![(64, 64); 2]);
 }
 
+/// The progress callback counts the steps asked for, as diffusers' progress bar does, and
+/// the model evaluations separately: Heun evaluates twice per step after the first, PNDM adds
+/// a warm-up evaluation, img2img runs `floor(steps · strength)` steps.
+#[test]
+fn progress_counts_steps_not_evaluations() {
+    let pipe = tiny();
+    let run = |scheduler: &str, steps: usize, img2img: bool| {
+        let mut seen = Vec::new();
+        let mut progress = |info: &StepInfo| {
+            seen.push((info.step, info.total, info.evaluation, info.evaluations));
+            Flow::Continue
+        };
+        let opts = opts().scheduler(scheduler).steps(steps);
+        let hooks = Hooks::new().progress(&mut progress);
+        if img2img {
+            pipe.img2img(&image(), &opts.strength(0.5), hooks).unwrap();
+        } else {
+            pipe.text_to_image(&opts, hooks).unwrap();
+        }
+        seen
+    };
+    let heun = run("HeunDiscreteScheduler", 3, false);
+    assert_eq!(heun.len(), 5);
+    assert!(heun.iter().all(|s| s.1 == 3 && s.3 == 5), "{heun:?}");
+    let steps: Vec<usize> = heun.iter().map(|s| s.0).collect();
+    assert_eq!(steps, vec![0, 1, 1, 2, 3]);
+    let pndm = run("PNDMScheduler", 4, false);
+    assert_eq!(pndm.len(), 5, "{pndm:?}");
+    assert_eq!(pndm.last().unwrap().0, 4);
+    assert!(pndm.iter().all(|s| s.1 == 4 && s.3 == 5), "{pndm:?}");
+    let ddim = run("DDIMScheduler", 4, true);
+    assert_eq!(
+        ddim.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        [(1, 2), (2, 2)]
+    );
+}
+
 /// A denoiser that diverges: its prediction is NaN.
 struct Diverging;
 
@@ -326,4 +363,37 @@ fn nan_latents_are_an_error_not_a_black_image() {
         StableDiffusion::load(fixture("sd-tiny-inpaint").to_str().unwrap(), &device()).unwrap();
     let err = inpaint.text_to_image(&opts(), Hooks::new()).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+/// Sizes and batch counts no machine can hold are refused before anything is allocated
+/// (`--images 18446744073709551615` and `--width 2^62` used to panic, `--images 1000000` and
+/// 80000 × 80000 to abort), and an empty image is a typed error.
+#[test]
+fn oversized_requests_are_refused_up_front() {
+    let pipe = tiny();
+    let too_large = |opts: GenerateOptions| {
+        let err = pipe.text_to_image(&opts, Hooks::new()).unwrap_err();
+        assert!(
+            matches!(err, Error::Core(mm_core::Error::TooLarge { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("MM_MEMORY_LIMIT"), "{err}");
+    };
+    too_large(opts().num_images_per_prompt(usize::MAX));
+    too_large(opts().num_images_per_prompt(1_000_000_000));
+    let mut huge = opts();
+    huge.width = Some(1 << 62);
+    huge.height = Some(1 << 62);
+    too_large(huge);
+    let mut wide = opts();
+    wide.width = Some(8_000_000);
+    wide.height = Some(8_000_000);
+    too_large(wide);
+
+    let empty = Tensor::<4>::zeros([1, 3, 0, 0], &device());
+    let err = pipe.img2img(&empty, &opts(), Hooks::new()).unwrap_err();
+    assert!(
+        matches!(err, Error::Shape { .. } | Error::NotMultiple { .. }),
+        "{err}"
+    );
 }

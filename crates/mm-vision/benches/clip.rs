@@ -22,7 +22,7 @@ fn config() -> ClipConfig {
 fn clip(c: &mut Criterion) {
     let device = Device::flex();
     let config = config();
-    let model = ClipModel::new(&config, &device);
+    let model = ClipModel::new(&config, &device).unwrap();
     let image_size = config.vision_config.image_size;
     let seq = config.text_config.max_position_embeddings;
     let vocab = config.text_config.vocab_size as f64;

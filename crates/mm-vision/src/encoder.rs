@@ -4,8 +4,11 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
+use mm_core::config::{Checks, encoder_parameters};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
 use mm_core::precision::linear;
+
+use crate::Result;
 
 /// Sizes of an encoder, read from a tower's config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +25,47 @@ pub struct EncoderDims {
     pub layer_norm_eps: f64,
     /// MLP activation.
     pub activation: Activation,
+}
+
+impl EncoderDims {
+    /// Checks the sizes of the tower `model` (its config class name) and estimates its weights
+    /// (the encoder stack plus `other_parameters`: embeddings, heads) against the memory limit.
+    pub(crate) fn check(&self, model: &str, other_parameters: f64) -> Result<()> {
+        Checks::new(model)
+            .positive(&[
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+            ])?
+            .heads("hidden_size", self.hidden_size, self.num_heads)?
+            .epsilon("layer_norm_eps", self.layer_norm_eps)?
+            .parameters(
+                encoder_parameters(self.num_layers, self.hidden_size, self.intermediate_size)
+                    + other_parameters,
+            )?;
+        Ok(())
+    }
+
+    /// [`check`](Self::check) for a vision tower cutting `image_size` images into
+    /// `patch_size` patches of `channels` channels: `other_parameters` plus the patch
+    /// embedding and one position per patch are counted.
+    pub(crate) fn check_vision(
+        &self,
+        model: &str,
+        (image_size, patch_size, channels): (usize, usize, usize),
+        other_parameters: f64,
+    ) -> Result<()> {
+        Checks::new(model)
+            .positive(&[("patch_size", patch_size), ("num_channels", channels)])?
+            .require(image_size >= patch_size, || {
+                format!("image_size ({image_size}) is smaller than patch_size ({patch_size})")
+            })?;
+        let (d, p) = (self.hidden_size as f64, patch_size as f64);
+        let patches = (image_size as f64 / p).powi(2);
+        self.check(
+            model,
+            other_parameters + d * (channels as f64 * p * p + patches + 1.0),
+        )
+    }
 }
 
 /// Multi-head self-attention with separate q/k/v projections.

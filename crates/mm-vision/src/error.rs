@@ -27,4 +27,16 @@ pub enum Error {
     /// Any other unusable input.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A model output holds NaN or infinite values: the weights (or the inputs) are not
+    /// finite, so no score can be trusted.
+    #[error(
+        "{what} contain {count} non-finite values (NaN or infinity): the model's weights or \
+         its inputs are not finite"
+    )]
+    NonFinite {
+        /// Which output.
+        what: &'static str,
+        /// How many values are not finite.
+        count: usize,
+    },
 }

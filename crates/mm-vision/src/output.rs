@@ -2,6 +2,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::{Error, Result};
+
 /// The outputs of one transformer tower, as `output_hidden_states=True` gives them in
 /// transformers.
 #[derive(Debug, Clone)]
@@ -25,5 +27,22 @@ impl TowerOutput {
         (0..n)
             .contains(&i)
             .then(|| self.hidden_states[i as usize].clone())
+    }
+}
+
+/// The values of a score tensor (probabilities, logits), refusing NaN or infinite ones with
+/// [`Error::NonFinite`] so that a model with broken weights does not rank by garbage.
+pub(crate) fn read_scores(scores: Tensor<2>) -> Result<Vec<f32>> {
+    let values = scores
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidInput(format!("cannot read scores: {e:?}")))?;
+    match values.iter().filter(|v| !v.is_finite()).count() {
+        0 => Ok(values),
+        count => Err(Error::NonFinite {
+            what: "scores",
+            count,
+        }),
     }
 }

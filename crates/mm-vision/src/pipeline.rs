@@ -23,6 +23,7 @@ use mm_core::tokenizer::{Padding, Tokenizer};
 use crate::clip::ClipModel;
 pub use crate::contrastive::Scoring;
 use crate::contrastive::l2_normalize;
+use crate::output::read_scores;
 use crate::siglip::SiglipModel;
 use crate::{Error, Pretrained, Result};
 
@@ -221,11 +222,7 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
             .collect();
         let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let scores = self.scores(std::slice::from_ref(image), &prompts)?;
-        let probs: Vec<f32> = scores
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("cannot read scores: {e:?}")))?;
+        let probs = read_scores(scores)?;
         let mut ranked: Vec<(String, f32)> =
             labels.iter().map(|l| l.to_string()).zip(probs).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -14,8 +14,9 @@ use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use crate::clip::patchify;
-use crate::output::TowerOutput;
-use crate::{Error, Pretrained, Result};
+use crate::encoder::EncoderDims;
+use crate::output::{TowerOutput, read_scores};
+use crate::{Pretrained, Result};
 
 /// `ViTConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,27 @@ impl Default for ViTConfig {
 }
 
 impl ViTConfig {
+    /// Fails with [`mm_core::Error::InvalidConfig`] on sizes the model cannot be built from
+    /// (heads that do not divide `hidden_size`, a zero or too large `patch_size`) and with
+    /// [`mm_core::Error::TooLarge`] when its weights would not fit in the memory limit.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.hidden_size as f64;
+        let pooler_and_classifier = d * (d + self.num_labels() as f64);
+        EncoderDims {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_heads: self.num_attention_heads,
+            num_layers: self.num_hidden_layers,
+            layer_norm_eps: self.layer_norm_eps,
+            activation: self.hidden_act,
+        }
+        .check_vision(
+            "ViTConfig",
+            (self.image_size, self.patch_size, self.num_channels),
+            pooler_and_classifier,
+        )
+    }
+
     /// The number of classes (`len(id2label)`, 2 when the config names none, as transformers).
     pub fn num_labels(&self) -> usize {
         if self.id2label.is_empty() {
@@ -212,7 +234,8 @@ pub struct ViTModel {
 
 impl ViTModel {
     /// A randomly initialised model, with or without the pooler.
-    pub fn new(config: &ViTConfig, add_pooling_layer: bool, device: &Device) -> Self {
+    pub fn new(config: &ViTConfig, add_pooling_layer: bool, device: &Device) -> Result<Self> {
+        config.validate()?;
         let d = config.hidden_size;
         let p = config.patch_size;
         let grid = config.image_size / p;
@@ -220,7 +243,7 @@ impl ViTModel {
             mean: 0.0,
             std: 0.02,
         };
-        Self {
+        Ok(Self {
             embeddings: ViTEmbeddings {
                 cls_token: init.init([1, 1, d], device),
                 position_embeddings: init.init([1, grid * grid + 1, d], device),
@@ -243,7 +266,7 @@ impl ViTModel {
             }),
             num_channels: config.num_channels,
             image_size: config.image_size,
-        }
+        })
     }
 
     /// Encodes normalised images `[batch, 3, image_size, image_size]`. `last_hidden_state` is
@@ -310,12 +333,12 @@ pub struct ViTForImageClassification {
 
 impl ViTForImageClassification {
     /// A randomly initialised model.
-    pub fn new(config: &ViTConfig, device: &Device) -> Self {
-        Self {
-            vit: ViTModel::new(config, false, device),
+    pub fn new(config: &ViTConfig, device: &Device) -> Result<Self> {
+        Ok(Self {
+            vit: ViTModel::new(config, false, device)?,
             classifier: LinearConfig::new(config.hidden_size, config.num_labels()).init(device),
             config: config.clone(),
-        }
+        })
     }
 
     /// The config the model was built from (labels included).
@@ -344,11 +367,7 @@ pub(crate) fn top_k(
     label: impl Fn(usize) -> String,
 ) -> Result<Vec<Vec<Prediction>>> {
     let [rows, cols] = scores.dims();
-    let values = scores
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("cannot read scores: {e:?}")))?;
+    let values = read_scores(scores)?;
     Ok((0..rows)
         .map(|r| {
             let row = &values[r * cols..(r + 1) * cols];
@@ -378,7 +397,7 @@ impl Pretrained for ViTModel {
             weights
         };
         let pooled = weights.contains("pooler.dense.weight");
-        Ok(weights.load_into(Self::new(config, pooled, device))?)
+        Ok(weights.load_into(Self::new(config, pooled, device)?)?)
     }
 }
 
@@ -386,6 +405,6 @@ impl Pretrained for ViTForImageClassification {
     type Config = ViTConfig;
 
     fn from_weights(config: &ViTConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(weights.load_into(Self::new(config, device))?)
+        Ok(weights.load_into(Self::new(config, device)?)?)
     }
 }

@@ -172,3 +172,116 @@ fn wrong_image_size_and_sequence_length_are_errors() {
     let bad_mask = burn::tensor::Tensor::<2, burn::tensor::Int>::ones([1, 3], &device());
     assert!(model.text_features(ids, Some(bad_mask)).is_err());
 }
+
+/// Loads `fixture` with `config.json` edited by `edit`, through the model's public `load`.
+fn load_edited<M: Pretrained>(
+    fixture_name: &str,
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<M, Error> {
+    let dir = scratch_copy(fixture_name, tag);
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let result = M::load(dir.to_str().unwrap(), &device());
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn invalid_config(err: Error, needle: &str) {
+    match &err {
+        Error::Core(CoreError::InvalidConfig(message)) => {
+            assert!(message.contains(needle), "{message}")
+        }
+        other => panic!("expected an invalid config naming {needle}, got {other:?}"),
+    }
+}
+
+fn too_large(err: Error) {
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::Core(CoreError::TooLarge { .. })) && text.contains("MM_MEMORY_LIMIT"),
+        "{text}"
+    );
+}
+
+/// Configs whose sizes do not fit together are refused on load (they used to panic in
+/// `split_heads` at the first forward or divide by zero while loading), and a layer count
+/// no machine can hold is refused before anything is allocated (it used to abort).
+#[test]
+fn hostile_configs_are_typed_errors() {
+    use mm_vision::siglip::SiglipModel;
+    use mm_vision::vit::{ViTForImageClassification, ViTModel};
+    use serde_json::json;
+
+    let err = load_edited::<ClipModel>("clip-tiny-gelu", "heads", |c| {
+        c["text_config"]["num_attention_heads"] = json!(5)
+    });
+    invalid_config(err.unwrap_err(), "num_attention_heads (5)");
+    let err = load_edited::<ClipModel>("clip-tiny-gelu", "heads0", |c| {
+        c["vision_config"]["num_attention_heads"] = json!(0)
+    });
+    invalid_config(err.unwrap_err(), "num_attention_heads (0)");
+    let err = load_edited::<ClipModel>("clip-tiny-gelu", "layers", |c| {
+        c["vision_config"]["num_hidden_layers"] = json!(1_000_000_000u64)
+    });
+    too_large(err.unwrap_err());
+    let err = load_edited::<SiglipModel>("siglip-tiny", "siglip-heads", |c| {
+        c["vision_config"]["num_attention_heads"] = json!(7)
+    });
+    invalid_config(err.unwrap_err(), "num_attention_heads (7)");
+    let err = load_edited::<SiglipModel>("siglip-tiny", "siglip-layers", |c| {
+        c["text_config"]["num_hidden_layers"] = json!(1_000_000_000u64)
+    });
+    too_large(err.unwrap_err());
+    let err = load_edited::<ViTForImageClassification>("vit-tiny", "vit-patch", |c| {
+        c["patch_size"] = json!(0)
+    });
+    invalid_config(err.unwrap_err(), "patch_size");
+    let err = load_edited::<ViTModel>("vit-tiny-model", "vit-heads", |c| {
+        c["num_attention_heads"] = json!(3)
+    });
+    invalid_config(err.unwrap_err(), "num_attention_heads (3)");
+    let err = load_edited::<ViTModel>("vit-tiny-model", "vit-width", |c| {
+        c["hidden_size"] = json!(1u64 << 40)
+    });
+    too_large(err.unwrap_err());
+    // `new` validates too.
+    let config = mm_vision::clip::ClipConfig {
+        projection_dim: 0,
+        ..Default::default()
+    };
+    invalid_config(
+        ClipModel::new(&config, &device()).unwrap_err(),
+        "projection_dim",
+    );
+}
+
+/// A model whose weights hold NaN ranks by garbage: classification refuses it.
+#[test]
+fn nan_weights_give_an_error_not_nan_scores() {
+    use mm_vision::vit::ViTForImageClassification;
+
+    let dir = scratch_copy("vit-tiny", "nan-weights");
+    rewrite(&dir, |name, shape, data| {
+        let data = if name == "classifier.weight" {
+            data.chunks(4)
+                .flat_map(|_| f32::NAN.to_le_bytes())
+                .collect()
+        } else {
+            data
+        };
+        Some((shape, data))
+    });
+    let vit = ViTForImageClassification::load(dir.to_str().unwrap(), &device()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let size = vit.config().image_size;
+    let pixels = burn::tensor::Tensor::<4>::zeros([1, 3, size, size], &device());
+    let err = vit.classify(pixels, 3).unwrap_err();
+    assert!(
+        matches!(err, Error::NonFinite { what: "scores", .. }),
+        "{err}"
+    );
+}

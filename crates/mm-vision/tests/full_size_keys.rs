@@ -41,27 +41,27 @@ fn assert_same(name: &str, ours: Vec<(String, Vec<usize>)>) {
 #[test]
 fn clip_vit_base_patch32_names_and_shapes() {
     let name = "clip-vit-base-patch32";
-    let model = ClipModel::new(&config::<ClipConfig>(name), &device());
+    let model = ClipModel::new(&config::<ClipConfig>(name), &device()).unwrap();
     assert_same(name, expected_tensors(&model));
 }
 
 #[test]
 fn clip_vit_large_patch14_names_and_shapes() {
     let name = "clip-vit-large-patch14";
-    let model = ClipModel::new(&config::<ClipConfig>(name), &device());
+    let model = ClipModel::new(&config::<ClipConfig>(name), &device()).unwrap();
     assert_same(name, expected_tensors(&model));
 }
 
 #[test]
 fn siglip_base_patch16_224_names_and_shapes() {
     let name = "siglip-base-patch16-224";
-    let model = SiglipModel::new(&config::<SiglipConfig>(name), &device());
+    let model = SiglipModel::new(&config::<SiglipConfig>(name), &device()).unwrap();
     assert_same(name, expected_tensors(&model));
 }
 
 #[test]
 fn vit_base_patch16_224_names_and_shapes() {
     let name = "vit-base-patch16-224";
-    let model = ViTForImageClassification::new(&config::<ViTConfig>(name), &device());
+    let model = ViTForImageClassification::new(&config::<ViTConfig>(name), &device()).unwrap();
     assert_same(name, expected_tensors(&model));
 }

@@ -44,7 +44,7 @@ fn small_clip() -> ClipPipeline {
         projection_dim: 16,
         ..Default::default()
     };
-    let model = ClipModel::new(&config, &device());
+    let model = ClipModel::new(&config, &device()).unwrap();
     let processor = ImageProcessor::new(ImageProcessorConfig::clip()).unwrap();
     ClipPipeline::new(model, tokenizer(), processor, &device()).unwrap()
 }
@@ -109,7 +109,7 @@ fn token_ids_outside_the_vocabulary_are_an_error() {
         },
         ..Default::default()
     };
-    let model = ClipModel::new(&config, &device());
+    let model = ClipModel::new(&config, &device()).unwrap();
     let (ids, mask) = tokenizer()
         .encode_batch(&["a cat"])
         .unwrap()
@@ -139,7 +139,7 @@ fn siglip_scores_are_independent_sigmoids() {
             ..Default::default()
         },
     };
-    let model = SiglipModel::new(&config, &device());
+    let model = SiglipModel::new(&config, &device()).unwrap();
     let processor = ImageProcessor::new(ImageProcessorConfig::siglip()).unwrap();
     let siglip = SiglipPipeline::new(model, tokenizer(), processor, &device()).unwrap();
     let ranked = siglip

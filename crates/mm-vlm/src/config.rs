@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use mm_core::config::Checks;
 use mm_core::nn::Activation;
 use mm_vision::clip::ClipVisionConfig;
 use serde::de::{DeserializeOwned, Deserializer};
@@ -167,6 +168,20 @@ impl TextConfig {
         }
     }
 
+    /// Estimated parameter count: per layer the q, k, v, o projections, the gated MLP and two
+    /// norms; the embeddings and (untied) `lm_head`.
+    pub fn parameters(&self) -> f64 {
+        let (d, i, hd) = (
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            self.head_size() as f64,
+        );
+        let (heads, kv) = (self.num_attention_heads as f64, self.kv_heads() as f64);
+        let layer = d * hd * (2.0 * heads + 2.0 * kv) + 3.0 * d * i + 2.0 * d;
+        let heads_out = if self.tie_word_embeddings { 1.0 } else { 2.0 };
+        self.num_hidden_layers as f64 * layer + heads_out * self.vocab_size as f64 * d + d
+    }
+
     /// Number of key/value heads.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
@@ -196,8 +211,22 @@ impl TextConfig {
         rope
     }
 
-    /// Checks the sizes fit together.
+    /// Checks the sizes fit together, and estimates the weights against the memory limit
+    /// ([`mm_core::Error::TooLarge`] for a config too large to build).
     pub fn validate(&self) -> Result<()> {
+        let checks = Checks::new("text_config").positive(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
+        if self.head_dim.is_none() {
+            checks.heads("hidden_size", self.hidden_size, self.num_attention_heads)?;
+        }
+        checks
+            .positive(&[("head_dim", self.head_size())])?
+            .epsilon("rms_norm_eps", self.rms_norm_eps)?
+            .parameters(self.parameters())?;
         let heads = self.num_attention_heads;
         let kv = self.kv_heads();
         if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
@@ -387,6 +416,7 @@ impl LlavaConfig {
     /// Checks the sizes fit together.
     pub fn validate(&self) -> Result<()> {
         self.text_config.validate()?;
+        self.vision_config.validate()?;
         let layers = self.vision_feature_layer.to_vec();
         let n = self.vision_config.num_hidden_layers as isize + 1;
         if layers.is_empty() || layers.iter().any(|&i| i >= n || i < -n) {

@@ -123,9 +123,10 @@ impl GenerationConfig {
         self
     }
 
-    /// Sets top-p (`1.0` = off).
+    /// Sets top-p (`1.0` = off). A value outside `(0, 1]` (or NaN) is kept, so that
+    /// [`validate`](Self::validate) and generation reject it instead of ignoring it.
     pub fn with_top_p(mut self, p: f32) -> Self {
-        self.top_p = (p < 1.0).then_some(p);
+        self.top_p = (p != 1.0).then_some(p);
         self
     }
 
@@ -610,6 +611,11 @@ mod tests {
             GenerationConfig::sampling().with_temperature(0.0),
             GenerationConfig::sampling().with_top_p(0.0),
             GenerationConfig::greedy().with_repetition_penalty(-1.0),
+            // Out of range or NaN top-p is kept and rejected, not silently switched off.
+            GenerationConfig::sampling().with_top_p(2.0),
+            GenerationConfig::sampling().with_top_p(f32::NAN),
+            GenerationConfig::sampling().with_temperature(f32::NAN),
+            GenerationConfig::sampling().with_temperature(-1.0),
         ];
         for config in bad {
             assert!(matches!(config.validate(), Err(Error::InvalidInput(_))));

@@ -216,7 +216,7 @@ impl VisionLanguageModel for LlavaForConditionalGeneration {
     fn new(config: &LlavaConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         Ok(Self {
-            vision_tower: ClipVisionModel::new(&config.vision_config, device),
+            vision_tower: ClipVisionModel::new(&config.vision_config, device)?,
             multi_modal_projector: MultiModalProjector::new(config, device),
             language_model: LlamaForCausalLM::new(&config.text_config, config.tied(), device),
             config: config.clone(),

@@ -51,7 +51,7 @@ impl VisionLanguageModel for LlavaNextForConditionalGeneration {
         }
         let d = config.text_config.hidden_size;
         Ok(Self {
-            vision_tower: ClipVisionModel::new(&config.vision_config, device),
+            vision_tower: ClipVisionModel::new(&config.vision_config, device)?,
             multi_modal_projector: MultiModalProjector::new(config, device),
             language_model: LlamaForCausalLM::new(&config.text_config, config.tied(), device),
             image_newline: Initializer::Normal {

@@ -187,3 +187,40 @@ fn stop_strings_need_a_tokenizer() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 }
+
+/// Hostile configs are refused on load with typed errors: sizes that do not fit together
+/// (they used to panic at the first forward), and layer counts or widths no machine can
+/// hold (they used to abort while the model was built).
+#[test]
+fn hostile_configs_are_typed_errors() {
+    use mm_vlm::config::LlavaConfig;
+    use serde_json::json;
+
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("llava-tiny").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let build = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = base.clone();
+        edit(&mut json);
+        let config: LlavaConfig = serde_json::from_value(json).unwrap();
+        LlavaForConditionalGeneration::new(&config, &device())
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let err = build(&|c| c["text_config"]["num_attention_heads"] = json!(5));
+    assert!(err.to_string().contains("num_attention_heads (5)"), "{err}");
+    let err = build(&|c| c["vision_config"]["num_attention_heads"] = json!(0));
+    assert!(err.to_string().contains("num_attention_heads (0)"), "{err}");
+    let err = build(&|c| c["vision_config"]["patch_size"] = json!(0));
+    assert!(err.to_string().contains("patch_size"), "{err}");
+    for field in ["text_config", "vision_config"] {
+        let err = build(&|c| c[field]["num_hidden_layers"] = json!(1_000_000_000u64));
+        assert!(
+            err.to_string().contains("MM_MEMORY_LIMIT"),
+            "{field}: {err}"
+        );
+    }
+    let err = build(&|c| c["text_config"]["vocab_size"] = json!(u64::MAX));
+    assert!(err.to_string().contains("MM_MEMORY_LIMIT"), "{err}");
+}

@@ -20,6 +20,14 @@ pub trait Denoiser {
     /// the whole batch) with text conditioning `context` `[batch, tokens, dim]`: the noise,
     /// `v` or the clean sample, whichever the scheduler's `prediction_type` says.
     fn predict(&self, sample: Tensor<4>, timestep: f64, context: Tensor<3>) -> Result<Tensor<4>>;
+
+    /// An estimate (a lower bound) of the activation bytes one [`predict`](Self::predict)
+    /// call on a `[batch, in_channels, height, width]` sample needs, which the pipelines check
+    /// against [`mm_core::limits::memory_limit`] before they start. `0` (the default): unknown.
+    fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
+        let _ = (batch, height, width);
+        0
+    }
 }
 
 impl Denoiser for UNet2DConditionModel {
@@ -39,5 +47,18 @@ impl Denoiser for UNet2DConditionModel {
     fn predict(&self, sample: Tensor<4>, timestep: f64, context: Tensor<3>) -> Result<Tensor<4>> {
         let t = Tensor::<1>::from_floats([timestep as f32], &sample.device());
         self.forward(sample, t, context)
+    }
+
+    /// About 16 f32 feature maps of the first level's width at the latent resolution: the
+    /// skip connections the down path keeps (≈ 5 such maps for SD's channel ladder) and the
+    /// transformer's feed-forward (8 maps of GEGLU) with its input and output.
+    fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
+        let channels = self
+            .config()
+            .block_out_channels
+            .first()
+            .copied()
+            .unwrap_or(0);
+        mm_core::limits::tensor_bytes(&[16, batch, channels, height, width], 4)
     }
 }

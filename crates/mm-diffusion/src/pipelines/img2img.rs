@@ -11,20 +11,21 @@ use crate::{Error, Result};
 pub const IMG2IMG_STRENGTH: f64 = 0.8;
 
 impl<U: Denoiser> StableDiffusion<U> {
-    /// The loop's timesteps for `strength`: diffusers' `get_timesteps` (the last
-    /// `floor(steps · strength)` timesteps; the scheduler's begin index is set so that
-    /// `add_noise` and multistep state start there). None left is an error.
+    /// The loop's timesteps for `strength` and the inference steps they make: diffusers'
+    /// `get_timesteps` (the last `floor(steps · strength)` steps; the scheduler's begin index
+    /// is set so that `add_noise` and multistep state start there). None left is an error.
     pub(crate) fn strength_timesteps(
         &self,
         scheduler: &mut dyn mm_schedulers::Scheduler<4>,
         strength: f64,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<(Vec<f64>, usize)> {
         let steps = scheduler.num_inference_steps().unwrap_or(0);
         let begin = scheduler.set_strength(strength)?;
         let timesteps = scheduler.timesteps()[begin..].to_vec();
         // diffusers: `int(num_inference_steps * strength)` steps remain; fewer than 1 is an
         // error (whatever a multistep schedule's tail still holds).
-        if ((steps as f64 * strength) as usize) < 1 || timesteps.is_empty() {
+        let kept = ((steps as f64 * strength) as usize).min(steps);
+        if kept < 1 || timesteps.is_empty() {
             return Err(Error::InvalidArgument {
                 name: "strength",
                 reason: format!(
@@ -32,7 +33,7 @@ impl<U: Denoiser> StableDiffusion<U> {
                 ),
             });
         }
-        Ok(timesteps)
+        Ok((timesteps, kept))
     }
 
     /// Transforms `image` (`[batch, 3, H, W]` in `[0, 1]`, `H` and `W` multiples of 8 — see
@@ -61,7 +62,7 @@ impl<U: Denoiser> StableDiffusion<U> {
         let batch = opts.num_images_per_prompt;
         self.latent_shape(batch, height, width)?;
         let mut scheduler = self.scheduler(opts)?;
-        let timesteps =
+        let (timesteps, steps) =
             self.strength_timesteps(&mut *scheduler, opts.strength.unwrap_or(IMG2IMG_STRENGTH))?;
         let embeds = self.encode_prompt(opts)?;
         self.run(opts, hooks, |noise| {
@@ -71,6 +72,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             Ok(Denoise {
                 scheduler,
                 timesteps,
+                steps,
                 latents,
                 embeds,
                 guidance: self.guidance(opts),

@@ -109,7 +109,7 @@ impl<U: Denoiser> StableDiffusion<U> {
         }
         let strength = opts.strength.unwrap_or(INPAINT_STRENGTH);
         let mut scheduler = self.scheduler(opts)?;
-        let timesteps = self.strength_timesteps(&mut *scheduler, strength)?;
+        let (timesteps, steps) = self.strength_timesteps(&mut *scheduler, strength)?;
         let full_strength = strength == 1.0;
         let embeds = self.encode_prompt(opts)?;
         let guidance = self.guidance(opts);
@@ -151,6 +151,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             Ok(Denoise {
                 scheduler,
                 timesteps,
+                steps,
                 latents,
                 embeds,
                 guidance,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
+use mm_core::limits::{check_memory, tensor_bytes};
 use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
@@ -13,7 +14,7 @@ use serde_json::Value;
 use super::denoiser::Denoiser;
 use super::loading::{ComponentDir, DIFFUSERS_WEIGHTS, PipelineDir};
 use super::options::GenerateOptions;
-use super::progress::{Flow, Previewer, Progress, StepInfo};
+use super::progress::{Flow, Previewer, Progress, StepCounter, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
 use crate::check::check_finite;
 use crate::single_file::{LdmLayout, SingleFile};
@@ -107,6 +108,8 @@ pub(crate) struct Denoise {
     pub scheduler: Box<dyn Scheduler<4>>,
     /// The timesteps to run (after img2img's strength cut).
     pub timesteps: Vec<f64>,
+    /// The inference steps they make (diffusers' `num_inference_steps` after the cut).
+    pub steps: usize,
     pub latents: Tensor<4>,
     pub embeds: PromptEmbeds,
     pub guidance: Option<Guidance>,
@@ -348,7 +351,8 @@ impl<U: Denoiser> StableDiffusion<U> {
     }
 
     /// The latent shape of `batch` images of `height × width`, which must be multiples of
-    /// [`SIZE_MULTIPLE`] and of the VAE's factor.
+    /// [`SIZE_MULTIPLE`] and of the VAE's factor, and whose generation must fit in
+    /// [`mm_core::limits::memory_limit`] ([`mm_core::Error::TooLarge`] otherwise).
     pub(crate) fn latent_shape(
         &self,
         batch: usize,
@@ -368,7 +372,17 @@ impl<U: Denoiser> StableDiffusion<U> {
             });
         }
         let f = self.vae_scale_factor();
-        Ok([batch, self.vae.latent_channels(), height / f, width / f])
+        let shape = [batch, self.vae.latent_channels(), height / f, width / f];
+        // Before anything is allocated: the UNet's activations (a guided batch is doubled)
+        // and the decoded images must fit in the memory limit.
+        let guided_batch = batch.saturating_mul(2);
+        let needed = (self.unet.activation_bytes(guided_batch, shape[2], shape[3]))
+            .saturating_add(tensor_bytes(&[batch, 3, height, width], 4));
+        check_memory(
+            format_args!("generating {batch} image(s) of {width}x{height}"),
+            needed,
+        )?;
+        Ok(shape)
     }
 
     /// `opts.latents` checked against the expected shape, or a draw from `noise`.
@@ -419,6 +433,7 @@ impl<U: Denoiser> StableDiffusion<U> {
         let Denoise {
             mut scheduler,
             timesteps,
+            steps,
             mut latents,
             embeds,
             guidance,
@@ -426,7 +441,8 @@ impl<U: Denoiser> StableDiffusion<U> {
             blend,
         } = job;
         let context = embeds.context();
-        let total = timesteps.len();
+        let evaluations = timesteps.len();
+        let mut counter = StepCounter::new(evaluations, steps, scheduler.order());
         let previewer = match &self.preview_decoder {
             Some(taesd) => Previewer::Tiny(taesd),
             None => Previewer::Linear,
@@ -442,7 +458,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             }
             let pred = self.unet.predict(input, t, context.clone())?;
             let pred = match &guidance {
-                Some(g) => g.combine_batched(pred, i, total)?,
+                Some(g) => g.combine_batched(pred, i, evaluations)?,
                 None => pred,
             };
             latents = scheduler.step(pred, t, latents, noise)?.prev_sample;
@@ -456,16 +472,19 @@ impl<U: Denoiser> StableDiffusion<U> {
                 latents = original * (b.mask.clone().neg() + 1.0) + b.mask.clone() * latents;
             }
             check_finite("latents", &latents)?;
+            let step = counter.after_evaluation(i);
             if let Some(callback) = progress.as_deref_mut() {
                 let info = StepInfo {
-                    step: i + 1,
-                    total,
+                    step,
+                    total: steps,
+                    evaluation: i + 1,
+                    evaluations,
                     timestep: t,
                     latents: &latents,
                     previewer,
                 };
                 if callback(&info) == Flow::Cancel {
-                    return Err(Error::Cancelled { step: i + 1, total });
+                    return Err(Error::Cancelled { step, total: steps });
                 }
             }
         }

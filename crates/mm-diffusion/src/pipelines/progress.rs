@@ -34,13 +34,22 @@ pub(crate) enum Previewer<'a> {
     Tiny(&'a AutoencoderTiny),
 }
 
-/// The state of the loop after a step, given to the progress callback.
+/// The state of the loop after a model evaluation, given to the progress callback.
+///
+/// `step` / `total` count inference steps as diffusers' progress bar does (the steps asked
+/// for, after img2img's strength cut); `evaluation` / `evaluations` count the UNet calls,
+/// which are more where a scheduler evaluates the model twice per step (Heun) or adds
+/// warm-up evaluations (PNDM's first step): Heun with 5 steps makes 9 evaluations.
 #[derive(Debug)]
 pub struct StepInfo<'a> {
-    /// Steps done (1 after the first step).
+    /// Inference steps done (1 after the first step).
     pub step: usize,
-    /// Steps in this run.
+    /// Inference steps in this run.
     pub total: usize,
+    /// Model evaluations done (1 after the first).
+    pub evaluation: usize,
+    /// Model evaluations in this run (the scheduler's timesteps).
+    pub evaluations: usize,
     /// The timestep just denoised.
     pub timestep: f64,
     /// The latents after this step `[batch, 4, h, w]` (diffusion scale).
@@ -61,6 +70,38 @@ impl StepInfo<'_> {
             Previewer::Linear => linear_preview(self.latents.clone())?,
         };
         Ok(mm_core::image::tensor_to_images((rgb + 1.0) / 2.0)?)
+    }
+}
+
+/// Counts inference steps the way diffusers' pipelines update their progress bar: with
+/// `warmup = evaluations - steps · order`, evaluation `i` (0-based) completes a step when it is
+/// the last one or when `i + 1 > warmup` and `(i + 1) % order == 0`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepCounter {
+    evaluations: usize,
+    warmup: usize,
+    order: usize,
+    done: usize,
+}
+
+impl StepCounter {
+    pub(crate) fn new(evaluations: usize, steps: usize, order: usize) -> Self {
+        let order = order.max(1);
+        Self {
+            evaluations,
+            warmup: evaluations.saturating_sub(steps.saturating_mul(order)),
+            order,
+            done: 0,
+        }
+    }
+
+    /// Records evaluation `i` (0-based); returns the steps done after it.
+    pub(crate) fn after_evaluation(&mut self, i: usize) -> usize {
+        if i + 1 == self.evaluations || (i + 1 > self.warmup && (i + 1).is_multiple_of(self.order))
+        {
+            self.done += 1;
+        }
+        self.done
     }
 }
 

@@ -37,6 +37,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             let latents = self.initial_noise(opts, shape, noise)? * scheduler.init_noise_sigma();
             Ok(Denoise {
                 timesteps: scheduler.timesteps().to_vec(),
+                steps: opts.steps,
                 scheduler,
                 latents,
                 embeds,

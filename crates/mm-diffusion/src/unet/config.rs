@@ -1,5 +1,6 @@
 //! diffusers' `UNet2DConditionModel` config (`unet/config.json`), with diffusers' defaults.
 
+use mm_core::config::Checks;
 use mm_core::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -248,6 +249,27 @@ pub struct BlockPlan {
     pub groups: usize,
 }
 
+impl BlockPlan {
+    /// Estimated parameter count of a UNet with this plan: per level, ResNet blocks (two 3×3
+    /// convolutions) and transformer layers (self- and cross-attention, GEGLU feed-forward,
+    /// projections in and out), `layers` of each in the down block, one more in the up block,
+    /// and the mid block's two ResNets and transformer.
+    fn parameters(&self, channels: &[usize]) -> f64 {
+        let level = |i: usize, blocks: f64| {
+            let c = channels[i] as f64;
+            let resnet = 18.0 * c * c;
+            let transformer = self.transformer_layers[i] as f64
+                * (20.0 * c * c + 2.0 * c * self.cross_attention_dim[i] as f64);
+            blocks * (resnet + transformer)
+        };
+        let levels: f64 = (0..channels.len())
+            .map(|i| level(i, 2.0 * self.layers[i] as f64 + 1.0))
+            .sum();
+        let last = channels.len() - 1;
+        levels + if self.mid { level(last, 2.0) } else { 0.0 }
+    }
+}
+
 impl UNet2DConditionConfig {
     /// Width of the time embedding (`4 × block_out_channels[0]`).
     pub fn time_embed_dim(&self) -> usize {
@@ -344,6 +366,8 @@ impl UNet2DConditionConfig {
             return invalid("layers_per_block must be > 0".into());
         }
         self.check_supported()?;
+        Checks::new("UNet2DConditionModel")
+            .parameters(plan.parameters(&self.block_out_channels))?;
         Ok(plan)
     }
 

@@ -16,6 +16,7 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::config::Checks;
 use mm_core::nn::{Activation, group_norm};
 use mm_core::precision::{conv2d, module_compute_dtype};
 use mm_core::weights::Weights;
@@ -138,6 +139,14 @@ impl AutoencoderKLConfig {
         if [self.in_channels, self.out_channels, self.latent_channels].contains(&0) {
             return invalid("channel counts must be > 0".into());
         }
+        // ResNet blocks (two 3×3 convolutions each): `layers_per_block` per encoder level,
+        // one more per decoder level, two in each mid block.
+        let resnets = self
+            .block_out_channels
+            .iter()
+            .map(|&c| (2.0 * self.layers_per_block as f64 + 1.0) * 18.0 * (c as f64).powi(2));
+        let mid = 36.0 * (*self.block_out_channels.last().unwrap_or(&0) as f64).powi(2);
+        Checks::new("AutoencoderKL").parameters(resnets.sum::<f64>() + 2.0 * mid)?;
         Ok(())
     }
 }

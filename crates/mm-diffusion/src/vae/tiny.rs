@@ -19,6 +19,7 @@ use burn::module::Module;
 use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, activation};
+use mm_core::config::Checks;
 use mm_core::precision::{conv2d, module_compute_dtype};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
@@ -157,6 +158,16 @@ impl AutoencoderTinyConfig {
         {
             return invalid("channel counts and upsampling_scaling_factor must be > 0".into());
         }
+        // Three 3×3 convolutions per block, on both sides.
+        let blocks = |channels: &[usize], blocks: &[usize]| -> f64 {
+            (channels.iter().zip(blocks))
+                .map(|(&c, &n)| n as f64 * 27.0 * (c as f64).powi(2))
+                .sum()
+        };
+        Checks::new("AutoencoderTiny").parameters(
+            blocks(&self.encoder_block_out_channels, &self.num_encoder_blocks)
+                + blocks(&self.decoder_block_out_channels, &self.num_decoder_blocks),
+        )?;
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! CLIP configs, mirroring transformers' `CLIPTextConfig`, `CLIPVisionConfig`, `CLIPConfig`.
 
+use mm_core::config::Checks;
 use mm_core::nn::Activation;
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::encoder::EncoderDims;
 
 /// `CLIPTextConfig` (the `text_config` of a CLIP model, or Stable Diffusion's
@@ -57,6 +59,21 @@ impl Default for ClipTextConfig {
 }
 
 impl ClipTextConfig {
+    /// Fails with [`mm_core::Error::InvalidConfig`] on sizes the tower cannot be built from
+    /// (e.g. `hidden_size` not a multiple of `num_attention_heads`) and with
+    /// [`mm_core::Error::TooLarge`] when its weights would not fit in the memory limit.
+    pub fn validate(&self) -> Result<()> {
+        Checks::new("CLIPTextConfig").positive(&[
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
+        let embeddings = self.vocab_size as f64 + self.max_position_embeddings as f64;
+        self.dims().check(
+            "CLIPTextConfig",
+            self.hidden_size as f64 * (embeddings + self.projection_dim as f64),
+        )
+    }
+
     pub(crate) fn dims(&self) -> EncoderDims {
         EncoderDims {
             hidden_size: self.hidden_size,
@@ -113,6 +130,17 @@ impl Default for ClipVisionConfig {
 }
 
 impl ClipVisionConfig {
+    /// Fails with [`mm_core::Error::InvalidConfig`] on sizes the tower cannot be built from
+    /// (heads that do not divide `hidden_size`, a zero or too large `patch_size`) and with
+    /// [`mm_core::Error::TooLarge`] when its weights would not fit in the memory limit.
+    pub fn validate(&self) -> Result<()> {
+        self.dims().check_vision(
+            "CLIPVisionConfig",
+            (self.image_size, self.patch_size, self.num_channels),
+            self.hidden_size as f64 * self.projection_dim as f64,
+        )
+    }
+
     pub(crate) fn dims(&self) -> EncoderDims {
         EncoderDims {
             hidden_size: self.hidden_size,
@@ -142,6 +170,15 @@ pub struct ClipConfig {
     pub projection_dim: usize,
     /// Initial value of `logit_scale` (a trained checkpoint overrides it).
     pub logit_scale_init_value: f64,
+}
+
+impl ClipConfig {
+    /// Validates both towers (see [`ClipTextConfig::validate`]) and the projection size.
+    pub fn validate(&self) -> Result<()> {
+        Checks::new("CLIPConfig").positive(&[("projection_dim", self.projection_dim)])?;
+        self.text_config.validate()?;
+        self.vision_config.validate()
+    }
 }
 
 impl Default for ClipConfig {

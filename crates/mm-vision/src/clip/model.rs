@@ -30,11 +30,12 @@ pub struct ClipModel {
 
 impl ClipModel {
     /// A randomly initialised model.
-    pub fn new(config: &ClipConfig, device: &Device) -> Self {
+    pub fn new(config: &ClipConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
         let p = config.projection_dim;
-        Self {
-            text_model: ClipTextTransformer::new(&config.text_config, device),
-            vision_model: ClipVisionTransformer::new(&config.vision_config, device),
+        Ok(Self {
+            text_model: ClipTextTransformer::new(&config.text_config, device)?,
+            vision_model: ClipVisionTransformer::new(&config.vision_config, device)?,
             text_projection: LinearConfig::new(config.text_config.hidden_size, p)
                 .with_bias(false)
                 .init(device),
@@ -45,7 +46,7 @@ impl ClipModel {
                 value: config.logit_scale_init_value,
             }
             .init([1], device),
-        }
+        })
     }
 
     /// Projected, unnormalised text features `[batch, projection_dim]`
@@ -99,7 +100,7 @@ impl Pretrained for ClipModel {
     type Config = ClipConfig;
 
     fn from_weights(config: &ClipConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
+        Ok(without_buffers(weights).load_into(Self::new(config, device)?)?)
     }
 }
 

@@ -40,9 +40,10 @@ pub struct ClipTextTransformer {
 
 impl ClipTextTransformer {
     /// A randomly initialised text transformer.
-    pub fn new(config: &ClipTextConfig, device: &Device) -> Self {
+    pub fn new(config: &ClipTextConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
         let d = config.hidden_size;
-        Self {
+        Ok(Self {
             embeddings: TextEmbeddings::new(
                 config.vocab_size,
                 config.max_position_embeddings,
@@ -54,7 +55,7 @@ impl ClipTextTransformer {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             eos_token_id: config.eos_token_id,
-        }
+        })
     }
 
     /// Encodes token ids `[batch, seq]` with an optional attention mask (1 = token, 0 =
@@ -127,10 +128,10 @@ pub struct ClipTextModel {
 
 impl ClipTextModel {
     /// A randomly initialised model.
-    pub fn new(config: &ClipTextConfig, device: &Device) -> Self {
-        Self {
-            text_model: ClipTextTransformer::new(config, device),
-        }
+    pub fn new(config: &ClipTextConfig, device: &Device) -> Result<Self> {
+        Ok(Self {
+            text_model: ClipTextTransformer::new(config, device)?,
+        })
     }
 
     /// See [`ClipTextTransformer::forward`].
@@ -155,7 +156,7 @@ pub struct ClipTextModelWithProjection {
 
 impl ClipTextModelWithProjection {
     /// A randomly initialised model.
-    pub fn new(config: &ClipTextConfig, device: &Device) -> Self {
+    pub fn new(config: &ClipTextConfig, device: &Device) -> Result<Self> {
         Self::with_projection_dim(config, config.projection_dim, device)
     }
 
@@ -163,13 +164,13 @@ impl ClipTextModelWithProjection {
         config: &ClipTextConfig,
         projection_dim: usize,
         device: &Device,
-    ) -> Self {
-        Self {
-            text_model: ClipTextTransformer::new(config, device),
+    ) -> Result<Self> {
+        Ok(Self {
+            text_model: ClipTextTransformer::new(config, device)?,
             text_projection: LinearConfig::new(config.hidden_size, projection_dim)
                 .with_bias(false)
                 .init(device),
-        }
+        })
     }
 
     /// Runs the tower; returns its outputs and the projected (unnormalised) `text_embeds`.
@@ -200,7 +201,7 @@ impl Pretrained for ClipTextModel {
 
     fn from_weights(config: &ClipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
         let weights = select_tower(weights, "text_model", &[], &CLIP_PARTS);
-        Ok(weights.load_into(Self::new(config, device))?)
+        Ok(weights.load_into(Self::new(config, device)?)?)
     }
 }
 
@@ -222,6 +223,6 @@ impl Pretrained for ClipTextModelWithProjection {
             &["text_projection.weight"],
             &CLIP_PARTS,
         );
-        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
+        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device)?)?)
     }
 }

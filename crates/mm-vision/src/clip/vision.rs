@@ -67,11 +67,12 @@ pub struct ClipVisionTransformer {
 
 impl ClipVisionTransformer {
     /// A randomly initialised vision transformer.
-    pub fn new(config: &ClipVisionConfig, device: &Device) -> Self {
+    pub fn new(config: &ClipVisionConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
         let d = config.hidden_size;
         let p = config.patch_size;
         let norm = LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps);
-        Self {
+        Ok(Self {
             embeddings: ClipVisionEmbeddings {
                 class_embedding: Initializer::Normal {
                     mean: 0.0,
@@ -90,7 +91,7 @@ impl ClipVisionTransformer {
             post_layernorm: norm.init(device),
             num_channels: config.num_channels,
             image_size: config.image_size,
-        }
+        })
     }
 
     /// Encodes normalised images `[batch, 3, image_size, image_size]`. `last_hidden_state`
@@ -136,10 +137,10 @@ pub struct ClipVisionModel {
 
 impl ClipVisionModel {
     /// A randomly initialised model.
-    pub fn new(config: &ClipVisionConfig, device: &Device) -> Self {
-        Self {
-            vision_model: ClipVisionTransformer::new(config, device),
-        }
+    pub fn new(config: &ClipVisionConfig, device: &Device) -> Result<Self> {
+        Ok(Self {
+            vision_model: ClipVisionTransformer::new(config, device)?,
+        })
     }
 
     /// See [`ClipVisionTransformer::forward`].
@@ -160,7 +161,7 @@ pub struct ClipVisionModelWithProjection {
 
 impl ClipVisionModelWithProjection {
     /// A randomly initialised model.
-    pub fn new(config: &ClipVisionConfig, device: &Device) -> Self {
+    pub fn new(config: &ClipVisionConfig, device: &Device) -> Result<Self> {
         Self::with_projection_dim(config, config.projection_dim, device)
     }
 
@@ -168,13 +169,13 @@ impl ClipVisionModelWithProjection {
         config: &ClipVisionConfig,
         projection_dim: usize,
         device: &Device,
-    ) -> Self {
-        Self {
-            vision_model: ClipVisionTransformer::new(config, device),
+    ) -> Result<Self> {
+        Ok(Self {
+            vision_model: ClipVisionTransformer::new(config, device)?,
             visual_projection: LinearConfig::new(config.hidden_size, projection_dim)
                 .with_bias(false)
                 .init(device),
-        }
+        })
     }
 
     /// Runs the tower; returns its outputs and the projected (unnormalised) `image_embeds`.
@@ -201,7 +202,7 @@ impl Pretrained for ClipVisionModel {
 
     fn from_weights(config: &ClipVisionConfig, weights: Weights, device: &Device) -> Result<Self> {
         let weights = select_tower(weights, "vision_model", &[], &CLIP_PARTS);
-        Ok(weights.load_into(Self::new(config, device))?)
+        Ok(weights.load_into(Self::new(config, device)?)?)
     }
 }
 
@@ -223,6 +224,6 @@ impl Pretrained for ClipVisionModelWithProjection {
             &["visual_projection.weight"],
             &CLIP_PARTS,
         );
-        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device))?)
+        Ok(weights.load_into(Self::with_projection_dim(config, projection_dim, device)?)?)
     }
 }

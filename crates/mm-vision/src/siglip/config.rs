@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use mm_core::config::Checks;
 use mm_core::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,22 @@ impl Default for SiglipTextConfig {
 }
 
 impl SiglipTextConfig {
+    /// Fails with [`mm_core::Error::InvalidConfig`] on sizes the tower cannot be built from
+    /// (e.g. `hidden_size` not a multiple of `num_attention_heads`) and with
+    /// [`mm_core::Error::TooLarge`] when its weights would not fit in the memory limit.
+    pub fn validate(&self) -> Result<()> {
+        Checks::new("SiglipTextConfig").positive(&[
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
+        let d = self.hidden_size as f64;
+        let head = self.projection_size.map_or(d, |p| p as f64);
+        self.dims().check(
+            "SiglipTextConfig",
+            d * (self.vocab_size as f64 + self.max_position_embeddings as f64 + head),
+        )
+    }
+
     pub(crate) fn dims(&self) -> EncoderDims {
         EncoderDims {
             hidden_size: self.hidden_size,
@@ -115,6 +132,24 @@ impl Default for SiglipVisionConfig {
 }
 
 impl SiglipVisionConfig {
+    /// Fails with [`mm_core::Error::InvalidConfig`] on sizes the tower cannot be built from
+    /// (heads that do not divide `hidden_size`, a zero or too large `patch_size`) and with
+    /// [`mm_core::Error::TooLarge`] when its weights would not fit in the memory limit.
+    pub fn validate(&self) -> Result<()> {
+        // The attention-pooling head: a probe, an attention block and an MLP.
+        let (d, i) = (self.hidden_size as f64, self.intermediate_size as f64);
+        let head = if self.vision_use_head {
+            d + 4.0 * d * d + 2.0 * d * i
+        } else {
+            0.0
+        };
+        self.dims().check_vision(
+            "SiglipVisionConfig",
+            (self.image_size, self.patch_size, self.num_channels),
+            head,
+        )
+    }
+
     pub(crate) fn dims(&self) -> EncoderDims {
         EncoderDims {
             hidden_size: self.hidden_size,
@@ -140,4 +175,12 @@ pub struct SiglipConfig {
     pub text_config: SiglipTextConfig,
     /// Vision tower.
     pub vision_config: SiglipVisionConfig,
+}
+
+impl SiglipConfig {
+    /// Validates both towers (see [`SiglipTextConfig::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        self.text_config.validate()?;
+        self.vision_config.validate()
+    }
 }

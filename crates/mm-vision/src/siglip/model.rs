@@ -32,13 +32,13 @@ pub struct SiglipModel {
 
 impl SiglipModel {
     /// A randomly initialised model.
-    pub fn new(config: &SiglipConfig, device: &Device) -> Self {
-        Self {
-            text_model: SiglipTextTransformer::new(&config.text_config, device),
-            vision_model: SiglipVisionTransformer::new(&config.vision_config, device),
+    pub fn new(config: &SiglipConfig, device: &Device) -> Result<Self> {
+        Ok(Self {
+            text_model: SiglipTextTransformer::new(&config.text_config, device)?,
+            vision_model: SiglipVisionTransformer::new(&config.vision_config, device)?,
             logit_scale: Initializer::Constant { value: 10f64.ln() }.init([1], device),
             logit_bias: Initializer::Constant { value: -10.0 }.init([1], device),
-        }
+        })
     }
 
     /// Text embeddings `[batch, dim]`, unnormalised (transformers' `get_text_features`).
@@ -125,7 +125,7 @@ impl Pretrained for SiglipModel {
     type Config = SiglipConfig;
 
     fn from_weights(config: &SiglipConfig, weights: Weights, device: &Device) -> Result<Self> {
-        Ok(without_buffers(weights).load_into(Self::new(config, device))?)
+        Ok(without_buffers(weights).load_into(Self::new(config, device)?)?)
     }
 }
 
@@ -138,7 +138,7 @@ impl Pretrained for SiglipTextModel {
 
     fn from_weights(config: &SiglipTextConfig, weights: Weights, device: &Device) -> Result<Self> {
         let module = Self {
-            text_model: SiglipTextTransformer::new(config, device),
+            text_model: SiglipTextTransformer::new(config, device)?,
         };
         Ok(select_tower(weights, "text_model", &[], &SIGLIP_PARTS).load_into(module)?)
     }
@@ -157,7 +157,7 @@ impl Pretrained for SiglipVisionModel {
         device: &Device,
     ) -> Result<Self> {
         let module = Self {
-            vision_model: SiglipVisionTransformer::new(config, device),
+            vision_model: SiglipVisionTransformer::new(config, device)?,
         };
         Ok(select_tower(weights, "vision_model", &[], &SIGLIP_PARTS).load_into(module)?)
     }

@@ -28,9 +28,10 @@ pub struct SiglipTextTransformer {
 
 impl SiglipTextTransformer {
     /// A randomly initialised text transformer.
-    pub fn new(config: &SiglipTextConfig, device: &Device) -> Self {
+    pub fn new(config: &SiglipTextConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
         let d = config.hidden_size;
-        Self {
+        Ok(Self {
             embeddings: TextEmbeddings::new(
                 config.vocab_size,
                 config.max_position_embeddings,
@@ -42,7 +43,7 @@ impl SiglipTextTransformer {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             head: LinearConfig::new(d, config.projection_size.unwrap_or(d)).init(device),
-        }
+        })
     }
 
     /// Encodes token ids `[batch, seq]`. SigLIP was trained on texts padded to

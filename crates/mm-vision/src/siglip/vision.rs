@@ -133,11 +133,12 @@ pub struct SiglipVisionTransformer {
 
 impl SiglipVisionTransformer {
     /// A randomly initialised vision transformer.
-    pub fn new(config: &SiglipVisionConfig, device: &Device) -> Self {
+    pub fn new(config: &SiglipVisionConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
         let d = config.hidden_size;
         let p = config.patch_size;
         let grid = config.image_size / p;
-        Self {
+        Ok(Self {
             embeddings: SiglipVisionEmbeddings {
                 patch_embedding: Conv2dConfig::new([config.num_channels, d], [p, p])
                     .with_stride([p, p])
@@ -153,7 +154,7 @@ impl SiglipVisionTransformer {
                 .then(|| SiglipPoolingHead::new(config, device)),
             num_channels: config.num_channels,
             image_size: config.image_size,
-        }
+        })
     }
 
     /// Encodes normalised images. `last_hidden_state` is after `post_layernorm`;
