@@ -178,8 +178,10 @@ fn to_rgb_on_white(img: DynamicImage) -> RgbImage {
 /// Loads an image file (PNG, JPEG or WebP, detected from the content) as 8-bit RGB, like
 /// Pillow's `Image.open(path).convert("RGB")`: grayscale is replicated, alpha is dropped.
 ///
-/// A missing file gives [`Error::MissingFile`]; a file that is not a decodable image gives
-/// [`Error::Image`] naming the file.
+/// A missing file gives [`Error::MissingFile`]; a file that is not a decodable image (also a
+/// truncated one) gives [`Error::Image`] naming the file; an image above
+/// [`limits::max_image_pixels`] or [`limits::memory_limit`] gives [`Error::TooLarge`] before
+/// its pixels are decoded.
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
     let bytes = read_file(path)?;

@@ -22,7 +22,8 @@
 //! libjpeg reports fatal errors through `error_exit`, which must not return. It unwinds here
 //! (`resume_unwind`, which does not run the panic hook) through libjpeg's frames, which
 //! `mozjpeg-sys` compiles with `-fexceptions` (feature `unwinding`), to the `catch_unwind` of
-//! [`decode`], where the decompressor is destroyed. No `longjmp` crosses Rust frames.
+//! [`decode`], where the decompressor is destroyed. No `longjmp` crosses Rust frames. (A build
+//! with `panic = "abort"` would abort on a libjpeg error; mm's profiles unwind.)
 
 use std::ffi::{c_int, c_long};
 use std::marker::PhantomData;
