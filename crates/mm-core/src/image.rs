@@ -1,9 +1,22 @@
 //! Decoding images and converting between images and tensors.
 //!
 //! [`load_image`] and [`decode_image`] detect the format from the content (PNG, JPEG, WebP), not
-//! from the file name, and return 8-bit RGB exactly like Pillow's `Image.open(p).convert("RGB")`:
+//! from the file name, and return 8-bit RGB equal to Pillow's `Image.open(p).convert("RGB")`:
 //! grayscale is replicated to three channels and an alpha channel is dropped *without*
 //! compositing, so fully transparent pixels keep whatever colour they store (often black).
+//!
+//! JPEGs are decoded bit-exactly like Pillow 13: with libjpeg-turbo's decoder (vendored by
+//! `mozjpeg-sys`, built from C sources) and Pillow's settings (integer IDCT, fancy upsampling,
+//! CMYK read as Adobe-inverted and converted with Pillow's `cmyk2rgb`). Like Pillow, a truncated
+//! JPEG is an error ([`Error::Image`]) and corrupt but complete data decodes with libjpeg's
+//! recovery (where corrupt coefficients overflow the IDCT, the pixels are those of Pillow
+//! without SIMD, `JSIMD_FORCENONE=1`). The tests compare every layout (4:4:4, 4:2:2, 4:2:0,
+//! 4:4:0, 4:1:1, gray, progressive, restart intervals, RGB, CMYK, YCCK) with Pillow's pixels.
+//! PNG and WebP are decoded by the `image` crate (lossless formats: one right answer).
+//!
+//! Before any pixel buffer is allocated, the header's size is checked against
+//! [`limits::max_image_pixels`] (Pillow's decompression-bomb limit) and the decoded buffer plus
+//! the RGB output against [`limits::memory_limit`]; either gives [`Error::TooLarge`].
 //!
 //! The Python image processors of `transformers` do something different when they are handed a
 //! PIL image with transparency: they composite it onto white first. [`load_image_on_white`] and
@@ -13,12 +26,14 @@
 //! Tensors follow the PyTorch layout: `[3, H, W]` for one image and `[N, 3, H, W]` for a batch,
 //! with values in `[0, 1]`.
 
+mod jpeg;
+
 use std::path::{Path, PathBuf};
 
-use ::image::{DynamicImage, ImageReader, RgbaImage};
+use ::image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbaImage};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::{Error, Result};
+use crate::{Error, Result, limits};
 
 /// 8-bit RGB image buffer (re-exported from the `image` crate).
 pub use ::image::RgbImage;
@@ -47,20 +62,70 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// Checks a `width` x `height` decode that holds `extra_bytes` besides its 8-bit RGB output
+/// against [`limits::max_image_pixels`] and [`limits::memory_limit`].
+fn check_limits(
+    path: Option<&Path>,
+    format: ImageFormat,
+    width: u32,
+    height: u32,
+    extra_bytes: u64,
+) -> Result<()> {
+    let what = match path {
+        Some(path) => format!("{format:?} image {}", path.display()),
+        None => format!("in-memory {format:?} image"),
+    };
+    limits::check_image_pixels(&what, width.into(), height.into())?;
+    let rgb = 3 * u64::from(width) * u64::from(height);
+    limits::check_memory(
+        format!("decoding the {what} ({width}x{height})"),
+        rgb.saturating_add(extra_bytes),
+    )
+}
+
+/// Decodes a PNG or WebP file with the `image` crate, after checking the header's size.
+fn decode_with_image_crate(
+    bytes: &[u8],
+    format: ImageFormat,
+    path: Option<&Path>,
+) -> Result<DynamicImage> {
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    // Our checks below come first and are at least as strict: no size limit of its own, and an
+    // allocation limit (its default is 512 MiB) no lower than the memory limit.
+    let mut own_limits = Limits::no_limits();
+    own_limits.max_alloc = Some(limits::memory_limit());
+    reader.limits(own_limits);
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| image_error(path, format!("cannot decode image: {e}")))?;
+    let (width, height) = decoder.dimensions();
+    // The decoded buffer is the RGB output itself only when it is 8-bit RGB.
+    let extra = match decoder.color_type() {
+        ColorType::Rgb8 => 0,
+        _ => decoder.total_bytes(),
+    };
+    check_limits(path, format, width, height, extra)?;
+    DynamicImage::from_decoder(decoder)
+        .map_err(|e| image_error(path, format!("cannot decode image: {e}")))
+}
+
 /// Decodes the bytes of a PNG, JPEG or WebP file, detecting the format from its content.
 fn decode_dynamic(bytes: &[u8], path: Option<&Path>) -> Result<DynamicImage> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| image_error(path, format!("cannot read image data: {e}")))?;
-    if reader.format().is_none() {
-        return Err(image_error(
-            path,
-            "not a PNG, JPEG or WebP image (unrecognised content)",
-        ));
-    }
-    let img = reader
-        .decode()
-        .map_err(|e| image_error(path, format!("cannot decode image: {e}")))?;
+    let img = match ::image::guess_format(bytes) {
+        Ok(ImageFormat::Jpeg) => jpeg::decode(bytes, path, |width, height, extra| {
+            check_limits(path, ImageFormat::Jpeg, width, height, extra)
+        })
+        .map(DynamicImage::ImageRgb8)?,
+        Ok(format @ (ImageFormat::Png | ImageFormat::WebP)) => {
+            decode_with_image_crate(bytes, format, path)?
+        }
+        _ => {
+            return Err(image_error(
+                path,
+                "not a PNG, JPEG or WebP image (unrecognised content)",
+            ));
+        }
+    };
     if img.width() == 0 || img.height() == 0 {
         return Err(image_error(path, "image has zero width or height"));
     }
@@ -102,18 +167,21 @@ fn composite_on_white(rgba: &RgbaImage) -> RgbImage {
 }
 
 fn to_rgb_on_white(img: DynamicImage) -> RgbImage {
-    if img.color().has_alpha() {
-        composite_on_white(&img.to_rgba8())
-    } else {
-        to_rgb_dropping_alpha(img)
+    match img {
+        // No copy of an 8-bit RGBA image (the memory check counts it once).
+        DynamicImage::ImageRgba8(rgba) => composite_on_white(&rgba),
+        img if img.color().has_alpha() => composite_on_white(&img.to_rgba8()),
+        img => to_rgb_dropping_alpha(img),
     }
 }
 
 /// Loads an image file (PNG, JPEG or WebP, detected from the content) as 8-bit RGB, like
 /// Pillow's `Image.open(path).convert("RGB")`: grayscale is replicated, alpha is dropped.
 ///
-/// A missing file gives [`Error::MissingFile`]; a file that is not a decodable image gives
-/// [`Error::Image`] naming the file.
+/// A missing file gives [`Error::MissingFile`]; a file that is not a decodable image (also a
+/// truncated one) gives [`Error::Image`] naming the file; an image above
+/// [`limits::max_image_pixels`] or [`limits::memory_limit`] gives [`Error::TooLarge`] before
+/// its pixels are decoded.
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
     let bytes = read_file(path)?;
