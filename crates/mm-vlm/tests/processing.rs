@@ -435,15 +435,10 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// `(max, mean)` abs error allowed: PNG decoding is exact, so the processors match to float
-/// rounding; JPEG decoders differ from Pillow's libjpeg-turbo by a level here and there (as in
-/// mm-core's preprocess test).
-fn tolerance(file: &str) -> (f32, f64) {
-    if file.ends_with(".jpg") {
-        (0.05, 2e-3)
-    } else {
-        (1e-4, 1e-6)
-    }
+/// `(max, mean)` abs error allowed: decoding is exact for PNG and JPEG (Pillow's
+/// libjpeg-turbo), so the processors match to float rounding for every file.
+fn tolerance(_file: &str) -> (f32, f64) {
+    (1e-4, 1e-6)
 }
 
 const IMAGES: [&str; 6] = [
