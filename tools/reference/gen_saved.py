@@ -52,8 +52,9 @@ ones: torchvision is not installed). For a PIL image both backends of 5.24 call 
 
 It also checks diffusers 0.42.1: `save_pretrained` of the tiny pipeline of
 `tests/fixtures/sd-tiny` (the UNet and VAE there were written by `save_pretrained` with its
-defaults) writes the same UNet / VAE tensors, and what it does differently for the text
-encoder and tokenizer (printed; nothing is written).
+defaults) writes the same UNet / VAE / text encoder tensors, and a `tokenizer/` of
+`tokenizer.json` (byte-identical to `saved/clip/tokenizer.json`) + `tokenizer_config.json`
+instead of the published `vocab.json` + `merges.txt` (nothing is written).
 
 Usage:  python tools/reference/gen_saved.py     (deterministic: reruns are byte-identical)
 """
@@ -321,6 +322,10 @@ def check_diffusers():
         # transformers saves a model loaded from published names under those names again.
         saved_te = keys(os.path.join(tmp, "text_encoder"))
         assert saved_te == keys(os.path.join(fixture, "text_encoder")), saved_te[:3]
+        # Its tokenizer/ is the tokenizer.json of saved/clip (the same vocabulary, re-saved).
+        with open(os.path.join(tmp, "tokenizer", "tokenizer.json"), "rb") as a, \
+                open(os.path.join(OUT, "clip", "tokenizer.json"), "rb") as b:
+            assert a.read() == b.read()
         print("  diffusers: save_pretrained of sd-tiny writes the same unet/, vae/ and "
               f"text_encoder/ tensors; tokenizer/ = "
               f"{sorted(os.listdir(os.path.join(tmp, 'tokenizer')))} "
