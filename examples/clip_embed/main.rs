@@ -83,7 +83,7 @@ fn run() -> Result<(), AnyError> {
         let decoded = cli
             .image
             .iter()
-            .map(mm_core::image::load_image)
+            .map(mm_core::image::load_image_on_white) // CLIP: transparency onto white
             .collect::<Result<Vec<_>, _>>()?;
         rows(
             clip.embed_images(&decoded)?,

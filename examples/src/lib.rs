@@ -70,7 +70,8 @@ pub fn run_zero_shot<M: ImageTextModel>(
     let device = device(&args.device)?;
     let model = args.model.as_deref().unwrap_or(default_model);
     let pipeline = ImageTextPipeline::<M>::load(model, &device)?.with_template(args.template);
-    let image = mm_core::image::load_image(&args.image)?;
+    // CLIP and SigLIP processors composite transparency onto white.
+    let image = mm_core::image::load_image_on_white(&args.image)?;
     let labels: Vec<&str> = args.labels.iter().map(String::as_str).collect();
     for (label, probability) in pipeline.zero_shot(&image, &labels)? {
         println!("{probability:>7.4}  {label}");

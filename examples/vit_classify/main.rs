@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mm_core::hub::ModelDir;
-use mm_core::processor::{ImageProcessor, ImageProcessorConfig};
+use mm_core::processor::{ImageProcessor, ImageProcessorConfig, find_image_processor_config};
 use mm_examples::{AnyError, device};
 use mm_vision::Pretrained;
 use mm_vision::vit::ViTForImageClassification;
@@ -40,14 +40,14 @@ fn run() -> Result<(), AnyError> {
     let device = device(&cli.device)?;
     let dir = ModelDir::resolve(&cli.model)?;
     let model = ViTForImageClassification::load(dir.path().to_string_lossy(), &device)?;
-    let processor = match dir.file("preprocessor_config.json") {
-        Ok(path) => ImageProcessor::from_file(path)?,
-        Err(_) => ImageProcessor::new(ImageProcessorConfig::vit())?,
-    };
+    let processor = ImageProcessor::new(match find_image_processor_config(dir.path())? {
+        Some(json) => json.parse()?,
+        None => ImageProcessorConfig::vit(),
+    })?;
     let images = cli
         .image
         .iter()
-        .map(mm_core::image::load_image)
+        .map(mm_core::image::load_image) // ViT: alpha dropped, as `convert("RGB")`
         .collect::<Result<Vec<_>, _>>()?;
     let pixels = processor.preprocess(&images, &device)?;
     for (path, predictions) in cli.image.iter().zip(model.classify(pixels, cli.top_k)?) {

@@ -13,9 +13,40 @@
 //! 3. **rescale** (`x * rescale_factor`, computed in f64 then cast to f32);
 //! 4. **normalise** (`(x - mean) / std` per channel, in f32).
 //!
-//! The config is read from a Hugging Face `preprocessor_config.json` ([`ImageProcessorConfig`]).
+//! The config is read from a Hugging Face `preprocessor_config.json` ([`ImageProcessorConfig`]),
+//! or, in a folder written by `processor.save_pretrained` of `transformers` 5, from the
+//! `"image_processor"` object of `processor_config.json` ([`ImageProcessorConfig::from_dir`],
+//! and [`find_image_processor_config`] for every processor config of a model folder).
+//!
+//! # Transparent images
+//!
+//! The processors only take RGB; how an image with an alpha channel becomes RGB decides the
+//! pixels. One rule per processor gives exactly the pixels of
+//! `processor(images=Image.open(p))` with the class `AutoImageProcessor` picks in
+//! `transformers` 5.24:
+//!
+//! - **CLIP and SigLIP** (`do_convert_rgb` is true): transparency is composited onto white
+//!   (`transformers.image_transforms.convert_to_rgb`): load with
+//!   [`load_image_on_white`](crate::image::load_image_on_white).
+//! - **ViT** (no `do_convert_rgb`): `transformers` refuses an RGBA image ("mean must have 4
+//!   elements"); its own `load_image` (what its pipelines call) and
+//!   `Image.open(p).convert("RGB")` drop the alpha channel: load with
+//!   [`load_image`](crate::image::load_image).
+//!
+//! In general: [`load_image_on_white`](crate::image::load_image_on_white) when the config's
+//! `do_convert_rgb` is true, else [`load_image`](crate::image::load_image). Images without
+//! alpha load the same either way.
+//!
+//! ```no_run
+//! # fn main() -> mm_core::Result<()> {
+//! use mm_core::processor::ImageProcessor;
+//! let processor = ImageProcessor::from_dir("clip-vit-base-patch32")?;
+//! let image = mm_core::image::load_image_on_white("logo.png")?; // CLIP: alpha onto white
+//! let pixels = processor.preprocess(&[image], &mm_core::device::cpu())?;
+//! # Ok(()) }
+//! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ::image::RgbImage;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -267,6 +298,13 @@ impl ImageProcessorConfig {
         })
     }
 
+    /// Reads the image processor config of a model folder (see
+    /// [`find_image_processor_config`]: `processor_config.json`'s `"image_processor"`, else
+    /// `preprocessor_config.json`).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        read_image_processor_config(dir)?.parse()
+    }
+
     /// Checks that the values are usable (positive sizes and std, finite factors) and that
     /// one image at the configured size fits in [`crate::limits::memory_limit`]
     /// ([`Error::TooLarge`] for, e.g., `"size": {"shortest_edge": 100000}`).
@@ -325,6 +363,78 @@ fn check_output_size(height: u32, width: u32) -> Result<()> {
         format_args!("preprocessing an image to {width}x{height}"),
         crate::limits::tensor_bytes(&[height as usize, width as usize], 16),
     )
+}
+
+/// The file `image_processor.save_pretrained` writes (and every processor folder of
+/// `transformers` 4).
+pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
+/// The file `processor.save_pretrained` of `transformers` 5 writes: the processor's own options
+/// (`image_token`, `patch_size`, ...) and its image processor's settings nested under
+/// `"image_processor"`, without a `preprocessor_config.json`.
+pub const PROCESSOR_CONFIG: &str = "processor_config.json";
+
+/// The image processor settings of a model folder, as JSON, with the file they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessorJson {
+    /// The file (`processor_config.json` or `preprocessor_config.json`), for messages.
+    pub path: PathBuf,
+    /// The settings: a `preprocessor_config.json` object.
+    pub value: serde_json::Value,
+}
+
+impl ImageProcessorJson {
+    /// Deserialises the settings; an error names the file.
+    pub fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T> {
+        serde_json::from_value(self.value).map_err(|source| Error::Config {
+            path: self.path,
+            source,
+        })
+    }
+}
+
+/// Finds the image processor settings of a model folder, as `transformers` 5.24's
+/// `ImageProcessingMixin.get_image_processor_dict` does: the `"image_processor"` object of
+/// [`PROCESSOR_CONFIG`] (what `processor.save_pretrained` writes) when there is one, else
+/// [`PREPROCESSOR_CONFIG`] (published snapshots, `image_processor.save_pretrained`).
+///
+/// The nested settings win because `processor.save_pretrained` into an older folder leaves a
+/// stale `preprocessor_config.json` behind, which `transformers` then ignores.
+/// `Ok(None)` when the folder has neither; an unreadable or malformed file is an error.
+pub fn find_image_processor_config(dir: impl AsRef<Path>) -> Result<Option<ImageProcessorJson>> {
+    let dir = dir.as_ref();
+    let processor = dir.join(PROCESSOR_CONFIG);
+    if processor.is_file() {
+        let mut json: serde_json::Value = crate::config::read_json(&processor)?;
+        if let Some(value) = json.get_mut("image_processor").map(serde_json::Value::take) {
+            return Ok(Some(ImageProcessorJson {
+                path: processor,
+                value,
+            }));
+        }
+    }
+    let preprocessor = dir.join(PREPROCESSOR_CONFIG);
+    if preprocessor.is_file() {
+        let value = crate::config::read_json(&preprocessor)?;
+        return Ok(Some(ImageProcessorJson {
+            path: preprocessor,
+            value,
+        }));
+    }
+    Ok(None)
+}
+
+/// Like [`find_image_processor_config`], with [`Error::MissingFile`] when the folder has
+/// neither file.
+pub fn read_image_processor_config(dir: impl AsRef<Path>) -> Result<ImageProcessorJson> {
+    let dir = dir.as_ref();
+    find_image_processor_config(dir)?.ok_or_else(|| Error::MissingFile {
+        what: format!(
+            "image processor config ({PREPROCESSOR_CONFIG}, or \"image_processor\" in \
+             {PROCESSOR_CONFIG})"
+        ),
+        path: dir.to_path_buf(),
+        hint: String::new(),
+    })
 }
 
 /// A mean/std given as one number or a list of 1 or 3.
@@ -491,6 +601,11 @@ impl ImageProcessor {
     /// A processor from a `preprocessor_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         Self::new(ImageProcessorConfig::from_file(path)?)
+    }
+
+    /// The processor of a model folder ([`ImageProcessorConfig::from_dir`]).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::new(ImageProcessorConfig::from_dir(dir)?)
     }
 
     /// The config in use.

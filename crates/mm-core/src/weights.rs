@@ -192,6 +192,23 @@ impl Weights {
         Self { tensors, ..self }
     }
 
+    /// Renames tensors by their leading segments: a name takes the first rule `(from, to)`
+    /// whose `from` it starts with, `from` replaced by `to`; a name no rule matches is kept.
+    ///
+    /// End a prefix with a dot to match whole segments. Rules are tried in order, so put a
+    /// more specific prefix first; an identity rule (`("a.b.", "a.b.")`) keeps names already
+    /// in the wanted layout out of reach of a broader rule after it (`("a.", "a.b.")`).
+    pub fn rename_prefixes(self, rules: &[(&str, &str)]) -> Self {
+        self.rename(|name| {
+            Some(
+                match rules.iter().find(|(from, _)| name.starts_with(from)) {
+                    Some((from, to)) => format!("{to}{}", &name[from.len()..]),
+                    None => name.to_string(),
+                },
+            )
+        })
+    }
+
     /// Gives tensors another shape with the same number of elements (a 1×1 convolution kernel
     /// stored for a linear layer, say). `f(name, stored shape)` returns the new shape, or
     /// `None` to leave the tensor as it is. Nothing is read until the tensor is loaded; a shape

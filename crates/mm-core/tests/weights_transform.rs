@@ -1,4 +1,5 @@
-//! `Weights::reshape` and `Weights::split`: lazy layout changes between checkpoint formats.
+//! `Weights::reshape`, `Weights::split` and `Weights::rename_prefixes`: lazy layout changes
+//! between checkpoint formats.
 
 use burn::tensor::Tensor;
 use mm_core::weights::Weights;
@@ -70,4 +71,27 @@ fn reshape_and_split_are_lazy_and_exact() {
         .split(|name| (name == "qkv").then(|| vec!["a".into(); 4]));
     assert!(bad.unwrap_err().to_string().contains("cannot split"));
     std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn rename_prefixes_takes_the_first_matching_rule() {
+    let path = std::env::temp_dir().join(format!(
+        "mm-weights-prefixes-{}.safetensors",
+        std::process::id()
+    ));
+    let names = ["tower.inner.a", "tower.b", "model.c", "modelx", "other"];
+    let tensors: Vec<(&str, Vec<usize>, Vec<f32>)> =
+        names.iter().map(|n| (*n, vec![1], vec![1.0])).collect();
+    write(&path, &tensors);
+    let w = Weights::open(&path).unwrap().rename_prefixes(&[
+        ("tower.inner.", "tower.inner."),
+        ("tower.", "tower.inner."),
+        ("model.", ""),
+    ]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        w.names().collect::<Vec<_>>(),
+        ["c", "modelx", "other", "tower.inner.a", "tower.inner.b"]
+    );
+    assert_eq!(values::<1>(&w, "tower.inner.b"), (vec![1], vec![1.0]));
 }

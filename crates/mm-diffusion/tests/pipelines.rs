@@ -7,7 +7,8 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{Expected, device, fixture, max_abs_diff};
-use mm_diffusion::pipelines::{GenerateOptions, Hooks, StableDiffusion};
+use mm_core::tokenizer::Tokenizer;
+use mm_diffusion::pipelines::{GenerateOptions, Hooks, PromptEncoder, StableDiffusion};
 use mm_schedulers::QueuedNoise;
 use serde_json::Value;
 
@@ -92,11 +93,9 @@ impl Fixture {
     }
 }
 
-#[test]
-fn tokenizer_ids_match_clip_tokenizer() {
-    let f = load("sd-tiny");
-    let tok = &f.pipe.prompt_encoder.tokenizer;
-    for case in f.cases["tokens"].as_array().unwrap() {
+/// `tok` gives the ids of every tokenizer case (`CLIPTokenizer`, padded to 77, truncated).
+fn check_token_cases(tok: &Tokenizer, cases: &Value) {
+    for case in cases["tokens"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let expected: Vec<u32> = case["ids"]
             .as_array()
@@ -107,6 +106,30 @@ fn tokenizer_ids_match_clip_tokenizer() {
         let ids = tok.encode(text).unwrap().ids.remove(0);
         assert_eq!(ids, expected, "ids of {text:?}");
     }
+}
+
+#[test]
+fn tokenizer_ids_match_clip_tokenizer() {
+    let f = load("sd-tiny");
+    check_token_cases(&f.pipe.prompt_encoder.tokenizer, &f.cases);
+}
+
+/// A `tokenizer/` as diffusers 0.42.1 `save_pretrained` writes it with transformers 5.24:
+/// `tokenizer.json` + `tokenizer_config.json`, no `vocab.json` + `merges.txt`
+/// (tools/reference/gen_saved.py checks that the `tokenizer.json` it writes for `sd-tiny` is
+/// byte-identical to `tests/fixtures/saved/clip/tokenizer.json`).
+#[test]
+fn saved_tokenizer_folder_gives_the_same_ids() {
+    let pipeline = std::env::temp_dir().join(format!("mm-saved-tokenizer-{}", std::process::id()));
+    let tokenizer_dir = pipeline.join("tokenizer");
+    std::fs::create_dir_all(&tokenizer_dir).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("saved/clip").join(file), tokenizer_dir.join(file)).unwrap();
+    }
+    let tokenizer = PromptEncoder::load_tokenizer(&pipeline).unwrap();
+    std::fs::remove_dir_all(&pipeline).unwrap();
+    let text = std::fs::read_to_string(fixture("sd-tiny").join("expected.json")).unwrap();
+    check_token_cases(&tokenizer, &serde_json::from_str(&text).unwrap());
 }
 
 #[test]

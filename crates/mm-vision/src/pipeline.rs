@@ -1,12 +1,18 @@
 //! Ready-to-use image–text pipelines: a model with its tokenizer and image processor, for
 //! embeddings (search, retrieval) and zero-shot classification.
 //!
+//! **Transparent images**: the CLIP and SigLIP image processors of transformers 5.24 have
+//! `do_convert_rgb` set and composite an image with alpha onto white. Load images with
+//! [`mm_core::image::load_image_on_white`] to get the pixels (and embeddings) of
+//! `processor(images=Image.open(p))`; [`mm_core::image::load_image`] drops the alpha channel
+//! instead.
+//!
 //! ```no_run
 //! # fn main() -> mm_vision::Result<()> {
 //! use mm_vision::pipeline::ClipPipeline;
 //! let device = mm_core::device::cpu();
 //! let clip = ClipPipeline::load("openai/clip-vit-base-patch32", &device)?;
-//! let image = mm_core::image::load_image("cat.jpg")?;
+//! let image = mm_core::image::load_image_on_white("cat.png")?;
 //! for (label, p) in clip.zero_shot(&image, &["cat", "dog", "car"])? {
 //!     println!("{label}: {p:.3}");
 //! }
@@ -17,7 +23,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use image::RgbImage;
 use mm_core::hub::ModelDir;
-use mm_core::processor::{ImageProcessor, ImageProcessorConfig};
+use mm_core::processor::{ImageProcessor, ImageProcessorConfig, find_image_processor_config};
 use mm_core::tokenizer::{Padding, Tokenizer};
 
 use crate::clip::ClipModel;
@@ -35,7 +41,7 @@ pub trait ImageTextModel: Pretrained {
     const PADDING: Padding;
     /// Whether the attention mask is given to the text tower.
     const USE_ATTENTION_MASK: bool;
-    /// The image processor to use when the snapshot has no `preprocessor_config.json`.
+    /// The image processor to use when the snapshot has no image processor config.
     fn default_processor() -> ImageProcessorConfig;
     /// Unnormalised text embeddings `[batch, dim]`.
     fn text_features(
@@ -118,8 +124,10 @@ pub type SiglipPipeline = ImageTextPipeline<SiglipModel>;
 
 impl<M: ImageTextModel> ImageTextPipeline<M> {
     /// Loads a snapshot folder or cached repo id: `config.json`, the weights, `tokenizer.json`
-    /// (or CLIP's `vocab.json` + `merges.txt`) and `preprocessor_config.json` (the model's
-    /// default processor when absent).
+    /// (or CLIP's `vocab.json` + `merges.txt`) and the image processor config:
+    /// `processor_config.json`'s `"image_processor"` (what `processor.save_pretrained` of
+    /// transformers 5 writes), else `preprocessor_config.json`, else the model's default
+    /// processor (see [`mm_core::processor::find_image_processor_config`]).
     pub fn load(model: impl AsRef<str>, device: &Device) -> Result<Self> {
         let dir = ModelDir::resolve(model)?;
         let model = M::load_dir(&dir, device)?;
@@ -130,10 +138,10 @@ impl<M: ImageTextModel> ImageTextPipeline<M> {
                 _ => return Err(missing.into()),
             },
         };
-        let processor = match dir.file("preprocessor_config.json") {
-            Ok(path) => ImageProcessor::from_file(path)?,
-            Err(_) => ImageProcessor::new(M::default_processor())?,
-        };
+        let processor = ImageProcessor::new(match find_image_processor_config(dir.path())? {
+            Some(json) => json.parse()?,
+            None => M::default_processor(),
+        })?;
         Self::new(model, tokenizer, processor, device)
     }
 

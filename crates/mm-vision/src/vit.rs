@@ -1,5 +1,28 @@
 //! ViT (Dosovitskiy et al. 2020): `ViTModel` and `ViTForImageClassification`, tensor names as
-//! in `google/vit-base-patch16-224` (`vit.encoder.layer.N.attention.attention.query`, ...).
+//! in `google/vit-base-patch16-224` (`vit.encoder.layer.N.attention.attention.query`, ...),
+//! which is also what `save_pretrained` of transformers 5.24 writes by default.
+//!
+//! **Transparent images**: `ViTImageProcessor` has no `do_convert_rgb`, and transformers 5.24
+//! rejects an RGBA image ("mean must have 4 elements"); its `load_image` (what its pipelines
+//! call) and `Image.open(p).convert("RGB")` drop the alpha channel. Load images with
+//! [`mm_core::image::load_image`] for those pixels.
+//!
+//! ```no_run
+//! # fn main() -> mm_vision::Result<()> {
+//! use mm_core::processor::ImageProcessor;
+//! use mm_vision::Pretrained;
+//! use mm_vision::vit::ViTForImageClassification;
+//! let device = mm_core::device::cpu();
+//! let model = ViTForImageClassification::load("google/vit-base-patch16-224", &device)?;
+//! let dir = mm_core::hub::ModelDir::resolve("google/vit-base-patch16-224")?;
+//! let processor = ImageProcessor::from_dir(dir.path())?;
+//! let image = mm_core::image::load_image("cat.png")?; // ViT: alpha dropped
+//! let pixels = processor.preprocess(&[image], &device)?;
+//! for p in &model.classify(pixels, 3)?[0] {
+//!     println!("{:.3} {}", p.score, p.label);
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 

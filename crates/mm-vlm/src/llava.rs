@@ -13,7 +13,8 @@
 //! let device = mm_core::device::cpu();
 //! let model = LlavaForConditionalGeneration::load("llava-hf/llava-1.5-7b-hf", &device)?;
 //! let processor = LlavaProcessor::from_dir("path/to/llava-1.5-7b-hf")?;
-//! let image = image::open("cat.png").expect("image").to_rgb8();
+//! // The LLaVA processors composite transparency onto white (see `mm_vlm::processor`).
+//! let image = mm_core::image::load_image_on_white("cat.png")?;
 //! let inputs = processor.process("USER: <image>\nWhat is this? ASSISTANT:", &[image])?;
 //! let (ids, mask) = inputs.token_tensors(&device)?;
 //! let pixels = inputs.images.pixel_values(&device)?;
@@ -112,8 +113,8 @@ pub trait VisionLanguageModel: Sized {
     /// (`[tokens, text_hidden]`), and the number of images.
     fn image_features(&self, images: Self::Images) -> Result<(Tensor<2>, usize)>;
 
-    /// Builds the model and loads `weights` strictly (published llava-hf names or the
-    /// transformers 5 ones). Use [`Weights::with_dtype`] to keep half-precision weights.
+    /// Builds the model and loads `weights` strictly (published llava-hf names, or those
+    /// `save_pretrained` of transformers 5 writes with or without `save_original_format`). Use [`Weights::with_dtype`] to keep half-precision weights.
     fn from_weights(config: &LlavaConfig, weights: Weights, device: &Device) -> Result<Self>
     where
         Self: Module,
@@ -269,29 +270,36 @@ pub(crate) fn default_eos(config: &LlavaConfig) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// Maps the transformers 5 names (`model.language_model.*`, `model.vision_tower.*` without the
-/// `vision_model` level, `model.multi_modal_projector.*`, `model.image_newline`, `lm_head.*`)
-/// to the published ones, drops `position_ids` buffers and, when tied, a stored `lm_head`.
+/// The tensor names of the three LLaVA / LLaVA-NeXT checkpoint layouts, mapped to the
+/// published llava-hf ones (the first matching prefix wins, see [`Weights::rename_prefixes`]):
+///
+/// - published llava-hf checkpoints: `language_model.model.*`, `language_model.lm_head.*`,
+///   `vision_tower.vision_model.*`, `multi_modal_projector.*`, `image_newline` (kept);
+/// - `save_pretrained` of transformers 5.24 with its default `save_original_format=True`: the
+///   same, except that the CLIP tower has no `vision_model` level (`vision_tower.embeddings.*`);
+/// - `save_pretrained(save_original_format=False)` (the 5.x module names):
+///   `model.language_model.*`, `model.vision_tower.*` (no `vision_model` level either),
+///   `model.multi_modal_projector.*`, `model.image_newline`, `lm_head.*`.
+const PUBLISHED_NAMES: [(&str, &str); 7] = [
+    ("vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("vision_tower.", "vision_tower.vision_model."),
+    ("model.language_model.", "language_model.model."),
+    (
+        "model.vision_tower.vision_model.",
+        "vision_tower.vision_model.",
+    ),
+    ("model.vision_tower.", "vision_tower.vision_model."),
+    ("model.", ""),
+    ("lm_head.", "language_model.lm_head."),
+];
+
+/// Maps every layout's names to the published ones ([`PUBLISHED_NAMES`]), drops
+/// `position_ids` buffers and, when tied, a stored `lm_head`.
 pub(crate) fn published_names(weights: Weights, tied: bool) -> Weights {
-    weights.rename(|name| {
-        if name.ends_with("position_ids") {
-            return None;
-        }
-        let name = if let Some(rest) = name.strip_prefix("model.language_model.") {
-            format!("language_model.model.{rest}")
-        } else if let Some(rest) = name
-            .strip_prefix("model.vision_tower.")
-            .filter(|r| !r.starts_with("vision_model."))
-        {
-            format!("vision_tower.vision_model.{rest}")
-        } else if let Some(rest) = name.strip_prefix("lm_head.") {
-            format!("language_model.lm_head.{rest}")
-        } else if let Some(rest) = name.strip_prefix("model.") {
-            rest.to_string()
-        } else {
-            name.to_string()
-        };
-        (!(tied && name.starts_with("language_model.lm_head."))).then_some(name)
+    weights.rename_prefixes(&PUBLISHED_NAMES).rename(|name| {
+        let dropped =
+            name.ends_with("position_ids") || (tied && name.starts_with("language_model.lm_head."));
+        (!dropped).then(|| name.to_string())
     })
 }
 

@@ -19,6 +19,27 @@
 //! `<image>` marker of the text becomes as many image tokens as the model has features for that
 //! image, then the text is tokenized (with the tokenizer's special tokens, as the Python
 //! processors call the tokenizer with `add_special_tokens=True`).
+//!
+//! A model folder keeps the image processor settings in `preprocessor_config.json` (published
+//! llava-hf snapshots) or, when `processor.save_pretrained` of transformers 5 wrote it, under
+//! `"image_processor"` in `processor_config.json`; [`LlavaProcessor::from_dir`] reads either
+//! (the nested one first, as transformers does).
+//!
+//! **Transparent images**: all three image processors have `do_convert_rgb` set and composite
+//! an image with alpha onto white before anything else (`convert_to_rgb`). Load images with
+//! [`mm_core::image::load_image_on_white`] to get the pixels of
+//! `processor(images=Image.open(p))` (transformers 5.24, `AutoProcessor`);
+//! [`mm_core::image::load_image`] drops the alpha channel instead and gives other pixels where
+//! the image is transparent.
+//!
+//! ```no_run
+//! # fn main() -> mm_vlm::Result<()> {
+//! use mm_vlm::processor::LlavaProcessor;
+//! let processor = LlavaProcessor::from_dir("path/to/llava-1.5-7b-hf")?;
+//! let image = mm_core::image::load_image_on_white("logo.png")?;
+//! let inputs = processor.process("USER: <image>\nWhat is this? ASSISTANT:", &[image])?;
+//! # Ok(()) }
+//! ```
 
 use std::path::Path;
 
@@ -139,6 +160,18 @@ impl LlavaImageProcessorConfig {
     /// Reads a `preprocessor_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_value(mm_core::config::read_json(path)?)
+    }
+
+    /// Reads the image processor config of a model folder: the `"image_processor"` object of
+    /// `processor_config.json` (what `processor.save_pretrained` of transformers 5 writes),
+    /// else `preprocessor_config.json` (see
+    /// [`mm_core::processor::find_image_processor_config`]).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let json = mm_core::processor::read_image_processor_config(dir)?;
+        Self::from_value(json.value).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", json.path.display())),
+            other => other,
+        })
     }
 
     /// The `(height, width)` of every tile: the crop size, else `size` when exact, else the
@@ -310,6 +343,11 @@ impl LlavaImageProcessor {
     /// A processor from a `preprocessor_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         Self::new(LlavaImageProcessorConfig::from_file(path)?)
+    }
+
+    /// The processor of a model folder ([`LlavaImageProcessorConfig::from_dir`]).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::new(LlavaImageProcessorConfig::from_dir(dir)?)
     }
 
     /// The config.
@@ -604,12 +642,14 @@ impl LlavaProcessor {
         })
     }
 
-    /// Loads `tokenizer.json`, `preprocessor_config.json` and the options
-    /// ([`ProcessorOptions::from_dir`]) of a model folder.
+    /// Loads `tokenizer.json`, the image processor config
+    /// ([`LlavaImageProcessorConfig::from_dir`]: `processor_config.json`'s `"image_processor"`,
+    /// else `preprocessor_config.json`) and the options ([`ProcessorOptions::from_dir`]) of a
+    /// model folder.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))?;
-        let images = LlavaImageProcessor::from_file(dir.join("preprocessor_config.json"))?;
+        let images = LlavaImageProcessor::from_dir(dir)?;
         let options = ProcessorOptions::from_dir(dir, &tokenizer)?;
         Self::new(tokenizer, images, options)
     }
