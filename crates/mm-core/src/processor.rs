@@ -1039,6 +1039,30 @@ mod tests {
         assert!(matches!(err, Error::Config { .. }), "{err}");
     }
 
+    /// A size no machine can hold is refused when the processor is made (it used to abort in
+    /// the first resize), and a resize target too large for the image at hand at call time.
+    #[test]
+    fn sizes_too_large_are_refused_before_allocating() {
+        let config = |json: &str| -> ImageProcessorConfig { serde_json::from_str(json).unwrap() };
+        for json in [
+            r#"{"size": {"shortest_edge": 100000}, "do_center_crop": false}"#,
+            r#"{"size": {"height": 200000, "width": 200000}}"#,
+            r#"{"size": {"shortest_edge": 224}, "crop_size": {"height": 100000, "width": 100000}}"#,
+        ] {
+            let err = ImageProcessor::new(config(json)).unwrap_err();
+            assert!(matches!(err, Error::TooLarge { .. }), "{json}: {err}");
+            assert!(err.to_string().contains("MM_MEMORY_LIMIT"), "{err}");
+        }
+        // 10000 fits on its own, but a 1000 × 1 strip resizes to 10⁷ × 10⁴.
+        let p = ImageProcessor::new(config(
+            r#"{"size": {"shortest_edge": 10000}, "do_center_crop": false}"#,
+        ))
+        .unwrap();
+        let strip = RgbImage::new(1000, 1);
+        let err = p.resize_and_crop(&strip).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    }
+
     #[test]
     fn batch_shapes_and_empty_batch() {
         let device = Device::flex();
