@@ -102,18 +102,19 @@ impl<'a> Checks<'a> {
         })
     }
 
-    /// The model's weights (`parameters` of 4 bytes, an estimate from the config, in `f64`
-    /// so that no config can overflow it) must fit in [`crate::limits::memory_limit`]: a
-    /// config with a billion layers fails here with [`Error::TooLarge`] instead of aborting
-    /// while the model is built.
+    /// The model's weights (`parameters`, an estimate from the config, in `f64` so that no
+    /// config can overflow it) must fit in [`crate::limits::memory_limit`] at 2 bytes each,
+    /// the smallest storage this workspace loads (bf16 / f16; f32 needs twice that): a config
+    /// with a billion layers fails here with [`Error::TooLarge`] instead of aborting while the
+    /// model is built, and a 7B model that fits in bf16 is not refused for its f32 size.
     pub fn parameters(self, parameters: f64) -> Result<Self> {
         // `as` saturates: an absurd estimate becomes u64::MAX, never a wrapped small number.
         crate::limits::check_memory(
             format_args!(
-                "a model of this {} (about {:.3e} parameters)",
+                "a model of this {} (about {:.3e} parameters, at 2 bytes each)",
                 self.model, parameters
             ),
-            (parameters * 4.0) as u64,
+            (parameters * 2.0) as u64,
         )?;
         Ok(self)
     }
