@@ -6,7 +6,9 @@ mod common;
 
 use common::{Expected, device, fixture, max_abs_diff};
 use mm_diffusion::Error;
-use mm_diffusion::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny, TileMode, Tiling};
+use mm_diffusion::vae::{
+    Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, TileMode, Tiling,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -143,4 +145,22 @@ fn unusable_tilings_are_rejected() {
         512,
         "a rejected tiling is not kept"
     );
+}
+
+#[test]
+fn an_unusable_sample_size_still_gives_a_usable_default() {
+    // 30-pixel tiles would not be whole latents (diffusers would cut them between latents):
+    // the default is rounded down to 16 pixels, and untiled calls are unaffected.
+    let config = AutoencoderKLConfig {
+        sample_size: 30.into(),
+        ..kl().config().clone()
+    };
+    let mut vae = AutoencoderKL::new(&config, &device()).unwrap();
+    assert_eq!(vae.options().tiling.sample_tile, 16);
+    let image = expected().float::<4>("image");
+    let untiled = vae.encode(image.clone()).unwrap().mean;
+    assert_eq!(untiled.dims(), [2, 4, 24, 20]);
+    vae.set_options(vae.options().tile_mode(TileMode::On))
+        .unwrap();
+    assert_eq!(vae.encode(image).unwrap().mean.dims(), [2, 4, 24, 20]);
 }

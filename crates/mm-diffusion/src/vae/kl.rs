@@ -634,15 +634,27 @@ impl AutoencoderKL {
     }
 }
 
-/// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25.
+/// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25. A size
+/// whose tiles would not be whole latents is rounded down to a multiple of 4 × the downscale
+/// factor (diffusers would cut such tiles between latents), so that the default is always
+/// usable.
 fn default_tiling(config: &AutoencoderKLConfig) -> Tiling {
     let size = &config.sample_size;
     let side = size
         .as_u64()
-        .or_else(|| size.get(0).and_then(|v| v.as_u64()));
-    Tiling {
-        sample_tile: side.map_or(512, |s| s as usize),
+        .or_else(|| size.get(0).and_then(|v| v.as_u64()))
+        .map_or(512, |s| s as usize);
+    let tiling = Tiling {
+        sample_tile: side,
         overlap: 0.25,
+    };
+    let f = config.downscale_factor();
+    if TileSides::new(&tiling, f).is_ok() {
+        return tiling;
+    }
+    Tiling {
+        sample_tile: (side / (4 * f)).max(1) * 4 * f,
+        ..tiling
     }
 }
 
