@@ -10,7 +10,7 @@ use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
-use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig};
+use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 
 /// The error type of the examples: any library error, printed with its message.
@@ -334,16 +334,21 @@ pub struct RoundtripArgs {
     /// Device: cpu, or wgpu when built with `--features wgpu`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Tiled encoding and decoding: on, off, or auto (only when the untiled round trip would
+    /// exceed the memory limit, `MM_MEMORY_LIMIT`, by default the machine's memory).
+    #[arg(long, default_value = "auto")]
+    pub tiling: TileMode,
 }
 
 /// Encodes the image at `args.image` (cropped to multiples of the downscale factor) and
 /// decodes it back; prints the latent shape, the timings and the PSNR, and saves the
-/// reconstruction to `args.out`.
+/// reconstruction to `args.out`; tiles as `args.tiling` says.
 pub fn roundtrip(
-    vae: &dyn Autoencoder,
+    vae: &mut dyn Autoencoder,
     args: &RoundtripArgs,
     device: &Device,
 ) -> Result<(), AnyError> {
+    vae.set_options(vae.options().tile_mode(args.tiling))?;
     let f = vae.downscale_factor() as u32;
     let crop = crop_to_multiple(mm_core::image::load_image(&args.image)?, f)?;
     let pixels: Tensor<4> = mm_core::image::image_to_tensor(&crop, device).unsqueeze();

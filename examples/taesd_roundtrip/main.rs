@@ -1,5 +1,7 @@
 //! Encodes a photo with a tiny autoencoder (TAESD family) and decodes it back; prints the
 //! latent shape, the reconstruction PSNR and the time taken, and saves the reconstruction.
+//! Large images are encoded and decoded in tiles when the untiled round trip would exceed the
+//! memory limit (`--tiling auto`, the default; `on` always tiles, `off` never).
 //! (`vae_roundtrip` does the same for any VAE; this is its TAESD-only front end.)
 //!
 //! ```text
@@ -43,12 +45,12 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
     let device = device(&cli.common.device)?;
-    let taesd = match (&cli.model, &cli.encoder, &cli.decoder) {
+    let mut taesd = match (&cli.model, &cli.encoder, &cli.decoder) {
         (Some(model), _, _) => AutoencoderTiny::load(model, &device)?,
         (None, Some(encoder), Some(decoder)) => {
             cli.flavour.load_files(encoder, decoder, &device)?
         }
         _ => return Err("give --model, or --encoder and --decoder".into()),
     };
-    roundtrip(&taesd, &cli.common, &device)
+    roundtrip(&mut taesd, &cli.common, &device)
 }

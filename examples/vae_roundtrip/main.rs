@@ -1,5 +1,7 @@
 //! Encodes a photo into a diffusion latent space and decodes it back; prints the latent shape,
-//! the reconstruction PSNR and the time taken, and saves the reconstruction.
+//! the reconstruction PSNR and the time taken, and saves the reconstruction. Large images are
+//! encoded and decoded in tiles when the untiled round trip would exceed the memory limit
+//! (`--tiling auto`, the default; `on` always tiles images larger than a tile, `off` never).
 //!
 //! ```text
 //! # TAEF2 (upstream taesd files)
@@ -53,6 +55,6 @@ fn load(cli: &Cli, device: &burn::tensor::Device) -> Result<Box<dyn Autoencoder>
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
     let device = device(&cli.common.device)?;
-    let vae = load(&cli, &device)?;
-    roundtrip(vae.as_ref(), &cli.common, &device)
+    let mut vae = load(&cli, &device)?;
+    roundtrip(vae.as_mut(), &cli.common, &device)
 }

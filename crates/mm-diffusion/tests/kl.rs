@@ -6,7 +6,9 @@ mod common;
 use common::{Expected, device, fixture};
 use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::Error;
-use mm_diffusion::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
+use mm_diffusion::vae::{
+    Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, TileMode,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -89,34 +91,27 @@ fn sd15_vae_names_and_shapes() {
     assert_eq!(ours.len(), 248);
 }
 
-#[test]
-fn tiled_encode_and_decode_match_diffusers() {
-    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
-    let tiling = vae.default_tiling();
-    assert_eq!(tiling.sample_tile, 32);
-    let exp = Expected::fixture("vae-kl-tiny");
-    let posterior = vae.encode_tiled(exp.float("tiled_image"), &tiling).unwrap();
-    exp.check("tiled_latent_mean", posterior.mean.clone(), TOL);
-    exp.check("tiled_latent_logvar", posterior.logvar, TOL);
-    let decoded = vae.decode_tiled(posterior.mean, &tiling).unwrap();
-    exp.check("tiled_decoded", decoded, TOL);
-    // Inputs no larger than a tile take the untiled path.
-    let small = vae.encode_tiled(exp.float("image"), &tiling).unwrap();
-    exp.check("latent_mean", small.mean, TOL);
+/// The tiny VAE with diffusers' `enable_tiling()`: tiles of its `sample_size` (32 pixels).
+fn tiled_vae() -> AutoencoderKL {
+    let mut vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
+    assert_eq!(vae.options().tiling.sample_tile, 32);
+    vae.set_options(vae.options().tile_mode(TileMode::On))
+        .unwrap();
+    vae
 }
 
 #[test]
-fn unusable_tilings_are_rejected() {
-    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
-    let image = Expected::fixture("vae-kl-tiny").float::<4>("tiled_image");
-    for (sample_tile, overlap) in [(30, 0.25), (32, 1.0), (0, 0.25), (32, -0.5)] {
-        let tiling = mm_diffusion::vae::Tiling {
-            sample_tile,
-            overlap,
-        };
-        let err = vae.encode_tiled(image.clone(), &tiling).unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err}");
-    }
+fn tiled_encode_and_decode_match_diffusers() {
+    let vae = tiled_vae();
+    let exp = Expected::fixture("vae-kl-tiny");
+    let posterior = vae.encode(exp.float("tiled_image")).unwrap();
+    exp.check("tiled_latent_mean", posterior.mean.clone(), TOL);
+    exp.check("tiled_latent_logvar", posterior.logvar, TOL);
+    let decoded = vae.decode(posterior.mean).unwrap();
+    exp.check("tiled_decoded", decoded, TOL);
+    // Inputs no larger than a tile take the untiled path.
+    let small = vae.encode(exp.float("image")).unwrap();
+    exp.check("latent_mean", small.mean, TOL);
 }
 
 /// Encodes and decodes through the trait, as a pipeline would, and checks against diffusers.
@@ -147,14 +142,11 @@ fn both_autoencoders_work_through_the_trait() {
 fn tiling_handles_a_last_tile_thinner_than_the_blend() {
     // 32-pixel tiles every 24: a 28-pixel-wide image leaves a 4-pixel (1-latent) last column,
     // narrower than the 2-latent blend.
-    let vae = AutoencoderKL::load(tiny_path(), &device()).unwrap();
-    let tiling = vae.default_tiling();
-    let image = Expected::fixture("vae-kl-tiny")
-        .float::<4>("tiled_image")
-        .narrow(3, 0, 28);
+    let vae = tiled_vae();
     let exp = Expected::fixture("vae-kl-tiny");
-    let posterior = vae.encode_tiled(image, &tiling).unwrap();
+    let image = exp.float::<4>("tiled_image").narrow(3, 0, 28);
+    let posterior = vae.encode(image).unwrap();
     exp.check("thin_latent_mean", posterior.mean.clone(), TOL);
-    let decoded = vae.decode_tiled(posterior.mean, &tiling).unwrap();
+    let decoded = vae.decode(posterior.mean).unwrap();
     exp.check("thin_decoded", decoded, TOL);
 }

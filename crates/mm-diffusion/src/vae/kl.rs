@@ -15,7 +15,7 @@
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 use mm_core::config::Checks;
 use mm_core::nn::{Activation, group_norm};
 use mm_core::precision::{conv2d, module_compute_dtype};
@@ -26,6 +26,7 @@ use super::Autoencoder;
 use super::attention::SpatialAttention;
 use super::layers::{conv, group_norm_layer};
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, VAE_NORM_EPS};
+use super::tiling::{Pass, TileSides, Tiling, VaeOptions, ramp, tiles};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
@@ -400,67 +401,74 @@ impl DiagonalGaussian {
     }
 }
 
-/// Tiled encoding and decoding (diffusers' `enable_tiling()`): images larger than a tile are
-/// processed as overlapping tiles blended linearly over the overlap, so memory stays bounded
-/// whatever the image size. The result differs slightly from untiled processing.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Tiling {
-    /// Tile side in image pixels (diffusers: the config's `sample_size`); a multiple of the
-    /// downscale factor.
-    pub sample_tile: usize,
-    /// Fraction of a tile shared with its neighbour (diffusers: 0.25), in `[0, 1)`.
-    pub overlap: f64,
-}
-
-/// One tiling pass: tiles of `tile` input pixels every `step`, outputs blended over `blend`
-/// pixels and cropped to `keep`.
-struct TilePlan {
-    tile: usize,
-    step: usize,
+/// diffusers' `AutoencoderKL` tiling (`_tiled_encode`, `tiled_decode`): every tile output is
+/// blended into its (already blended) upper and left neighbours over `blend` rows or columns,
+/// then cropped to `keep`; rows are cropped and stitched as soon as the next row no longer
+/// needs them.
+struct RowBlender {
     blend: usize,
     keep: usize,
+    /// The previous row's blended tiles.
+    above: Vec<Tensor<4>>,
+    /// The current row's blended tiles.
+    row: Vec<Tensor<4>>,
+    /// Stitched rows.
+    done: Vec<Tensor<4>>,
 }
 
-impl TilePlan {
-    /// Splits `x` into tiles, maps each with `f`, blends every tile into its (already
-    /// blended) upper and left neighbours and stitches the cropped tiles together, exactly as
-    /// diffusers' `_tiled_encode` / `tiled_decode`.
-    fn run(&self, x: Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let mut rows: Vec<Vec<Tensor<4>>> = Vec::new();
-        for i in (0..h).step_by(self.step) {
-            let mut row: Vec<Tensor<4>> = Vec::new();
-            for (n, j) in (0..w).step_by(self.step).enumerate() {
-                let input =
-                    x.clone()
-                        .narrow(2, i, self.tile.min(h - i))
-                        .narrow(3, j, self.tile.min(w - j));
-                let mut tile = f(input);
-                if let Some(above) = rows.last().and_then(|r| r.get(n)) {
-                    tile = blend(above, tile, 2, self.blend);
-                }
-                if let Some(left) = row.last() {
-                    tile = blend(left, tile, 3, self.blend);
-                }
-                row.push(tile);
+impl RowBlender {
+    /// Tiles every `step` of `tile` input elements, mapped by `f`.
+    fn run(
+        x: &Tensor<4>,
+        [tile, step, blend, keep]: [usize; 4],
+        f: impl Fn(Tensor<4>) -> Tensor<4>,
+    ) -> Tensor<4> {
+        let mut rows = Self {
+            blend,
+            keep,
+            above: Vec::new(),
+            row: Vec::new(),
+            done: Vec::new(),
+        };
+        for ([i, j], input) in tiles(x, tile, step) {
+            if j == 0 && i > 0 {
+                rows.next_row();
             }
-            rows.push(row);
+            rows.push(f(input));
         }
+        rows.next_row();
+        rows.next_row();
+        Tensor::cat(rows.done, 2)
+    }
+
+    fn push(&mut self, mut tile: Tensor<4>) {
+        if let Some(above) = self.above.get(self.row.len()) {
+            tile = blend(above, tile, 2, self.blend);
+        }
+        if let Some(left) = self.row.last() {
+            tile = blend(left, tile, 3, self.blend);
+        }
+        self.row.push(tile);
+    }
+
+    /// Crops and stitches the row above (no longer needed), and moves on.
+    fn next_row(&mut self) {
+        let finished = std::mem::replace(&mut self.above, std::mem::take(&mut self.row));
+        if finished.is_empty() {
+            return;
+        }
+        let keep = self.keep;
         let crop = |t: Tensor<4>| {
             let [_, _, th, tw] = t.dims();
-            t.narrow(2, 0, self.keep.min(th))
-                .narrow(3, 0, self.keep.min(tw))
+            t.narrow(2, 0, keep.min(th)).narrow(3, 0, keep.min(tw))
         };
-        let rows = rows
-            .into_iter()
-            .map(|row| Tensor::cat(row.into_iter().map(crop).collect(), 3))
-            .collect();
-        Tensor::cat(rows, 2)
+        self.done
+            .push(Tensor::cat(finished.into_iter().map(crop).collect(), 3));
     }
 }
 
 /// Blends the last `extent` rows (`dim` 2) or columns (`dim` 3) of `a` into the first ones of
-/// `b`, linearly from all `a` to all `b`.
+/// `b`, linearly from all `a` to all `b` (diffusers' `blend_v` / `blend_h`).
 fn blend(a: &Tensor<4>, b: Tensor<4>, dim: usize, extent: usize) -> Tensor<4> {
     let (len_a, len_b) = (a.dims()[dim], b.dims()[dim]);
     let e = extent.min(len_a).min(len_b);
@@ -469,10 +477,7 @@ fn blend(a: &Tensor<4>, b: Tensor<4>, dim: usize, extent: usize) -> Tensor<4> {
     }
     let mut shape = [1; 4];
     shape[dim] = e;
-    let weight = Tensor::<1, Int>::arange(0..e as i64, &b.device())
-        .float()
-        .div_scalar(e as f64)
-        .reshape(shape);
+    let weight = ramp(e, e as f64, &b).reshape(shape);
     let tail = a.clone().narrow(dim, len_a - e, e);
     let head = b.clone().narrow(dim, 0, e);
     let mixed = tail * (weight.clone().neg() + 1.0) + head * weight;
@@ -481,6 +486,10 @@ fn blend(a: &Tensor<4>, b: Tensor<4>, dim: usize, extent: usize) -> Tensor<4> {
     }
     Tensor::cat(vec![mixed, b.narrow(dim, e, len_b - e)], dim)
 }
+
+/// Live full-resolution feature maps of the widest width at the peak of an untiled call,
+/// measured (peak RSS over image sizes, minus the image-sized tensors) at 3.75.
+const LIVE_MAPS: u64 = 4;
 
 /// diffusers' `AutoencoderKL`.
 #[derive(Module, Debug)]
@@ -495,6 +504,8 @@ pub struct AutoencoderKL {
     pub post_quant_conv: Option<Conv2d>,
     #[module(skip)]
     config: AutoencoderKLConfig,
+    #[module(skip)]
+    options: VaeOptions,
 }
 
 impl AutoencoderKL {
@@ -512,6 +523,7 @@ impl AutoencoderKL {
             post_quant_conv: config
                 .use_post_quant_conv
                 .then(|| conv(latent, latent, 1, true, device)),
+            options: VaeOptions::new(default_tiling(config)),
             config: config.clone(),
         })
     }
@@ -540,16 +552,69 @@ impl AutoencoderKL {
     }
 
     /// Encodes images in `[-1, 1]` (`[batch, 3, H, W]`, `H` and `W` multiples of
-    /// [`Autoencoder::downscale_factor`]) into the latent distribution.
+    /// [`Autoencoder::downscale_factor`]) into the latent distribution, tiled and sliced as
+    /// the [options](Autoencoder::options) say. Fails with [`mm_core::Error::TooLarge`] (as
+    /// [`Error::Core`]) when the estimated memory exceeds [`mm_core::limits::memory_limit`].
     pub fn encode(&self, images: Tensor<4>) -> Result<DiagonalGaussian> {
-        check_image(&images, self.config.in_channels, self.downscale_factor())?;
-        Ok(DiagonalGaussian::from_moments(self.moments(images)))
+        let f = self.downscale_factor();
+        check_image(&images, self.config.in_channels, f)?;
+        let sides = TileSides::new(&self.options.tiling, f)?;
+        let blend = (sides.latent as f64 * self.options.tiling.overlap) as usize;
+        let plan = [sides.sample, sides.sample_step, blend, sides.latent - blend];
+        let moments = self
+            .pass("AutoencoderKL encode", sides.sample, [1, f])
+            .run(
+                images,
+                |x| self.moments(x),
+                |x| RowBlender::run(&x, plan, |tile| self.moments(tile)),
+            )?;
+        Ok(DiagonalGaussian::from_moments(moments))
     }
 
-    /// Decodes (unscaled) latents into images in about `[-1, 1]` (not clamped).
+    /// Decodes (unscaled) latents into images in about `[-1, 1]` (not clamped), tiled and
+    /// sliced as the [options](Autoencoder::options) say; fails like
+    /// [`encode`](Self::encode) when the estimate exceeds the memory limit.
     pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         check_latents(&latents, self.config.latent_channels)?;
-        Ok(self.decode_unchecked(latents))
+        let sides = TileSides::new(&self.options.tiling, self.downscale_factor())?;
+        let blend = (sides.sample as f64 * self.options.tiling.overlap) as usize;
+        let plan = [sides.latent, sides.latent_step, blend, sides.sample - blend];
+        let pass = self.pass(
+            "AutoencoderKL decode",
+            sides.latent,
+            [self.downscale_factor(), 1],
+        );
+        pass.run(
+            latents,
+            |z| self.decode_unchecked(z),
+            |z| RowBlender::run(&z, plan, |tile| self.decode_unchecked(tile)),
+        )
+    }
+
+    /// The options' handling of an encode (`scale` 1/f) or decode (`scale` f/1) whose input
+    /// tiles are `tile` wide. The widest full-resolution feature map is the first level's, or
+    /// in the decoder the last upsampler's (the second level's width).
+    fn pass(&self, what: &'static str, tile: usize, scale: [usize; 2]) -> Pass<'_> {
+        let ch = &self.config.block_out_channels;
+        let (out_channels, widest, dtype) = if scale[0] == 1 {
+            let moments = 2 * self.config.latent_channels;
+            (moments, ch[0], module_compute_dtype(&self.encoder))
+        } else {
+            let upsampled = ch[ch.len().min(2) - 1];
+            let decoder = module_compute_dtype(&self.decoder);
+            (self.config.out_channels, ch[0].max(upsampled), decoder)
+        };
+        Pass {
+            what,
+            options: &self.options,
+            tile,
+            split_above: tile,
+            out_channels,
+            scale,
+            widest,
+            live_maps: LIVE_MAPS,
+            elem: dtype.size() as u64,
+        }
     }
 
     /// The moments of `images` (encoder and `quant_conv`), computed in the weights' compute
@@ -576,78 +641,29 @@ impl AutoencoderKL {
         };
         self.decoder.forward(z).cast(in_dtype)
     }
+}
 
-    /// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25.
-    pub fn default_tiling(&self) -> Tiling {
-        let size = &self.config.sample_size;
-        let side = size
-            .as_u64()
-            .or_else(|| size.get(0).and_then(|v| v.as_u64()));
-        Tiling {
-            sample_tile: side.map_or(512, |s| s as usize),
-            overlap: 0.25,
-        }
+/// diffusers' default tiling: tiles of the config's `sample_size`, overlapping by 0.25. A size
+/// whose tiles would not be whole latents is rounded down to a multiple of 4 × the downscale
+/// factor (diffusers would cut such tiles between latents), so that the default is always
+/// usable.
+fn default_tiling(config: &AutoencoderKLConfig) -> Tiling {
+    let size = &config.sample_size;
+    let side = size
+        .as_u64()
+        .or_else(|| size.get(0).and_then(|v| v.as_u64()))
+        .map_or(512, |s| s as usize);
+    let tiling = Tiling {
+        sample_tile: side,
+        overlap: 0.25,
+    };
+    let f = config.downscale_factor();
+    if TileSides::new(&tiling, f).is_ok() {
+        return tiling;
     }
-
-    /// Checks `tiling` and returns the (image, latent) tile sides and the steps between tiles.
-    fn tile_sizes(&self, tiling: &Tiling) -> Result<[usize; 4]> {
-        let f = self.downscale_factor();
-        let sample = tiling.sample_tile;
-        let latent = sample / f;
-        let step = |tile: usize| (tile as f64 * (1.0 - tiling.overlap)) as usize;
-        let (sample_step, latent_step) = (step(sample), step(latent));
-        if !(0.0..1.0).contains(&tiling.overlap)
-            || latent == 0
-            || !sample.is_multiple_of(f)
-            || !sample_step.is_multiple_of(f)
-            || latent_step == 0
-            || sample_step == 0
-        {
-            return Err(Error::Config(format!(
-                "tiling {tiling:?}: the tile side must be a positive multiple of {f} whose \
-                 non-overlapping part is one too, and the overlap in [0, 1)"
-            )));
-        }
-        Ok([sample, latent, sample_step, latent_step])
-    }
-
-    /// [`encode`](Self::encode) tile by tile when the image is larger than a tile, like
-    /// diffusers with `enable_tiling()`.
-    pub fn encode_tiled(&self, images: Tensor<4>, tiling: &Tiling) -> Result<DiagonalGaussian> {
-        let [sample, latent, step, _] = self.tile_sizes(tiling)?;
-        let [_, _, h, w] = images.dims();
-        if h <= sample && w <= sample {
-            return self.encode(images);
-        }
-        check_image(&images, self.config.in_channels, self.downscale_factor())?;
-        let blend = (latent as f64 * tiling.overlap) as usize;
-        let plan = TilePlan {
-            tile: sample,
-            step,
-            blend,
-            keep: latent - blend,
-        };
-        let moments = plan.run(images, |tile| self.moments(tile));
-        Ok(DiagonalGaussian::from_moments(moments))
-    }
-
-    /// [`decode`](Self::decode) tile by tile when the latent is larger than a tile, like
-    /// diffusers with `enable_tiling()`.
-    pub fn decode_tiled(&self, latents: Tensor<4>, tiling: &Tiling) -> Result<Tensor<4>> {
-        let [sample, latent, _, step] = self.tile_sizes(tiling)?;
-        let [_, _, h, w] = latents.dims();
-        if h <= latent && w <= latent {
-            return self.decode(latents);
-        }
-        check_latents(&latents, self.config.latent_channels)?;
-        let blend = (sample as f64 * tiling.overlap) as usize;
-        let plan = TilePlan {
-            tile: latent,
-            step,
-            blend,
-            keep: sample - blend,
-        };
-        Ok(plan.run(latents, |tile| self.decode_unchecked(tile)))
+    Tiling {
+        sample_tile: (side / (4 * f)).max(1) * 4 * f,
+        ..tiling
     }
 }
 
@@ -674,6 +690,16 @@ impl Autoencoder for AutoencoderKL {
 
     fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         self.decode(latents)
+    }
+
+    fn options(&self) -> VaeOptions {
+        self.options
+    }
+
+    fn set_options(&mut self, options: VaeOptions) -> Result<()> {
+        TileSides::new(&options.tiling, self.downscale_factor())?;
+        self.options = options;
+        Ok(())
     }
 }
 

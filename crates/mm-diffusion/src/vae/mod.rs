@@ -7,14 +7,23 @@
 //! Both take images in `[-1, 1]` (diffusers' convention) as `[batch, 3, H, W]` with `H` and
 //! `W` multiples of the downscale factor, and reject non-finite inputs with a typed error.
 //! Both implement [`Autoencoder`], so a pipeline can use either (TAESD for fast previews).
+//!
+//! Large images: both can encode and decode in overlapping tiles exactly like diffusers'
+//! `enable_tiling()` (and one image at a time like `enable_slicing()`), set through
+//! [`Autoencoder::set_options`] with [`VaeOptions`]; [`TileMode::Auto`] tiles only when the
+//! untiled call would exceed the memory limit of [`mm_core::limits`]. Every call estimates its
+//! peak memory first and fails with [`mm_core::Error::TooLarge`] rather than aborting the
+//! process; see [`tiling`].
 
 pub mod attention;
 pub mod kl;
 pub mod layers;
 pub mod resnet;
+pub mod tiling;
 pub mod tiny;
 
-pub use kl::{AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, Tiling};
+pub use kl::{AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian};
+pub use tiling::{TileMode, Tiling, VaeOptions};
 pub use tiny::{AutoencoderTiny, AutoencoderTinyConfig, DecoderTiny, EncoderTiny, TinyBlock};
 
 use burn::tensor::Tensor;
@@ -40,6 +49,14 @@ pub trait Autoencoder {
 
     /// Raw latents to images in about `[-1, 1]`.
     fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>>;
+
+    /// How inputs are processed: tiling and slicing, off until set (diffusers' defaults), with
+    /// the model's default tile geometry.
+    fn options(&self) -> VaeOptions;
+
+    /// Sets how inputs are processed; fails with [`Error::Config`](crate::Error::Config) on a
+    /// tile geometry this model cannot use.
+    fn set_options(&mut self, options: VaeOptions) -> Result<()>;
 
     /// Latents as the diffusion model sees them: `(z - shift_factor) · scaling_factor`.
     fn scale_for_diffusion(&self, z: Tensor<4>) -> Tensor<4> {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Autoencoder;
 use super::layers::{Layer, Upsample, conv, group_norm_layer, sequential, strided_conv};
+use super::tiling::{Pass, Tiling, VaeOptions, ramp, tiles};
 use crate::check::{check_image, check_latents};
 use crate::loading::component;
 use crate::{Error, Result};
@@ -315,6 +316,8 @@ pub struct AutoencoderTiny {
     pub decoder: DecoderTiny,
     #[module(skip)]
     config: AutoencoderTinyConfig,
+    #[module(skip)]
+    options: VaeOptions,
 }
 
 impl AutoencoderTiny {
@@ -325,6 +328,7 @@ impl AutoencoderTiny {
             encoder: EncoderTiny::new(config, device),
             decoder: DecoderTiny::new(config, device),
             config: config.clone(),
+            options: VaeOptions::new(DEFAULT_TILING),
         })
     }
 
@@ -364,7 +368,7 @@ impl AutoencoderTiny {
         Ok(Self {
             encoder,
             decoder,
-            config: model.config,
+            ..model
         })
     }
 
@@ -396,18 +400,70 @@ impl AutoencoderTiny {
         Ok(self.decode_unit_range(latents)? * 2.0 - 1.0)
     }
 
-    /// Encodes images in `[0, 1]` (the upstream TAESD convention) into raw latents.
+    /// Encodes images in `[0, 1]` (the upstream TAESD convention) into raw latents, tiled and
+    /// sliced as the [options](Autoencoder::options) say. Fails with
+    /// [`mm_core::Error::TooLarge`] (as [`Error::Core`]) when the estimated memory exceeds
+    /// [`mm_core::limits::memory_limit`].
     pub fn encode_unit_range(&self, images: Tensor<4>) -> Result<Tensor<4>> {
         check_image(&images, self.config.in_channels, self.downscale_factor())?;
-        let (in_dtype, dtype) = (images.dtype(), module_compute_dtype(&self.encoder));
-        Ok(self.encoder.forward(images.cast(dtype)).cast(in_dtype))
+        self.run(images, true)
     }
 
-    /// Decodes raw latents into images in about `[0, 1]` (the upstream TAESD convention).
+    /// Decodes raw latents into images in about `[0, 1]` (the upstream TAESD convention),
+    /// tiled and sliced as the [options](Autoencoder::options) say; fails like
+    /// [`encode_unit_range`](Self::encode_unit_range) when the estimate exceeds the limit.
     pub fn decode_unit_range(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         check_latents(&latents, self.config.latent_channels)?;
-        let (in_dtype, dtype) = (latents.dtype(), module_compute_dtype(&self.decoder));
-        Ok(self.decoder.forward(latents.cast(dtype)).cast(in_dtype))
+        self.run(latents, false)
+    }
+
+    /// The encoder (`encode`) or the decoder on `x`, as the options say, computed in the
+    /// weights' compute dtype and returned in `x`'s.
+    fn run(&self, x: Tensor<4>, encode: bool) -> Result<Tensor<4>> {
+        let f = self.downscale_factor();
+        let sides = TinySides::new(&self.options.tiling, f)?;
+        let c = &self.config;
+        // Input tile and blend, output blend, scale, output and widest channels, dtype.
+        let (what, [tile, blend, blend_out], scale, [channels, widest], dtype) = if encode {
+            let encoder = module_compute_dtype(&self.encoder);
+            let sizes = [sides.sample, sides.blend_sample, sides.blend_latent];
+            let widths = [c.latent_channels, c.encoder_block_out_channels[0]];
+            ("AutoencoderTiny encode", sizes, [1, f], widths, encoder)
+        } else {
+            let decoder = module_compute_dtype(&self.decoder);
+            let sizes = [sides.latent, sides.blend_latent, sides.blend_sample];
+            let widths = [c.out_channels, c.decoder_block_out_channels[0]];
+            ("AutoencoderTiny decode", sizes, [f, 1], widths, decoder)
+        };
+        let forward = |x: Tensor<4>| {
+            if encode {
+                self.encoder.forward(x)
+            } else {
+                self.decoder.forward(x)
+            }
+        };
+        let step = tile - blend;
+        let plan = MaskBlend {
+            tile,
+            step,
+            blend: blend_out,
+            scale,
+            channels,
+        };
+        let pass = Pass {
+            what,
+            options: &self.options,
+            tile,
+            split_above: step,
+            out_channels: channels,
+            scale,
+            widest,
+            live_maps: LIVE_MAPS,
+            elem: dtype.size() as u64,
+        };
+        let in_dtype = x.dtype();
+        let out = pass.run(x.cast(dtype), forward, |x| plan.run(&x, forward))?;
+        Ok(out.cast(in_dtype))
     }
 
     /// Raw latents to `[0, 1]` (for storing them as 8-bit images): `x / (2 ·
@@ -445,6 +501,110 @@ impl Autoencoder for AutoencoderTiny {
 
     fn decode_latents(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
         self.decode(latents)
+    }
+
+    fn options(&self) -> VaeOptions {
+        self.options
+    }
+
+    fn set_options(&mut self, options: VaeOptions) -> Result<()> {
+        TinySides::new(&options.tiling, self.downscale_factor())?;
+        self.options = options;
+        Ok(())
+    }
+}
+
+/// diffusers' `AutoencoderTiny` tiles: 512 pixels, overlapping by 0.125.
+const DEFAULT_TILING: Tiling = Tiling {
+    sample_tile: 512,
+    overlap: 0.125,
+};
+
+/// Live full-resolution feature maps of the decoder's width at the peak of an untiled call:
+/// measured 6.0 with TAEF2 (peak RSS at 512² and 1024², minus the image-sized tensors).
+const LIVE_MAPS: u64 = 6;
+
+/// The sides of an `AutoencoderTiny` tiling, in diffusers' arithmetic: tiles of `sample`
+/// pixels or `latent` latents, blended over `int(tile · overlap)` of them.
+struct TinySides {
+    sample: usize,
+    latent: usize,
+    blend_sample: usize,
+    blend_latent: usize,
+}
+
+impl TinySides {
+    /// Fails unless the tile and its blend are whole latents and the blend at least two
+    /// latents (diffusers divides by `blend / f - 1`).
+    fn new(tiling: &Tiling, f: usize) -> Result<Self> {
+        let blend = |tile: usize| (tile as f64 * tiling.overlap) as usize;
+        let latent = tiling.sample_tile / f;
+        let sides = Self {
+            sample: tiling.sample_tile,
+            latent,
+            blend_sample: blend(tiling.sample_tile),
+            blend_latent: blend(latent),
+        };
+        if !(0.0..1.0).contains(&tiling.overlap)
+            || !sides.sample.is_multiple_of(f)
+            || sides.blend_sample != f * sides.blend_latent
+            || sides.blend_latent < 2
+        {
+            return Err(Error::Config(format!(
+                "tiling {tiling:?}: the tile side must be a multiple of {f}, its overlap a \
+                 multiple of {f} of at least {} pixels, and the overlap fraction in [0, 1)",
+                2 * f
+            )));
+        }
+        Ok(sides)
+    }
+}
+
+/// diffusers' `AutoencoderTiny._tiled_encode` / `_tiled_decode`: the tiles' outputs are
+/// written in order into a zeroed output, each mixed with what is there by a mask that ramps
+/// from 0 to 1 over the first `blend` output rows (and columns) of every tile but those of the
+/// first row (column).
+struct MaskBlend {
+    /// Input tile side and step.
+    tile: usize,
+    step: usize,
+    /// Output rows (columns) of the ramp.
+    blend: usize,
+    /// Output side = input side × `scale[0]` / `scale[1]`.
+    scale: [usize; 2],
+    /// Output channels.
+    channels: usize,
+}
+
+impl MaskBlend {
+    fn run(&self, x: &Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let [num, den] = self.scale;
+        let side = self.tile * num / den;
+        let shape = [b, self.channels, h * num / den, w * num / den];
+        let mut out = Tensor::<4>::zeros(shape, &x.device()).cast(x.dtype());
+        let ramp = ramp(side, (self.blend - 1) as f64, x);
+        for ([i, j], input) in tiles(x, self.tile, self.step) {
+            let tile = f(input);
+            let [_, _, th, tw] = tile.dims();
+            let (oi, oj) = (i * num / den, j * num / den);
+            let region = [0..b, 0..self.channels, oi..oi + th, oj..oj + tw];
+            let rows = (i > 0).then(|| ramp.clone().narrow(0, 0, th).reshape([1, 1, th, 1]));
+            let cols = (j > 0).then(|| ramp.clone().narrow(0, 0, tw).reshape([1, 1, 1, tw]));
+            let mask = match (rows, cols) {
+                (Some(r), Some(c)) => Some(r * c),
+                (r, c) => r.or(c),
+            };
+            let value = match mask {
+                Some(m) => {
+                    let old = out.clone().slice(region.clone());
+                    tile * m.clone() + old * (m.neg() + 1.0)
+                }
+                None => tile,
+            };
+            out = out.slice_assign(region, value);
+        }
+        out
     }
 }
 
