@@ -473,6 +473,13 @@ pub fn generate_from_embeds(
                 continue;
             }
             let mut scores = flat[row * vocab..(row + 1) * vocab].to_vec();
+            // -inf is a masked token; NaN means broken weights or inputs: no token is right.
+            if scores.iter().any(|s| s.is_nan()) {
+                return Err(Error::InvalidInput(format!(
+                    "the logits of row {row} are NaN at step {step}: the model's weights or \
+                     inputs are not finite"
+                )));
+            }
             let token = sampler.next_token(&mut scores, &history[row], step);
             next[row] = token;
             history[row].push(token);

@@ -224,3 +224,58 @@ fn hostile_configs_are_typed_errors() {
     let err = build(&|c| c["text_config"]["vocab_size"] = json!(u64::MAX));
     assert!(err.to_string().contains("MM_MEMORY_LIMIT"), "{err}");
 }
+
+/// A model whose weights hold NaN used to decode greedily from NaN logits and print garbage
+/// with success; generation now stops with an error.
+#[test]
+fn nan_weights_stop_generation_with_an_error() {
+    use safetensors::SafeTensors;
+    use safetensors::tensor::TensorView;
+
+    let src = fixture("llava-tiny");
+    let dir = std::env::temp_dir().join(format!("mm-vlm-nan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(file), dir.join(file)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let nan: Vec<u8> = f32::NAN.to_le_bytes().repeat(
+        st.tensor("language_model.model.norm.weight")
+            .unwrap()
+            .data()
+            .len()
+            / 4,
+    );
+    let views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = if name == "language_model.model.norm.weight" {
+                &nan[..]
+            } else {
+                view.data()
+            };
+            let view = TensorView::new(view.dtype(), view.shape().to_vec(), data).unwrap();
+            (name, view)
+        })
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    let model = LlavaForConditionalGeneration::load(dir.to_str().unwrap(), &device()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = model
+        .generate(
+            ids(vec![1, 5]),
+            None,
+            None,
+            &GenerationConfig::greedy(),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NaN"), "{err}");
+}
