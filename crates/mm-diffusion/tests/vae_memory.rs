@@ -6,6 +6,7 @@ mod common;
 
 use common::{Expected, device, fixture, max_abs_diff};
 use mm_diffusion::Error;
+use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
 use mm_diffusion::vae::{Autoencoder, AutoencoderKL, AutoencoderTiny, TileMode, Tiling};
 
 fn too_large(err: Error) -> String {
@@ -78,6 +79,26 @@ fn estimates_are_checked_and_auto_tiles() {
     mm_core::limits::set_memory_limit(Some(100 << 10));
     let err = too_large(kl.encode(image.clone()).unwrap_err());
     assert!(err.contains("in tiles of 32"), "{err}");
+
+    // A pipeline refuses, before its first step, a request whose VAE decode would not fit:
+    // sd-tiny at 256 × 256 needs about 5 MB for its UNet and the images but 9 MB to decode.
+    mm_core::limits::set_memory_limit(Some(7 << 20));
+    let pipe = StableDiffusion::load(fixture("sd-tiny").to_str().unwrap(), &device()).unwrap();
+    let mut opts = GenerateOptions::new("a cat").steps(2);
+    opts.width = Some(256);
+    opts.height = Some(256);
+    let mut steps = 0;
+    let mut progress = |_: &StepInfo| {
+        steps += 1;
+        Flow::Continue
+    };
+    let err = pipe.text_to_image(&opts, Hooks::new().progress(&mut progress));
+    let err = too_large(err.unwrap_err());
+    assert!(
+        err.contains("AutoencoderKL decode of [1, 4, 64, 64]"),
+        "{err}"
+    );
+    assert_eq!(steps, 0, "refused before the first step");
 
     // With the limit back to the machine's memory, Auto does not tile.
     mm_core::limits::set_memory_limit(None);

@@ -351,8 +351,10 @@ impl<U: Denoiser> StableDiffusion<U> {
     }
 
     /// The latent shape of `batch` images of `height × width`, which must be multiples of
-    /// [`SIZE_MULTIPLE`] and of the VAE's factor, and whose generation must fit in
-    /// [`mm_core::limits::memory_limit`] ([`mm_core::Error::TooLarge`] otherwise).
+    /// [`SIZE_MULTIPLE`] and of the VAE's factor, and whose generation (the UNet's
+    /// activations, the VAE decode with its options, the images) must fit in
+    /// [`mm_core::limits::memory_limit`] ([`mm_core::Error::TooLarge`] otherwise), checked
+    /// before any step runs.
     pub(crate) fn latent_shape(
         &self,
         batch: usize,
@@ -382,6 +384,8 @@ impl<U: Denoiser> StableDiffusion<U> {
             format_args!("generating {batch} image(s) of {width}x{height}"),
             needed,
         )?;
+        // And the decode, as the VAE's options (tiling, slicing) will run it.
+        self.vae.check_decode(shape)?;
         Ok(shape)
     }
 

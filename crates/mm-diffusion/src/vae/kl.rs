@@ -579,15 +579,27 @@ impl AutoencoderKL {
         let sides = TileSides::new(&self.options.tiling, self.downscale_factor())?;
         let blend = (sides.sample as f64 * self.options.tiling.overlap) as usize;
         let plan = [sides.latent, sides.latent_step, blend, sides.sample - blend];
-        let pass = self.pass(
-            "AutoencoderKL decode",
-            sides.latent,
-            [self.downscale_factor(), 1],
-        );
-        pass.run(
+        self.decode_pass(&sides).run(
             latents,
             |z| self.decode_unchecked(z),
             |z| RowBlender::run(&z, plan, |tile| self.decode_unchecked(tile)),
+        )
+    }
+
+    /// Checks, allocating nothing, that [`decode`](Self::decode) of f32 latents of
+    /// `latent_shape` fits in the memory limit with the current options (the check `decode`
+    /// makes first), so that a pipeline can refuse a request before it denoises.
+    pub fn check_decode(&self, latent_shape: [usize; 4]) -> Result<()> {
+        let sides = TileSides::new(&self.options.tiling, self.downscale_factor())?;
+        self.decode_pass(&sides).check(latent_shape, 4)?;
+        Ok(())
+    }
+
+    fn decode_pass(&self, sides: &TileSides) -> Pass<'_> {
+        self.pass(
+            "AutoencoderKL decode",
+            sides.latent,
+            [self.downscale_factor(), 1],
         )
     }
 

@@ -229,8 +229,19 @@ impl Pass<'_> {
         untiled: impl Fn(Tensor<4>) -> Tensor<4>,
         tiled: impl Fn(Tensor<4>) -> Tensor<4>,
     ) -> Result<Tensor<4>> {
-        let shape @ [b, c, h, w] = x.dims();
-        let elem = x.dtype().size() as u64;
+        let tile = self.check(x.dims(), x.dtype().size() as u64)?;
+        let f = |x| if tile { tiled(x) } else { untiled(x) };
+        Ok(if self.options.slicing && x.dims()[0] > 1 {
+            Tensor::cat(x.split(1, 0).into_iter().map(f).collect(), 0)
+        } else {
+            f(x)
+        })
+    }
+
+    /// Whether an input of `shape` (`elem` bytes an element) is tiled, after checking the
+    /// memory that path needs against the limit; allocates nothing.
+    pub fn check(&self, shape: [usize; 4], elem: u64) -> Result<bool> {
+        let [b, c, h, w] = shape;
         let [num, den] = self.scale;
         let out = tensor_bytes(&[b, self.out_channels, h * num / den, w * num / den], elem);
         let input = tensor_bytes(&shape, elem);
@@ -274,11 +285,6 @@ impl Pass<'_> {
                 },
             )?;
         }
-        let f = |x| if tile { tiled(x) } else { untiled(x) };
-        Ok(if self.options.slicing && b > 1 {
-            Tensor::cat(x.split(1, 0).into_iter().map(f).collect(), 0)
-        } else {
-            f(x)
-        })
+        Ok(tile)
     }
 }
