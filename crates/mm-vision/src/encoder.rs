@@ -10,6 +10,23 @@ use mm_core::precision::linear;
 
 use crate::Result;
 
+/// The [`EncoderDims`] of a tower config whose fields carry the transformers names
+/// (`hidden_size`, `intermediate_size`, `num_attention_heads`, `num_hidden_layers`,
+/// `layer_norm_eps`, `hidden_act`): CLIP's, SigLIP's and ViT's.
+macro_rules! encoder_dims {
+    ($config:expr) => {
+        $crate::encoder::EncoderDims {
+            hidden_size: $config.hidden_size,
+            intermediate_size: $config.intermediate_size,
+            num_heads: $config.num_attention_heads,
+            num_layers: $config.num_hidden_layers,
+            layer_norm_eps: $config.layer_norm_eps,
+            activation: $config.hidden_act,
+        }
+    };
+}
+pub(crate) use encoder_dims;
+
 /// Sizes of an encoder, read from a tower's config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncoderDims {

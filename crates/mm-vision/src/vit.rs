@@ -37,7 +37,7 @@ use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
 use crate::clip::patchify;
-use crate::encoder::EncoderDims;
+use crate::encoder::encoder_dims;
 use crate::output::{TowerOutput, read_scores};
 use crate::{Pretrained, Result};
 
@@ -97,15 +97,7 @@ impl ViTConfig {
     pub fn validate(&self) -> Result<()> {
         let d = self.hidden_size as f64;
         let pooler_and_classifier = d * (d + self.num_labels() as f64);
-        EncoderDims {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_layers: self.num_hidden_layers,
-            layer_norm_eps: self.layer_norm_eps,
-            activation: self.hidden_act,
-        }
-        .check_vision(
+        encoder_dims!(self).check_vision(
             "ViTConfig",
             (self.image_size, self.patch_size, self.num_channels),
             pooler_and_classifier,

@@ -5,7 +5,7 @@ use mm_core::nn::Activation;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::encoder::EncoderDims;
+use crate::encoder::{EncoderDims, encoder_dims};
 
 /// `CLIPTextConfig` (the `text_config` of a CLIP model, or Stable Diffusion's
 /// `text_encoder/config.json`).
@@ -75,14 +75,7 @@ impl ClipTextConfig {
     }
 
     pub(crate) fn dims(&self) -> EncoderDims {
-        EncoderDims {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_layers: self.num_hidden_layers,
-            layer_norm_eps: self.layer_norm_eps,
-            activation: self.hidden_act,
-        }
+        encoder_dims!(self)
     }
 }
 
@@ -142,14 +135,7 @@ impl ClipVisionConfig {
     }
 
     pub(crate) fn dims(&self) -> EncoderDims {
-        EncoderDims {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_layers: self.num_hidden_layers,
-            layer_norm_eps: self.layer_norm_eps,
-            activation: self.hidden_act,
-        }
+        encoder_dims!(self)
     }
 
     /// Number of patches per side.

@@ -8,7 +8,7 @@ use mm_core::nn::Activation;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::encoder::EncoderDims;
+use crate::encoder::{EncoderDims, encoder_dims};
 use crate::loading::read_tower_config;
 
 /// `SiglipTextConfig`.
@@ -72,14 +72,7 @@ impl SiglipTextConfig {
     }
 
     pub(crate) fn dims(&self) -> EncoderDims {
-        EncoderDims {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_layers: self.num_hidden_layers,
-            layer_norm_eps: self.layer_norm_eps,
-            activation: self.hidden_act,
-        }
+        encoder_dims!(self)
     }
 
     /// Reads a `SiglipTextConfig` file, or the `text_config` of a `SiglipConfig` file.
@@ -151,14 +144,7 @@ impl SiglipVisionConfig {
     }
 
     pub(crate) fn dims(&self) -> EncoderDims {
-        EncoderDims {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_layers: self.num_hidden_layers,
-            layer_norm_eps: self.layer_norm_eps,
-            activation: self.hidden_act,
-        }
+        encoder_dims!(self)
     }
 
     /// Reads a `SiglipVisionConfig` file, or the `vision_config` of a `SiglipConfig` file.
