@@ -94,9 +94,9 @@ pub struct DiffusionArgs {
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
-    /// The negative prompt.
-    #[arg(long, default_value = "")]
-    pub negative: String,
+    /// The negative prompt (default: none; SDXL base then uses zero embeddings).
+    #[arg(long)]
+    pub negative: Option<String>,
     /// Scheduler class instead of the folder's, e.g. EulerDiscreteScheduler,
     /// DPMSolverMultistepScheduler, DDIMScheduler.
     #[arg(long)]
@@ -104,9 +104,10 @@ pub struct DiffusionArgs {
     /// Inference steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Classifier-free guidance scale (≤ 1: none).
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale (≤ 1: none; default: the pipeline's, 7.5 for SD 1.x /
+    /// 2.x, 5.0 for SDXL).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -138,11 +139,11 @@ impl DiffusionArgs {
     /// The generation options these arguments describe.
     pub fn options(&self) -> GenerateOptions {
         let mut opts = GenerateOptions::new(&self.prompt)
-            .negative_prompt(&self.negative)
             .steps(self.steps)
-            .guidance_scale(self.guidance)
             .seed(self.seed)
             .num_images_per_prompt(self.images);
+        opts.negative_prompt = self.negative.clone();
+        opts.guidance_scale = self.guidance;
         if let Some(s) = &self.scheduler {
             opts = opts.scheduler(s);
         }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use common::{device, fixture};
 use mm_diffusion::Error;
-use mm_diffusion::pipelines::{Denoiser, Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
+use mm_diffusion::pipelines::{
+    Conditioning, Denoiser, Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo,
+};
 use mm_diffusion::vae::AutoencoderTiny;
 
 fn tiny() -> StableDiffusion {
@@ -332,7 +334,7 @@ impl Denoiser for Diverging {
         &self,
         sample: Tensor<4>,
         _t: f64,
-        _c: Tensor<3>,
+        _c: &Conditioning,
     ) -> mm_diffusion::Result<Tensor<4>> {
         Ok(sample / 0.0 * 0.0)
     }

@@ -3,7 +3,17 @@
 use burn::tensor::Tensor;
 
 use crate::Result;
-use crate::unet::UNet2DConditionModel;
+use crate::unet::{AddedCond, UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
+
+/// What a denoiser is conditioned on at every step: the text embeddings and, for SDXL,
+/// the added conditions (pooled text embeddings and micro-conditioning time ids).
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `encoder_hidden_states` `[batch, tokens, dim]`.
+    pub context: Tensor<3>,
+    /// SDXL's `added_cond_kwargs` (`text_embeds` `[batch, dim]`, `time_ids` `[batch, n]`).
+    pub added: Option<AddedCond>,
+}
 
 /// A noise-prediction network conditioned on text, as the Stable Diffusion pipelines call it
 /// (`UNet2DConditionModel`, or any model with the same contract).
@@ -17,9 +27,10 @@ pub trait Denoiser {
     fn sample_size(&self) -> usize;
 
     /// The model output for `sample` `[batch, in_channels, h, w]` at `timestep` (the same for
-    /// the whole batch) with text conditioning `context` `[batch, tokens, dim]`: the noise,
-    /// `v` or the clean sample, whichever the scheduler's `prediction_type` says.
-    fn predict(&self, sample: Tensor<4>, timestep: f64, context: Tensor<3>) -> Result<Tensor<4>>;
+    /// the whole batch) with the conditioning `cond` (of the same batch): the noise, `v` or
+    /// the clean sample, whichever the scheduler's `prediction_type` says.
+    fn predict(&self, sample: Tensor<4>, timestep: f64, cond: &Conditioning)
+    -> Result<Tensor<4>>;
 
     /// An estimate (a lower bound) of the activation bytes one [`predict`](Self::predict)
     /// call on a `[batch, in_channels, height, width]` sample needs, which the pipelines check
@@ -27,6 +38,43 @@ pub trait Denoiser {
     fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
         let _ = (batch, height, width);
         0
+    }
+}
+
+/// What a pipeline needs to know of its denoiser without loading it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DenoiserInfo {
+    pub in_channels: usize,
+    pub sample_size: usize,
+    /// [`Denoiser::activation_bytes`] of one sample and one latent pixel.
+    pub bytes_per_pixel: u64,
+}
+
+impl DenoiserInfo {
+    pub(crate) fn of(denoiser: &impl Denoiser) -> Self {
+        Self {
+            in_channels: denoiser.in_channels(),
+            sample_size: denoiser.sample_size(),
+            bytes_per_pixel: denoiser.activation_bytes(1, 1, 1),
+        }
+    }
+
+    /// The [`Denoiser`] answers of a `UNet2DConditionModel` built from `config`.
+    pub(crate) fn of_unet(config: &UNet2DConditionConfig) -> Self {
+        let size = &config.sample_size;
+        let sample_size = size
+            .as_u64()
+            .or_else(|| size.get(0).and_then(serde_json::Value::as_u64))
+            .map_or(64, |s| s as usize);
+        // About 16 f32 feature maps of the first level's width at the latent resolution: the
+        // skip connections the down path keeps (≈ 5 such maps for SD's channel ladder) and
+        // the transformer's feed-forward (8 maps of GEGLU) with its input and output.
+        let channels = config.block_out_channels.first().copied().unwrap_or(0);
+        Self {
+            in_channels: config.in_channels,
+            sample_size,
+            bytes_per_pixel: mm_core::limits::tensor_bytes(&[16, channels], 4),
+        }
     }
 }
 
@@ -38,27 +86,30 @@ impl Denoiser for UNet2DConditionModel {
     /// The config's `sample_size` (the first entry of a `[height, width]` pair; 64, Stable
     /// Diffusion 1.x's, when absent).
     fn sample_size(&self) -> usize {
-        let size = &self.config().sample_size;
-        size.as_u64()
-            .or_else(|| size.get(0).and_then(serde_json::Value::as_u64))
-            .map_or(64, |s| s as usize)
+        DenoiserInfo::of_unet(self.config()).sample_size
     }
 
-    fn predict(&self, sample: Tensor<4>, timestep: f64, context: Tensor<3>) -> Result<Tensor<4>> {
+    fn predict(
+        &self,
+        sample: Tensor<4>,
+        timestep: f64,
+        cond: &Conditioning,
+    ) -> Result<Tensor<4>> {
         let t = Tensor::<1>::from_floats([timestep as f32], &sample.device());
-        self.forward(sample, t, context)
+        let mut input = UNetInput::new(sample, t, cond.context.clone());
+        if let Some(added) = &cond.added {
+            input = input.with_added_cond(added.text_embeds.clone(), added.time_ids.clone());
+        }
+        self.forward_with(input)
     }
 
-    /// About 16 f32 feature maps of the first level's width at the latent resolution: the
-    /// skip connections the down path keeps (≈ 5 such maps for SD's channel ladder) and the
-    /// transformer's feed-forward (8 maps of GEGLU) with its input and output.
+    /// About 16 f32 feature maps of the first level's width per latent pixel (see
+    /// the pipelines' memory check).
     fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
-        let channels = self
-            .config()
-            .block_out_channels
-            .first()
-            .copied()
-            .unwrap_or(0);
-        mm_core::limits::tensor_bytes(&[16, batch, channels, height, width], 4)
+        let per_pixel = DenoiserInfo::of_unet(self.config()).bytes_per_pixel;
+        per_pixel
+            .saturating_mul(batch as u64)
+            .saturating_mul(height as u64)
+            .saturating_mul(width as u64)
     }
 }

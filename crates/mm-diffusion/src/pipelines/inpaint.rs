@@ -7,8 +7,9 @@ use image::RgbImage;
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
 use super::pipeline::{
-    Blend, Denoise, Generated, Hooks, StableDiffusion, preprocess_image, repeat_batch,
+    Blend, Call, Denoise, Generated, Hooks, DiffusionPipeline, preprocess_image, repeat_batch,
 };
+use super::prompt::TextConditioner;
 use crate::check::{check_channels, check_finite};
 use crate::vae::Autoencoder;
 use crate::{Error, Result};
@@ -54,7 +55,7 @@ pub fn mask_from_image(mask: &RgbImage, device: &Device) -> Tensor<4> {
     )
 }
 
-impl<U: Denoiser> StableDiffusion<U> {
+impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// Repaints the parts of `image` (`[batch, 3, H, W]` in `[0, 1]`) where `mask`
     /// (`[batch, 1, H, W]` in `[0, 1]`, white = repaint) is ≥ 0.5, as diffusers'
     /// `StableDiffusionInpaintPipeline` does:
@@ -67,7 +68,10 @@ impl<U: Denoiser> StableDiffusion<U> {
     /// Noise draws, in order: the image's posterior sample (4-channel UNets, or
     /// `strength < 1` without `opts.latents`), the initial noise (unless `opts.latents`), the
     /// masked image's posterior sample (9-channel UNets). With `strength = 1` (the default)
-    /// the run starts from pure noise; below it from the noised image latents.
+    /// the run starts from pure noise; below it from the noised image latents. SDXL
+    /// (`StableDiffusionXLInpaintPipeline`, default strength 0.9999): the same with SDXL's
+    /// conditioning; with `opts.denoising_start` the run starts at that fraction of the
+    /// schedule from the image latents, adding no noise.
     ///
     /// `opts.height` / `opts.width`, if set, must be the image's size (no resizing here).
     pub fn inpaint(
@@ -77,7 +81,8 @@ impl<U: Denoiser> StableDiffusion<U> {
         opts: &GenerateOptions,
         hooks: Hooks<'_>,
     ) -> Result<Generated> {
-        self.check_options(opts)?;
+        let call = Call::Inpaint;
+        self.check_options(opts, call)?;
         let pixels = preprocess_image(image)?;
         let [_, _, height, width] = image.dims();
         check_channels("mask", mask, 1)?;
@@ -98,7 +103,7 @@ impl<U: Denoiser> StableDiffusion<U> {
         let batch = opts.num_images_per_prompt;
         let shape = self.latent_shape(batch, height, width)?;
         let latent_channels = self.vae.latent_channels();
-        let unet_channels = self.unet.in_channels();
+        let unet_channels = self.denoiser.in_channels;
         let nine = unet_channels == 2 * latent_channels + 1;
         if !nine && unet_channels != latent_channels {
             return Err(Error::Config(format!(
@@ -107,12 +112,14 @@ impl<U: Denoiser> StableDiffusion<U> {
                 unet_channels
             )));
         }
-        let strength = opts.strength.unwrap_or(INPAINT_STRENGTH);
+        let strength = self.strength(opts, call);
         let mut scheduler = self.scheduler(opts)?;
-        let (timesteps, steps) = self.strength_timesteps(&mut *scheduler, strength)?;
+        let (timesteps, steps) = self.image_timesteps(&mut *scheduler, opts, call)?;
         let full_strength = strength == 1.0;
-        let embeds = self.encode_prompt(opts)?;
-        let guidance = self.guidance(opts);
+        let start = opts.denoising_start.is_some();
+        let embeds = self.encode_prompt_for(opts, call)?;
+        let cond = self.conditioning(&embeds, opts, call, (height, width))?;
+        let guidance = self.guidance(opts, call);
         let mask = binarize_mask(mask.clone());
         let mask_latents = repeat_batch(
             "mask",
@@ -120,11 +127,12 @@ impl<U: Denoiser> StableDiffusion<U> {
             batch,
         )?;
         self.run(opts, hooks, |noise| {
-            let image_latents = (!nine || (opts.latents.is_none() && !full_strength))
+            let image_latents = (!nine || start || (opts.latents.is_none() && !full_strength))
                 .then(|| self.encode_image(pixels.clone(), batch, noise))
                 .transpose()?;
             let eps = self.initial_noise(opts, shape, noise)?;
             let latents = match (&image_latents, opts.latents.is_some() || full_strength) {
+                (Some(x0), _) if start => x0.clone(),
                 (Some(x0), false) => scheduler.add_noise(x0.clone(), eps.clone(), timesteps[0])?,
                 _ => eps.clone() * scheduler.init_noise_sigma(),
             };
@@ -153,7 +161,8 @@ impl<U: Denoiser> StableDiffusion<U> {
                 timesteps,
                 steps,
                 latents,
-                embeds,
+                cond,
+                truncated: embeds.truncated,
                 guidance,
                 conditioning,
                 blend,

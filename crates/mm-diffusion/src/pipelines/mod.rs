@@ -71,6 +71,7 @@
 //! }
 //! ```
 
+mod component;
 mod denoiser;
 mod img2img;
 mod inpaint;
@@ -79,13 +80,20 @@ mod options;
 mod pipeline;
 mod progress;
 mod prompt;
+mod prompt_xl;
 mod text_to_image;
+mod xl;
 
-pub use denoiser::Denoiser;
+pub use component::{Component, Held, MemoryMode};
+pub use denoiser::{Conditioning, Denoiser};
 pub use img2img::IMG2IMG_STRENGTH;
 pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};
 pub use loading::PipelineDir;
-pub use options::GenerateOptions;
-pub use pipeline::{Generated, Hooks, SIZE_MULTIPLE, StableDiffusion};
+pub use options::{GenerateOptions, MicroConditioning};
+pub use pipeline::{
+    DiffusionPipeline, Generated, Hooks, LoadOptions, SIZE_MULTIPLE, StableDiffusion,
+};
 pub use progress::{Flow, Progress, SD_LATENT_RGB_FACTORS, StepInfo, linear_preview};
-pub use prompt::{PromptEmbeds, PromptEncoder, Truncation};
+pub use prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+pub use prompt_xl::XlPromptEncoder;
+pub use xl::{StableDiffusionXL, XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};

@@ -3,7 +3,11 @@
 use burn::tensor::Tensor;
 
 /// Settings shared by text-to-image, img2img and inpainting, with the defaults of diffusers'
-/// Stable Diffusion pipelines. Build with [`GenerateOptions::new`] and the chained setters.
+/// Stable Diffusion (and SDXL) pipelines. Build with [`GenerateOptions::new`] and the chained
+/// setters. Settings left unset take the pipeline's default (guidance 7.5 for SD 1.x / 2.x,
+/// 5.0 for SDXL text-to-image and img2img; strength 0.8 / 1.0 for SD 1.x img2img / inpainting,
+/// 0.3 / 0.9999 for SDXL's). The SDXL-only settings (second prompts, micro-conditioning,
+/// aesthetic scores) are refused by SD 1.x / 2.x pipelines.
 ///
 /// ```
 /// use mm_diffusion::pipelines::GenerateOptions;
@@ -19,13 +23,20 @@ use burn::tensor::Tensor;
 pub struct GenerateOptions {
     /// The prompt.
     pub prompt: String,
-    /// The negative prompt (diffusers' default: none, i.e. the empty string).
-    pub negative_prompt: String,
+    /// The negative prompt (diffusers' default: none). SD 1.x / 2.x embed none as `""`;
+    /// SDXL base (`force_zeros_for_empty_prompt`) uses zero embeddings instead, but embeds an
+    /// explicit `""`.
+    pub negative_prompt: Option<String>,
+    /// SDXL: the prompt of the second text encoder (default: `prompt`).
+    pub prompt_2: Option<String>,
+    /// SDXL: the negative prompt of the second text encoder (default: `negative_prompt`).
+    pub negative_prompt_2: Option<String>,
     /// `num_inference_steps` (default 50). img2img and inpainting run
     /// `floor(steps · strength)` of them.
     pub steps: usize,
-    /// Classifier-free guidance scale (default 7.5); ≤ 1 runs without guidance (one branch).
-    pub guidance_scale: f64,
+    /// Classifier-free guidance scale (default: the pipeline's, 7.5 or 5.0); ≤ 1 runs without
+    /// guidance (one branch, as SDXL-Turbo's 0.0).
+    pub guidance_scale: Option<f64>,
     /// `guidance_rescale` φ in `[0, 1]` (default 0, off). diffusers has it for text-to-image
     /// only; here it applies to img2img and inpainting too.
     pub guidance_rescale: f64,
@@ -53,6 +64,57 @@ pub struct GenerateOptions {
     /// built from the folder's `scheduler_config.json` like diffusers'
     /// `Class.from_config(pipe.scheduler.config)`.
     pub scheduler: Option<String>,
+    /// Entries that replace the scheduler config's for this call (e.g.
+    /// `{"use_karras_sigmas": true}` for DPM++ 2M Karras, `{"timestep_spacing": "trailing"}`
+    /// for SDXL-Turbo), like the keyword arguments of diffusers' `from_config`.
+    pub scheduler_overrides: serde_json::Map<String, serde_json::Value>,
+    /// Micro-conditioning of SDXL (ignored by nothing: SD 1.x / 2.x refuse it).
+    pub micro: MicroConditioning,
+    /// SDXL: stop denoising at this fraction of the schedule (`denoising_end`, in `(0, 1)`), to
+    /// hand the still-noisy latents to a refiner (the "ensemble of experts").
+    pub denoising_end: Option<f64>,
+    /// SDXL img2img / inpainting: start at this fraction of the schedule (`denoising_start`,
+    /// in `(0, 1)`) from latents that are already that noisy (a base's output with
+    /// `denoising_end`); replaces `strength` and adds no noise.
+    pub denoising_start: Option<f64>,
+}
+
+/// SDXL's micro-conditioning: the sizes and crop the UNet is told about (`add_time_ids`), as
+/// `(height, width)` / `(top, left)` pairs, and the refiner's aesthetic scores. Unset sizes are
+/// the generated image's; unset negative sizes are the positive ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicroConditioning {
+    /// `original_size` (default: the image size).
+    pub original_size: Option<(usize, usize)>,
+    /// `crops_coords_top_left` (default `(0, 0)`).
+    pub crops_coords_top_left: (usize, usize),
+    /// `target_size` (default: the image size).
+    pub target_size: Option<(usize, usize)>,
+    /// `negative_original_size` (default: `original_size`).
+    pub negative_original_size: Option<(usize, usize)>,
+    /// `negative_crops_coords_top_left` (default `(0, 0)`).
+    pub negative_crops_coords_top_left: (usize, usize),
+    /// `negative_target_size` (default: `target_size`).
+    pub negative_target_size: Option<(usize, usize)>,
+    /// Refiner (`requires_aesthetics_score`): `aesthetic_score` (default 6.0).
+    pub aesthetic_score: f64,
+    /// Refiner: `negative_aesthetic_score` (default 2.5).
+    pub negative_aesthetic_score: f64,
+}
+
+impl Default for MicroConditioning {
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crops_coords_top_left: (0, 0),
+            target_size: None,
+            negative_original_size: None,
+            negative_crops_coords_top_left: (0, 0),
+            negative_target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
 }
 
 impl GenerateOptions {
@@ -60,9 +122,11 @@ impl GenerateOptions {
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
-            negative_prompt: String::new(),
+            negative_prompt: None,
+            prompt_2: None,
+            negative_prompt_2: None,
             steps: 50,
-            guidance_scale: 7.5,
+            guidance_scale: None,
             guidance_rescale: 0.0,
             eta: 0.0,
             height: None,
@@ -73,12 +137,28 @@ impl GenerateOptions {
             strength: None,
             clip_skip: None,
             scheduler: None,
+            scheduler_overrides: serde_json::Map::new(),
+            micro: MicroConditioning::default(),
+            denoising_end: None,
+            denoising_start: None,
         }
     }
 
     /// Sets the negative prompt.
     pub fn negative_prompt(mut self, negative: impl Into<String>) -> Self {
-        self.negative_prompt = negative.into();
+        self.negative_prompt = Some(negative.into());
+        self
+    }
+
+    /// SDXL: sets the second text encoder's prompt.
+    pub fn prompt_2(mut self, prompt: impl Into<String>) -> Self {
+        self.prompt_2 = Some(prompt.into());
+        self
+    }
+
+    /// SDXL: sets the second text encoder's negative prompt.
+    pub fn negative_prompt_2(mut self, negative: impl Into<String>) -> Self {
+        self.negative_prompt_2 = Some(negative.into());
         self
     }
 
@@ -90,7 +170,7 @@ impl GenerateOptions {
 
     /// Sets the guidance scale.
     pub fn guidance_scale(mut self, scale: f64) -> Self {
-        self.guidance_scale = scale;
+        self.guidance_scale = Some(scale);
         self
     }
 
@@ -149,8 +229,74 @@ impl GenerateOptions {
         self
     }
 
-    /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
-    pub fn guided(&self) -> bool {
-        self.guidance_scale > 1.0
+    /// Overrides one entry of the scheduler config for this call (e.g.
+    /// `.scheduler_option("use_karras_sigmas", true)`).
+    pub fn scheduler_option(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.scheduler_overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// SDXL: sets the micro-conditioning.
+    pub fn micro(mut self, micro: MicroConditioning) -> Self {
+        self.micro = micro;
+        self
+    }
+
+    /// SDXL: sets `original_size` `(height, width)`.
+    pub fn original_size(mut self, height: usize, width: usize) -> Self {
+        self.micro.original_size = Some((height, width));
+        self
+    }
+
+    /// SDXL: sets `crops_coords_top_left` `(top, left)`.
+    pub fn crops_coords_top_left(mut self, top: usize, left: usize) -> Self {
+        self.micro.crops_coords_top_left = (top, left);
+        self
+    }
+
+    /// SDXL: sets `target_size` `(height, width)`.
+    pub fn target_size(mut self, height: usize, width: usize) -> Self {
+        self.micro.target_size = Some((height, width));
+        self
+    }
+
+    /// SDXL refiner: sets the aesthetic scores (diffusers' defaults 6.0 and 2.5).
+    pub fn aesthetic_scores(mut self, positive: f64, negative: f64) -> Self {
+        self.micro.aesthetic_score = positive;
+        self.micro.negative_aesthetic_score = negative;
+        self
+    }
+
+    /// SDXL: stops at `fraction` of the schedule (`denoising_end`).
+    pub fn denoising_end(mut self, fraction: f64) -> Self {
+        self.denoising_end = Some(fraction);
+        self
+    }
+
+    /// SDXL img2img / inpainting: starts at `fraction` of the schedule (`denoising_start`).
+    pub fn denoising_start(mut self, fraction: f64) -> Self {
+        self.denoising_start = Some(fraction);
+        self
+    }
+
+    /// Whether any SDXL-only setting is set (SD 1.x / 2.x pipelines refuse them).
+    pub(crate) fn xl_setting(&self) -> Option<&'static str> {
+        if self.prompt_2.is_some() {
+            Some("prompt_2")
+        } else if self.negative_prompt_2.is_some() {
+            Some("negative_prompt_2")
+        } else if self.micro != MicroConditioning::default() {
+            Some("micro-conditioning")
+        } else if self.denoising_end.is_some() {
+            Some("denoising_end")
+        } else if self.denoising_start.is_some() {
+            Some("denoising_start")
+        } else {
+            None
+        }
     }
 }

@@ -11,11 +11,15 @@ use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
 use serde_json::Value;
 
-use super::denoiser::Denoiser;
+use super::component::{Component, MemoryMode};
+use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
+use super::img2img::IMG2IMG_STRENGTH;
+use super::inpaint::INPAINT_STRENGTH;
 use super::loading::{ComponentDir, DIFFUSERS_WEIGHTS, PipelineDir};
 use super::options::GenerateOptions;
 use super::progress::{Flow, Previewer, Progress, StepCounter, StepInfo};
-use super::prompt::{PromptEmbeds, PromptEncoder, Truncation};
+use super::prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+use super::xl::{XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};
 use crate::check::check_finite;
 use crate::single_file::{LdmLayout, SingleFile};
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -25,24 +29,50 @@ use crate::{Error, Result};
 /// Image sides must be multiples of this (diffusers' `check_inputs`).
 pub const SIZE_MULTIPLE: usize = 8;
 
-/// The models and scheduler config of a Stable Diffusion 1.x / 2.x pipeline folder.
+/// A Stable Diffusion 1.x / 2.x pipeline: a [`DiffusionPipeline`] with one CLIP text
+/// encoder ([`PromptEncoder`]).
 ///
 /// `U` is the denoiser: [`UNet2DConditionModel`] for real checkpoints (load with
 /// [`StableDiffusion::load`]); any [`Denoiser`] works through [`StableDiffusion::load_with`]
-/// or [`StableDiffusion::from_parts`].
+/// or [`DiffusionPipeline::from_parts`].
+pub type StableDiffusion<U = UNet2DConditionModel> = DiffusionPipeline<U, PromptEncoder>;
+
+/// The models and scheduler config of a latent-diffusion pipeline folder and the calls that
+/// run it: [`StableDiffusion`] (1.x / 2.x, `T` = [`PromptEncoder`]) or
+/// [`StableDiffusionXL`](super::StableDiffusionXL) (`T` =
+/// [`XlPromptEncoder`](super::XlPromptEncoder)). The denoiser and the text encoders are
+/// [`Component`]s: resident, or loaded for each use ([`MemoryMode::Sequential`]).
 #[derive(Debug)]
-pub struct StableDiffusion<U = UNet2DConditionModel> {
+pub struct DiffusionPipeline<U = UNet2DConditionModel, T = PromptEncoder> {
     /// The denoiser (`unet/`).
-    pub unet: U,
+    pub unet: Component<U>,
     /// The autoencoder (`vae/`).
     pub vae: AutoencoderKL,
-    /// Tokenizer and text encoder (`tokenizer/`, `text_encoder/`).
-    pub prompt_encoder: PromptEncoder,
+    /// Tokenizers and text encoders (`tokenizer/`, `text_encoder/`, and SDXL's `_2`s).
+    pub prompt_encoder: Component<T>,
     /// `scheduler/scheduler_config.json`, which every scheduler of a call is built from.
     pub scheduler_config: Value,
     /// A tiny autoencoder used for step previews, if attached.
     pub preview_decoder: Option<AutoencoderTiny>,
+    pub(crate) denoiser: DenoiserInfo,
+    /// SDXL's micro-conditioning (`None` for SD 1.x / 2.x).
+    pub(crate) micro: Option<MicroLayout>,
     device: Device,
+}
+
+/// Which diffusers pipeline a call mirrors (defaults and SDXL micro-conditioning differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    TextToImage,
+    Img2Img,
+    Inpaint,
+}
+
+/// SDXL's `add_time_ids` layout: `requires_aesthetics_score` of the pipeline (the refiner's
+/// 5 ids with an aesthetic score instead of the 6 with the target size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MicroLayout {
+    pub aesthetics: bool,
 }
 
 /// Optional per-call hooks: a progress callback and a noise source.
@@ -111,7 +141,9 @@ pub(crate) struct Denoise {
     /// The inference steps they make (diffusers' `num_inference_steps` after the cut).
     pub steps: usize,
     pub latents: Tensor<4>,
-    pub embeds: PromptEmbeds,
+    /// The denoiser's conditioning, already `[uncond; cond]` with guidance.
+    pub cond: Conditioning,
+    pub truncated: Vec<Truncation>,
     pub guidance: Option<Guidance>,
     /// Channels appended to the model input after `scale_model_input` (inpainting UNets:
     /// mask and masked-image latents), already doubled for guidance.
@@ -119,27 +151,72 @@ pub(crate) struct Denoise {
     pub blend: Option<Blend>,
 }
 
-impl StableDiffusion<UNet2DConditionModel> {
+/// How a pipeline's models are loaded: the dtype their matrices are kept in and the
+/// [`MemoryMode`]. Built with [`LoadOptions::new`] and the chained setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Storage dtype of the weight matrices (`F32`, or `BF16` / `F16` for half the memory;
+    /// see [`mm_core::precision`]: on the CPU the arithmetic stays f32). A VAE with
+    /// `force_upcast` in its config (SDXL's) is kept in f32 whatever this says.
+    pub dtype: DType,
+    /// Which models stay in memory between uses.
+    pub memory: MemoryMode,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoadOptions {
+    /// f32, every model resident.
+    pub fn new() -> Self {
+        Self {
+            dtype: DType::F32,
+            memory: MemoryMode::Resident,
+        }
+    }
+
+    /// Sets the storage dtype.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Sets the memory mode.
+    pub fn memory(mut self, memory: MemoryMode) -> Self {
+        self.memory = memory;
+        self
+    }
+}
+
+impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
     /// Loads a diffusers Stable Diffusion 1.x / 2.x pipeline folder (or a repo id in the local
     /// Hugging Face cache) with its `UNet2DConditionModel`; see
     /// [`load_with`](Self::load_with).
     pub fn load(model: &str, device: &Device) -> Result<Self> {
-        Self::load_with_dtype(model, DType::F32, device)
+        Self::load_with_options(model, LoadOptions::new(), device)
     }
 
     /// [`load`](Self::load) keeping the weights' matrices in `dtype` (`BF16`/`F16` halve the
     /// memory of the models; see [`mm_core::precision`]: on the CPU the arithmetic stays f32).
     pub fn load_with_dtype(model: &str, dtype: DType, device: &Device) -> Result<Self> {
-        Self::load_with(model, dtype, device, |dir, device| {
-            let dir = dir.to_str().ok_or_else(|| {
-                Error::Config(format!("path {} is not valid UTF-8", dir.display()))
-            })?;
-            UNet2DConditionModel::load_with_dtype(dir, dtype, device)
-        })
+        Self::load_with_options(model, LoadOptions::new().dtype(dtype), device)
     }
-}
 
-impl StableDiffusion<UNet2DConditionModel> {
+    /// [`load`](Self::load) with a storage dtype and a memory mode.
+    pub fn load_with_options(model: &str, options: LoadOptions, device: &Device) -> Result<Self> {
+        let dir = PipelineDir::resolve(model)?;
+        let parts = FolderParts::open(&dir, options, device)?;
+        let path = dir.path.clone();
+        let (dtype, dev) = (options.dtype, device.clone());
+        let prompt_encoder = Component::with_mode(options.memory, move || {
+            PromptEncoder::load_with_dtype(&path, dtype, &dev)
+        })?;
+        Ok(parts.into_pipeline(prompt_encoder, None))
+    }
+
     /// Loads a single-file checkpoint in the original CompVis/LDM layout
     /// (`v1-5-pruned-emaonly.safetensors`, `v2-1_768-ema-pruned.safetensors`, fine-tunes shared
     /// as one file; see [`crate::single_file`]) with the configs, tokenizer and scheduler of
@@ -168,25 +245,19 @@ impl StableDiffusion<UNet2DConditionModel> {
         let vae_config: AutoencoderKLConfig = dir.component("vae")?.config()?;
         let text_file = dir.component("text_encoder")?.required("config.json")?;
         let text_config = ClipTextConfig::from_file(&text_file)?;
-        let blocks = unet_config.down_block_types.len();
-        let per_block = unet_config
-            .layers_per_block
-            .resolve("layers_per_block", blocks)?;
-        let layers_per_block = per_block.first().copied().unwrap_or_default();
-        if per_block.iter().any(|&n| n != layers_per_block) {
-            return Err(Error::Config(
-                "a single-file checkpoint needs one `layers_per_block` for every block".into(),
-            ));
-        }
         let layout = LdmLayout {
-            layers_per_block,
+            layers_per_block: single_layers_per_block(&unet_config)?,
             vae_up_blocks: vae_config.up_block_types.len(),
             text_layers: text_config.num_hidden_layers,
         };
         let parts = SingleFile::open(file)?.components(&layout)?;
         let unet =
             UNet2DConditionModel::from_weights(&unet_config, parts.unet.with_dtype(dtype), device)?;
-        let vae = AutoencoderKL::from_weights(&vae_config, parts.vae.with_dtype(dtype), device)?;
+        let vae = AutoencoderKL::from_weights(
+            &vae_config,
+            parts.vae.with_dtype(vae_dtype(&vae_config, dtype)),
+            device,
+        )?;
         let text_encoder = ClipTextModel::from_weights(
             &text_config,
             parts.text_encoder.with_dtype(dtype),
@@ -198,9 +269,28 @@ impl StableDiffusion<UNet2DConditionModel> {
     }
 }
 
+/// The one `layers_per_block` of every block that a single-file key layout needs.
+pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<usize> {
+    let blocks = config.down_block_types.len();
+    let per_block = config.layers_per_block.resolve("layers_per_block", blocks)?;
+    let layers_per_block = per_block.first().copied().unwrap_or_default();
+    if per_block.iter().any(|&n| n != layers_per_block) {
+        return Err(Error::Config(
+            "a single-file checkpoint needs one `layers_per_block` for every block".into(),
+        ));
+    }
+    Ok(layers_per_block)
+}
+
+/// The dtype a VAE is kept in: f32 when its config says `force_upcast` (SDXL's VAE overflows
+/// in f16; diffusers upcasts it for the decode), else `dtype`.
+pub(crate) fn vae_dtype(config: &AutoencoderKLConfig, dtype: DType) -> DType {
+    if config.force_upcast { DType::F32 } else { dtype }
+}
+
 /// `scheduler_config.json` of a pipeline's `scheduler/`, checked to name a scheduler this
 /// crate has (so that loading fails, not the first call).
-fn scheduler_config(dir: &ComponentDir) -> Result<Value> {
+pub(crate) fn scheduler_config(dir: &ComponentDir) -> Result<Value> {
     let file = dir.required("scheduler_config.json")?;
     let text = std::fs::read_to_string(&file).map_err(|e| mm_core::Error::Io {
         path: file.clone(),
@@ -211,7 +301,65 @@ fn scheduler_config(dir: &ComponentDir) -> Result<Value> {
     Ok(config)
 }
 
-impl<U: Denoiser> StableDiffusion<U> {
+/// The parts of a diffusers folder every pipeline has: the scheduler config, the VAE and the
+/// UNet (resident or on demand).
+pub(crate) struct FolderParts {
+    scheduler_config: Value,
+    vae: AutoencoderKL,
+    unet: Component<UNet2DConditionModel>,
+    info: DenoiserInfo,
+    device: Device,
+}
+
+impl FolderParts {
+    pub(crate) fn open(dir: &PipelineDir, options: LoadOptions, device: &Device) -> Result<Self> {
+        let unet_dir = dir.component("unet")?;
+        let vae_dir = dir.component("vae")?;
+        let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;
+        let vae_config: AutoencoderKLConfig = vae_dir.config()?;
+        let vae = AutoencoderKL::from_weights(
+            &vae_config,
+            vae_dir
+                .weights(DIFFUSERS_WEIGHTS)?
+                .with_dtype(vae_dtype(&vae_config, options.dtype)),
+            device,
+        )?;
+        let unet_config: UNet2DConditionConfig = unet_dir.config()?;
+        unet_config.plan()?;
+        let info = DenoiserInfo::of_unet(&unet_config);
+        let path = unet_dir.path().to_string_lossy().into_owned();
+        let (dtype, dev) = (options.dtype, device.clone());
+        let unet = Component::with_mode(options.memory, move || {
+            UNet2DConditionModel::load_with_dtype(&path, dtype, &dev)
+        })?;
+        Ok(Self {
+            scheduler_config,
+            vae,
+            unet,
+            info,
+            device: device.clone(),
+        })
+    }
+
+    pub(crate) fn into_pipeline<T>(
+        self,
+        prompt_encoder: Component<T>,
+        micro: Option<MicroLayout>,
+    ) -> DiffusionPipeline<UNet2DConditionModel, T> {
+        DiffusionPipeline {
+            unet: self.unet,
+            vae: self.vae,
+            prompt_encoder,
+            scheduler_config: self.scheduler_config,
+            preview_decoder: None,
+            denoiser: self.info,
+            micro,
+            device: self.device,
+        }
+    }
+}
+
+impl<U: Denoiser> DiffusionPipeline<U, PromptEncoder> {
     /// Loads a diffusers pipeline folder (or a repo id in the local Hugging Face cache):
     /// `model_index.json`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, with the
     /// denoiser of `unet/` loaded by `load_unet`. Weights may be the fp16 variants
@@ -232,9 +380,12 @@ impl<U: Denoiser> StableDiffusion<U> {
             dirs.push(dir.component(component)?);
         }
         let scheduler_config = scheduler_config(&dirs[4])?;
+        let vae_config: AutoencoderKLConfig = dirs[1].config()?;
         let vae = AutoencoderKL::from_weights(
-            &dirs[1].config()?,
-            dirs[1].weights(DIFFUSERS_WEIGHTS)?.with_dtype(dtype),
+            &vae_config,
+            dirs[1]
+                .weights(DIFFUSERS_WEIGHTS)?
+                .with_dtype(vae_dtype(&vae_config, dtype)),
             device,
         )?;
         let prompt_encoder = PromptEncoder::load_with_dtype(&dir.path, dtype, device)?;
@@ -247,21 +398,27 @@ impl<U: Denoiser> StableDiffusion<U> {
             device,
         ))
     }
+}
 
-    /// A pipeline from its parts.
+impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
+    /// A pipeline from resident parts (SDXL's micro-conditioning, for `T` =
+    /// [`XlPromptEncoder`](super::XlPromptEncoder), without the refiner's aesthetic score; see
+    /// [`StableDiffusionXL::requires_aesthetics_score`](super::StableDiffusionXL)).
     pub fn from_parts(
         unet: U,
         vae: AutoencoderKL,
-        prompt_encoder: PromptEncoder,
+        prompt_encoder: T,
         scheduler_config: Value,
         device: &Device,
     ) -> Self {
         Self {
-            unet,
+            denoiser: DenoiserInfo::of(&unet),
+            unet: Component::Resident(unet),
             vae,
-            prompt_encoder,
+            prompt_encoder: Component::Resident(prompt_encoder),
             scheduler_config,
             preview_decoder: None,
+            micro: T::ADDED_CONDITIONS.then_some(MicroLayout { aesthetics: false }),
             device: device.clone(),
         }
     }
@@ -283,9 +440,40 @@ impl<U: Denoiser> StableDiffusion<U> {
         self.vae.downscale_factor()
     }
 
+    /// Whether this is an SDXL pipeline (pooled embeddings and micro-conditioning).
+    pub fn is_xl(&self) -> bool {
+        self.micro.is_some()
+    }
+
+    /// The guidance scale and strength a call uses when `opts` leaves them unset: diffusers'
+    /// defaults of the matching pipeline class.
+    pub(crate) fn defaults(&self, call: Call) -> (f64, f64) {
+        match (self.is_xl(), call) {
+            (false, Call::Inpaint) => (7.5, INPAINT_STRENGTH),
+            (false, _) => (7.5, IMG2IMG_STRENGTH),
+            (true, Call::Inpaint) => (7.5, XL_INPAINT_STRENGTH),
+            (true, _) => (5.0, XL_IMG2IMG_STRENGTH),
+        }
+    }
+
+    /// The guidance scale of a call.
+    pub(crate) fn guidance_scale(&self, opts: &GenerateOptions, call: Call) -> f64 {
+        opts.guidance_scale.unwrap_or(self.defaults(call).0)
+    }
+
+    /// The strength of an img2img / inpainting call.
+    pub(crate) fn strength(&self, opts: &GenerateOptions, call: Call) -> f64 {
+        opts.strength.unwrap_or(self.defaults(call).1)
+    }
+
+    /// Whether a call runs classifier-free guidance (diffusers: `guidance_scale > 1`).
+    pub(crate) fn guided(&self, opts: &GenerateOptions, call: Call) -> bool {
+        self.guidance_scale(opts, call) > 1.0
+    }
+
     /// The scheduler a call with `opts` uses: `opts.scheduler` (a diffusers class name) or
-    /// the folder's, built from the folder's config (with `eta` set when non-zero), with
-    /// `opts.steps` timesteps set.
+    /// the folder's, built from the folder's config (with `eta` set when non-zero and
+    /// `opts.scheduler_overrides` applied), with `opts.steps` timesteps set.
     pub fn scheduler(&self, opts: &GenerateOptions) -> Result<Box<dyn Scheduler<4>>> {
         if opts.steps == 0 {
             return Err(Error::InvalidArgument {
@@ -294,10 +482,13 @@ impl<U: Denoiser> StableDiffusion<U> {
             });
         }
         let mut config = self.scheduler_config.clone();
-        if opts.eta != 0.0
-            && let Some(map) = config.as_object_mut()
-        {
-            map.insert("eta".into(), opts.eta.into());
+        if let Some(map) = config.as_object_mut() {
+            if opts.eta != 0.0 {
+                map.insert("eta".into(), opts.eta.into());
+            }
+            for (key, value) in &opts.scheduler_overrides {
+                map.insert(key.clone(), value.clone());
+            }
         }
         let mut scheduler = match &opts.scheduler {
             Some(name) => mm_schedulers::scheduler_from_config::<4>(name, &config)?,
@@ -307,26 +498,71 @@ impl<U: Denoiser> StableDiffusion<U> {
         Ok(scheduler)
     }
 
-    /// The prompt embeddings of a call (see [`PromptEncoder::encode`]).
+    /// The prompt embeddings of a text-to-image call with `opts` (see
+    /// [`TextConditioner::encode_prompts`]); an on-demand text encoder is loaded for it and
+    /// dropped after.
     pub fn encode_prompt(&self, opts: &GenerateOptions) -> Result<PromptEmbeds> {
-        self.prompt_encoder.encode(
-            &opts.prompt,
-            &opts.negative_prompt,
-            opts.num_images_per_prompt,
-            opts.guided(),
-            opts.clip_skip,
-        )
+        self.encode_prompt_for(opts, Call::TextToImage)
+    }
+
+    pub(crate) fn encode_prompt_for(
+        &self,
+        opts: &GenerateOptions,
+        call: Call,
+    ) -> Result<PromptEmbeds> {
+        if opts.num_images_per_prompt == 0 {
+            return Err(Error::InvalidArgument {
+                name: "num_images_per_prompt",
+                reason: "must be at least 1".into(),
+            });
+        }
+        self.prompt_encoder
+            .get()?
+            .encode_prompts(opts, self.guided(opts, call))
+    }
+
+    /// The denoiser's conditioning for a call making `height × width` images: the text
+    /// embeddings and, for SDXL, the pooled embeddings and micro-conditioning time ids.
+    pub(crate) fn conditioning(
+        &self,
+        embeds: &PromptEmbeds,
+        opts: &GenerateOptions,
+        call: Call,
+        (height, width): (usize, usize),
+    ) -> Result<Conditioning> {
+        let added = match self.micro {
+            Some(layout) => Some(super::xl::added_cond(
+                layout,
+                call,
+                opts,
+                embeds,
+                (height, width),
+                &self.device,
+            )?),
+            None => None,
+        };
+        Ok(Conditioning {
+            context: embeds.context(),
+            added,
+        })
     }
 
     /// Checks the options every call shares.
-    pub(crate) fn check_options(&self, opts: &GenerateOptions) -> Result<()> {
+    pub(crate) fn check_options(&self, opts: &GenerateOptions, call: Call) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
-        if !opts.guidance_scale.is_finite() {
+        let scale = self.guidance_scale(opts, call);
+        if !scale.is_finite() {
+            return bad("guidance_scale", format!("{scale} is not finite"));
+        }
+        if !self.is_xl()
+            && let Some(name) = opts.xl_setting()
+        {
             return bad(
-                "guidance_scale",
-                format!("{} is not finite", opts.guidance_scale),
+                name,
+                "is an SDXL setting; this is a Stable Diffusion 1.x / 2.x pipeline".into(),
             );
         }
+        super::xl::check_denoising_range(opts, call)?;
         if !(0.0..=1.0).contains(&opts.guidance_rescale) {
             return bad(
                 "guidance_rescale",
@@ -345,9 +581,10 @@ impl<U: Denoiser> StableDiffusion<U> {
     }
 
     /// Guidance of a call: CFG (with rescale) when `guidance_scale > 1`.
-    pub(crate) fn guidance(&self, opts: &GenerateOptions) -> Option<Guidance> {
-        opts.guided()
-            .then(|| Guidance::cfg(opts.guidance_scale).with_rescale(opts.guidance_rescale))
+    pub(crate) fn guidance(&self, opts: &GenerateOptions, call: Call) -> Option<Guidance> {
+        self.guided(opts, call).then(|| {
+            Guidance::cfg(self.guidance_scale(opts, call)).with_rescale(opts.guidance_rescale)
+        })
     }
 
     /// The latent shape of `batch` images of `height × width`, which must be multiples of
@@ -377,8 +614,11 @@ impl<U: Denoiser> StableDiffusion<U> {
         let shape = [batch, self.vae.latent_channels(), height / f, width / f];
         // Before anything is allocated: the UNet's activations (a guided batch is doubled)
         // and the decoded images must fit in the memory limit.
-        let guided_batch = batch.saturating_mul(2);
-        let needed = (self.unet.activation_bytes(guided_batch, shape[2], shape[3]))
+        let guided_batch = batch.saturating_mul(2) as u64;
+        let pixels = (shape[2] as u64).saturating_mul(shape[3] as u64);
+        let needed = (self.denoiser.bytes_per_pixel)
+            .saturating_mul(guided_batch)
+            .saturating_mul(pixels)
             .saturating_add(tensor_bytes(&[batch, 3, height, width], 4));
         check_memory(
             format_args!("generating {batch} image(s) of {width}x{height}"),
@@ -439,12 +679,14 @@ impl<U: Denoiser> StableDiffusion<U> {
             timesteps,
             steps,
             mut latents,
-            embeds,
+            cond,
+            truncated: _,
             guidance,
             conditioning,
             blend,
         } = job;
-        let context = embeds.context();
+        // An on-demand denoiser is loaded for the loop and dropped after it.
+        let unet = self.unet.get()?;
         let evaluations = timesteps.len();
         let mut counter = StepCounter::new(evaluations, steps, scheduler.order());
         let previewer = match &self.preview_decoder {
@@ -460,7 +702,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             if let Some(extra) = &conditioning {
                 input = Tensor::cat(vec![input, extra.clone()], 1);
             }
-            let pred = self.unet.predict(input, t, context.clone())?;
+            let pred = unet.predict(input, t, &cond)?;
             let pred = match &guidance {
                 Some(g) => g.combine_batched(pred, i, evaluations)?,
                 None => pred,
@@ -513,7 +755,7 @@ impl<U: Denoiser> StableDiffusion<U> {
             None => &mut seeded,
         };
         let job = prepare(noise)?;
-        let truncated = job.embeds.truncated.clone();
+        let truncated = job.truncated.clone();
         let latents = self.denoise(job, noise, &mut progress)?;
         self.decode(latents, truncated)
     }

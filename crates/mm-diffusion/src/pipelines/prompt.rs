@@ -9,6 +9,7 @@ use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
 
 use super::loading::{ComponentDir, TEXT_ENCODER_WEIGHTS};
+use super::options::GenerateOptions;
 use crate::{Error, Result};
 
 /// A prompt cut to the tokenizer's length: diffusers logs the removed part as a warning; here
@@ -44,8 +45,38 @@ pub struct PromptEmbeds {
     pub cond: Tensor<3>,
     /// Negative-prompt embeddings of the same shape; `None` without classifier-free guidance.
     pub uncond: Option<Tensor<3>>,
+    /// SDXL: the pooled (projected) prompt embeddings `[num_images_per_prompt, dim]`.
+    pub pooled: Option<Tensor<2>>,
+    /// SDXL: the pooled negative-prompt embeddings (with guidance).
+    pub uncond_pooled: Option<Tensor<2>>,
     /// Prompts (positive or negative) that were cut to the tokenizer's length.
     pub truncated: Vec<Truncation>,
+}
+
+/// Turns a call's prompts into the denoiser's text conditioning: [`PromptEncoder`] (SD 1.x /
+/// 2.x) or [`XlPromptEncoder`](super::XlPromptEncoder) (SDXL's two encoders).
+pub trait TextConditioner {
+    /// Whether the embeddings come with pooled embeddings for SDXL's added conditions.
+    const ADDED_CONDITIONS: bool;
+
+    /// Embeds `opts.prompt` (and the negative prompt when `guided`), repeated
+    /// `opts.num_images_per_prompt` times, as the matching diffusers pipeline's
+    /// `encode_prompt` does.
+    fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds>;
+}
+
+impl TextConditioner for PromptEncoder {
+    const ADDED_CONDITIONS: bool = false;
+
+    fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds> {
+        self.encode(
+            &opts.prompt,
+            opts.negative_prompt.as_deref().unwrap_or(""),
+            opts.num_images_per_prompt,
+            guided,
+            opts.clip_skip,
+        )
+    }
 }
 
 impl PromptEmbeds {
@@ -91,14 +122,7 @@ impl PromptEncoder {
     /// The `tokenizer/` of a pipeline folder: `tokenizer.json`, or the `vocab.json` +
     /// `merges.txt` that diffusers folders ship.
     pub fn load_tokenizer(pipeline: &Path) -> Result<Tokenizer> {
-        let dir = ComponentDir::new(pipeline, "tokenizer")?;
-        Ok(match dir.optional("tokenizer.json") {
-            Some(file) => Tokenizer::from_file(file)?,
-            None => Tokenizer::from_vocab_merges(
-                dir.required("vocab.json")?,
-                dir.required("merges.txt")?,
-            )?,
-        })
+        load_tokenizer(pipeline, "tokenizer")
     }
 
     /// A prompt encoder from a tokenizer and a text encoder living on `device`.
@@ -139,6 +163,8 @@ impl PromptEncoder {
         Ok(PromptEmbeds {
             cond: repeat(cond),
             uncond: uncond.map(repeat),
+            pooled: None,
+            uncond_pooled: None,
             truncated,
         })
     }
@@ -150,10 +176,7 @@ impl PromptEncoder {
         clip_skip: Option<usize>,
         truncated: &mut Vec<Truncation>,
     ) -> Result<Tensor<3>> {
-        if let Some(t) = self.truncation(text)? {
-            truncated.push(t);
-        }
-        let (ids, _mask) = self.tokenizer.encode(text)?.to_tensors(&self.device)?;
+        let ids = token_ids(&self.tokenizer, text, truncated, &self.device)?;
         let out = self.text_encoder.forward(ids, None)?;
         // The pipeline works in f32 whatever the text encoder computes in.
         let hidden = match clip_skip {
@@ -179,28 +202,56 @@ impl PromptEncoder {
         };
         Ok(hidden.cast(DType::F32))
     }
+}
 
-    /// diffusers' truncation warning: the part of `text` beyond the tokenizer's length.
-    fn truncation(&self, text: &str) -> Result<Option<Truncation>> {
-        let max_length = self.tokenizer.max_length();
-        let ids = self
-            .tokenizer
-            .inner()
-            .encode(text, true)
-            .map_err(|e| mm_core::Error::Tokenizer(format!("cannot encode text: {e}")))?
-            .get_ids()
-            .to_vec();
-        if ids.len() <= max_length {
-            return Ok(None);
-        }
-        // diffusers decodes untruncated_ids[max_length - 1 : -1]: the tokens that did not fit,
-        // without the final end-of-text.
-        let removed = self.tokenizer.decode(&ids[max_length - 1..ids.len() - 1])?;
-        Ok(Some(Truncation {
-            prompt: text.to_string(),
-            removed,
-            tokens: ids.len(),
-            max_length,
-        }))
+/// A tokenizer folder (`tokenizer/`, `tokenizer_2/`) of a pipeline: `tokenizer.json`, or the
+/// `vocab.json` + `merges.txt` that diffusers folders ship.
+pub(crate) fn load_tokenizer(pipeline: &Path, component: &'static str) -> Result<Tokenizer> {
+    let dir = ComponentDir::new(pipeline, component)?;
+    Ok(match dir.optional("tokenizer.json") {
+        Some(file) => Tokenizer::from_file(file)?,
+        None => Tokenizer::from_vocab_merges(
+            dir.required("vocab.json")?,
+            dir.required("merges.txt")?,
+        )?,
+    })
+}
+
+/// The `[1, max_length]` token ids of `text` (padded and truncated), recording a truncation.
+pub(crate) fn token_ids(
+    tokenizer: &Tokenizer,
+    text: &str,
+    truncated: &mut Vec<Truncation>,
+    device: &Device,
+) -> Result<Tensor<2, burn::tensor::Int>> {
+    if let Some(t) = truncation(tokenizer, text)?
+        && !truncated.contains(&t)
+    {
+        truncated.push(t);
     }
+    let (ids, _mask) = tokenizer.encode(text)?.to_tensors(device)?;
+    Ok(ids)
+}
+
+/// diffusers' truncation warning: the part of `text` beyond the tokenizer's length.
+fn truncation(tokenizer: &Tokenizer, text: &str) -> Result<Option<Truncation>> {
+    let max_length = tokenizer.max_length();
+    let ids = tokenizer
+        .inner()
+        .encode(text, true)
+        .map_err(|e| mm_core::Error::Tokenizer(format!("cannot encode text: {e}")))?
+        .get_ids()
+        .to_vec();
+    if ids.len() <= max_length {
+        return Ok(None);
+    }
+    // diffusers decodes untruncated_ids[max_length - 1 : -1]: the tokens that did not fit,
+    // without the final end-of-text.
+    let removed = tokenizer.decode(&ids[max_length - 1..ids.len() - 1])?;
+    Ok(Some(Truncation {
+        prompt: text.to_string(),
+        removed,
+        tokens: ids.len(),
+        max_length,
+    }))
 }

@@ -2,46 +2,58 @@
 
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
-use super::pipeline::{Denoise, Generated, Hooks, StableDiffusion};
+use super::pipeline::{Call, Denoise, DiffusionPipeline, Generated, Hooks};
+use super::prompt::TextConditioner;
+use super::xl::cut_end;
 use crate::vae::Autoencoder;
 use crate::{Error, Result};
 
-impl<U: Denoiser> StableDiffusion<U> {
+impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// Generates `num_images_per_prompt` images for `opts.prompt`, as diffusers'
     /// `StableDiffusionPipeline` does: prompt encoding (with the negative prompt when
     /// `guidance_scale > 1`), initial noise `latents · init_noise_sigma` of shape
     /// `[n, 4, height / 8, width / 8]` (drawn from the noise source unless `opts.latents` is
     /// given), the scheduler loop with classifier-free guidance and `guidance_rescale`, then
-    /// the VAE decode.
+    /// the VAE decode. SDXL (diffusers' `StableDiffusionXLPipeline`): both text encoders,
+    /// the pooled embeddings and micro-conditioning ids, and `denoising_end` (stop early and
+    /// return still-noisy latents for a refiner).
     ///
     /// Errors: sizes not multiples of 8, zero steps, a guidance rescale outside `[0, 1]`,
     /// latents of the wrong shape, non-finite latents or images, a 9-channel (inpainting)
     /// denoiser, a cancel from the progress callback.
     pub fn text_to_image(&self, opts: &GenerateOptions, hooks: Hooks<'_>) -> Result<Generated> {
-        self.check_options(opts)?;
+        let call = Call::TextToImage;
+        self.check_options(opts, call)?;
         let channels = self.vae.latent_channels();
-        if self.unet.in_channels() != channels {
+        if self.denoiser.in_channels != channels {
             return Err(Error::Config(format!(
                 "the denoiser takes {} channels, the latents have {channels}: an inpainting \
                  model needs `inpaint`",
-                self.unet.in_channels()
+                self.denoiser.in_channels
             )));
         }
-        let default = self.unet.sample_size() * self.vae_scale_factor();
+        let default = self.denoiser.sample_size * self.vae_scale_factor();
         let height = opts.height.unwrap_or(default);
         let width = opts.width.unwrap_or(default);
         let shape = self.latent_shape(opts.num_images_per_prompt, height, width)?;
         let scheduler = self.scheduler(opts)?;
-        let embeds = self.encode_prompt(opts)?;
+        let mut timesteps = scheduler.timesteps().to_vec();
+        let steps = match opts.denoising_end {
+            Some(end) => cut_end(&self.scheduler_config, &mut timesteps, end)?,
+            None => opts.steps,
+        };
+        let embeds = self.encode_prompt_for(opts, call)?;
+        let cond = self.conditioning(&embeds, opts, call, (height, width))?;
         self.run(opts, hooks, |noise| {
             let latents = self.initial_noise(opts, shape, noise)? * scheduler.init_noise_sigma();
             Ok(Denoise {
-                timesteps: scheduler.timesteps().to_vec(),
-                steps: opts.steps,
+                timesteps,
+                steps,
                 scheduler,
                 latents,
-                embeds,
-                guidance: self.guidance(opts),
+                cond,
+                truncated: embeds.truncated,
+                guidance: self.guidance(opts, call),
                 conditioning: None,
                 blend: None,
             })
