@@ -135,6 +135,15 @@ fn sibling_json(dir: Option<&Path>, name: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The `pad_token`s of the `tokenizer_config.json` / `special_tokens_map.json` in `dir`.
+fn pad_tokens(dir: Option<&Path>) -> Vec<String> {
+    ["tokenizer_config.json", "special_tokens_map.json"]
+        .into_iter()
+        .filter_map(|name| sibling_json(dir, name))
+        .filter_map(|c| token_content(c.get("pad_token")?).map(str::to_owned))
+        .collect()
+}
+
 /// A token given as `"tok"` or `{"content": "tok", ...}`.
 fn token_content(v: &serde_json::Value) -> Option<&str> {
     v.as_str()
@@ -144,7 +153,6 @@ fn token_content(v: &serde_json::Value) -> Option<&str> {
 impl Tokenizer {
     fn finish(inner: tokenizers::Tokenizer, dir: Option<&Path>) -> Self {
         let config = sibling_json(dir, "tokenizer_config.json");
-        let special = sibling_json(dir, "special_tokens_map.json");
         let max_length = inner
             .get_truncation()
             .map(|t| t.max_length)
@@ -162,10 +170,8 @@ impl Tokenizer {
             .get_padding()
             .map(|p| p.pad_id)
             .or_else(|| {
-                [config.as_ref(), special.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| token_content(c.get("pad_token")?))
+                pad_tokens(dir)
+                    .iter()
                     .find_map(|t| inner.token_to_id(t))
             })
             .or_else(|| inner.token_to_id(CLIP_EOS))
@@ -269,6 +275,15 @@ impl Tokenizer {
             AddedToken::from(CLIP_EOS, true).normalized(false),
         ]);
         let dir: Option<PathBuf> = vocab.parent().map(Path::to_path_buf);
+        // A configured pad token is a special token too, which `transformers` splits out of
+        // the text before BPE: SDXL's `tokenizer_2` pads with `!`, so a `!` in a prompt is
+        // that token (id 0), not the end-of-word `!</w>`.
+        let pads: Vec<AddedToken> = pad_tokens(dir.as_deref())
+            .into_iter()
+            .filter(|t| inner.token_to_id(t).is_some())
+            .map(|t| AddedToken::from(t, true).normalized(false))
+            .collect();
+        inner.add_special_tokens(&pads);
         Ok(Self::finish(inner, dir.as_deref()))
     }
 

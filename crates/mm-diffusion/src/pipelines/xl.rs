@@ -246,9 +246,21 @@ pub(crate) fn added_cond(
     Ok(match &embeds.uncond {
         Some(_) => {
             let uncond_pooled = embeds.uncond_pooled.clone().ok_or_else(missing)?;
+            let time_ids = match call {
+                // diffusers' text-to-image repeats `[negative; positive]` as a whole, so with
+                // several images per prompt both halves of the batch alternate negative and
+                // positive ids; kept, to give the same images.
+                Call::TextToImage => {
+                    let one = |v: &[f64]| ids(v).narrow(0, 0, 1);
+                    Tensor::cat(vec![one(&negative), one(&positive)], 0).repeat_dim(0, batch)
+                }
+                Call::Img2Img | Call::Inpaint => {
+                    Tensor::cat(vec![ids(&negative), ids(&positive)], 0)
+                }
+            };
             AddedCond {
                 text_embeds: Tensor::cat(vec![uncond_pooled, pooled], 0),
-                time_ids: Tensor::cat(vec![ids(&negative), ids(&positive)], 0),
+                time_ids,
             }
         }
         None => AddedCond {
