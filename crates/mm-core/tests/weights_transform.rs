@@ -1,5 +1,5 @@
-//! `Weights::reshape`, `Weights::split` and `Weights::rename_prefixes`: lazy layout changes
-//! between checkpoint formats.
+//! `Weights::reshape`, `Weights::split`, `Weights::transpose` and `Weights::rename_prefixes`:
+//! lazy layout changes between checkpoint formats.
 
 use burn::tensor::Tensor;
 use mm_core::weights::Weights;
@@ -71,6 +71,32 @@ fn reshape_and_split_are_lazy_and_exact() {
         .split(|name| (name == "qkv").then(|| vec!["a".into(); 4]));
     assert!(bad.unwrap_err().to_string().contains("cannot split"));
     std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn transpose_swaps_the_dimensions_of_matrices() {
+    let path = std::env::temp_dir().join(format!(
+        "mm-weights-transpose-{}.safetensors",
+        std::process::id()
+    ));
+    let m: Vec<f32> = (0..6).map(|x| x as f32).collect();
+    write(
+        &path,
+        &[("m", vec![2, 3], m.clone()), ("v", vec![3], vec![1.0; 3])],
+    );
+    let w = Weights::open(&path)
+        .unwrap()
+        .transpose(|n| n == "m")
+        .unwrap();
+    assert_eq!(w.shape("m"), Some(vec![3, 2]));
+    assert_eq!(
+        values::<2>(&w, "m"),
+        (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
+    );
+    assert_eq!(values::<1>(&w, "v"), (vec![3], vec![1.0; 3]));
+    let bad = Weights::open(&path).unwrap().transpose(|_| true);
+    std::fs::remove_file(&path).ok();
+    assert!(bad.unwrap_err().to_string().contains("not a matrix"));
 }
 
 #[test]
