@@ -4,7 +4,10 @@
 A single-file checkpoint such as `v1-5-pruned-emaonly.safetensors` holds the UNet under
 `model.diffusion_model.`, the VAE under `first_stage_model.` and the text encoder under
 `cond_stage_model.transformer.` (SD 1.x, OpenAI CLIP) or `cond_stage_model.model.` (SD 2.x,
-OpenCLIP), plus the noise-schedule buffers of the LDM training code.
+OpenCLIP), plus the noise-schedule buffers of the LDM training code. SDXL files
+(`sd_xl_base_1.0.safetensors`) hold CLIP ViT-L under `conditioner.embedders.0.transformer.` and
+OpenCLIP bigG under `conditioner.embedders.1.model.` (the refiner: bigG alone, under
+`conditioner.embedders.0.model.`), and no schedule buffers.
 
 This script builds the LDM key layout from the diffusers models (`to_ldm` below, written for
 this project) and proves it against diffusers' own single-file converter
@@ -28,6 +31,21 @@ every diffusers tensor, bit for bit (tiny models) or name for name and shape for
   tests/fixtures/full/sd21-single-file/ file: name, shape), diffusers_tensors.json (what the
                                         conversion must produce, per component) and the
                                         unet/vae/text_encoder configs of the full-size models
+  tests/fixtures/single-file-tiny/sdxl/ a tiny SDXL base single file: UNet with DownBlock2D
+                                        first, transformer depth per level and label_emb
+                                        (add_embedding), CLIP under
+                                        conditioner.embedders.0.transformer., OpenCLIP bigG
+                                        (CLIPTextModelWithProjection, text_projection stored
+                                        [hidden, proj]) under conditioner.embedders.1.model.;
+                                        no schedule buffers (as published); configs incl.
+                                        text_encoder_2/
+  tests/fixtures/single-file-tiny/sdxl-refiner/
+                                        the refiner: 4 levels, bigG alone under
+                                        conditioner.embedders.0.model.
+  tests/fixtures/full/sdxl-base/        the published SDXL base / refiner 1.0 configs
+  tests/fixtures/full/sdxl-refiner/     (unet, vae, text_encoder, text_encoder_2), a
+                                        tensors.json (name, shape) per component and the
+                                        ldm_tensors.json / diffusers_tensors.json lists
 
 Usage:  python tools/reference/gen_single_file.py
 """
@@ -455,11 +473,16 @@ def read_config(component):
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
 
+def write_list(path, entries):
+    """A JSON list of (name, shape), one a line, sorted by name."""
+    with open(path, "w") as f:
+        f.write("[\n" + ",\n".join(json.dumps([k, list(v.shape)]) for k, v in sorted(entries)) + "\n]\n")
+
+
 def write_lists(folder, ldm, want):
-    """ldm_tensors.json and diffusers_tensors.json: (name, shape), sorted."""
-    for file, entries in (("ldm_tensors.json", ldm), ("diffusers_tensors.json", want)):
-        with open(os.path.join(folder, file), "w") as f:
-            f.write("[\n" + ",\n".join(json.dumps([k, list(v.shape)]) for k, v in sorted(entries.items())) + "\n]\n")
+    """ldm_tensors.json and diffusers_tensors.json."""
+    write_list(os.path.join(folder, "ldm_tensors.json"), ldm.items())
+    write_list(os.path.join(folder, "diffusers_tensors.json"), want.items())
 
 
 def gen_full(name, unet_cfg, vae_cfg, text_cfg, openclip):
@@ -502,9 +525,8 @@ def gen_full_sdxl(name, unet_cfg, text_cfg):
     configs = {"unet": unet_cfg, "vae": SDXL_VAE, "text_encoder": text_cfg, "text_encoder_2": SDXL_TEXT_2}
     for comp in ["unet", "vae"] + [c for c, *_ in encoders]:
         write_json(os.path.join(folder, comp, "config.json"), configs[comp])
-        entries = sorted((k[len(comp) + 1:], v) for k, v in want.items() if k.split(".")[0] == comp)
-        with open(os.path.join(folder, comp, "tensors.json"), "w") as f:
-            f.write("[\n" + ",\n".join(json.dumps([k, list(v.shape)]) for k, v in entries) + "\n]\n")
+        write_list(os.path.join(folder, comp, "tensors.json"),
+                   [(k[len(comp) + 1:], v) for k, v in want.items() if k.split(".")[0] == comp])
     print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
 
 

@@ -601,14 +601,7 @@ impl SingleFile {
     /// SDXL file is an error ([`Error::SingleFileFamily`]): see
     /// [`sdxl_components`](Self::sdxl_components).
     pub fn components(&self, layout: &LdmLayout) -> Result<Components> {
-        let family = self.family();
-        if family.is_sdxl() {
-            return Err(Error::SingleFileFamily {
-                found: family,
-                hint: "load it with SingleFile::sdxl_components",
-            });
-        }
-        let c = self.convert(layout)?;
+        let c = self.convert(layout, false)?;
         Ok(Components {
             unet: c.part(Component::Unet),
             vae: c.part(Component::Vae),
@@ -621,14 +614,7 @@ impl SingleFile {
     /// names. An SD 1.x / 2.x file is an error ([`Error::SingleFileFamily`]): see
     /// [`components`](Self::components).
     pub fn sdxl_components(&self, layout: &LdmLayout) -> Result<SdxlComponents> {
-        let family = self.family();
-        if !family.is_sdxl() {
-            return Err(Error::SingleFileFamily {
-                found: family,
-                hint: "load it with SingleFile::components",
-            });
-        }
-        let c = self.convert(layout)?;
+        let c = self.convert(layout, true)?;
         Ok(SdxlComponents {
             unet: c.part(Component::Unet),
             vae: c.part(Component::Vae),
@@ -640,7 +626,19 @@ impl SingleFile {
         })
     }
 
-    fn convert(&self, layout: &LdmLayout) -> Result<Converted> {
+    /// Converts the file, which must be SDXL or not as `sdxl` says.
+    fn convert(&self, layout: &LdmLayout, sdxl: bool) -> Result<Converted> {
+        let found = self.family();
+        if found.is_sdxl() != sdxl {
+            return Err(Error::SingleFileFamily {
+                found,
+                hint: if sdxl {
+                    "load it with SingleFile::components"
+                } else {
+                    "load it with SingleFile::sdxl_components"
+                },
+            });
+        }
         let mappings: HashMap<&str, KeyMapping> = self
             .weights
             .names()

@@ -459,34 +459,20 @@ fn an_unknown_tensor_under_a_known_prefix_fails_the_strict_load() {
 
 #[test]
 fn each_family_has_its_own_conversion() {
+    let found = |err: Error| match err {
+        Error::SingleFileFamily { found, .. } => found,
+        e => panic!("{e}"),
+    };
     let tiny = fixture("single-file-tiny");
     let sdxl = SingleFile::open(tiny.join("sdxl/ldm.safetensors")).unwrap();
     assert_eq!(sdxl.default_layout(), LdmLayout::SDXL);
     assert!(!sdxl.has_openclip_text_encoder());
     let err = sdxl.components(&LdmLayout::SDXL).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SingleFileFamily {
-                found: Family::Sdxl,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(found(err), Family::Sdxl);
     let sd1 = SingleFile::open(tiny.join("sd1/ldm.safetensors")).unwrap();
     assert_eq!(sd1.default_layout(), LdmLayout::SD1);
     let err = sd1.sdxl_components(&LdmLayout::SD1).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SingleFileFamily {
-                found: Family::Sd1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(found(err), Family::Sd1);
     let refiner = SingleFile::open(tiny.join("sdxl-refiner/ldm.safetensors")).unwrap();
     let parts = refiner.sdxl_components(&LdmLayout::SDXL).unwrap();
     assert!(parts.text_encoder.is_none());
