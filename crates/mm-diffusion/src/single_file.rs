@@ -80,11 +80,13 @@ const CLIPS: [(&str, Component); 2] = [
         Component::TextEncoder,
     ),
 ];
+const SD2_OPENCLIP: &str = "cond_stage_model.model.";
+const REFINER_OPENCLIP: &str = "conditioner.embedders.0.model.";
 /// OpenCLIP text encoders: SD 2.x's ViT-H, SDXL base's and the refiner's bigG.
 const OPENCLIPS: [(&str, Component); 3] = [
-    ("cond_stage_model.model.", Component::TextEncoder),
+    (SD2_OPENCLIP, Component::TextEncoder),
     ("conditioner.embedders.1.model.", Component::TextEncoder2),
-    ("conditioner.embedders.0.model.", Component::TextEncoder2),
+    (REFINER_OPENCLIP, Component::TextEncoder2),
 ];
 
 /// The few architecture numbers the LDM → diffusers key mapping depends on. They are in the
@@ -576,11 +578,11 @@ impl SingleFile {
     /// neither as SD 1.x.
     pub fn family(&self) -> Family {
         let any = |prefix: &str| self.weights.names().any(|n| n.starts_with(prefix));
-        if any(OPENCLIPS[2].0) {
+        if any(REFINER_OPENCLIP) {
             Family::SdxlRefiner
         } else if any("conditioner.") || any(&format!("{UNET}label_emb.")) {
             Family::Sdxl
-        } else if any(OPENCLIPS[0].0) {
+        } else if any(SD2_OPENCLIP) {
             Family::Sd2
         } else {
             Family::Sd1
