@@ -4,7 +4,10 @@
 A single-file checkpoint such as `v1-5-pruned-emaonly.safetensors` holds the UNet under
 `model.diffusion_model.`, the VAE under `first_stage_model.` and the text encoder under
 `cond_stage_model.transformer.` (SD 1.x, OpenAI CLIP) or `cond_stage_model.model.` (SD 2.x,
-OpenCLIP), plus the noise-schedule buffers of the LDM training code.
+OpenCLIP), plus the noise-schedule buffers of the LDM training code. SDXL files
+(`sd_xl_base_1.0.safetensors`) hold CLIP ViT-L under `conditioner.embedders.0.transformer.` and
+OpenCLIP bigG under `conditioner.embedders.1.model.` (the refiner: bigG alone, under
+`conditioner.embedders.0.model.`), and no schedule buffers.
 
 This script builds the LDM key layout from the diffusers models (`to_ldm` below, written for
 this project) and proves it against diffusers' own single-file converter
@@ -28,6 +31,21 @@ every diffusers tensor, bit for bit (tiny models) or name for name and shape for
   tests/fixtures/full/sd21-single-file/ file: name, shape), diffusers_tensors.json (what the
                                         conversion must produce, per component) and the
                                         unet/vae/text_encoder configs of the full-size models
+  tests/fixtures/single-file-tiny/sdxl/ a tiny SDXL base single file: UNet with DownBlock2D
+                                        first, transformer depth per level and label_emb
+                                        (add_embedding), CLIP under
+                                        conditioner.embedders.0.transformer., OpenCLIP bigG
+                                        (CLIPTextModelWithProjection, text_projection stored
+                                        [hidden, proj]) under conditioner.embedders.1.model.;
+                                        no schedule buffers (as published); configs incl.
+                                        text_encoder_2/
+  tests/fixtures/single-file-tiny/sdxl-refiner/
+                                        the refiner: 4 levels, bigG alone under
+                                        conditioner.embedders.0.model.
+  tests/fixtures/full/sdxl-base/        the published SDXL base / refiner 1.0 configs
+  tests/fixtures/full/sdxl-refiner/     (unet, vae, text_encoder, text_encoder_2), a
+                                        tensors.json (name, shape) per component and the
+                                        ldm_tensors.json / diffusers_tensors.json lists
 
 Usage:  python tools/reference/gen_single_file.py
 """
@@ -42,7 +60,9 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from diffusers.loaders import single_file_utils as sfu  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
+
+from gen_unet import SDXL_BASE  # noqa: E402  (the published SDXL base unet/config.json)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -52,6 +72,9 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CLIP = "cond_stage_model.transformer."
 OPENCLIP = "cond_stage_model.model."
+SDXL_CLIP = "conditioner.embedders.0.transformer."
+SDXL_OPENCLIP = "conditioner.embedders.1.model."
+REFINER_OPENCLIP = "conditioner.embedders.0.model."
 # Buffers of ldm.models.diffusion.ddpm.LatentDiffusion (1000 training steps) and of its EMA
 # helper: present in the published files, not used by inference.
 SCHEDULE_BUFFERS = [
@@ -148,9 +171,9 @@ def vae_ldm(sd, config):
     return out
 
 
-def clip_ldm(sd, n_pos):
-    out = {CLIP + k: v for k, v in sd.items()}
-    out[CLIP + "text_model.embeddings.position_ids"] = torch.arange(n_pos)[None]
+def clip_ldm(sd, prefix, n_pos):
+    out = {prefix + k: v for k, v in sd.items()}
+    out[prefix + "text_model.embeddings.position_ids"] = torch.arange(n_pos)[None]
     return out
 
 
@@ -158,34 +181,39 @@ OPENCLIP_LAYER = [("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", 
                   ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj")]
 
 
-def openclip_ldm(sd, extra_layer):
-    """OpenCLIP-H as SD 2.x stores it: fused in_proj, 24 resblocks (diffusers keeps 23),
-    text_projection and logit_scale."""
+def openclip_ldm(sd, prefix, made_up, extra_block):
+    """OpenCLIP as the LDM files store it under `prefix`: fused in_proj, `text_projection` as
+    [hidden, projection] and `logit_scale`. SD 2.x (`extra_block`): diffusers' CLIPTextModel
+    has 23 of OpenCLIP-H's 24 resblocks and no projection, so the last block, text_projection
+    and logit_scale are made up (`made_up`). SDXL: a CLIPTextModelWithProjection keeps every
+    block, and its `text_projection.weight` is stored transposed; only logit_scale is made up."""
     out = {}
     e = "text_model.embeddings."
-    out[OPENCLIP + "positional_embedding"] = sd[e + "position_embedding.weight"]
-    out[OPENCLIP + "token_embedding.weight"] = sd[e + "token_embedding.weight"]
+    out[prefix + "positional_embedding"] = sd[e + "position_embedding.weight"]
+    out[prefix + "token_embedding.weight"] = sd[e + "token_embedding.weight"]
     for leaf in ("weight", "bias"):
-        out[OPENCLIP + f"ln_final.{leaf}"] = sd[f"text_model.final_layer_norm.{leaf}"]
+        out[prefix + f"ln_final.{leaf}"] = sd[f"text_model.final_layer_norm.{leaf}"]
     layers = sorted({int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers.")})
-    for n in layers + [len(layers)]:
+    for n in layers + [len(layers)] * extra_block:
         src = f"text_model.encoder.layers.{n}." if n < len(layers) else None
-        dst = f"{OPENCLIP}transformer.resblocks.{n}."
+        dst = f"{prefix}transformer.resblocks.{n}."
         for leaf in ("weight", "bias"):
             if src is None:
                 template = f"text_model.encoder.layers.0."
                 for new, old in OPENCLIP_LAYER:
-                    out[dst + f"{old}.{leaf}"] = extra_layer(sd[template + f"{new}.{leaf}"])
+                    out[dst + f"{old}.{leaf}"] = made_up(sd[template + f"{new}.{leaf}"])
                 q = sd[template + f"self_attn.q_proj.{leaf}"]
-                out[dst + f"attn.in_proj_{leaf}"] = extra_layer(torch.cat([q, q, q]))
+                out[dst + f"attn.in_proj_{leaf}"] = made_up(torch.cat([q, q, q]))
                 continue
             for new, old in OPENCLIP_LAYER:
                 out[dst + f"{old}.{leaf}"] = sd[src + f"{new}.{leaf}"]
             out[dst + f"attn.in_proj_{leaf}"] = torch.cat(
                 [sd[src + f"self_attn.{x}_proj.{leaf}"] for x in "qkv"])
     hidden = sd[e + "token_embedding.weight"].shape[1]
-    out[OPENCLIP + "text_projection"] = extra_layer(torch.empty(hidden, hidden))
-    out[OPENCLIP + "logit_scale"] = extra_layer(torch.empty(()))
+    projection = sd.get("text_projection.weight")
+    out[prefix + "text_projection"] = made_up(torch.empty(hidden, hidden)) if projection is None \
+        else projection.T
+    out[prefix + "logit_scale"] = made_up(torch.empty(()))
     return out
 
 
@@ -195,26 +223,27 @@ def buffers(make):
     return out
 
 
-def check_roundtrip(ldm, unet, vae, text, openclip, exact):
+def check_roundtrip(ldm, unet, vae, encoders, exact):
     """diffusers' converter on the LDM dict must give back every diffusers tensor."""
     got = {
         "unet": sfu.convert_ldm_unet_checkpoint(ldm, dict(unet.config)),
         "vae": sfu.convert_ldm_vae_checkpoint(ldm, dict(vae.config)),
-        "text_encoder": sfu.convert_open_clip_checkpoint(text, ldm) if openclip
-        else sfu.convert_ldm_clip_checkpoint(ldm),
     }
-    got["text_encoder"].pop("text_model.embeddings.position_ids", None)
-    # diffusers drops OpenCLIP's last resblock by a fixed list (`resblocks.23`, right for the
-    # real 24-block model); for the tiny model drop every block past the config's depth.
-    n = text.config.num_hidden_layers
-    got["text_encoder"] = {k: v for k, v in got["text_encoder"].items()
-                           if not (k.startswith("text_model.encoder.layers.") and int(k.split(".")[3]) >= n)}
-    for comp, model in (("unet", unet), ("vae", vae), ("text_encoder", text)):
-        want = model.state_dict()
-        if comp == "text_encoder":
-            want = {k: v for k, v in published(want).items() if not k.endswith("position_ids")}
-        assert set(got[comp]) == set(want), (comp, set(got[comp]) ^ set(want))
-        for k, v in want.items():
+    for comp, kind, prefix, text in encoders:
+        converted = sfu.convert_ldm_clip_checkpoint(ldm) if kind == "clip" \
+            else sfu.convert_open_clip_checkpoint(text, ldm, prefix=prefix)
+        converted.pop("text_model.embeddings.position_ids", None)
+        # diffusers drops SD 2.x's last OpenCLIP resblock by a fixed list (`resblocks.23`, right
+        # for the real 24-block model); for the tiny model drop every block past the config's
+        # depth. (SDXL keeps every block: the list names only `cond_stage_model.` keys.)
+        n = text.config.num_hidden_layers
+        got[comp] = {k: v for k, v in converted.items()
+                     if not (k.startswith("text_model.encoder.layers.") and int(k.split(".")[3]) >= n)}
+    want = diffusers_state(unet, vae, encoders)
+    for comp in got:
+        part = {k[len(comp) + 1:]: v for k, v in want.items() if k.split(".")[0] == comp}
+        assert set(got[comp]) == set(part), (comp, set(got[comp]) ^ set(part))
+        for k, v in part.items():
             g = got[comp][k]
             assert tuple(g.shape) == tuple(v.shape), (comp, k, g.shape, v.shape)
             if exact:
@@ -223,8 +252,20 @@ def check_roundtrip(ldm, unet, vae, text, openclip, exact):
 
 def published(sd):
     """transformers 5 drops the `text_model.` prefix of a standalone CLIPTextModel; the published
-    SD `text_encoder/` checkpoints (and the LDM files) keep it."""
-    return {k if k.startswith("text_model.") else "text_model." + k: v for k, v in sd.items()}
+    SD `text_encoder/` checkpoints (and the LDM files) keep it. (CLIPTextModelWithProjection
+    still has it, next to its `text_projection`.)"""
+    keep = ("text_model.", "text_projection.")
+    return {k if k.startswith(keep) else "text_model." + k: v for k, v in sd.items()}
+
+
+def diffusers_state(unet, vae, encoders):
+    """Every tensor of the diffusers models, as `<component>.<name>` (no position_ids)."""
+    out = {}
+    parts = [("unet", unet.state_dict()), ("vae", vae.state_dict())]
+    parts += [(comp, published(text.state_dict())) for comp, _, _, text in encoders]
+    for comp, sd in parts:
+        out.update({f"{comp}.{k}": v for k, v in sd.items() if not k.endswith("position_ids")})
+    return out
 
 
 def build(unet_cfg, vae_cfg, text_cfg):
@@ -234,16 +275,34 @@ def build(unet_cfg, vae_cfg, text_cfg):
     return unet, vae, text
 
 
-def to_ldm(unet, vae, text, openclip, make_buffer, extra_layer):
+def sd_encoders(text, openclip):
+    """The text encoder of an SD 1.x (OpenAI CLIP) or SD 2.x (OpenCLIP-H) single file, as
+    `(component, kind, LDM prefix, model)`."""
+    return [("text_encoder", "openclip", OPENCLIP, text) if openclip else ("text_encoder", "clip", CLIP, text)]
+
+
+def sdxl_encoders(text, text_2):
+    """SDXL base: CLIP ViT-L and OpenCLIP bigG; the refiner (`text` None): bigG alone."""
+    if text is None:
+        return [("text_encoder_2", "openclip-xl", REFINER_OPENCLIP, text_2)]
+    return [("text_encoder", "clip", SDXL_CLIP, text), ("text_encoder_2", "openclip-xl", SDXL_OPENCLIP, text_2)]
+
+
+def to_ldm(unet, vae, encoders, make_buffer, made_up):
+    """The LDM single file of these models. `make_buffer(shape)` gives the schedule buffers of
+    SD 1.x / 2.x files (None: none, as in the SDXL files); `made_up(like)` the tensors the LDM
+    file has and the diffusers models lack."""
     ldm = {}
     ldm.update(unet_ldm(unet.state_dict(), unet.config))
     ldm.update(vae_ldm(vae.state_dict(), vae.config))
-    text_sd = published(text.state_dict())
-    if openclip:
-        ldm.update(openclip_ldm(text_sd, extra_layer))
-    else:
-        ldm.update(clip_ldm(text_sd, text.config.max_position_embeddings))
-    ldm.update(buffers(make_buffer))
+    for _, kind, prefix, text in encoders:
+        text_sd = published(text.state_dict())
+        if kind == "clip":
+            ldm.update(clip_ldm(text_sd, prefix, text.config.max_position_embeddings))
+        else:
+            ldm.update(openclip_ldm(text_sd, prefix, made_up, extra_block=kind == "openclip"))
+    if make_buffer is not None:
+        ldm.update(buffers(make_buffer))
     return ldm
 
 
@@ -268,36 +327,71 @@ def randomize(*models, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
-def save_configs(folder, unet, vae, text):
-    """`unet/`, `vae/` and `text_encoder/` config.json, as in a diffusers folder."""
+def save_configs(folder, unet, vae, encoders):
+    """`unet/`, `vae/` and `text_encoder/` (`text_encoder_2/`) config.json, as in a diffusers
+    folder."""
     unet.save_config(os.path.join(folder, "unet"))
     vae.save_config(os.path.join(folder, "vae"))
-    os.makedirs(os.path.join(folder, "text_encoder"), exist_ok=True)
-    text.config.to_json_file(os.path.join(folder, "text_encoder", "config.json"))
+    for comp, _, _, text in encoders:
+        os.makedirs(os.path.join(folder, comp), exist_ok=True)
+        text.config.to_json_file(os.path.join(folder, comp, "config.json"))
+
+
+def write_tiny(name, unet, vae, encoders, make_buffer, seed):
+    """Random weights, the LDM file, checked against diffusers' converter, and the diffusers
+    tensors and configs."""
+    folder = os.path.join(FIX, "single-file-tiny", name)
+    fresh_dir(folder)
+    randomize(unet, vae, *(text for *_, text in encoders), seed=seed)
+    g = torch.Generator().manual_seed(2)
+    ldm = to_ldm(unet, vae, encoders, (lambda s: torch.rand(s, generator=g)) if make_buffer else None,
+                 lambda t: torch.randn(t.shape, generator=g))
+    check_roundtrip(ldm, unet, vae, encoders, exact=True)
+    save_file({k: v.contiguous() for k, v in ldm.items()}, os.path.join(folder, "ldm.safetensors"))
+    diffusers = {k: v.contiguous() for k, v in diffusers_state(unet, vae, encoders).items()}
+    save_file(diffusers, os.path.join(folder, "diffusers.safetensors"))
+    save_configs(folder, unet, vae, encoders)
+    print(f"  single-file-tiny/{name}: {len(ldm)} LDM tensors -> {len(diffusers)} diffusers tensors")
 
 
 def gen_tiny(name, openclip):
-    folder = os.path.join(FIX, "single-file-tiny", name)
-    fresh_dir(folder)
     unet_cfg = dict(TINY_UNET)
     if openclip:  # the SD 2.x variant: linear projections, per-block head dims, upcast attention
         unet_cfg.update(use_linear_projection=True, upcast_attention=True, attention_head_dim=(1, 2, 2, 2), cross_attention_dim=8)
     torch.manual_seed(0)
     unet, vae, text = build(unet_cfg, TINY_VAE, dict(TINY_TEXT, hidden_act="gelu" if openclip else "quick_gelu"))
-    randomize(unet, vae, text, seed=1 if openclip else 0)
-    g = torch.Generator().manual_seed(2)
-    ldm = to_ldm(unet, vae, text, openclip, lambda s: torch.rand(s, generator=g),
-                 lambda t: torch.randn(t.shape, generator=g))
-    check_roundtrip(ldm, unet, vae, text, openclip, exact=True)
-    save_file({k: v.contiguous() for k, v in ldm.items()}, os.path.join(folder, "ldm.safetensors"))
-    diffusers = {}
-    for comp, model in (("unet", unet), ("vae", vae), ("text_encoder", text)):
-        sd = model.state_dict()
-        diffusers.update({f"{comp}.{k}": v.contiguous() for k, v in (published(sd) if model is text else sd).items()
-                          if not k.endswith("position_ids")})
-    save_file(diffusers, os.path.join(folder, "diffusers.safetensors"))
-    save_configs(folder, unet, vae, text)
-    print(f"  single-file-tiny/{name}: {len(ldm)} LDM tensors -> {len(diffusers)} diffusers tensors")
+    write_tiny(name, unet, vae, sd_encoders(text, openclip), True, seed=1 if openclip else 0)
+
+
+# SDXL's layout at toy size: DownBlock2D first, transformer depth per level (more than one),
+# linear projections, the "text_time" added embedding (pooled text of the projection width
+# plus 6 time ids, 5 for the refiner, each embedded to addition_time_embed_dim).
+TINY_XL_TEXT_2 = dict(TINY_TEXT, hidden_size=12, intermediate_size=16, num_hidden_layers=3,
+                      num_attention_heads=2, projection_dim=10, hidden_act="gelu")
+TINY_XL_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+                    block_out_channels=(4, 4, 4), norm_num_groups=2, attention_head_dim=(1, 2, 2),
+                    transformer_layers_per_block=(1, 1, 2), cross_attention_dim=8 + 12,
+                    use_linear_projection=True, addition_embed_type="text_time",
+                    addition_time_embed_dim=2, projection_class_embeddings_input_dim=6 * 2 + 10,
+                    down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2,
+                    up_block_types=("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",))
+TINY_XL_REFINER_UNET = dict(TINY_XL_UNET, block_out_channels=(4, 4, 4, 4), attention_head_dim=2, layers_per_block=1,
+                            transformer_layers_per_block=2, cross_attention_dim=12,
+                            projection_class_embeddings_input_dim=5 * 2 + 10,
+                            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",),
+                            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",))
+# The VAE is SD's (checked at full depth by sd1/sd2): two levels keep these fixtures small.
+TINY_XL_VAE = dict(TINY_VAE, block_out_channels=(4, 4), layers_per_block=1,
+                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+
+
+def gen_tiny_sdxl(name, refiner):
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**(TINY_XL_REFINER_UNET if refiner else TINY_XL_UNET))
+    vae = AutoencoderKL(**TINY_XL_VAE)
+    text = None if refiner else CLIPTextModel(CLIPTextConfig(**dict(TINY_TEXT, hidden_act="quick_gelu")))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_XL_TEXT_2))
+    write_tiny(name, unet, vae, sdxl_encoders(text, text_2), False, seed=3 if refiner else 2)
 
 
 SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -312,10 +406,83 @@ SD21_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num
                  num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
                  projection_dim=512)
 
+# The published configs of stabilityai/stable-diffusion-xl-base-1.0 and -refiner-1.0 (the base
+# UNet's is gen_unet.py's SDXL_BASE).
+SDXL_REFINER_UNET = dict(
+    SDXL_BASE,
+    attention_head_dim=[6, 12, 24, 24],
+    block_out_channels=[384, 768, 1536, 1536],
+    cross_attention_dim=1280,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    projection_class_embeddings_input_dim=2560,
+    transformer_layers_per_block=4,
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+)
+SDXL_VAE = {
+    "_class_name": "AutoencoderKL",
+    "_diffusers_version": "0.20.0.dev0",
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "force_upcast": True,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 1024,
+    "scaling_factor": 0.13025,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+SDXL_TEXT = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "projection_dim": 768,
+    "torch_dtype": "float16",
+    "transformers_version": "4.32.0.dev0",
+    "vocab_size": 49408,
+}
+SDXL_TEXT_2 = dict(
+    SDXL_TEXT,
+    architectures=["CLIPTextModelWithProjection"],
+    hidden_act="gelu",
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_attention_heads=20,
+    num_hidden_layers=32,
+    projection_dim=1280,
+)
+
 
 def read_config(component):
     with open(os.path.join(ASSETS, "sd15-configs", component, "config.json")) as f:
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+
+
+def write_list(path, entries):
+    """A JSON list of (name, shape), one a line, sorted by name."""
+    with open(path, "w") as f:
+        f.write("[\n" + ",\n".join(json.dumps([k, list(v.shape)]) for k, v in sorted(entries)) + "\n]\n")
+
+
+def write_lists(folder, ldm, want):
+    """ldm_tensors.json and diffusers_tensors.json."""
+    write_list(os.path.join(folder, "ldm_tensors.json"), ldm.items())
+    write_list(os.path.join(folder, "diffusers_tensors.json"), want.items())
 
 
 def gen_full(name, unet_cfg, vae_cfg, text_cfg, openclip):
@@ -323,21 +490,43 @@ def gen_full(name, unet_cfg, vae_cfg, text_cfg, openclip):
     fresh_dir(folder)
     with torch.device("meta"):
         unet, vae, text = build(unet_cfg, vae_cfg, text_cfg)
-        ldm = to_ldm(unet, vae, text, openclip, torch.empty, torch.empty_like)
-    ldm[CLIP + "text_model.embeddings.position_ids"] = torch.empty(1, 77, dtype=torch.int64, device="meta") \
-        if not openclip else None
-    ldm = {k: v for k, v in ldm.items() if v is not None}
-    check_roundtrip(ldm, unet, vae, text, openclip, exact=False)
-    with open(os.path.join(folder, "ldm_tensors.json"), "w") as f:
-        f.write("[\n" + ",\n".join(json.dumps([k, list(v.shape)]) for k, v in sorted(ldm.items())) + "\n]\n")
-    want = []
-    for comp, model in (("unet", unet), ("vae", vae), ("text_encoder", text)):
-        sd = model.state_dict()
-        want += [(f"{comp}.{k}", list(v.shape)) for k, v in (published(sd) if model is text else sd).items()
-                 if not k.endswith("position_ids")]
-    with open(os.path.join(folder, "diffusers_tensors.json"), "w") as f:
-        f.write("[\n" + ",\n".join(json.dumps(e) for e in sorted(want)) + "\n]\n")
-    save_configs(folder, unet, vae, text)
+        encoders = sd_encoders(text, openclip)
+        ldm = to_ldm(unet, vae, encoders, torch.empty, torch.empty_like)
+    check_roundtrip(ldm, unet, vae, encoders, exact=False)
+    want = diffusers_state(unet, vae, encoders)
+    write_lists(folder, ldm, want)
+    save_configs(folder, unet, vae, encoders)
+    print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
+
+
+def write_json(path, cfg):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+
+
+def gen_full_sdxl(name, unet_cfg, text_cfg):
+    """The published configs (written as they are), `tensors.json` of each component built
+    from them, and the single file's and the conversion's tensor lists (`text_cfg` None: the
+    refiner, bigG alone)."""
+    folder = os.path.join(FIX, "full", name)
+    fresh_dir(folder)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(SDXL_VAE)
+        text = text_cfg and CLIPTextModel(CLIPTextConfig.from_dict(text_cfg))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(SDXL_TEXT_2))
+        encoders = sdxl_encoders(text, text_2)
+        ldm = to_ldm(unet, vae, encoders, None, torch.empty_like)
+    check_roundtrip(ldm, unet, vae, encoders, exact=False)
+    want = diffusers_state(unet, vae, encoders)
+    write_lists(folder, ldm, want)
+    configs = {"unet": unet_cfg, "vae": SDXL_VAE, "text_encoder": text_cfg, "text_encoder_2": SDXL_TEXT_2}
+    for comp in ["unet", "vae"] + [c for c, *_ in encoders]:
+        write_json(os.path.join(folder, comp, "config.json"), configs[comp])
+        write_list(os.path.join(folder, comp, "tensors.json"),
+                   [(k[len(comp) + 1:], v) for k, v in want.items() if k.split(".")[0] == comp])
     print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
 
 
@@ -348,10 +537,11 @@ def gen_pipeline():
     unet = UNet2DConditionModel.from_pretrained(os.path.join(src, "unet"))
     vae = AutoencoderKL.from_pretrained(os.path.join(src, "vae"))
     text = CLIPTextModel.from_pretrained(os.path.join(src, "text_encoder"))
+    encoders = sd_encoders(text, False)
     g = torch.Generator().manual_seed(3)
-    ldm = to_ldm(unet, vae, text, False, lambda s: torch.rand(s, generator=g),
+    ldm = to_ldm(unet, vae, encoders, lambda s: torch.rand(s, generator=g),
                  lambda t: torch.randn(t.shape, generator=g))
-    check_roundtrip(ldm, unet, vae, text, False, exact=True)
+    check_roundtrip(ldm, unet, vae, encoders, exact=True)
     out = os.path.join(FIX, "single-file-tiny", "sd-tiny.safetensors")
     save_file({k: v.contiguous() for k, v in ldm.items()}, out)
     print(f"  single-file-tiny/sd-tiny.safetensors: {len(ldm)} LDM tensors")
@@ -360,10 +550,14 @@ def gen_pipeline():
 def main():
     gen_tiny("sd1", openclip=False)
     gen_tiny("sd2", openclip=True)
+    gen_tiny_sdxl("sdxl", refiner=False)
+    gen_tiny_sdxl("sdxl-refiner", refiner=True)
     gen_pipeline()
     sd15_vae = read_config("vae")
     gen_full("sd15-single-file", read_config("unet"), sd15_vae, SD15_TEXT, openclip=False)
     gen_full("sd21-single-file", SD21_UNET, sd15_vae, SD21_TEXT, openclip=True)
+    gen_full_sdxl("sdxl-base", SDXL_BASE, SDXL_TEXT)
+    gen_full_sdxl("sdxl-refiner", SDXL_REFINER_UNET, None)
 
 
 if __name__ == "__main__":

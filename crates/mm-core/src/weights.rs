@@ -278,6 +278,42 @@ impl Weights {
         Ok(Self { tensors, ..self })
     }
 
+    /// Transposes the 2-D tensors `f` selects (a projection stored as `[in, out]` for a
+    /// linear layer's `[out, in]` weight, say). Nothing is read until the tensor is loaded; a
+    /// selected tensor that is not 2-D is an error.
+    pub fn transpose(self, mut f: impl FnMut(&str) -> bool) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in self.tensors {
+            if !f(&name) {
+                tensors.insert(name, tensor);
+                continue;
+            }
+            let &[rows, cols] = &tensor.shape.to_vec()[..] else {
+                return Err(Error::Safetensors {
+                    path: self.source.clone().into(),
+                    reason: format!(
+                        "cannot transpose '{name}' of shape {:?}: not a matrix",
+                        tensor.shape.to_vec()
+                    ),
+                });
+            };
+            let (dtype, target) = (tensor.dtype, Shape::from([cols, rows]));
+            let declared = target.clone();
+            let transposed = bridge::map_data(tensor, name.clone(), dtype, declared, move |data| {
+                let (bytes, size) = (data.as_bytes(), dtype.size());
+                let mut out = vec![0u8; bytes.len()];
+                for (i, element) in bytes.chunks_exact(size).enumerate() {
+                    let (r, c) = (i / cols, i % cols);
+                    let at = (c * rows + r) * size;
+                    out[at..at + size].copy_from_slice(element);
+                }
+                TensorData::from_bytes_vec(out, target.clone(), dtype)
+            });
+            tensors.insert(name, transposed);
+        }
+        Ok(Self { tensors, ..self })
+    }
+
     /// Keeps only the tensors under `prefix` (followed by a dot) and removes the prefix.
     pub fn select_prefix(self, prefix: &str) -> Self {
         let dotted = format!("{prefix}.");

@@ -1,5 +1,5 @@
-//! `Weights::reshape`, `Weights::split` and `Weights::rename_prefixes`: lazy layout changes
-//! between checkpoint formats.
+//! `Weights::reshape`, `Weights::split`, `Weights::transpose` and `Weights::rename_prefixes`:
+//! lazy layout changes between checkpoint formats.
 
 use burn::tensor::Tensor;
 use mm_core::weights::Weights;
@@ -23,6 +23,14 @@ fn write(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
+/// A path in the temporary folder for this test process.
+fn temp(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "mm-weights-{tag}-{}.safetensors",
+        std::process::id()
+    ))
+}
+
 fn values<const D: usize>(w: &Weights, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t: Tensor<D> = w.tensor(name, &mm_core::device::cpu()).unwrap();
     (
@@ -33,10 +41,7 @@ fn values<const D: usize>(w: &Weights, name: &str) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn reshape_and_split_are_lazy_and_exact() {
-    let path = std::env::temp_dir().join(format!(
-        "mm-weights-transform-{}.safetensors",
-        std::process::id()
-    ));
+    let path = temp("transform");
     let fused: Vec<f32> = (0..12).map(|x| x as f32).collect();
     write(
         &path,
@@ -74,11 +79,28 @@ fn reshape_and_split_are_lazy_and_exact() {
 }
 
 #[test]
+fn transpose_swaps_the_dimensions_of_matrices() {
+    let path = temp("transpose");
+    let m = vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    write(&path, &[("m", vec![2, 3], m), ("v", vec![3], vec![1.0; 3])]);
+    let w = Weights::open(&path)
+        .unwrap()
+        .transpose(|n| n == "m")
+        .unwrap();
+    assert_eq!(w.shape("m"), Some(vec![3, 2]));
+    assert_eq!(
+        values::<2>(&w, "m"),
+        (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
+    );
+    assert_eq!(values::<1>(&w, "v"), (vec![3], vec![1.0; 3]));
+    let bad = Weights::open(&path).unwrap().transpose(|_| true);
+    std::fs::remove_file(&path).ok();
+    assert!(bad.unwrap_err().to_string().contains("not a matrix"));
+}
+
+#[test]
 fn rename_prefixes_takes_the_first_matching_rule() {
-    let path = std::env::temp_dir().join(format!(
-        "mm-weights-prefixes-{}.safetensors",
-        std::process::id()
-    ));
+    let path = temp("prefixes");
     let names = ["tower.inner.a", "tower.b", "model.c", "modelx", "other"];
     let tensors: Vec<(&str, Vec<usize>, Vec<f32>)> =
         names.iter().map(|n| (*n, vec![1], vec![1.0])).collect();

@@ -103,4 +103,24 @@ pub enum Error {
          `model.diffusion_model.*` tensor); for a diffusers folder, load its components instead"
     )]
     NotSingleFile(String),
+    /// A single file of one model family given to the conversion of another (an SDXL file to
+    /// [`SingleFile::components`](crate::single_file::SingleFile::components), say).
+    #[error("the single file holds a {found} checkpoint: {hint}")]
+    SingleFileFamily {
+        /// The family its keys tell.
+        found: crate::single_file::Family,
+        /// What to call instead.
+        hint: &'static str,
+    },
+    /// A tensor of a single file has a shape its conversion cannot take (a truncated fused
+    /// query-key-value projection, a text projection of the wrong shape).
+    #[error("single-file tensor '{name}' has shape {shape:?}, expected {expected}")]
+    SingleFileTensor {
+        /// The tensor's name in the file.
+        name: String,
+        /// Its stored shape.
+        shape: Vec<usize>,
+        /// The shape it should have, in words.
+        expected: String,
+    },
 }

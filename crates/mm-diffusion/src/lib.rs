@@ -8,8 +8,8 @@
 //!   diffusers and the original upstream key layouts).
 //! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
-//! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout, renamed
-//!   to diffusers names.
+//! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
+//!   2.x, SDXL base and refiner), renamed to diffusers names.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x text-to-image, img2img and inpainting
 //!   ([`StableDiffusion`](pipelines::StableDiffusion)), matching diffusers.
 //! - [`check`]: input validation shared by the models (finite values, sizes).

@@ -1,17 +1,30 @@
-//! Single-file Stable Diffusion checkpoints in the original CompVis / LDM key layout
-//! (`v1-5-pruned-emaonly.safetensors`, `v2-1_768-ema-pruned.safetensors` and the fine-tunes
-//! shared on model sites), converted to the diffusers names the models here load.
+//! Single-file Stable Diffusion checkpoints in the original CompVis / LDM (and Stability's
+//! `sgm`) key layout (`v1-5-pruned-emaonly.safetensors`, `v2-1_768-ema-pruned.safetensors`,
+//! `sd_xl_base_1.0.safetensors`, `sd_xl_refiner_1.0.safetensors` and the fine-tunes shared on
+//! model sites), converted to the diffusers names the models here load.
 //!
-//! Such a file holds the UNet under `model.diffusion_model.`, the VAE under
-//! `first_stage_model.` and the text encoder under `cond_stage_model.transformer.` (SD 1.x,
-//! OpenAI CLIP) or `cond_stage_model.model.` (SD 2.x, OpenCLIP ViT-H with a fused `in_proj`),
-//! plus training buffers (the noise schedule, EMA counters) that inference does not use.
-//! [`SingleFile::components`] renames every tensor lazily — nothing is read until a model
-//! loads it — and reshapes or splits the few tensors whose layout differs (the VAE's 1×1
-//! attention convolutions, OpenCLIP's fused query-key-value projection). The architecture is
-//! not stored in the file: the configs come from a diffusers folder of the same model family
-//! (for SD 1.5, the `unet/`, `vae/` and `text_encoder/` configs of
-//! `stable-diffusion-v1-5/stable-diffusion-v1-5`).
+//! Such a file holds the UNet under `model.diffusion_model.` and the VAE under
+//! `first_stage_model.`; the text encoders depend on the [`Family`]:
+//!
+//! | family | LDM prefix | diffusers component |
+//! |---|---|---|
+//! | SD 1.x | `cond_stage_model.transformer.` (OpenAI CLIP) | `text_encoder` |
+//! | SD 2.x | `cond_stage_model.model.` (OpenCLIP ViT-H, fused `in_proj`) | `text_encoder` |
+//! | SDXL base | `conditioner.embedders.0.transformer.` (CLIP ViT-L) | `text_encoder` |
+//! | SDXL base | `conditioner.embedders.1.model.` (OpenCLIP bigG) | `text_encoder_2` |
+//! | SDXL refiner | `conditioner.embedders.0.model.` (OpenCLIP bigG) | `text_encoder_2` |
+//!
+//! SD 1.x / 2.x files also carry training buffers (the noise schedule, EMA counters) that
+//! inference does not use. [`SingleFile::components`] (SD 1.x / 2.x) and
+//! [`SingleFile::sdxl_components`] (SDXL) rename every tensor lazily — nothing is read until a
+//! model loads it — and reshape, split or transpose the few tensors whose layout differs (the
+//! VAE's 1×1 attention convolutions, OpenCLIP's fused query-key-value projection and its
+//! `[hidden, projection]` `text_projection`, which becomes `CLIPTextModelWithProjection`'s
+//! `text_projection.weight`). SDXL's added-condition embedding `label_emb.0.{0,2}` becomes
+//! `add_embedding.linear_{1,2}`. The architecture is not stored in the file: the configs come
+//! from a diffusers folder of the same model family (for SD 1.5, the `unet/`, `vae/` and
+//! `text_encoder/` configs of `stable-diffusion-v1-5/stable-diffusion-v1-5`; for SDXL, those
+//! and `text_encoder_2/` of `stabilityai/stable-diffusion-xl-base-1.0`).
 //!
 //! ```no_run
 //! use mm_core::config::read_json;
@@ -28,6 +41,27 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! An SDXL file, its family told by its keys:
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use mm_diffusion::single_file::{Family, SingleFile};
+//! use mm_vision::Pretrained;
+//! use mm_vision::clip::{ClipTextConfig, ClipTextModelWithProjection};
+//!
+//! fn main() -> mm_diffusion::Result<()> {
+//!     let device = mm_core::device::cpu();
+//!     let file = SingleFile::open("sd_xl_base_1.0.safetensors")?;
+//!     assert_eq!(file.family(), Family::Sdxl);
+//!     let parts = file.sdxl_components(&file.default_layout())?;
+//!     let config = ClipTextConfig::from_file(Path::new("sdxl/text_encoder_2/config.json"))?;
+//!     let text_2 = ClipTextModelWithProjection::from_weights(&config, parts.text_encoder_2, &device)?;
+//!     # let _ = (text_2, parts.text_encoder, parts.unet, parts.vae);
+//!     Ok(())
+//! }
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,20 +72,36 @@ use crate::{Error, Result};
 
 const UNET: &str = "model.diffusion_model.";
 const VAE: [&str; 2] = ["first_stage_model.", "vae."];
-const CLIP: &str = "cond_stage_model.transformer.";
-const OPENCLIP: &str = "cond_stage_model.model.";
+/// OpenAI CLIP text encoders (stored under transformers' names): SD 1.x's, SDXL base's first.
+const CLIPS: [(&str, Component); 2] = [
+    ("cond_stage_model.transformer.", Component::TextEncoder),
+    (
+        "conditioner.embedders.0.transformer.",
+        Component::TextEncoder,
+    ),
+];
+const SD2_OPENCLIP: &str = "cond_stage_model.model.";
+const REFINER_OPENCLIP: &str = "conditioner.embedders.0.model.";
+/// OpenCLIP text encoders: SD 2.x's ViT-H, SDXL base's and the refiner's bigG.
+const OPENCLIPS: [(&str, Component); 3] = [
+    (SD2_OPENCLIP, Component::TextEncoder),
+    ("conditioner.embedders.1.model.", Component::TextEncoder2),
+    (REFINER_OPENCLIP, Component::TextEncoder2),
+];
 
 /// The few architecture numbers the LDM → diffusers key mapping depends on. They are in the
 /// diffusers configs: the UNet's `layers_per_block`, the number of the VAE's
-/// `up_block_types`, and the text encoder's `num_hidden_layers` (OpenCLIP's extra last block,
-/// unused by Stable Diffusion 2.x, is dropped).
+/// `up_block_types`, and the OpenCLIP text encoder's `num_hidden_layers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LdmLayout {
     /// `layers_per_block` of the UNet config.
     pub layers_per_block: usize,
     /// The number of VAE decoder up blocks (`up_block_types.len()`).
     pub vae_up_blocks: usize,
-    /// `num_hidden_layers` of the text encoder config.
+    /// `num_hidden_layers` of the OpenCLIP text encoder's config (`text_encoder/` for SD 2.x,
+    /// `text_encoder_2/` for SDXL): its blocks past that are dropped (the last of SD 2.x's
+    /// OpenCLIP-H, which Stable Diffusion 2.x does not use; none of SDXL's bigG). OpenAI CLIP
+    /// encoders (SD 1.x's, SDXL's first) keep every block whatever this says.
     pub text_layers: usize,
 }
 
@@ -68,6 +118,53 @@ impl LdmLayout {
         vae_up_blocks: 4,
         text_layers: 23,
     };
+    /// SDXL base 1.0 and refiner 1.0: all 32 blocks of OpenCLIP bigG are kept (SDXL takes the
+    /// penultimate hidden state itself).
+    pub const SDXL: Self = Self {
+        layers_per_block: 2,
+        vae_up_blocks: 4,
+        text_layers: 32,
+    };
+}
+
+/// The model family of a single file, told by its keys ([`SingleFile::family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Stable Diffusion 1.x: OpenAI CLIP under `cond_stage_model.transformer.`.
+    Sd1,
+    /// Stable Diffusion 2.x: OpenCLIP-H under `cond_stage_model.model.`.
+    Sd2,
+    /// SDXL base: CLIP ViT-L and OpenCLIP bigG under `conditioner.embedders.{0,1}.`.
+    Sdxl,
+    /// SDXL refiner: OpenCLIP bigG alone, under `conditioner.embedders.0.model.`.
+    SdxlRefiner,
+}
+
+impl Family {
+    /// Whether it is SDXL (base or refiner): load it with [`SingleFile::sdxl_components`].
+    pub fn is_sdxl(self) -> bool {
+        matches!(self, Self::Sdxl | Self::SdxlRefiner)
+    }
+
+    /// The layout of the published checkpoints of this family.
+    pub fn layout(self) -> LdmLayout {
+        match self {
+            Self::Sd1 => LdmLayout::SD1,
+            Self::Sd2 => LdmLayout::SD2,
+            Self::Sdxl | Self::SdxlRefiner => LdmLayout::SDXL,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sd1 => "Stable Diffusion 1.x",
+            Self::Sd2 => "Stable Diffusion 2.x",
+            Self::Sdxl => "SDXL base",
+            Self::SdxlRefiner => "SDXL refiner",
+        })
+    }
 }
 
 /// Which model a tensor of a single file belongs to.
@@ -77,8 +174,25 @@ pub enum Component {
     Unet,
     /// `first_stage_model.*`.
     Vae,
-    /// `cond_stage_model.*`.
+    /// `cond_stage_model.*` (SD 1.x / 2.x) or SDXL base's CLIP ViT-L
+    /// (`conditioner.embedders.0.transformer.*`).
     TextEncoder,
+    /// SDXL's OpenCLIP bigG (`conditioner.embedders.1.model.*`, the refiner's
+    /// `conditioner.embedders.0.model.*`), as a `CLIPTextModelWithProjection`.
+    TextEncoder2,
+}
+
+impl Component {
+    /// The component's folder in a diffusers pipeline (`unet`, `vae`, `text_encoder`,
+    /// `text_encoder_2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unet => "unet",
+            Self::Vae => "vae",
+            Self::TextEncoder => "text_encoder",
+            Self::TextEncoder2 => "text_encoder_2",
+        }
+    }
 }
 
 /// How one tensor of a single file becomes one or more diffusers tensors.
@@ -91,6 +205,9 @@ pub struct KeyMapping {
     pub names: Vec<String>,
     /// A 1×1 convolution kernel (`[out, in, 1, 1]`) that diffusers stores as a linear weight.
     pub squeeze: bool,
+    /// A matrix stored `[in, out]` (OpenCLIP's `text_projection`) that diffusers stores
+    /// transposed, as a linear weight `[out, in]`.
+    pub transpose: bool,
 }
 
 impl KeyMapping {
@@ -99,6 +216,7 @@ impl KeyMapping {
             component,
             names: vec![name],
             squeeze: false,
+            transpose: false,
         }
     }
 
@@ -108,6 +226,9 @@ impl KeyMapping {
         if self.squeeze {
             shape.truncate(2);
         }
+        if self.transpose {
+            shape.reverse();
+        }
         if let Some(first) = shape.first_mut() {
             *first /= self.names.len();
         }
@@ -115,10 +236,18 @@ impl KeyMapping {
     }
 }
 
+/// `name` without the first of `prefixes` it starts with, and that prefix's component.
+fn strip<'a>(name: &'a str, prefixes: &[(&str, Component)]) -> Option<(&'a str, Component)> {
+    prefixes
+        .iter()
+        .find_map(|(p, c)| Some((name.strip_prefix(p)?, *c)))
+}
+
 /// The diffusers name(s) of a single-file tensor, or `None` for a tensor no model uses (the
-/// noise-schedule buffers, EMA counters, `position_ids`, OpenCLIP's `text_projection`,
-/// `logit_scale` and its blocks past [`LdmLayout::text_layers`]). A tensor under a known
-/// prefix that the mapping does not know keeps its name, so that a strict load reports it.
+/// noise-schedule buffers, EMA counters, `position_ids`, `logit_scale`, SD 2.x's OpenCLIP
+/// `text_projection` and OpenCLIP blocks past [`LdmLayout::text_layers`]). A tensor under a
+/// known prefix that the mapping does not know keeps its name, so that a strict load reports
+/// it. Every [`Family`] maps with the same function: their prefixes differ.
 pub fn map_key(name: &str, layout: &LdmLayout) -> Option<KeyMapping> {
     if let Some(rest) = name.strip_prefix(UNET) {
         return Some(KeyMapping::new(
@@ -133,12 +262,12 @@ pub fn map_key(name: &str, layout: &LdmLayout) -> Option<KeyMapping> {
             ..KeyMapping::new(Component::Vae, name)
         });
     }
-    if let Some(rest) = name.strip_prefix(CLIP) {
+    if let Some((rest, component)) = strip(name, &CLIPS) {
         return (!rest.ends_with("position_ids"))
-            .then(|| KeyMapping::new(Component::TextEncoder, rest.to_string()));
+            .then(|| KeyMapping::new(component, rest.to_string()));
     }
-    name.strip_prefix(OPENCLIP)
-        .and_then(|rest| openclip_key(rest, layout.text_layers))
+    let (rest, component) = strip(name, &OPENCLIPS)?;
+    openclip_key(rest, component, layout.text_layers)
 }
 
 /// A resnet's LDM sub-module names and diffusers' names for them.
@@ -151,9 +280,12 @@ const RESNET: [(&str, &str); 6] = [
     ("skip_connection", "conv_shortcut"),
 ];
 
-const UNET_FIXED: [(&str, &str); 5] = [
+const UNET_FIXED: [(&str, &str); 7] = [
     ("time_embed.0", "time_embedding.linear_1"),
     ("time_embed.2", "time_embedding.linear_2"),
+    // SDXL's added condition (pooled text and size/crop time ids).
+    ("label_emb.0.0", "add_embedding.linear_1"),
+    ("label_emb.0.2", "add_embedding.linear_2"),
     ("input_blocks.0.0", "conv_in"),
     ("out.0", "conv_norm_out"),
     ("out.2", "conv_out"),
@@ -287,14 +419,21 @@ const OPENCLIP_LAYER: [(&str, &str); 5] = [
     ("attn.out_proj", "self_attn.out_proj"),
 ];
 
-fn openclip_key(rest: &str, text_layers: usize) -> Option<KeyMapping> {
-    let text = |name: String| Some(KeyMapping::new(Component::TextEncoder, name));
+fn openclip_key(rest: &str, component: Component, text_layers: usize) -> Option<KeyMapping> {
+    let text = |name: String| Some(KeyMapping::new(component, name));
     match rest {
         "positional_embedding" => {
             return text("text_model.embeddings.position_embedding.weight".into());
         }
         "token_embedding.weight" => {
             return text("text_model.embeddings.token_embedding.weight".into());
+        }
+        // SDXL's CLIPTextModelWithProjection has it (SD 2.x's CLIPTextModel does not).
+        "text_projection" if component == Component::TextEncoder2 => {
+            return Some(KeyMapping {
+                transpose: true,
+                ..KeyMapping::new(component, "text_projection.weight".into())
+            });
         }
         "text_projection" | "logit_scale" => return None,
         _ => {}
@@ -316,9 +455,8 @@ fn openclip_key(rest: &str, text_layers: usize) -> Option<KeyMapping> {
     if let Some(leaf) = tail.strip_prefix("attn.in_proj_") {
         let names = ["q", "k", "v"].map(|x| format!("{layer}.self_attn.{x}_proj.{leaf}"));
         return Some(KeyMapping {
-            component: Component::TextEncoder,
             names: names.to_vec(),
-            squeeze: false,
+            ..KeyMapping::new(component, String::new())
         });
     }
     let renamed = OPENCLIP_LAYER
@@ -328,7 +466,44 @@ fn openclip_key(rest: &str, text_layers: usize) -> Option<KeyMapping> {
     text(format!("{layer}.{renamed}"))
 }
 
-/// The models' weights of a single file, under diffusers names.
+/// Checks the shape of a tensor that is split or transposed: OpenCLIP's fused `in_proj`
+/// (`[3 × hidden, hidden]`, `[3 × hidden]`) and `text_projection` (`[hidden, projection]`),
+/// `hidden` being the width of the encoder's `token_embedding` where the file has it.
+fn check_fused(weights: &Weights, name: &str, m: &KeyMapping) -> Result<()> {
+    let shape = weights.shape(name).unwrap_or_default();
+    let embedder = name
+        .find("transformer.resblocks.")
+        .map(|i| &name[..i])
+        .or_else(|| name.strip_suffix("text_projection"))
+        .unwrap_or_default();
+    let hidden = weights
+        .shape(&format!("{embedder}token_embedding.weight"))
+        .and_then(|s| s.get(1).copied());
+    let weight = m.names.iter().all(|n| n.ends_with("weight"));
+    let ok = match (m.transpose, weight, &shape[..]) {
+        (true, _, [rows, _]) => hidden.is_none_or(|h| *rows == h),
+        (false, true, [rows, cols]) => hidden.is_none_or(|h| *cols == h) && *rows == 3 * cols,
+        (false, false, [len]) => hidden.map_or(len % 3 == 0, |h| *len == 3 * h),
+        _ => false,
+    };
+    let h = hidden.map_or("hidden".to_string(), |h| h.to_string());
+    let expected = match (m.transpose, weight) {
+        (true, _) => format!("[{h}, projection]"),
+        (false, true) => format!("[3 × {h}, {h}]"),
+        (false, false) => format!("[3 × {h}]"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::SingleFileTensor {
+            name: name.to_string(),
+            shape,
+            expected,
+        })
+    }
+}
+
+/// The models' weights of an SD 1.x / 2.x single file, under diffusers names.
 #[derive(Debug, Clone)]
 pub struct Components {
     /// For the UNet (the names of a diffusers `unet/` folder).
@@ -341,10 +516,50 @@ pub struct Components {
     pub ignored: Vec<String>,
 }
 
+/// The models' weights of an SDXL base or refiner single file, under diffusers names.
+#[derive(Debug, Clone)]
+pub struct SdxlComponents {
+    /// For the UNet (the names of a diffusers `unet/` folder).
+    pub unet: Weights,
+    /// For [`AutoencoderKL`](crate::vae::AutoencoderKL).
+    pub vae: Weights,
+    /// For CLIP ViT-L, a `CLIPTextModel` (`text_model.*`, as in `text_encoder/`); `None` for
+    /// the refiner, which has no such encoder.
+    pub text_encoder: Option<Weights>,
+    /// For OpenCLIP bigG, a `CLIPTextModelWithProjection` (`text_model.*` and
+    /// `text_projection.weight`, as in `text_encoder_2/`).
+    pub text_encoder_2: Weights,
+    /// Tensors no model uses (`position_ids`, `logit_scale`, ...), for information.
+    pub ignored: Vec<String>,
+}
+
 /// An opened single-file checkpoint.
 #[derive(Debug, Clone)]
 pub struct SingleFile {
     weights: Weights,
+}
+
+/// A single file's tensors renamed, split and reshaped, not yet divided by model.
+struct Converted {
+    weights: Weights,
+    /// The model and diffusers name of each tensor of `weights`.
+    targets: HashMap<String, (Component, String)>,
+    ignored: Vec<String>,
+}
+
+impl Converted {
+    /// The tensors of one model, under their diffusers names.
+    fn part(&self, component: Component) -> Weights {
+        self.weights.clone().rename(|name| {
+            let (c, new) = self.targets.get(name)?;
+            (*c == component).then(|| new.clone())
+        })
+    }
+
+    /// Whether the file has any tensor of `component`.
+    fn has(&self, component: Component) -> bool {
+        self.targets.values().any(|(c, _)| *c == component)
+    }
 }
 
 impl SingleFile {
@@ -358,22 +573,74 @@ impl SingleFile {
         Ok(Self { weights })
     }
 
-    /// Whether the text encoder is SD 2.x's OpenCLIP (else SD 1.x's OpenAI CLIP).
-    pub fn has_openclip_text_encoder(&self) -> bool {
-        self.weights.names().any(|n| n.starts_with(OPENCLIP))
-    }
-
-    /// The layout SD 1.x or 2.x files have, chosen by the text encoder found in the file.
-    pub fn default_layout(&self) -> LdmLayout {
-        if self.has_openclip_text_encoder() {
-            LdmLayout::SD2
+    /// The model family, told by the text encoders' prefixes (see the [module](self) docs);
+    /// a file with SDXL's `label_emb` but no text encoder counts as SDXL base, one with
+    /// neither as SD 1.x.
+    pub fn family(&self) -> Family {
+        let any = |prefix: &str| self.weights.names().any(|n| n.starts_with(prefix));
+        if any(REFINER_OPENCLIP) {
+            Family::SdxlRefiner
+        } else if any("conditioner.") || any(&format!("{UNET}label_emb.")) {
+            Family::Sdxl
+        } else if any(SD2_OPENCLIP) {
+            Family::Sd2
         } else {
-            LdmLayout::SD1
+            Family::Sd1
         }
     }
 
-    /// All tensors, split by model and renamed to diffusers names.
+    /// Whether the text encoder is SD 2.x's OpenCLIP (else SD 1.x's OpenAI CLIP).
+    pub fn has_openclip_text_encoder(&self) -> bool {
+        self.family() == Family::Sd2
+    }
+
+    /// The layout of the published checkpoints of the file's [`family`](Self::family).
+    pub fn default_layout(&self) -> LdmLayout {
+        self.family().layout()
+    }
+
+    /// All tensors of an SD 1.x / 2.x file, split by model and renamed to diffusers names. An
+    /// SDXL file is an error ([`Error::SingleFileFamily`]): see
+    /// [`sdxl_components`](Self::sdxl_components).
     pub fn components(&self, layout: &LdmLayout) -> Result<Components> {
+        let c = self.convert(layout, false)?;
+        Ok(Components {
+            unet: c.part(Component::Unet),
+            vae: c.part(Component::Vae),
+            text_encoder: c.part(Component::TextEncoder),
+            ignored: c.ignored,
+        })
+    }
+
+    /// All tensors of an SDXL base or refiner file, split by model and renamed to diffusers
+    /// names. An SD 1.x / 2.x file is an error ([`Error::SingleFileFamily`]): see
+    /// [`components`](Self::components).
+    pub fn sdxl_components(&self, layout: &LdmLayout) -> Result<SdxlComponents> {
+        let c = self.convert(layout, true)?;
+        Ok(SdxlComponents {
+            unet: c.part(Component::Unet),
+            vae: c.part(Component::Vae),
+            text_encoder: c
+                .has(Component::TextEncoder)
+                .then(|| c.part(Component::TextEncoder)),
+            text_encoder_2: c.part(Component::TextEncoder2),
+            ignored: c.ignored,
+        })
+    }
+
+    /// Converts the file, which must be SDXL or not as `sdxl` says.
+    fn convert(&self, layout: &LdmLayout, sdxl: bool) -> Result<Converted> {
+        let found = self.family();
+        if found.is_sdxl() != sdxl {
+            return Err(Error::SingleFileFamily {
+                found,
+                hint: if sdxl {
+                    "load it with SingleFile::components"
+                } else {
+                    "load it with SingleFile::sdxl_components"
+                },
+            });
+        }
         let mappings: HashMap<&str, KeyMapping> = self
             .weights
             .names()
@@ -383,6 +650,9 @@ impl SingleFile {
         // tensor's parts already carry their diffusers names.
         let mut targets: HashMap<String, (Component, String)> = HashMap::new();
         for (name, m) in &mappings {
+            if m.names.len() > 1 || m.transpose {
+                check_fused(&self.weights, name, m)?;
+            }
             if let [single] = &m.names[..] {
                 targets.insert(name.to_string(), (m.component, single.clone()));
             } else {
@@ -391,7 +661,7 @@ impl SingleFile {
                 }
             }
         }
-        let converted = self
+        let weights = self
             .weights
             .clone()
             .split(|name| {
@@ -401,17 +671,11 @@ impl SingleFile {
             .reshape(|name, shape| {
                 let m = mappings.get(name).filter(|m| m.squeeze)?;
                 m.shapes(shape).pop()
-            })?;
-        let part = |component: Component| {
-            converted.clone().rename(|name| {
-                let (c, new) = targets.get(name)?;
-                (*c == component).then(|| new.clone())
-            })
-        };
-        Ok(Components {
-            unet: part(Component::Unet),
-            vae: part(Component::Vae),
-            text_encoder: part(Component::TextEncoder),
+            })?
+            .transpose(|name| mappings.get(name).is_some_and(|m| m.transpose))?;
+        Ok(Converted {
+            weights,
+            targets,
             ignored: self
                 .weights
                 .names()

@@ -189,6 +189,15 @@ fn sdxl_base_unet_names_and_shapes() {
 }
 
 #[test]
+fn sdxl_refiner_unet_names_and_shapes() {
+    // The published refiner config (written by gen_single_file.py): four levels, transformer
+    // depth 4, 2560 added-condition inputs (five time ids and the 1280-wide pooled bigG text).
+    let config = full_config("sdxl-refiner/unet");
+    assert_eq!(config.projection_class_embeddings_input_dim, Some(2560));
+    assert_full_size("sdxl-refiner/unet", 1220);
+}
+
+#[test]
 fn ip_adapter_matches_diffusers_processor() {
     // The UNet's and the IP-Adapter layers' tensors, loaded together.
     let folder = fixture("unet-sd1-tiny");
