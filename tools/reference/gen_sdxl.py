@@ -61,7 +61,9 @@ import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_inpa
 import diffusers.schedulers.scheduling_euler_ancestral_discrete as s_eua  # noqa: E402
 import diffusers.schedulers.scheduling_euler_discrete as s_eu  # noqa: E402
 import diffusers.schedulers.scheduling_dpmsolver_multistep as s_dpm  # noqa: E402
+import diffusers.schedulers.scheduling_lcm as s_lcm  # noqa: E402
 from diffusers import (  # noqa: E402
+    LCMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -134,7 +136,7 @@ class SdxlDrawRecorder(DrawRecorder):
     """`gen_pipelines.DrawRecorder` on the SDXL pipeline modules, the VAE posterior and the
     schedulers that draw noise in `step` (Euler ancestral; Euler with `s_churn`; SDE DPM++)."""
 
-    modules = (dvae, px_txt, px_img, px_inp, s_eua, s_eu, s_dpm)
+    modules = (dvae, px_txt, px_img, px_inp, s_eua, s_eu, s_dpm, s_lcm)
 
 
 class UnetCapture:
@@ -152,6 +154,8 @@ class UnetCapture:
                     "time_ids": added["time_ids"].clone(),
                     "text_embeds": added["text_embeds"].clone(),
                 }
+                if kwargs.get("timestep_cond") is not None:
+                    self.first["timestep_cond"] = kwargs["timestep_cond"].clone()
             return forward(*args, **kwargs)
 
         unet.forward = capturing
@@ -193,9 +197,10 @@ def make_sdxl_vae():
     return vae
 
 
-def make_unet(cross_attention_dim, time_ids, seed):
+def make_unet(cross_attention_dim, time_ids, seed, time_cond_proj_dim=None):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
+        time_cond_proj_dim=time_cond_proj_dim,
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -427,6 +432,18 @@ def gen_base(recorder, tok_dir, tok, tok2, te1, te2, vae):
       dict(inp, strength=0.75), image=img, mask=msk)
     r(inp_pipe, "inpaint_full_strength", "inpaint", EulerDiscreteScheduler, {}, 7,
       dict(inp, strength=1.0), image=img, mask=msk)
+
+    # LCM-distilled SDXL (latent-consistency/lcm-sdxl's layout): a UNet with
+    # `time_cond_proj_dim` takes the guidance scale as an embedding (no unconditional branch),
+    # stepped by the LCM scheduler. The UNet is saved as `unet_lcm/` beside the pipeline's.
+    lcm_unet = make_unet(16 + 32, 6, 34, time_cond_proj_dim=8)
+    lcm_unet.save_pretrained(os.path.join(folder, "unet_lcm"), safe_serialization=True)
+    lcm_pipe = StableDiffusionXLPipeline(**dict(pipe.components, unet=lcm_unet),
+                                         add_watermarker=False)
+    lcm_pipe.set_progress_bar_config(disable=True)
+    r.capture = UnetCapture(lcm_unet)
+    r(lcm_pipe, "lcm", "text_to_image", LCMScheduler, {}, 10,
+      dict(t2i, guidance_scale=8.0), latents=l1)
 
     out["cases"] = r.cases
     finish(folder, expected, out)

@@ -11,9 +11,10 @@ use burn::tensor::Tensor;
 use common::{Expected, device, fixture, max_abs_diff};
 use mm_diffusion::Error;
 use mm_diffusion::pipelines::{
-    GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, StableDiffusion, StableDiffusionXL,
-    TextConditioner,
+    Component, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, StableDiffusion,
+    StableDiffusionXL, TextConditioner,
 };
+use mm_diffusion::unet::UNet2DConditionModel;
 use mm_schedulers::QueuedNoise;
 use serde_json::Value;
 
@@ -209,6 +210,21 @@ fn text_to_image_matches_diffusers() {
     ] {
         f.run_and_check(name);
     }
+}
+
+/// An LCM-distilled UNet (`time_cond_proj_dim`: the guidance scale goes in as an embedding,
+/// no unconditional branch) with the LCM scheduler.
+#[test]
+fn lcm_distilled_unet_matches_diffusers() {
+    let mut f = load("sdxl-tiny");
+    let dir = fixture("sdxl-tiny").join("unet_lcm");
+    let unet = UNet2DConditionModel::load(dir.to_str().unwrap(), &device()).unwrap();
+    let Component::Resident(text) = f.pipe.prompt_encoder else {
+        panic!("resident")
+    };
+    f.pipe =
+        StableDiffusionXL::from_parts(unet, f.pipe.vae, text, f.pipe.scheduler_config, &device());
+    f.run_and_check("lcm");
 }
 
 #[test]

@@ -13,6 +13,9 @@ pub struct Conditioning {
     pub context: Tensor<3>,
     /// SDXL's `added_cond_kwargs` (`text_embeds` `[batch, dim]`, `time_ids` `[batch, n]`).
     pub added: Option<AddedCond>,
+    /// `timestep_cond` of LCM-distilled denoisers: the guidance scale's embedding
+    /// `[batch, dim]`.
+    pub timestep_cond: Option<Tensor<2>>,
 }
 
 /// A noise-prediction network conditioned on text, as the Stable Diffusion pipelines call it
@@ -38,6 +41,13 @@ pub trait Denoiser {
         let _ = (batch, height, width);
         0
     }
+
+    /// The width of the guidance-scale embedding it takes as `timestep_cond` instead of
+    /// running an unconditional branch (LCM-distilled UNets' `time_cond_proj_dim`); `None`
+    /// (the default): classifier-free guidance as usual.
+    fn guidance_embedding_dim(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a pipeline needs to know of its denoiser without loading it.
@@ -47,6 +57,8 @@ pub(crate) struct DenoiserInfo {
     pub sample_size: usize,
     /// [`Denoiser::activation_bytes`] of one sample and one latent pixel.
     pub bytes_per_pixel: u64,
+    /// [`Denoiser::guidance_embedding_dim`].
+    pub guidance_embedding: Option<usize>,
 }
 
 impl DenoiserInfo {
@@ -55,6 +67,7 @@ impl DenoiserInfo {
             in_channels: denoiser.in_channels(),
             sample_size: denoiser.sample_size(),
             bytes_per_pixel: denoiser.activation_bytes(1, 1, 1),
+            guidance_embedding: denoiser.guidance_embedding_dim(),
         }
     }
 
@@ -73,6 +86,7 @@ impl DenoiserInfo {
             in_channels: config.in_channels,
             sample_size,
             bytes_per_pixel: mm_core::limits::tensor_bytes(&[16, channels], 4),
+            guidance_embedding: config.time_cond_proj_dim,
         }
     }
 }
@@ -94,7 +108,14 @@ impl Denoiser for UNet2DConditionModel {
         if let Some(added) = &cond.added {
             input = input.with_added_cond(added.text_embeds.clone(), added.time_ids.clone());
         }
+        if let Some(c) = &cond.timestep_cond {
+            input = input.with_timestep_cond(c.clone());
+        }
         self.forward_with(input)
+    }
+
+    fn guidance_embedding_dim(&self) -> Option<usize> {
+        self.config().time_cond_proj_dim
     }
 
     /// About 16 f32 feature maps of the first level's width per latent pixel (see

@@ -472,9 +472,10 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         opts.strength.unwrap_or(self.defaults(call).1)
     }
 
-    /// Whether a call runs classifier-free guidance (diffusers: `guidance_scale > 1`).
+    /// Whether a call runs classifier-free guidance (diffusers: `guidance_scale > 1`, unless
+    /// the denoiser embeds the guidance scale, as LCM-distilled UNets do).
     pub(crate) fn guided(&self, opts: &GenerateOptions, call: Call) -> bool {
-        self.guidance_scale(opts, call) > 1.0
+        self.guidance_scale(opts, call) > 1.0 && self.denoiser.guidance_embedding.is_none()
     }
 
     /// The scheduler a call with `opts` uses: `opts.scheduler` (a diffusers class name) or
@@ -547,9 +548,16 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             )?),
             None => None,
         };
+        // LCM-distilled UNets: the embedding of `guidance_scale - 1` for every sample.
+        let timestep_cond = self.denoiser.guidance_embedding.map(|dim| {
+            let w = self.guidance_scale(opts, call) - 1.0;
+            let batch = embeds.cond.dims()[0];
+            crate::unet::guidance_scale_embedding(&vec![w; batch], dim, &self.device)
+        });
         Ok(Conditioning {
             context: embeds.context(),
             added,
+            timestep_cond,
         })
     }
 
@@ -776,7 +784,20 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let decoded = self
             .vae
             .decode(self.vae.unscale_from_diffusion(latents.clone()))?;
-        check_finite("decoded image", &decoded)?;
+        match check_finite("decoded image", &decoded) {
+            // A half-precision decode that overflowed: say why and what to do.
+            Err(Error::NonFinite { count, .. })
+                if mm_core::precision::module_compute_dtype(&self.vae.decoder) == DType::F16 =>
+            {
+                return Err(Error::NonFinite {
+                    what: "decoded image (the VAE ran in float16 and overflowed, as SDXL's \
+                           does: keep it in f32 — its config's `force_upcast` — or use an \
+                           fp16-safe VAE such as madebyollin/sdxl-vae-fp16-fix)",
+                    count,
+                });
+            }
+            result => result?,
+        }
         let pixels = (decoded / 2.0 + 0.5).clamp(0.0, 1.0);
         let images = mm_core::image::tensor_to_images(pixels.clone())?;
         Ok(Generated {

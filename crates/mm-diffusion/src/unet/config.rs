@@ -428,7 +428,6 @@ impl UNet2DConditionConfig {
                 self.time_embedding_act_fn.is_some(),
             ),
             ("timestep_post_act", self.timestep_post_act.is_some()),
-            ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("class_embeddings_concat", self.class_embeddings_concat),
             ("dual_cross_attention", self.dual_cross_attention),
             ("resnet_skip_time_act", self.resnet_skip_time_act),

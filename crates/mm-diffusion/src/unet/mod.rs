@@ -41,7 +41,7 @@ pub use blocks::{
     CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D,
 };
 pub use config::{BlockKind, BlockPlan, PerBlock, UNet2DConditionConfig};
-pub use embeddings::{TimestepEmbedding, timestep_embedding};
+pub use embeddings::{TimestepEmbedding, guidance_scale_embedding, timestep_embedding};
 pub use transformer::{BasicTransformerBlock, Transformer2DModel};
 
 use burn::module::Module;
@@ -85,6 +85,9 @@ pub struct UNetInput {
     pub class_labels: Option<Tensor<2>>,
     /// SDXL's added conditions (`addition_embed_type: "text_time"`).
     pub added_cond: Option<AddedCond>,
+    /// `timestep_cond` `[batch, time_cond_proj_dim]` (LCM-distilled UNets: the guidance
+    /// scale's embedding, see [`guidance_scale_embedding`](embeddings::guidance_scale_embedding)).
+    pub timestep_cond: Option<Tensor<2>>,
     /// ControlNet residuals added to the skip connections, one per skip (`conv_in`'s output,
     /// every down-block ResNet/transformer output, every downsampler output), in order.
     pub down_block_additional_residuals: Option<Vec<Tensor<4>>>,
@@ -104,6 +107,7 @@ impl UNetInput {
             encoder_hidden_states,
             class_labels: None,
             added_cond: None,
+            timestep_cond: None,
             down_block_additional_residuals: None,
             mid_block_additional_residual: None,
             image_tokens: None,
@@ -128,6 +132,12 @@ impl UNetInput {
             text_embeds,
             time_ids,
         });
+        self
+    }
+
+    /// Sets `timestep_cond` (`time_cond_proj_dim` UNets, e.g. LCM-distilled ones).
+    pub fn with_timestep_cond(mut self, cond: Tensor<2>) -> Self {
+        self.timestep_cond = Some(cond);
         self
     }
 
@@ -278,7 +288,10 @@ impl UNet2DConditionModel {
                 true,
                 device,
             ),
-            time_embedding: embedding(ch[0]),
+            time_embedding: match config.time_cond_proj_dim {
+                Some(dim) => embedding(ch[0]).with_cond_proj(dim, device),
+                None => embedding(ch[0]),
+            },
             // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
             // whatever `act_fn` says.
             class_embedding: config
@@ -369,6 +382,7 @@ impl UNet2DConditionModel {
             encoder_hidden_states,
             class_labels,
             added_cond,
+            timestep_cond,
             down_block_additional_residuals,
             mid_block_additional_residual,
             image_tokens,
@@ -390,7 +404,7 @@ impl UNet2DConditionModel {
         } else {
             sample
         };
-        let emb = self.embed(&sample, timestep, class_labels, added_cond)?;
+        let emb = self.embed(&sample, timestep, timestep_cond, class_labels, added_cond)?;
         let ctx = CrossAttnContext {
             encoder_hidden_states: &encoder_hidden_states,
             image_tokens: image_tokens.as_deref(),
@@ -442,6 +456,7 @@ impl UNet2DConditionModel {
         &self,
         sample: &Tensor<4>,
         timestep: Tensor<1>,
+        timestep_cond: Option<Tensor<2>>,
         class_labels: Option<Tensor<2>>,
         added_cond: Option<AddedCond>,
     ) -> Result<Tensor<2>> {
@@ -456,7 +471,9 @@ impl UNet2DConditionModel {
         };
         let ch0 = config.block_out_channels[0];
         let t_emb = timestep_embedding(timesteps, ch0, config.flip_sin_to_cos, config.freq_shift);
-        let mut emb = self.time_embedding.forward(t_emb.cast(dtype));
+        let mut emb = self
+            .time_embedding
+            .forward_with_cond(t_emb.cast(dtype), timestep_cond.map(|c| c.cast(dtype)));
         if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
             emb = emb + class_embedding.forward(labels.cast(dtype));
         }
@@ -520,6 +537,33 @@ impl UNet2DConditionModel {
                 });
             }
             _ => {}
+        }
+        match (config.time_cond_proj_dim, &input.timestep_cond) {
+            (Some(_), None) => {
+                return Err(Error::MissingInput {
+                    what: "timestep_cond",
+                    reason: "the config has time_cond_proj_dim (an LCM-distilled UNet): give \
+                             the guidance scale's embedding"
+                        .into(),
+                });
+            }
+            (Some(dim), Some(cond)) => {
+                if cond.dims() != [batch, dim] {
+                    return Err(Error::Shape {
+                        what: "timestep_cond",
+                        expected: format!("[{batch}, {dim}]"),
+                        got: cond.dims().to_vec(),
+                    });
+                }
+                check_finite("timestep_cond", cond)?;
+            }
+            (None, Some(_)) => {
+                return Err(Error::MissingInput {
+                    what: "time_cond_proj_dim",
+                    reason: "timestep_cond was given but the config has no cond_proj".into(),
+                });
+            }
+            (None, None) => {}
         }
         match (&self.add_embedding, &input.added_cond) {
             (Some(_), None) => {
