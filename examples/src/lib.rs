@@ -217,9 +217,9 @@ fn parse_key_value(text: &str) -> Result<(String, serde_json::Value), String> {
 #[derive(Debug)]
 pub enum Pipeline {
     /// Stable Diffusion 1.x / 2.x.
-    Sd(StableDiffusion),
+    Sd(Box<StableDiffusion>),
     /// SDXL (base, refiner, Turbo).
-    Xl(StableDiffusionXL),
+    Xl(Box<StableDiffusionXL>),
 }
 
 impl Pipeline {
@@ -234,19 +234,27 @@ impl Pipeline {
             .component_class("text_encoder_2")
             .is_some();
         Ok(match (xl, single_file) {
-            (true, Some(file)) => Self::Xl(StableDiffusionXL::from_single_file(
-                file, model, options, device,
-            )?),
-            (true, None) => Self::Xl(StableDiffusionXL::load_with_options(
-                model, options, device,
-            )?),
-            (false, Some(file)) => Self::Sd(StableDiffusion::from_single_file_with_dtype(
-                file,
-                model,
-                options.dtype,
-                device,
-            )?),
-            (false, None) => Self::Sd(StableDiffusion::load_with_options(model, options, device)?),
+            (true, Some(file)) => {
+                let pipe = StableDiffusionXL::from_single_file(file, model, options, device)?;
+                Self::Xl(Box::new(pipe))
+            }
+            (true, None) => {
+                let pipe = StableDiffusionXL::load_with_options(model, options, device)?;
+                Self::Xl(Box::new(pipe))
+            }
+            (false, Some(file)) => {
+                let pipe = StableDiffusion::from_single_file_with_dtype(
+                    file,
+                    model,
+                    options.dtype,
+                    device,
+                )?;
+                Self::Sd(Box::new(pipe))
+            }
+            (false, None) => {
+                let pipe = StableDiffusion::load_with_options(model, options, device)?;
+                Self::Sd(Box::new(pipe))
+            }
         })
     }
 
@@ -291,8 +299,8 @@ impl Pipeline {
 
     fn with_preview_decoder(self, taesd: AutoencoderTiny) -> Self {
         match self {
-            Self::Sd(p) => Self::Sd(p.with_preview_decoder(taesd)),
-            Self::Xl(p) => Self::Xl(p.with_preview_decoder(taesd)),
+            Self::Sd(p) => Self::Sd(Box::new(p.with_preview_decoder(taesd))),
+            Self::Xl(p) => Self::Xl(Box::new(p.with_preview_decoder(taesd))),
         }
     }
 }

@@ -10,8 +10,9 @@
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
 //!   2.x, SDXL base and refiner), renamed to diffusers names.
-//! - [`pipelines`]: Stable Diffusion 1.x / 2.x text-to-image, img2img and inpainting
-//!   ([`StableDiffusion`](pipelines::StableDiffusion)), matching diffusers.
+//! - [`pipelines`]: Stable Diffusion 1.x / 2.x and SDXL text-to-image, img2img and inpainting
+//!   ([`StableDiffusion`](pipelines::StableDiffusion),
+//!   [`StableDiffusionXL`](pipelines::StableDiffusionXL)), matching diffusers.
 //! - [`check`]: input validation shared by the models (finite values, sizes).
 //!
 //! Every model has `new` (random weights) and loads a snapshot folder with `load`; every model

@@ -419,7 +419,7 @@ mod unet {
                 ..base()
             },
             UNet2DConditionConfig {
-                time_cond_proj_dim: Some(256),
+                dual_cross_attention: true,
                 ..base()
             },
         ];

@@ -219,6 +219,22 @@ fn lcm_distilled_unet_matches_diffusers() {
     let mut f = load("sdxl-tiny");
     let dir = fixture("sdxl-tiny").join("unet_lcm");
     let unet = UNet2DConditionModel::load(dir.to_str().unwrap(), &device()).unwrap();
+    // Without the guidance embedding the UNet says what it needs.
+    let missing = unet.forward(
+        Tensor::zeros([1, 4, 8, 8], &device()),
+        Tensor::from_floats([1.0], &device()),
+        Tensor::zeros([1, 77, 48], &device()),
+    );
+    assert!(
+        matches!(
+            missing,
+            Err(Error::MissingInput {
+                what: "timestep_cond",
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
     let Component::Resident(text) = f.pipe.prompt_encoder else {
         panic!("resident")
     };
@@ -305,9 +321,11 @@ fn bad_requests_are_typed_errors() {
             .text_to_image(&base.clone().size(36, 32), Hooks::new()),
         Err(Error::NotMultiple { .. })
     ));
-    // A refiner folder is not a base: it has no first text encoder, which diffusers' base
-    // pipeline requires; here the refiner loads as what it is (one encoder, aesthetic ids),
-    // and an SD 1.x folder is refused by the SDXL loader.
+    // A refiner folder given as a base: it loads as what it is (one text encoder, aesthetic
+    // ids) and refuses text-to-image, which diffusers' base pipeline cannot load it for.
+    let refiner = load("sdxl-tiny-refiner");
+    invalid(refiner.pipe.text_to_image(&base, Hooks::new()), "model");
+    // An SD 1.x folder is refused by the SDXL loader.
     let sd = fixture("sd-tiny");
     assert!(matches!(
         StableDiffusionXL::load(sd.to_str().unwrap(), &device()),

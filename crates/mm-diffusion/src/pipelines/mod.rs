@@ -1,7 +1,13 @@
-//! Stable Diffusion 1.x / 2.x pipelines: text-to-image, img2img and inpainting, matching
-//! diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline` and
-//! `StableDiffusionInpaintPipeline`.
+//! Stable Diffusion 1.x / 2.x and SDXL pipelines: text-to-image, img2img and inpainting,
+//! matching diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline`,
+//! `StableDiffusionInpaintPipeline` and their SDXL counterparts.
 //!
+//! - [`StableDiffusionXL`]: SDXL base, refiner, Turbo and LCM-distilled checkpoints (folders
+//!   and single files), with both text encoders, pooled embeddings, micro-conditioning
+//!   ([`MicroConditioning`]), `denoising_end` / `denoising_start` (base → refiner hand-off)
+//!   and diffusers' SDXL defaults; see its page for an example.
+//! - [`LoadOptions`]: the weights' storage dtype and the [`MemoryMode`] —
+//!   [`MemoryMode::Sequential`] keeps only the running model in memory.
 //! - [`StableDiffusion`] loads a diffusers pipeline folder (or a repo id in the local Hugging
 //!   Face cache): `model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
 //!   `scheduler/`; the default scheduler is the folder's, any of `mm_schedulers`' classes can

@@ -24,6 +24,15 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     pub fn text_to_image(&self, opts: &GenerateOptions, hooks: Hooks<'_>) -> Result<Generated> {
         let call = Call::TextToImage;
         self.check_options(opts, call)?;
+        if self.micro.is_some_and(|m| m.aesthetics) {
+            return Err(Error::InvalidArgument {
+                name: "model",
+                reason: "this is an SDXL refiner (requires_aesthetics_score, no first text \
+                         encoder): it refines images and latents with img2img; load a base \
+                         model for text-to-image"
+                    .into(),
+            });
+        }
         let channels = self.vae.latent_channels();
         if self.denoiser.in_channels != channels {
             return Err(Error::Config(format!(
