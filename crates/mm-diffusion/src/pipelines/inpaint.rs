@@ -37,7 +37,7 @@ pub fn downsample_mask(mask: Tensor<4>, factor: usize) -> Tensor<4> {
         .reshape([b, c, lh, lw])
 }
 
-/// A mask image as the `[1, 1, H, W]` tensor in `[0, 1]` that [`StableDiffusion::inpaint`]
+/// A mask image as the `[1, 1, H, W]` tensor in `[0, 1]` that [`DiffusionPipeline::inpaint`](super::DiffusionPipeline::inpaint)
 /// takes, converted to grey like PIL's `convert("L")` (which diffusers applies to mask
 /// images): ITU-R 601-2 luma in PIL's fixed point, `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`.
 pub fn mask_from_image(mask: &RgbImage, device: &Device) -> Tensor<4> {

@@ -29,7 +29,7 @@ pub const XL_IMG2IMG_STRENGTH: f64 = 0.3;
 /// SDXL inpainting's default strength (diffusers' `StableDiffusionXLInpaintPipeline`).
 pub const XL_INPAINT_STRENGTH: f64 = 0.9999;
 
-/// An SDXL pipeline (base, refiner, Turbo, fine-tunes): a [`StableDiffusion`] whose prompt
+/// An SDXL pipeline (base, refiner, Turbo, fine-tunes): a [`DiffusionPipeline`] whose prompt
 /// encoder is SDXL's pair of CLIP encoders and whose UNet takes the pooled embeddings and
 /// micro-conditioning ids. Text-to-image, img2img (from images or from a base's latents) and
 /// inpainting are the same calls as for SD 1.x, with the SDXL settings of

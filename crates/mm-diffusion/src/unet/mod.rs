@@ -86,7 +86,7 @@ pub struct UNetInput {
     /// SDXL's added conditions (`addition_embed_type: "text_time"`).
     pub added_cond: Option<AddedCond>,
     /// `timestep_cond` `[batch, time_cond_proj_dim]` (LCM-distilled UNets: the guidance
-    /// scale's embedding, see [`guidance_scale_embedding`](embeddings::guidance_scale_embedding)).
+    /// scale's embedding, see [`guidance_scale_embedding`]).
     pub timestep_cond: Option<Tensor<2>>,
     /// ControlNet residuals added to the skip connections, one per skip (`conv_in`'s output,
     /// every down-block ResNet/transformer output, every downsampler output), in order.
