@@ -13,9 +13,10 @@ pub enum MemoryMode {
     #[default]
     Resident,
     /// Only the model that is running is in memory: the text encoders are loaded for the
-    /// prompt and dropped, then the denoiser for the loop, and the autoencoder for the
-    /// encode / decode — the CPU counterpart of diffusers' `enable_model_cpu_offload`. Each
-    /// call reads the weights again (from the page cache after the first time).
+    /// prompt and dropped, then the denoiser for the loop — the CPU counterpart of diffusers'
+    /// `enable_model_cpu_offload`. The autoencoder, the smallest model (84 M parameters for
+    /// SDXL, 2.4 % of the pipeline), stays loaded: the checks before the first step use it.
+    /// Each call reads the weights again (from the page cache after the first time).
     Sequential,
 }
 
