@@ -1,9 +1,11 @@
 //! Loading safetensors weights into burn modules.
 //!
 //! [`Weights`] opens one `.safetensors` file, a sharded checkpoint (through its
-//! `*.safetensors.index.json`), or a model folder holding either. Files are memory-mapped and
-//! only their headers are read up front; each tensor's bytes are read, converted from the
-//! PyTorch layout and cast to the compute dtype when it is applied to a module.
+//! `*.safetensors.index.json`), or a model folder holding either. Only the headers are read up
+//! front; each tensor's bytes are read from the file (not memory-mapped: a mapping would keep
+//! every page read resident until the whole load ends, doubling the peak memory of loading a
+//! half-precision checkpoint into f32), converted from the PyTorch layout and cast to the
+//! compute dtype when it is applied to a module.
 //!
 //! ```no_run
 //! # fn main() -> mm_core::Result<()> {
@@ -22,8 +24,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
-    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot,
+    PyTorchToBurnAdapter,
 };
 
 use crate::precision::{module_device, storage_dtype};
@@ -37,6 +39,130 @@ const INDEX_FILES: [&str; 2] = [
     "model.safetensors.index.json",
     "diffusion_pytorch_model.safetensors.index.json",
 ];
+
+/// The largest safetensors header accepted (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The tensors of one safetensors file, each read (with positioned reads, one at a time) only
+/// when it is loaded. The header is checked whole first: a file shorter than its header says
+/// (truncated) is an error here, not when a tensor is reached.
+fn read_shard(path: &Path) -> Result<Vec<(String, PackTensor)>> {
+    use std::io::Read;
+    let bad = |reason: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |e: std::io::Error| bad(e.to_string());
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n)
+        .map_err(|_| bad("the file is shorter than a safetensors header".into()))?;
+    let header_len = u64::from_le_bytes(n);
+    if header_len > MAX_HEADER || 8 + header_len > file_len {
+        return Err(bad(format!(
+            "header of {header_len} bytes in a file of {file_len} bytes (truncated?)"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header: {e}")))?;
+    let data_start = 8 + header_len;
+    let data_len = file_len - data_start;
+    let mut out = Vec::with_capacity(header.len());
+    let mut end_max = 0;
+    // One handle for all of the file's tensors (kept open, so that a file deleted or
+    // replaced after opening still loads what was opened).
+    let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: TensorEntry =
+            serde_json::from_value(entry).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+        let dtype = safetensors_dtype(&info.dtype)
+            .ok_or_else(|| bad(format!("tensor '{name}': unsupported dtype {}", info.dtype)))?;
+        let (start, end) = info.data_offsets;
+        let numel = info
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        let expected = numel.and_then(|n| n.checked_mul(dtype.size() as u64));
+        if start > end || expected != Some(end - start) {
+            return Err(bad(format!(
+                "tensor '{name}': offsets {start}..{end} do not hold {:?} {:?}",
+                info.dtype, info.shape
+            )));
+        }
+        end_max = end_max.max(end);
+        let file_path = path.to_path_buf();
+        let file = file.clone();
+        let shape = Shape::from(info.shape.clone());
+        let read_shape = info.shape.clone();
+        let tensor = bridge::deferred(name.clone(), dtype, shape, None, move || {
+            read_tensor(&file, data_start + start, end - start)
+                .map(|bytes| TensorData::from_bytes_vec(bytes, read_shape.clone(), dtype))
+                .map_err(|e| {
+                    burn_store::burn_pack::Error::ValidationError(format!(
+                        "cannot read {}: {e}",
+                        file_path.display()
+                    ))
+                })
+        });
+        out.push((name, tensor));
+    }
+    if end_max > data_len {
+        return Err(bad(format!(
+            "the header places data up to byte {end_max} but the file holds {data_len} \
+             (truncated?)"
+        )));
+    }
+    Ok(out)
+}
+
+/// `len` bytes of `file` from `offset`.
+fn read_tensor(
+    file: &std::sync::Mutex<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = file
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// One entry of a safetensors header.
+#[derive(serde::Deserialize)]
+struct TensorEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// The burn dtype of a safetensors dtype name.
+fn safetensors_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F64" => DType::F64,
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "I64" => DType::I64,
+        "I32" => DType::I32,
+        "I16" => DType::I16,
+        "I8" => DType::I8,
+        "U64" => DType::U64,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        "BOOL" => DType::Bool(burn::tensor::BoolStore::Native),
+        _ => return None,
+    })
+}
 
 /// A lazily read set of named tensors from one or more safetensors files.
 #[derive(Clone)]
@@ -106,13 +232,8 @@ impl Weights {
                     hint: String::new(),
                 });
             }
-            let mut store = SafetensorsStore::from_file(file);
-            let shard = store.get_all_tensors().map_err(|e| Error::Safetensors {
-                path: file.clone(),
-                reason: e.to_string(),
-            })?;
-            for (name, tensor) in shard {
-                if tensors.insert(name.clone(), tensor.clone()).is_some() {
+            for (name, tensor) in read_shard(file)? {
+                if tensors.insert(name.clone(), tensor).is_some() {
                     return Err(Error::Safetensors {
                         path: file.clone(),
                         reason: format!("tensor '{name}' is also in another shard"),
