@@ -1,4 +1,5 @@
-//! Stable Diffusion 1.x / 2.x image-to-image with a progress bar.
+//! Stable Diffusion 1.x / 2.x and SDXL image-to-image with a progress bar (an SDXL refiner
+//! folder given as `--model` refines an image, diffusers' default strength 0.3).
 //!
 //! ```text
 //! cargo run --release --example img2img -- \

@@ -1,6 +1,6 @@
-//! Stable Diffusion 1.x / 2.x inpainting with a progress bar: a 9-channel inpainting
+//! Stable Diffusion 1.x / 2.x and SDXL inpainting with a progress bar: a 9-channel inpainting
 //! checkpoint (e.g. stable-diffusion-v1-5/stable-diffusion-inpainting) or any ordinary one
-//! (latent blending).
+//! (latent blending; SDXL base folders are detected from `model_index.json`).
 //!
 //! ```text
 //! cargo run --release --example inpaint -- \
@@ -34,6 +34,9 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
+    if cli.common.refiner.is_some() {
+        return Err("--refiner finishes text_to_image and img2img runs, not inpainting".into());
+    }
     let device = mm_examples::device(&cli.common.device)?;
     let (image, opts) = cli.input.apply(cli.common.options(), &device)?;
     let mask = crop_to_multiple(mm_core::image::load_image(&cli.mask)?, 8)?;

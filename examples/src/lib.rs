@@ -9,7 +9,10 @@ pub mod vlm;
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use mm_diffusion::pipelines::{Flow, GenerateOptions, Hooks, StableDiffusion, StepInfo};
+use mm_diffusion::pipelines::{
+    Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir, StableDiffusion,
+    StableDiffusionXL, StepInfo,
+};
 use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 
@@ -83,14 +86,36 @@ pub fn run_zero_shot<M: ImageTextModel>(
 #[derive(Debug, clap::Args)]
 pub struct DiffusionArgs {
     /// Pipeline folder (diffusers layout) or Hugging Face repo id (resolved in the local HF
-    /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5. With `--single-file`, only its
-    /// configs, tokenizer and scheduler are read.
+    /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 or
+    /// stabilityai/stable-diffusion-xl-base-1.0 (SDXL is detected from model_index.json). With
+    /// `--single-file`, only its configs, tokenizers and scheduler are read.
     #[arg(long)]
     pub model: String,
     /// A single-file checkpoint in the CompVis/LDM layout (e.g.
-    /// v1-5-pruned-emaonly.safetensors) whose weights replace those of `--model`.
+    /// v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors) whose weights replace
+    /// those of `--model`.
     #[arg(long)]
     pub single_file: Option<PathBuf>,
+    /// SDXL: a refiner folder (e.g. stabilityai/stable-diffusion-xl-refiner-1.0) that finishes
+    /// the last `1 - high-noise-frac` of the schedule on the base's latents (diffusers'
+    /// "ensemble of experts").
+    #[arg(long)]
+    pub refiner: Option<String>,
+    /// SDXL with `--refiner`: the fraction of the schedule the base runs (`denoising_end` of
+    /// the base, `denoising_start` of the refiner).
+    #[arg(long, default_value_t = 0.8)]
+    pub high_noise_frac: f64,
+    /// SDXL: the second text encoder's prompt (default: --prompt).
+    #[arg(long)]
+    pub prompt_2: Option<String>,
+    /// Scheduler config entries for this run, KEY=JSON (e.g. use_karras_sigmas=true for
+    /// DPM++ 2M Karras, timestep_spacing='"trailing"' for SDXL-Turbo); repeatable.
+    #[arg(long = "scheduler-option", value_parser = parse_key_value)]
+    pub scheduler_options: Vec<(String, serde_json::Value)>,
+    /// Which models stay in memory: resident (all), or sequential (only the running one:
+    /// text encoders for the prompt, then the UNet, loaded for each use).
+    #[arg(long, value_enum, default_value = "resident")]
+    pub memory: Memory,
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
@@ -150,7 +175,125 @@ impl DiffusionArgs {
         if let Some(k) = self.clip_skip {
             opts = opts.clip_skip(k);
         }
+        opts.prompt_2 = self.prompt_2.clone();
+        for (key, value) in &self.scheduler_options {
+            opts = opts.scheduler_option(key, value.clone());
+        }
         opts
+    }
+
+    /// The load options `--dtype` and `--memory` describe.
+    pub fn load_options(&self) -> Result<LoadOptions, AnyError> {
+        let memory = match self.memory {
+            Memory::Resident => MemoryMode::Resident,
+            Memory::Sequential => MemoryMode::Sequential,
+        };
+        Ok(LoadOptions::new()
+            .dtype(parse_dtype(&self.dtype)?)
+            .memory(memory))
+    }
+}
+
+/// `--memory`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Memory {
+    /// Every model stays loaded.
+    Resident,
+    /// Only the running model is in memory.
+    Sequential,
+}
+
+/// Parses `KEY=JSON` (a bare word that is not JSON is a string).
+fn parse_key_value(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+    Ok((key.to_string(), value))
+}
+
+/// A loaded pipeline: Stable Diffusion 1.x / 2.x or SDXL, as the folder's `model_index.json`
+/// says (a second text encoder means SDXL).
+#[derive(Debug)]
+pub enum Pipeline {
+    /// Stable Diffusion 1.x / 2.x.
+    Sd(StableDiffusion),
+    /// SDXL (base, refiner, Turbo).
+    Xl(StableDiffusionXL),
+}
+
+impl Pipeline {
+    /// Loads `model` (or `single_file` with `model`'s configs).
+    pub fn load(
+        model: &str,
+        single_file: Option<&Path>,
+        options: LoadOptions,
+        device: &Device,
+    ) -> Result<Self, AnyError> {
+        let xl = PipelineDir::resolve(model)?
+            .component_class("text_encoder_2")
+            .is_some();
+        Ok(match (xl, single_file) {
+            (true, Some(file)) => Self::Xl(StableDiffusionXL::from_single_file(
+                file, model, options, device,
+            )?),
+            (true, None) => Self::Xl(StableDiffusionXL::load_with_options(
+                model, options, device,
+            )?),
+            (false, Some(file)) => Self::Sd(StableDiffusion::from_single_file_with_dtype(
+                file,
+                model,
+                options.dtype,
+                device,
+            )?),
+            (false, None) => Self::Sd(StableDiffusion::load_with_options(model, options, device)?),
+        })
+    }
+
+    /// Text-to-image.
+    pub fn text_to_image(
+        &self,
+        opts: &GenerateOptions,
+        hooks: Hooks<'_>,
+    ) -> mm_diffusion::Result<Generated> {
+        match self {
+            Self::Sd(p) => p.text_to_image(opts, hooks),
+            Self::Xl(p) => p.text_to_image(opts, hooks),
+        }
+    }
+
+    /// Image-to-image (from an image, or from latents).
+    pub fn img2img(
+        &self,
+        image: &Tensor<4>,
+        opts: &GenerateOptions,
+        hooks: Hooks<'_>,
+    ) -> mm_diffusion::Result<Generated> {
+        match self {
+            Self::Sd(p) => p.img2img(image, opts, hooks),
+            Self::Xl(p) => p.img2img(image, opts, hooks),
+        }
+    }
+
+    /// Inpainting.
+    pub fn inpaint(
+        &self,
+        image: &Tensor<4>,
+        mask: &Tensor<4>,
+        opts: &GenerateOptions,
+        hooks: Hooks<'_>,
+    ) -> mm_diffusion::Result<Generated> {
+        match self {
+            Self::Sd(p) => p.inpaint(image, mask, opts, hooks),
+            Self::Xl(p) => p.inpaint(image, mask, opts, hooks),
+        }
+    }
+
+    fn with_preview_decoder(self, taesd: AutoencoderTiny) -> Self {
+        match self {
+            Self::Sd(p) => Self::Sd(p.with_preview_decoder(taesd)),
+            Self::Xl(p) => Self::Xl(p.with_preview_decoder(taesd)),
+        }
     }
 }
 
@@ -182,12 +325,8 @@ impl ImageArgs {
 }
 
 /// A call of the pipeline: text-to-image, img2img or inpainting.
-pub type Generate<'a> = dyn FnOnce(
-        &StableDiffusion,
-        &GenerateOptions,
-        Hooks<'_>,
-    ) -> mm_diffusion::Result<mm_diffusion::pipelines::Generated>
-    + 'a;
+pub type Generate<'a> =
+    dyn FnOnce(&Pipeline, &GenerateOptions, Hooks<'_>) -> mm_diffusion::Result<Generated> + 'a;
 
 /// Loads the pipeline, runs `generate` with an `indicatif` progress bar (and step previews
 /// when asked) and saves the images.
@@ -198,17 +337,45 @@ pub fn run_diffusion(
 ) -> Result<(), AnyError> {
     let device = device(&args.device)?;
     let start = Instant::now();
-    let dtype = parse_dtype(&args.dtype)?;
-    let mut pipe = match &args.single_file {
-        Some(file) => {
-            StableDiffusion::from_single_file_with_dtype(file, &args.model, dtype, &device)?
-        }
-        None => StableDiffusion::load_with_dtype(&args.model, dtype, &device)?,
-    };
+    let options = args.load_options()?;
+    let mut pipe = Pipeline::load(&args.model, args.single_file.as_deref(), options, &device)?;
     if let Some(taesd) = &args.taesd {
         pipe = pipe.with_preview_decoder(AutoencoderTiny::load(taesd, &device)?);
     }
     eprintln!("loaded {} in {:.1?}", args.model, start.elapsed());
+    let Some(refiner) = &args.refiner else {
+        let out = with_progress(args, |hooks| generate(&pipe, &opts, hooks))?;
+        return save_images(args, out, start);
+    };
+    // The ensemble of experts: the base stops at `high_noise_frac`, the refiner finishes.
+    let Pipeline::Xl(_) = &pipe else {
+        return Err("--refiner needs an SDXL base (--model)".into());
+    };
+    let frac = args.high_noise_frac;
+    let latents = with_progress(args, |hooks| {
+        generate(&pipe, &opts.clone().denoising_end(frac), hooks)
+    })?
+    .latents;
+    drop(pipe);
+    let refiner = match Pipeline::load(refiner, None, options, &device)? {
+        Pipeline::Xl(r) => r,
+        Pipeline::Sd(_) => return Err(format!("{refiner} is not an SDXL refiner").into()),
+    };
+    eprintln!(
+        "loaded the refiner {}",
+        args.refiner.as_deref().unwrap_or_default()
+    );
+    let mut refine = opts.denoising_start(frac);
+    refine.strength = None;
+    let out = with_progress(args, |hooks| refiner.img2img(&latents, &refine, hooks))?;
+    save_images(args, out, start)
+}
+
+/// Runs `call` with an `indicatif` progress bar (and step previews when asked).
+fn with_progress(
+    args: &DiffusionArgs,
+    call: impl FnOnce(Hooks<'_>) -> mm_diffusion::Result<Generated>,
+) -> Result<Generated, AnyError> {
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t = {msg} [{elapsed} < {eta}]")
             .map_err(|e| e.to_string())?,
@@ -239,12 +406,16 @@ pub fn run_diffusion(
         }
         Flow::Continue
     };
-    let result = generate(&pipe, &opts, Hooks::new().progress(&mut progress));
+    let result = call(Hooks::new().progress(&mut progress));
     bar.finish();
     if let Some(e) = preview_error {
         return Err(format!("cannot save the preview: {e}").into());
     }
-    let out = result?;
+    Ok(result?)
+}
+
+/// Prints the truncation warnings and saves the images.
+fn save_images(args: &DiffusionArgs, out: Generated, start: Instant) -> Result<(), AnyError> {
     for t in &out.truncated {
         eprintln!("warning: {t}");
     }

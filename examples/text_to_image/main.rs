@@ -1,13 +1,30 @@
-//! Stable Diffusion 1.x / 2.x text-to-image with a progress bar.
+//! Stable Diffusion 1.x / 2.x and SDXL text-to-image with a progress bar (SDXL folders are
+//! detected from `model_index.json`).
 //!
 //! ```text
 //! cargo run --release --example text_to_image -- \
 //!     --model stable-diffusion-v1-5/stable-diffusion-v1-5 \
 //!     --prompt "a watercolor fox in the snow" --negative "blurry" \
 //!     --scheduler EulerDiscreteScheduler --steps 25 --seed 7 --out fox.png
+//! # SDXL base + refiner (DPM++ 2M Karras, 30 steps, guidance 7.5, 1024², the base running
+//! # 80 % of the schedule), keeping only the running model in memory:
+//! cargo run --release --example text_to_image -- \
+//!     --model stabilityai/stable-diffusion-xl-base-1.0 \
+//!     --refiner stabilityai/stable-diffusion-xl-refiner-1.0 --high-noise-frac 0.8 \
+//!     --prompt "a majestic lion jumping from a big stone at night" \
+//!     --scheduler DPMSolverMultistepScheduler --scheduler-option use_karras_sigmas=true \
+//!     --steps 30 --guidance 7.5 --width 1024 --height 1024 --memory sequential --out lion.png
+//! # SDXL-Turbo: 1 step, no guidance, trailing timesteps
+//! cargo run --release --example text_to_image -- --model stabilityai/sdxl-turbo \
+//!     --prompt "a cinematic shot of a raccoon" --steps 1 --guidance 0 \
+//!     --scheduler EulerAncestralDiscreteScheduler \
+//!     --scheduler-option timestep_spacing=trailing --width 512 --height 512 --out raccoon.png
 //! # the tiny random test pipeline (noise-like images, runs in a second):
 //! cargo run --release --example text_to_image -- --model tests/fixtures/sd-tiny \
 //!     --prompt "a red cat" --steps 4 --out /tmp/tiny.png
+//! cargo run --release --example text_to_image -- --model tests/fixtures/sdxl-tiny \
+//!     --refiner tests/fixtures/sdxl-tiny-refiner --prompt "a red cat" --steps 8 \
+//!     --width 32 --height 32 --out /tmp/tiny-xl.png
 //! ```
 
 use clap::Parser;
@@ -18,7 +35,7 @@ use mm_examples::{AnyError, DiffusionArgs, run_diffusion};
 struct Cli {
     #[command(flatten)]
     common: DiffusionArgs,
-    /// Image width (default: the UNet's sample size × 8, 512 for SD 1.5).
+    /// Image width (default: the UNet's sample size × 8: 512 for SD 1.5, 1024 for SDXL).
     #[arg(long)]
     width: Option<usize>,
     /// Image height (see --width).

@@ -26,7 +26,9 @@ every diffusers tensor, bit for bit (tiny models) or name for name and shape for
   tests/fixtures/single-file-tiny/sd-tiny.safetensors
                                         the tiny pipeline of gen_pipelines.py
                                         (tests/fixtures/sd-tiny, run that script first) as
-                                        one single file
+                                        one single file; sdxl-tiny.safetensors and
+                                        sdxl-tiny-refiner.safetensors the same for the SDXL
+                                        folders of gen_sdxl.py
   tests/fixtures/full/sd15-single-file/ ldm_tensors.json (every tensor of the SD 1.5 single
   tests/fixtures/full/sd21-single-file/ file: name, shape), diffusers_tensors.json (what the
                                         conversion must produce, per component) and the
@@ -530,21 +532,28 @@ def gen_full_sdxl(name, unet_cfg, text_cfg):
     print(f"  full/{name}: {len(ldm)} LDM tensors -> {len(want)} diffusers tensors")
 
 
-def gen_pipeline():
-    """The tiny Stable Diffusion pipeline of gen_pipelines.py (tests/fixtures/sd-tiny) as one
-    single file: loaded with that folder's configs, it must generate the same images."""
-    src = os.path.join(FIX, "sd-tiny")
+def gen_pipeline(name, kind):
+    """A tiny pipeline of gen_pipelines.py / gen_sdxl.py (tests/fixtures/<name>, run that script
+    first) as one single file: loaded with that folder's configs, it must generate the same
+    images. `kind`: "sd" (SD 1.x), "sdxl" (base) or "sdxl-refiner"."""
+    src = os.path.join(FIX, name)
     unet = UNet2DConditionModel.from_pretrained(os.path.join(src, "unet"))
     vae = AutoencoderKL.from_pretrained(os.path.join(src, "vae"))
-    text = CLIPTextModel.from_pretrained(os.path.join(src, "text_encoder"))
-    encoders = sd_encoders(text, False)
     g = torch.Generator().manual_seed(3)
-    ldm = to_ldm(unet, vae, encoders, lambda s: torch.rand(s, generator=g),
-                 lambda t: torch.randn(t.shape, generator=g))
+    if kind == "sd":
+        encoders = sd_encoders(CLIPTextModel.from_pretrained(os.path.join(src, "text_encoder")), False)
+        make_buffer = lambda s: torch.rand(s, generator=g)  # noqa: E731
+    else:
+        text = None if kind == "sdxl-refiner" else CLIPTextModel.from_pretrained(
+            os.path.join(src, "text_encoder"))
+        text_2 = CLIPTextModelWithProjection.from_pretrained(os.path.join(src, "text_encoder_2"))
+        encoders = sdxl_encoders(text, text_2)
+        make_buffer = None
+    ldm = to_ldm(unet, vae, encoders, make_buffer, lambda t: torch.randn(t.shape, generator=g))
     check_roundtrip(ldm, unet, vae, encoders, exact=True)
-    out = os.path.join(FIX, "single-file-tiny", "sd-tiny.safetensors")
+    out = os.path.join(FIX, "single-file-tiny", f"{name}.safetensors")
     save_file({k: v.contiguous() for k, v in ldm.items()}, out)
-    print(f"  single-file-tiny/sd-tiny.safetensors: {len(ldm)} LDM tensors")
+    print(f"  single-file-tiny/{name}.safetensors: {len(ldm)} LDM tensors")
 
 
 def main():
@@ -552,7 +561,9 @@ def main():
     gen_tiny("sd2", openclip=True)
     gen_tiny_sdxl("sdxl", refiner=False)
     gen_tiny_sdxl("sdxl-refiner", refiner=True)
-    gen_pipeline()
+    gen_pipeline("sd-tiny", "sd")
+    gen_pipeline("sdxl-tiny", "sdxl")
+    gen_pipeline("sdxl-tiny-refiner", "sdxl-refiner")
     sd15_vae = read_config("vae")
     gen_full("sd15-single-file", read_config("unet"), sd15_vae, SD15_TEXT, openclip=False)
     gen_full("sd21-single-file", SD21_UNET, sd15_vae, SD21_TEXT, openclip=True)

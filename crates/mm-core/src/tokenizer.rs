@@ -169,11 +169,7 @@ impl Tokenizer {
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
-            .or_else(|| {
-                pad_tokens(dir)
-                    .iter()
-                    .find_map(|t| inner.token_to_id(t))
-            })
+            .or_else(|| pad_tokens(dir).iter().find_map(|t| inner.token_to_id(t)))
             .or_else(|| inner.token_to_id(CLIP_EOS))
             .unwrap_or(0);
         let mut inner = inner;

@@ -111,7 +111,10 @@ fn check_token_cases(tok: &Tokenizer, cases: &Value) {
 #[test]
 fn tokenizer_ids_match_clip_tokenizer() {
     let f = load("sd-tiny");
-    check_token_cases(&f.pipe.prompt_encoder.resident().unwrap().tokenizer, &f.cases);
+    check_token_cases(
+        &f.pipe.prompt_encoder.resident().unwrap().tokenizer,
+        &f.cases,
+    );
 }
 
 /// A `tokenizer/` as diffusers 0.42.1 `save_pretrained` writes it with transformers 5.24:

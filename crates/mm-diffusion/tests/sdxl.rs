@@ -11,8 +11,8 @@ use burn::tensor::Tensor;
 use common::{Expected, device, fixture, max_abs_diff};
 use mm_diffusion::Error;
 use mm_diffusion::pipelines::{
-    GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, StableDiffusion,
-    StableDiffusionXL, TextConditioner,
+    GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, StableDiffusion, StableDiffusionXL,
+    TextConditioner,
 };
 use mm_schedulers::QueuedNoise;
 use serde_json::Value;
@@ -37,8 +37,8 @@ fn load(name: &'static str) -> Fixture {
 
 fn load_with(name: &'static str, options: LoadOptions) -> Fixture {
     let path = fixture(name);
-    let pipe = StableDiffusionXL::load_with_options(path.to_str().unwrap(), options, &device())
-        .unwrap();
+    let pipe =
+        StableDiffusionXL::load_with_options(path.to_str().unwrap(), options, &device()).unwrap();
     let text = std::fs::read_to_string(path.join("expected.json")).unwrap();
     Fixture {
         name,
@@ -49,7 +49,10 @@ fn load_with(name: &'static str, options: LoadOptions) -> Fixture {
 }
 
 fn pair(v: &Value) -> (usize, usize) {
-    (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
 }
 
 /// The options of a pipeline call from diffusers' keyword arguments.
@@ -102,9 +105,8 @@ impl Fixture {
         let call = case["call"].as_str().unwrap();
         let draws = case["draws"].as_u64().unwrap() as usize;
         let used = if call == "inpaint" { 2 } else { draws };
-        let mut noise = QueuedNoise::new(
-            (0..used).map(|i| self.exp.float::<4>(&format!("{name}.draw.{i}"))),
-        );
+        let mut noise =
+            QueuedNoise::new((0..used).map(|i| self.exp.float::<4>(&format!("{name}.draw.{i}"))));
         let hooks = Hooks::new().noise(&mut noise);
         let image = || self.exp.float::<4>(case["image"].as_str().unwrap());
         let out = match call {
@@ -130,7 +132,10 @@ impl Fixture {
         assert_eq!(out.latents.dims(), expected.dims(), "{name}");
         let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
         let rel = max_abs_diff(out.latents, expected) / scale;
-        eprintln!("{} {name}: latents error / max |latent| {rel:.2e}", self.name);
+        eprintln!(
+            "{} {name}: latents error / max |latent| {rel:.2e}",
+            self.name
+        );
         assert!(rel <= LATENT_REL_TOL, "{name}: latents {rel:e}");
         eprint!("{} {name}: ", self.name);
         self.exp
@@ -162,8 +167,7 @@ impl Fixture {
                 .check(&key("pooled_prompt_embeds"), e.pooled.unwrap(), EMBED_TOL);
             match (e.uncond, e.uncond_pooled) {
                 (Some(u), Some(p)) => {
-                    self.exp
-                        .check(&key("negative_prompt_embeds"), u, EMBED_TOL);
+                    self.exp.check(&key("negative_prompt_embeds"), u, EMBED_TOL);
                     self.exp
                         .check(&key("negative_pooled_prompt_embeds"), p, EMBED_TOL);
                 }
@@ -331,4 +335,37 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The tiny base and refiner as single files (`gen_single_file.py`), loaded with their
+/// folders' configs, generate what the folders do; a file with the other kind's configs is a
+/// typed error.
+#[test]
+fn single_files_generate_the_same_images() {
+    for (name, case, memory) in [
+        ("sdxl-tiny", "micro_cond", MemoryMode::Resident),
+        ("sdxl-tiny-refiner", "refine_image", MemoryMode::Sequential),
+    ] {
+        let mut f = load(name);
+        let file = fixture("single-file-tiny").join(format!("{name}.safetensors"));
+        let configs = fixture(name);
+        f.pipe = StableDiffusionXL::from_single_file(
+            &file,
+            configs.to_str().unwrap(),
+            LoadOptions::new().memory(memory),
+            &device(),
+        )
+        .unwrap();
+        f.run_and_check(case);
+    }
+    let base_file = fixture("single-file-tiny").join("sdxl-tiny.safetensors");
+    let refiner_configs = fixture("sdxl-tiny-refiner");
+    let err = StableDiffusionXL::from_single_file(
+        &base_file,
+        refiner_configs.to_str().unwrap(),
+        LoadOptions::new(),
+        &device(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
 }

@@ -29,8 +29,7 @@ pub trait Denoiser {
     /// The model output for `sample` `[batch, in_channels, h, w]` at `timestep` (the same for
     /// the whole batch) with the conditioning `cond` (of the same batch): the noise, `v` or
     /// the clean sample, whichever the scheduler's `prediction_type` says.
-    fn predict(&self, sample: Tensor<4>, timestep: f64, cond: &Conditioning)
-    -> Result<Tensor<4>>;
+    fn predict(&self, sample: Tensor<4>, timestep: f64, cond: &Conditioning) -> Result<Tensor<4>>;
 
     /// An estimate (a lower bound) of the activation bytes one [`predict`](Self::predict)
     /// call on a `[batch, in_channels, height, width]` sample needs, which the pipelines check
@@ -89,12 +88,7 @@ impl Denoiser for UNet2DConditionModel {
         DenoiserInfo::of_unet(self.config()).sample_size
     }
 
-    fn predict(
-        &self,
-        sample: Tensor<4>,
-        timestep: f64,
-        cond: &Conditioning,
-    ) -> Result<Tensor<4>> {
+    fn predict(&self, sample: Tensor<4>, timestep: f64, cond: &Conditioning) -> Result<Tensor<4>> {
         let t = Tensor::<1>::from_floats([timestep as f32], &sample.device());
         let mut input = UNetInput::new(sample, t, cond.context.clone());
         if let Some(added) = &cond.added {

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
 use super::pipeline::{
-    Call, Denoise, Generated, Hooks, DiffusionPipeline, preprocess_image, repeat_batch,
+    Call, Denoise, DiffusionPipeline, Generated, Hooks, preprocess_image, repeat_batch,
 };
 use super::prompt::TextConditioner;
 use super::xl::{cut_end, cut_start};

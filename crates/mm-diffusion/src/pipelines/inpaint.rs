@@ -7,7 +7,7 @@ use image::RgbImage;
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
 use super::pipeline::{
-    Blend, Call, Denoise, Generated, Hooks, DiffusionPipeline, preprocess_image, repeat_batch,
+    Blend, Call, Denoise, DiffusionPipeline, Generated, Hooks, preprocess_image, repeat_batch,
 };
 use super::prompt::TextConditioner;
 use crate::check::{check_channels, check_finite};

@@ -272,7 +272,9 @@ impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
 /// The one `layers_per_block` of every block that a single-file key layout needs.
 pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<usize> {
     let blocks = config.down_block_types.len();
-    let per_block = config.layers_per_block.resolve("layers_per_block", blocks)?;
+    let per_block = config
+        .layers_per_block
+        .resolve("layers_per_block", blocks)?;
     let layers_per_block = per_block.first().copied().unwrap_or_default();
     if per_block.iter().any(|&n| n != layers_per_block) {
         return Err(Error::Config(
@@ -285,7 +287,11 @@ pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<
 /// The dtype a VAE is kept in: f32 when its config says `force_upcast` (SDXL's VAE overflows
 /// in f16; diffusers upcasts it for the decode), else `dtype`.
 pub(crate) fn vae_dtype(config: &AutoencoderKLConfig, dtype: DType) -> DType {
-    if config.force_upcast { DType::F32 } else { dtype }
+    if config.force_upcast {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 /// `scheduler_config.json` of a pipeline's `scheduler/`, checked to name a scheduler this
@@ -304,11 +310,11 @@ pub(crate) fn scheduler_config(dir: &ComponentDir) -> Result<Value> {
 /// The parts of a diffusers folder every pipeline has: the scheduler config, the VAE and the
 /// UNet (resident or on demand).
 pub(crate) struct FolderParts {
-    scheduler_config: Value,
-    vae: AutoencoderKL,
-    unet: Component<UNet2DConditionModel>,
-    info: DenoiserInfo,
-    device: Device,
+    pub scheduler_config: Value,
+    pub vae: AutoencoderKL,
+    pub unet: Component<UNet2DConditionModel>,
+    pub info: DenoiserInfo,
+    pub device: Device,
 }
 
 impl FolderParts {

@@ -210,10 +210,9 @@ pub(crate) fn load_tokenizer(pipeline: &Path, component: &'static str) -> Result
     let dir = ComponentDir::new(pipeline, component)?;
     Ok(match dir.optional("tokenizer.json") {
         Some(file) => Tokenizer::from_file(file)?,
-        None => Tokenizer::from_vocab_merges(
-            dir.required("vocab.json")?,
-            dir.required("merges.txt")?,
-        )?,
+        None => {
+            Tokenizer::from_vocab_merges(dir.required("vocab.json")?, dir.required("merges.txt")?)?
+        }
     })
 }
 

@@ -4,11 +4,12 @@
 
 use burn::tensor::{DType, Device, Tensor};
 use mm_core::tokenizer::Tokenizer;
+use mm_core::weights::Weights;
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use mm_vision::output::TowerOutput;
 
-use super::loading::{ComponentDir, PipelineDir, TEXT_ENCODER_WEIGHTS};
+use super::loading::{PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
 use super::prompt::{PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids};
 use crate::{Error, Result};
@@ -40,20 +41,48 @@ impl XlPromptEncoder {
     /// from `model_index.json` (diffusers' default: true).
     pub fn load(dir: &PipelineDir, dtype: DType, device: &Device) -> Result<Self> {
         let first = match dir.component_class("text_encoder") {
-            Some(_) => {
-                let text_dir = dir.component("text_encoder")?;
-                let config = ClipTextConfig::from_file(&text_dir.required("config.json")?)?;
-                let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
-                let model = ClipTextModel::from_weights(&config, weights, device)?;
+            Some(_) => Some(
+                dir.component("text_encoder")?
+                    .weights(TEXT_ENCODER_WEIGHTS)?,
+            ),
+            None => None,
+        };
+        let second = dir
+            .component("text_encoder_2")?
+            .weights(TEXT_ENCODER_WEIGHTS)?;
+        Self::from_weights(dir, first, second, dtype, device)
+    }
+
+    /// The encoders of `dir` (its configs, tokenizers and `model_index.json`) with the given
+    /// weights (a folder's, or a single file's converted ones), matrices kept in `dtype`.
+    pub fn from_weights(
+        dir: &PipelineDir,
+        first: Option<Weights>,
+        second: Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = |component| -> Result<ClipTextConfig> {
+            let file = dir.component(component)?.required("config.json")?;
+            Ok(ClipTextConfig::from_file(&file)?)
+        };
+        let first = match first {
+            Some(weights) => {
+                let model = ClipTextModel::from_weights(
+                    &config("text_encoder")?,
+                    weights.with_dtype(dtype),
+                    device,
+                )?;
                 dir.component("tokenizer")?;
                 Some((load_tokenizer(&dir.path, "tokenizer")?, model))
             }
             None => None,
         };
-        let text_dir: ComponentDir = dir.component("text_encoder_2")?;
-        let config = ClipTextConfig::from_file(&text_dir.required("config.json")?)?;
-        let weights = text_dir.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
-        let model = ClipTextModelWithProjection::from_weights(&config, weights, device)?;
+        let model = ClipTextModelWithProjection::from_weights(
+            &config("text_encoder_2")?,
+            second.with_dtype(dtype),
+            device,
+        )?;
         dir.component("tokenizer_2")?;
         let second = (load_tokenizer(&dir.path, "tokenizer_2")?, model);
         let force_zeros = dir
@@ -154,7 +183,8 @@ impl TextConditioner for XlPromptEncoder {
     fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds> {
         let mut truncated = Vec::new();
         let prompt_2 = or(opts.prompt_2.as_deref(), &opts.prompt);
-        let (cond, pooled) = self.embed([&opts.prompt, prompt_2], opts.clip_skip, &mut truncated)?;
+        let (cond, pooled) =
+            self.embed([&opts.prompt, prompt_2], opts.clip_skip, &mut truncated)?;
         let (uncond, uncond_pooled) = if !guided {
             (None, None)
         } else if opts.negative_prompt.is_none() && self.force_zeros_for_empty_prompt {

@@ -3,16 +3,25 @@
 //! `StableDiffusionXLPipeline`, `StableDiffusionXLImg2ImgPipeline` and
 //! `StableDiffusionXLInpaintPipeline` do them.
 
+use std::path::Path;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use mm_schedulers::Scheduler;
+use mm_vision::clip::ClipTextConfig;
 
 use super::component::Component;
+use super::denoiser::DenoiserInfo;
 use super::loading::PipelineDir;
 use super::options::GenerateOptions;
-use super::pipeline::{Call, DiffusionPipeline, FolderParts, LoadOptions, MicroLayout};
+use super::pipeline::{
+    Call, DiffusionPipeline, FolderParts, LoadOptions, MicroLayout, scheduler_config,
+    single_layers_per_block, vae_dtype,
+};
 use super::prompt::PromptEmbeds;
 use super::prompt_xl::XlPromptEncoder;
-use crate::unet::{AddedCond, UNet2DConditionModel};
+use crate::single_file::{LdmLayout, SingleFile};
+use crate::unet::{AddedCond, UNet2DConditionConfig, UNet2DConditionModel};
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::{Error, Result};
 
 /// SDXL img2img's default strength (diffusers' `StableDiffusionXLImg2ImgPipeline`).
@@ -78,11 +87,7 @@ impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
                 ),
             });
         }
-        let aesthetics = dir
-            .index
-            .get("requires_aesthetics_score")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
+        let aesthetics = requires_aesthetics_score(&dir);
         let parts = FolderParts::open(&dir, options, device)?;
         let dev = device.clone();
         let prompt_encoder = Component::with_mode(options.memory, move || {
@@ -90,6 +95,88 @@ impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
         })?;
         Ok(parts.into_pipeline(prompt_encoder, Some(MicroLayout { aesthetics })))
     }
+}
+
+impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
+    /// Loads a single-file SDXL checkpoint (`sd_xl_base_1.0.safetensors`,
+    /// `sd_xl_refiner_1.0.safetensors`, fine-tunes shared as one file; see
+    /// [`crate::single_file`]) with the configs, tokenizers and scheduler of `configs`, a
+    /// diffusers SDXL folder (or repo id) of the same kind — base configs for a base file,
+    /// refiner configs for a refiner file. Only that folder's `model_index.json`,
+    /// `*/config.json`, tokenizers and scheduler are read. With
+    /// [`MemoryMode::Sequential`](super::MemoryMode) the file is re-read (memory-mapped) for
+    /// each use of the UNet and the text encoders.
+    pub fn from_single_file(
+        file: impl AsRef<Path>,
+        configs: &str,
+        options: LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let dir = PipelineDir::resolve(configs)?;
+        let file = file.as_ref().to_path_buf();
+        let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;
+        let unet_config: UNet2DConditionConfig = dir.component("unet")?.config()?;
+        let vae_config: AutoencoderKLConfig = dir.component("vae")?.config()?;
+        let text_file = dir.component("text_encoder_2")?.required("config.json")?;
+        let layout = LdmLayout {
+            layers_per_block: single_layers_per_block(&unet_config)?,
+            vae_up_blocks: vae_config.up_block_types.len(),
+            text_layers: ClipTextConfig::from_file(&text_file)?.num_hidden_layers,
+        };
+        let open = move || SingleFile::open(&file)?.sdxl_components(&layout);
+        let parts = open()?;
+        let base_configs = dir.component_class("text_encoder").is_some();
+        if parts.text_encoder.is_some() != base_configs {
+            let (file_kind, dir_kind) = match base_configs {
+                true => ("a refiner", "base"),
+                false => ("a base", "refiner"),
+            };
+            return Err(Error::Config(format!(
+                "the single file is {file_kind} checkpoint but {} has {dir_kind} configs",
+                dir.path.display()
+            )));
+        }
+        let vae = AutoencoderKL::from_weights(
+            &vae_config,
+            parts.vae.with_dtype(vae_dtype(&vae_config, options.dtype)),
+            device,
+        )?;
+        let open = std::sync::Arc::new(open);
+        let (dtype, dev, config) = (options.dtype, device.clone(), unet_config.clone());
+        let load = open.clone();
+        let unet = Component::with_mode(options.memory, move || {
+            let weights = load()?.unet.with_dtype(dtype);
+            UNet2DConditionModel::from_weights(&config, weights, &dev)
+        })?;
+        let aesthetics = requires_aesthetics_score(&dir);
+        let dev = device.clone();
+        let prompt_encoder = Component::with_mode(options.memory, move || {
+            let parts = open()?;
+            XlPromptEncoder::from_weights(
+                &dir,
+                parts.text_encoder,
+                parts.text_encoder_2,
+                dtype,
+                &dev,
+            )
+        })?;
+        let parts = FolderParts {
+            scheduler_config,
+            vae,
+            unet,
+            info: DenoiserInfo::of_unet(&unet_config),
+            device: device.clone(),
+        };
+        Ok(parts.into_pipeline(prompt_encoder, Some(MicroLayout { aesthetics })))
+    }
+}
+
+/// `requires_aesthetics_score` of `model_index.json` (the refiner's; default false).
+fn requires_aesthetics_score(dir: &PipelineDir) -> bool {
+    dir.index
+        .get("requires_aesthetics_score")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
 }
 
 impl<U> DiffusionPipeline<U, XlPromptEncoder> {
@@ -240,8 +327,7 @@ pub(crate) fn added_cond(
     let batch = pooled.dims()[0];
     let ids = |values: &[f64]| {
         let row: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        Tensor::<2>::from_data(TensorData::new(row, [1, values.len()]), device)
-            .repeat_dim(0, batch)
+        Tensor::<2>::from_data(TensorData::new(row, [1, values.len()]), device).repeat_dim(0, batch)
     };
     Ok(match &embeds.uncond {
         Some(_) => {
