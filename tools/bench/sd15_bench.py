@@ -1,18 +1,27 @@
-"""Stable Diffusion 1.5 on the CPU in PyTorch / diffusers / transformers: the reference for
-`cargo bench -p mm-diffusion --bench unet|vae|text_encoder`.
+"""Stable Diffusion 1.5 / SDXL on the CPU in PyTorch / diffusers / transformers: the reference
+for `cargo bench --workspace --bench unet|vae|text_encoder` (`MM_BENCH_MODEL=sdxl` for SDXL).
 
 Parts (random float32 weights built from the full-size configs in tests/fixtures/full/;
 eval(), torch.no_grad(), torch's default thread count, diffusers' default attention
-processor, AttnProcessor2_0 = sdpa):
+processor, AttnProcessor2_0 = sdpa), `--model sd15` (default):
 
 - unet: one denoising step with classifier-free guidance: batch 2 (unconditional +
   conditional), 4x64x64 latents (512x512 images), 77x768 text embeddings, timestep 500;
 - vae:  AutoencoderKL.decode of one 4x64x64 latent to a 512x512 image;
 - text: CLIPTextModel (CLIP ViT-L/14 text transformer) on 2 x 77 token ids.
 
+`--model sdxl` (SDXL base, tests/fixtures/full/sdxl-base/):
+
+- unet: one step with CFG, batch 2, 4x128x128 latents (1024x1024), 77x2048 text embeddings,
+  added conditions text_embeds [2, 1280] and time_ids [2, 6];
+- vae:  the decode of one 4x128x128 latent to a 1024x1024 image;
+- text: CLIPTextModel (CLIP-L, text_encoder) on 1 x 77 ids;
+- text2: CLIPTextModelWithProjection (OpenCLIP bigG, text_encoder_2) on 1 x 77 ids.
+
 Warm-up runs, then the median (and min) of N timed runs, in seconds.
 
-    /root/venvs/mmref/bin/python tools/bench/sd15_bench.py --part unet [--runs 5] [--warmup 1]
+    /root/venvs/mmref/bin/python tools/bench/sd15_bench.py --part unet [--model sdxl]
+        [--runs 5] [--warmup 1]
 
 tools/bench/sd15_compare.py runs these and the Rust benches one after the other, with peak
 memory.
@@ -34,11 +43,34 @@ import transformers  # noqa: E402
 
 FULL = Path(__file__).resolve().parents[2] / "tests/fixtures/full"
 
-# Criterion's group/name of the matching Rust bench, per part.
+# The group/name of the matching Rust bench case, per model and part.
 CASES = {
-    "unet": "sd15_unet/cfg_step_512",
-    "vae": "sd15_vae/decode_512",
-    "text": "sd15_text_encoder/encode_2x77",
+    "sd15": {
+        "unet": "sd15_unet/cfg_step_512",
+        "vae": "sd15_vae/decode_512",
+        "text": "sd15_text_encoder/encode_2x77",
+    },
+    "sdxl": {
+        "unet": "sdxl_unet/cfg_step_1024",
+        "vae": "sdxl_vae/decode_1024",
+        "text": "sdxl_text_encoder/clip_l_1x77",
+        "text2": "sdxl_text_encoder/clip_bigg_1x77",
+    },
+}
+
+# Per model: the configs (under FULL) and the shapes of each part.
+MODELS = {
+    "sd15": {
+        "unet": "unet-sd15/config.json", "vae": "sd15-vae/config.json",
+        "text": "sd15-single-file/text_encoder/config.json",
+        "latent": 64, "text_batch": 2,
+    },
+    "sdxl": {
+        "unet": "sdxl-base/unet/config.json", "vae": "sdxl-base/vae/config.json",
+        "text": "sdxl-base/text_encoder/config.json",
+        "text2": "sdxl-base/text_encoder_2/config.json",
+        "latent": 128, "text_batch": 1,
+    },
 }
 
 
@@ -49,47 +81,70 @@ def prompt_ids():
     return ids + [49407] * (77 - len(ids))
 
 
-def unet_case():
-    config = json.loads((FULL / "unet-sd15/config.json").read_text())
+def unet_case(model_name):
+    spec = MODELS[model_name]
+    config = json.loads((FULL / spec["unet"]).read_text())
     model = diffusers.UNet2DConditionModel.from_config(config).float().eval()
-    latents = torch.randn(2, 4, 64, 64)
-    text = torch.randn(2, 77, 768)
+    size = spec["latent"]
+    latents = torch.randn(2, 4, size, size)
+    text = torch.randn(2, 77, config["cross_attention_dim"])
     t = torch.tensor([500.0])
+    added = None
+    if config.get("addition_embed_type") == "text_time":
+        pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+        # original size, crop offset, target size: 1024^2, (0, 0), 1024^2
+        time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * 2)
+        added = {"text_embeds": torch.randn(2, pooled), "time_ids": time_ids}
 
     def step():
-        out = model(latents, t, text).sample
+        out = model(latents, t, text, added_cond_kwargs=added).sample
         uncond, cond = out.chunk(2)
         return uncond + 7.5 * (cond - uncond)
 
     return step
 
 
-def vae_case():
-    config = json.loads((FULL / "sd15-vae/config.json").read_text())
+def vae_case(model_name):
+    spec = MODELS[model_name]
+    config = json.loads((FULL / spec["vae"]).read_text())
     model = diffusers.AutoencoderKL.from_config(config).float().eval()
-    latents = torch.randn(1, 4, 64, 64)
+    latents = torch.randn(1, 4, spec["latent"], spec["latent"])
     return lambda: model.decode(latents).sample
 
 
-def text_case():
-    config = transformers.CLIPTextConfig.from_json_file(
-        FULL / "sd15-single-file/text_encoder/config.json"
-    )
+def text_case(model_name, part="text"):
+    spec = MODELS[model_name]
+    config = transformers.CLIPTextConfig.from_json_file(FULL / spec[part])
+    ids = torch.tensor([prompt_ids()] * spec["text_batch"])
+    if part == "text2":
+        model = transformers.CLIPTextModelWithProjection(config).float().eval()
+        return lambda: model(input_ids=ids).text_embeds
     model = transformers.CLIPTextModel(config).float().eval()
-    ids = torch.tensor([prompt_ids(), prompt_ids()])
     return lambda: model(input_ids=ids).last_hidden_state
+
+
+PARTS = {
+    "unet": unet_case,
+    "vae": vae_case,
+    "text": text_case,
+    "text2": lambda model_name: text_case(model_name, "text2"),
+}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=sorted(CASES), default="unet")
+    parser.add_argument("--model", choices=sorted(MODELS), default="sd15")
+    parser.add_argument("--part", choices=sorted(PARTS), default="unet",
+                        help="text2: SDXL's second text encoder")
     parser.add_argument("--runs", type=int, default=5, help="timed runs")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs")
     parser.add_argument("--json", type=Path, help="also write the median here")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    case = {"unet": unet_case, "vae": vae_case, "text": text_case}[args.part]()
+    if args.part not in CASES[args.model]:
+        parser.error(f"--model {args.model} has no part {args.part}")
+    case = PARTS[args.part](args.model)
     print(
         f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
         f"transformers {transformers.__version__}, python {platform.python_version()}"
@@ -106,7 +161,7 @@ def main():
             case()
             times.append(time.perf_counter() - start)
     med, best = statistics.median(times), min(times)
-    name = CASES[args.part]
+    name = CASES[args.model][args.part]
     print(f"{name}  median {med:8.3f} s   min {best:8.3f} s")
     if args.json:
         args.json.write_text(json.dumps({name: med}, indent=2) + "\n")

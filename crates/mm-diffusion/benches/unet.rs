@@ -1,9 +1,13 @@
-//! One full-size Stable Diffusion 1.5 UNet step with classifier-free guidance on the CPU
-//! (`Device::flex()`): batch 2 (unconditional + conditional), 4×64×64 latents (512×512
-//! images), 77×768 CLIP text embeddings, random weights.
+//! One full-size UNet step with classifier-free guidance on the CPU (`Device::flex()`), random
+//! weights, batch 2 (unconditional + conditional):
 //!
-//! `cargo bench -p mm-diffusion --bench unet`; compare with `tools/bench/sd15_bench.py --part
-//! unet`, or run both with `tools/bench/sd15_compare.py`.
+//! - SD 1.5 (default): 4×64×64 latents (512×512 images), 77×768 CLIP text embeddings;
+//! - SDXL base (`MM_BENCH_MODEL=sdxl`): 4×128×128 latents (1024×1024 images), 77×2048 text
+//!   embeddings, and the added conditions `text_embeds` `[2, 1280]` and `time_ids` `[2, 6]`;
+//!   timed as one warm-up step and the median of `MM_BENCH_RUNS` (3) steps.
+//!
+//! `cargo bench --workspace --bench unet`; compare with `tools/bench/sd15_bench.py --part
+//! unet [--model sdxl]`, or run both with `tools/bench/sd15_compare.py [--model sdxl]`.
 //! `MM_BENCH_DTYPE=bf16` (or `f16`) keeps the weights' matrices in half precision, as
 //! `StableDiffusion::load_with_dtype` does (the arithmetic stays f32); `MM_BENCH_POOL_MIB`
 //! limits the pool of recycled buffers (see `benches/common`).
@@ -15,47 +19,106 @@ mod common;
 use std::hint::black_box;
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use common::Family;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
-/// The model with its (lazily initialised) random weights materialised by a tiny forward
-/// pass, so the timed steps do not include drawing 860M random numbers.
-fn model(device: &Device) -> UNet2DConditionModel {
-    let config: UNet2DConditionConfig =
-        mm_core::config::read_json(common::full_config("unet-sd15/config.json"))
-            .expect("SD 1.5 UNet config");
-    let unet = UNet2DConditionModel::new(&config, device).expect("UNet");
-    let start = Instant::now();
-    let unet = common::with_bench_dtype(unet);
-    unet.forward(
-        Tensor::zeros([1, 4, 8, 8], device),
-        Tensor::from_floats([1.0], device),
-        Tensor::zeros([1, 1, 768], device),
-    )
-    .expect("warm-up step");
-    eprintln!(
-        "weights initialised in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    unet
+/// One family's case: its config and the shapes of one step's inputs.
+struct Case {
+    group: &'static str,
+    name: &'static str,
+    config: &'static str,
+    /// Latent height and width (the image's / 8).
+    latent: usize,
+    /// Width of the text embeddings (`cross_attention_dim`).
+    context: usize,
+    /// SDXL's added conditions: the width of the pooled text embeddings (`time_ids` has 6).
+    pooled: Option<usize>,
+    /// Criterion's measurement time.
+    seconds: u64,
+}
+
+const SD15: Case = Case {
+    group: "sd15_unet",
+    name: "cfg_step_512",
+    config: "unet-sd15/config.json",
+    latent: 64,
+    context: 768,
+    pooled: None,
+    seconds: 60,
+};
+
+const SDXL: Case = Case {
+    group: "sdxl_unet",
+    name: "cfg_step_1024",
+    config: "sdxl-base/unet/config.json",
+    latent: 128,
+    context: 2048,
+    pooled: Some(1280),
+    seconds: 600,
+};
+
+impl Case {
+    /// Inputs for `batch` latents of `size`²: random, or zeros.
+    fn input(&self, batch: usize, size: usize, random: bool, device: &Device) -> UNetInput {
+        let tensor = |shape: [usize; 3]| {
+            if random {
+                Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device)
+            } else {
+                Tensor::zeros(shape, device)
+            }
+        };
+        let latents = tensor([batch * 4, size, size]).reshape([batch, 4, size, size]);
+        let text = tensor([batch, 77, self.context]);
+        let input = UNetInput::new(latents, Tensor::from_floats([500.0], device), text);
+        match self.pooled {
+            None => input,
+            Some(pooled) => {
+                // Original size, crop offset and target size: 1024², (0, 0), 1024².
+                let ids = [1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0].repeat(batch);
+                let time_ids = Tensor::from_data(TensorData::new(ids, [batch, 6]), device);
+                let text_embeds = tensor([1, batch, pooled]).reshape([batch, pooled]);
+                input.with_added_cond(text_embeds, time_ids)
+            }
+        }
+    }
+
+    /// The model with its (lazily initialised) random weights materialised by a tiny forward
+    /// pass, so the timed steps do not include drawing billions of random numbers.
+    fn model(&self, device: &Device) -> UNet2DConditionModel {
+        let config: UNet2DConditionConfig =
+            mm_core::config::read_json(common::full_config(self.config)).expect("UNet config");
+        let unet = UNet2DConditionModel::new(&config, device).expect("UNet");
+        let start = Instant::now();
+        let unet = common::with_bench_dtype(unet);
+        unet.forward_with(self.input(1, 8, false, device))
+            .expect("warm-up step");
+        eprintln!(
+            "weights initialised in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        unet
+    }
 }
 
 fn unet_step(c: &mut Criterion) {
     common::configure();
-    let device = Device::flex();
-    let unet = model(&device);
-    let latents = Tensor::<4>::random([2, 4, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-    let text = Tensor::<3>::random([2, 77, 768], Distribution::Normal(0.0, 1.0), &device);
-    let t = Tensor::<1>::from_floats([500.0], &device);
-    common::run(c, "sd15_unet", "cfg_step_512", 60, || {
-        let out = unet
-            .forward(latents.clone(), t.clone(), text.clone())
-            .expect("step");
-        // Guidance as a pipeline applies it: uncond + 7.5 · (cond − uncond).
-        let uncond = out.clone().narrow(0, 0, 1);
-        let guided = uncond.clone() + (out.narrow(0, 1, 1) - uncond) * 7.5;
-        black_box(guided.sum().into_scalar::<f32>());
+    let case = match common::family() {
+        Family::Sd15 => SD15,
+        Family::Sdxl => SDXL,
+    };
+    common::run(c, case.group, case.name, case.seconds, || {
+        let device = Device::flex();
+        let unet = case.model(&device);
+        let input = case.input(2, case.latent, true, &device);
+        move || {
+            let out = unet.forward_with(input.clone()).expect("step");
+            // Guidance as a pipeline applies it: uncond + 7.5 · (cond − uncond).
+            let uncond = out.clone().narrow(0, 0, 1);
+            let guided = uncond.clone() + (out.narrow(0, 1, 1) - uncond) * 7.5;
+            black_box(guided.sum().into_scalar::<f32>());
+        }
     });
 }
 

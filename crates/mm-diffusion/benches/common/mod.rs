@@ -1,5 +1,18 @@
 //! Set-up shared by the Stable Diffusion benches: full-size configs, the environment knobs,
 //! and one timed case (criterion under `cargo bench`, a single smoke run under `cargo test`).
+//!
+//! Environment:
+//! - `MM_BENCH_MODEL=sdxl` times SDXL base's parts (1024×1024) instead of SD 1.5's (512×512);
+//! - `MM_BENCH_RUNS=N` replaces criterion by one warm-up call and the median of N timed calls
+//!   (the default for SDXL, with N = 3: a UNet step takes minutes, criterion's minimum of 10
+//!   samples would take most of an hour); `MM_BENCH_JSON=FILE` also writes
+//!   `{"group/name": median seconds}` there;
+//! - `MM_BENCH_DTYPE=bf16|f16` stores the weight matrices in half precision;
+//! - `MM_BENCH_POOL_MIB=N` limits the pool of recycled buffers.
+//!
+//! A positional argument (`cargo bench --workspace --bench text_encoder -- clip_bigg`) selects
+//! the cases whose `group/name` contains it; the others do not even build their model, so a
+//! process's peak memory is its case's.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,16 +48,110 @@ pub fn with_bench_dtype<M: Module>(module: M) -> M {
     }
 }
 
-/// Times `f` as `group/name`: 10 criterion samples over about `seconds` under `cargo bench`
-/// (`--bench`), else one call with its wall time printed (the smoke test of `cargo test`).
-pub fn run(c: &mut Criterion, group: &str, name: &str, seconds: u64, mut f: impl FnMut()) {
-    if !std::env::args().any(|a| a == "--bench") {
+/// The model family whose full-size parts the benches time (`MM_BENCH_MODEL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Stable Diffusion 1.5 at 512×512 (the default).
+    Sd15,
+    /// Stable Diffusion XL base at 1024×1024 (`MM_BENCH_MODEL=sdxl`).
+    Sdxl,
+}
+
+/// `MM_BENCH_MODEL`: `sdxl`, else (unset or `sd15`) SD 1.5.
+pub fn family() -> Family {
+    match std::env::var("MM_BENCH_MODEL").as_deref() {
+        Ok("sdxl") => Family::Sdxl,
+        Ok("sd15") | Err(_) => Family::Sd15,
+        Ok(other) => panic!("MM_BENCH_MODEL={other}: expected sd15 or sdxl"),
+    }
+}
+
+/// The number of timed calls of the median loop (`MM_BENCH_RUNS`, 3 for SDXL), or `None`
+/// for criterion.
+fn median_runs() -> Option<usize> {
+    match std::env::var("MM_BENCH_RUNS") {
+        Ok(n) => Some(n.parse().expect("MM_BENCH_RUNS: a number of runs")),
+        Err(_) => (family() == Family::Sdxl).then_some(3),
+    }
+}
+
+/// Whether the command line's filter (its first positional argument, as criterion reads it)
+/// selects `id`; no filter selects everything.
+fn selected(id: &str) -> bool {
+    // criterion's options that take a value, whose value is not a filter
+    const VALUED: [&str; 12] = [
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--color",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str())));
+    filter.is_none_or(|(_, f)| id.contains(f.as_str()))
+}
+
+/// One warm-up call, then `runs` timed ones; prints (and writes to `MM_BENCH_JSON`) the median.
+fn median_of(id: &str, runs: usize, f: &mut impl FnMut()) {
+    let start = Instant::now();
+    f();
+    eprintln!("{id}: warm-up {:.3} s", start.elapsed().as_secs_f64());
+    let mut times: Vec<f64> = (0..runs)
+        .map(|i| {
+            let start = Instant::now();
+            f();
+            let t = start.elapsed().as_secs_f64();
+            eprintln!("{id}: run {} {t:.3} s", i + 1);
+            t
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{id}  median {median:8.3} s   min {:8.3} s   ({runs} runs)",
+        times[0]
+    );
+    if let Ok(path) = std::env::var("MM_BENCH_JSON") {
+        let json = serde_json::json!({ id: median });
+        std::fs::write(&path, format!("{json:#}\n")).expect("MM_BENCH_JSON: writable");
+    }
+}
+
+/// Times the call `setup` returns as `group/name`, if the command line selects it (`setup`,
+/// which builds the model, runs only then): under `cargo bench` (`--bench`) 10 criterion
+/// samples over about `seconds`, or the median loop of `MM_BENCH_RUNS` (SDXL's default);
+/// else one call with its wall time printed (the smoke test of `cargo test`).
+pub fn run<F: FnMut()>(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    seconds: u64,
+    setup: impl FnOnce() -> F,
+) {
+    let id = format!("{group}/{name}");
+    if !selected(&id) {
+        return;
+    }
+    let mut f = setup();
+    let bench = std::env::args().any(|a| a == "--bench");
+    if let (true, Some(runs)) = (bench, median_runs()) {
+        median_of(&id, runs, &mut f);
+        return;
+    }
+    if !bench {
         let start = Instant::now();
         f();
-        eprintln!(
-            "{group}/{name}: {:.3} s (smoke run)",
-            start.elapsed().as_secs_f64()
-        );
+        eprintln!("{id}: {:.3} s (smoke run)", start.elapsed().as_secs_f64());
         return;
     }
     let mut group = c.benchmark_group(group);
