@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use mm_core::limits::{check_memory, tensor_bytes};
+use mm_core::weights::Weights;
 use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
@@ -253,11 +254,7 @@ impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
         let parts = SingleFile::open(file)?.components(&layout)?;
         let unet =
             UNet2DConditionModel::from_weights(&unet_config, parts.unet.with_dtype(dtype), device)?;
-        let vae = AutoencoderKL::from_weights(
-            &vae_config,
-            parts.vae.with_dtype(vae_dtype(&vae_config, dtype)),
-            device,
-        )?;
+        let vae = pipeline_vae(&vae_config, parts.vae, dtype, device)?;
         let text_encoder = ClipTextModel::from_weights(
             &text_config,
             parts.text_encoder.with_dtype(dtype),
@@ -284,14 +281,30 @@ pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<
     Ok(layers_per_block)
 }
 
-/// The dtype a VAE is kept in: f32 when its config says `force_upcast` (SDXL's VAE overflows
-/// in f16; diffusers upcasts it for the decode), else `dtype`.
-pub(crate) fn vae_dtype(config: &AutoencoderKLConfig, dtype: DType) -> DType {
-    if config.force_upcast {
+/// A pipeline's VAE from `weights`, its matrices in `dtype` — or in f32 when its config says
+/// `force_upcast` (SDXL's VAE overflows in f16; diffusers upcasts it for the decode).
+pub(crate) fn pipeline_vae(
+    config: &AutoencoderKLConfig,
+    weights: Weights,
+    dtype: DType,
+    device: &Device,
+) -> Result<AutoencoderKL> {
+    let dtype = if config.force_upcast {
         DType::F32
     } else {
         dtype
-    }
+    };
+    AutoencoderKL::from_weights(config, weights.with_dtype(dtype), device)
+}
+
+/// The `vae/` of a pipeline folder (see [`pipeline_vae`]).
+fn folder_vae(dir: &ComponentDir, dtype: DType, device: &Device) -> Result<AutoencoderKL> {
+    pipeline_vae(
+        &dir.config()?,
+        dir.weights(DIFFUSERS_WEIGHTS)?,
+        dtype,
+        device,
+    )
 }
 
 /// `scheduler_config.json` of a pipeline's `scheduler/`, checked to name a scheduler this
@@ -322,14 +335,7 @@ impl FolderParts {
         let unet_dir = dir.component("unet")?;
         let vae_dir = dir.component("vae")?;
         let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;
-        let vae_config: AutoencoderKLConfig = vae_dir.config()?;
-        let vae = AutoencoderKL::from_weights(
-            &vae_config,
-            vae_dir
-                .weights(DIFFUSERS_WEIGHTS)?
-                .with_dtype(vae_dtype(&vae_config, options.dtype)),
-            device,
-        )?;
+        let vae = folder_vae(&vae_dir, options.dtype, device)?;
         let unet_config: UNet2DConditionConfig = unet_dir.config()?;
         unet_config.plan()?;
         let info = DenoiserInfo::of_unet(&unet_config);
@@ -386,14 +392,7 @@ impl<U: Denoiser> DiffusionPipeline<U, PromptEncoder> {
             dirs.push(dir.component(component)?);
         }
         let scheduler_config = scheduler_config(&dirs[4])?;
-        let vae_config: AutoencoderKLConfig = dirs[1].config()?;
-        let vae = AutoencoderKL::from_weights(
-            &vae_config,
-            dirs[1]
-                .weights(DIFFUSERS_WEIGHTS)?
-                .with_dtype(vae_dtype(&vae_config, dtype)),
-            device,
-        )?;
+        let vae = folder_vae(&dirs[1], dtype, device)?;
         let prompt_encoder = PromptEncoder::load_with_dtype(&dir.path, dtype, device)?;
         let unet = load_unet(dirs[0].path(), device)?;
         Ok(Self::from_parts(

@@ -14,14 +14,14 @@ use super::denoiser::DenoiserInfo;
 use super::loading::PipelineDir;
 use super::options::GenerateOptions;
 use super::pipeline::{
-    Call, DiffusionPipeline, FolderParts, LoadOptions, MicroLayout, scheduler_config,
-    single_layers_per_block, vae_dtype,
+    Call, DiffusionPipeline, FolderParts, LoadOptions, MicroLayout, pipeline_vae, scheduler_config,
+    single_layers_per_block,
 };
 use super::prompt::PromptEmbeds;
 use super::prompt_xl::XlPromptEncoder;
 use crate::single_file::{LdmLayout, SingleFile};
 use crate::unet::{AddedCond, UNet2DConditionConfig, UNet2DConditionModel};
-use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::vae::AutoencoderKLConfig;
 use crate::{Error, Result};
 
 /// SDXL img2img's default strength (diffusers' `StableDiffusionXLImg2ImgPipeline`).
@@ -136,11 +136,7 @@ impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
                 dir.path.display()
             )));
         }
-        let vae = AutoencoderKL::from_weights(
-            &vae_config,
-            parts.vae.with_dtype(vae_dtype(&vae_config, options.dtype)),
-            device,
-        )?;
+        let vae = pipeline_vae(&vae_config, parts.vae, options.dtype, device)?;
         let open = std::sync::Arc::new(open);
         let (dtype, dev, config) = (options.dtype, device.clone(), unet_config.clone());
         let load = open.clone();
@@ -325,9 +321,10 @@ pub(crate) fn added_cond(
     let missing = || Error::Config("SDXL needs pooled prompt embeddings".into());
     let pooled = embeds.pooled.clone().ok_or_else(missing)?;
     let batch = pooled.dims()[0];
-    let ids = |values: &[f64]| {
+    // One `[1, n]` row of ids.
+    let row = |values: &[f64]| {
         let row: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        Tensor::<2>::from_data(TensorData::new(row, [1, values.len()]), device).repeat_dim(0, batch)
+        Tensor::<2>::from_data(TensorData::new(row, [1, values.len()]), device)
     };
     Ok(match &embeds.uncond {
         Some(_) => {
@@ -337,12 +334,15 @@ pub(crate) fn added_cond(
                 // several images per prompt both halves of the batch alternate negative and
                 // positive ids; kept, to give the same images.
                 Call::TextToImage => {
-                    let one = |v: &[f64]| ids(v).narrow(0, 0, 1);
-                    Tensor::cat(vec![one(&negative), one(&positive)], 0).repeat_dim(0, batch)
+                    Tensor::cat(vec![row(&negative), row(&positive)], 0).repeat_dim(0, batch)
                 }
-                Call::Img2Img | Call::Inpaint => {
-                    Tensor::cat(vec![ids(&negative), ids(&positive)], 0)
-                }
+                Call::Img2Img | Call::Inpaint => Tensor::cat(
+                    vec![
+                        row(&negative).repeat_dim(0, batch),
+                        row(&positive).repeat_dim(0, batch),
+                    ],
+                    0,
+                ),
             };
             AddedCond {
                 text_embeds: Tensor::cat(vec![uncond_pooled, pooled], 0),
@@ -351,7 +351,7 @@ pub(crate) fn added_cond(
         }
         None => AddedCond {
             text_embeds: pooled,
-            time_ids: ids(&positive),
+            time_ids: row(&positive).repeat_dim(0, batch),
         },
     })
 }
