@@ -8,6 +8,8 @@
 //!   diffusers and the original upstream key layouts).
 //! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
+//! - [`controlnet`]: [`ControlNetModel`](controlnet::ControlNetModel), the residuals that
+//!   steer a UNet by a control image (SD 1.x / 2.x and SDXL).
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
 //!   2.x, SDXL base and refiner), renamed to diffusers names.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x and SDXL text-to-image, img2img and inpainting
@@ -35,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod controlnet;
 mod error;
 mod loading;
 pub mod pipelines;

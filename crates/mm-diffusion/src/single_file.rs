@@ -68,6 +68,7 @@ use std::path::Path;
 
 use mm_core::weights::Weights;
 
+use crate::unet::UNet2DConditionConfig;
 use crate::{Error, Result};
 
 const UNET: &str = "model.diffusion_model.";
@@ -684,4 +685,89 @@ impl SingleFile {
                 .collect(),
         })
     }
+}
+
+/// The prefix of a ControlNet's tensors in a checkpoint that holds more than the ControlNet
+/// (the original ControlNet repository's training checkpoints).
+const CONTROLNET: &str = "control_model.";
+
+/// The diffusers name of a tensor of an original ControlNet checkpoint (without the
+/// `control_model.` prefix): the UNet's down path keeps [`unet_key`]'s names; the zero
+/// convolutions `zero_convs.<i>.0` become `controlnet_down_blocks.<i>`, `middle_block_out.0`
+/// becomes `controlnet_mid_block`, and the hint stack `input_hint_block.<k>` (convolutions at
+/// even `k`, SiLUs between) becomes `controlnet_cond_embedding.{conv_in, blocks.<k/2 - 1>,
+/// conv_out}`, `conv_out` being the last of `hint_convs` convolutions.
+pub fn controlnet_key(rest: &str, layers_per_block: usize, hint_convs: usize) -> String {
+    if let Some((i, "0", leaf)) = rest.strip_prefix("zero_convs.").and_then(indexed) {
+        return format!("controlnet_down_blocks.{i}.{leaf}");
+    }
+    if let Some(leaf) = rest.strip_prefix("middle_block_out.0.") {
+        return format!("controlnet_mid_block.{leaf}");
+    }
+    if let Some((k, leaf)) = rest
+        .strip_prefix("input_hint_block.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(k, leaf)| Some((k.parse::<usize>().ok()?, leaf)))
+        .filter(|(k, _)| k % 2 == 0)
+    {
+        let conv = k / 2;
+        let name = match conv {
+            0 => "conv_in".to_string(),
+            c if c + 1 == hint_convs => "conv_out".to_string(),
+            c => format!("blocks.{}", c - 1),
+        };
+        return format!("controlnet_cond_embedding.{name}.{leaf}");
+    }
+    unet_key(rest, layers_per_block)
+}
+
+/// The tensors of an original single-file ControlNet checkpoint (`control_v11p_sd15_canny`,
+/// `control_sd15_canny` with its `control_model.` prefix, `thibaud/controlnet-sd21`, …) under
+/// diffusers names, for [`ControlNetModel`](crate::controlnet::ControlNetModel) built from
+/// `config`. A file already in diffusers names loads as it is. Tensors outside the ControlNet
+/// (a full training checkpoint's UNet, VAE and text encoder) are dropped.
+pub fn controlnet_weights(
+    path: &Path,
+    config: &crate::controlnet::ControlNetConfig,
+) -> Result<Weights> {
+    let weights = Weights::open(path)?;
+    if weights
+        .names()
+        .any(|n| n == "time_embedding.linear_1.weight")
+    {
+        return Ok(weights);
+    }
+    let prefixed = weights.names().any(|n| n.starts_with(CONTROLNET));
+    if !prefixed && !weights.names().any(|n| n == "time_embed.0.weight") {
+        return Err(Error::NotSingleFile(format!(
+            "{} (no ControlNet tensor: neither `control_model.*` nor `time_embed.0.weight`)",
+            path.display()
+        )));
+    }
+    let layers_per_block = single_layers_per_block(&config.unet)?;
+    // conv_in, two per embedding step, conv_out.
+    let hint_convs = 2 * config.conditioning_embedding_out_channels.len();
+    Ok(weights.rename(|name| {
+        let rest = if prefixed {
+            name.strip_prefix(CONTROLNET)?
+        } else {
+            name
+        };
+        Some(controlnet_key(rest, layers_per_block, hint_convs))
+    }))
+}
+
+/// The one `layers_per_block` of every block that a single-file key layout needs.
+pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<usize> {
+    let blocks = config.down_block_types.len();
+    let per_block = config
+        .layers_per_block
+        .resolve("layers_per_block", blocks)?;
+    let layers_per_block = per_block.first().copied().unwrap_or_default();
+    if per_block.iter().any(|&n| n != layers_per_block) {
+        return Err(Error::Config(
+            "a single-file checkpoint needs one `layers_per_block` for every block".into(),
+        ));
+    }
+    Ok(layers_per_block)
 }

@@ -3,10 +3,12 @@
 use burn::tensor::Tensor;
 
 use crate::Result;
+use crate::controlnet::ControlNetOutput;
 use crate::unet::{AddedCond, UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
-/// What a denoiser is conditioned on at every step: the text embeddings and, for SDXL,
-/// the added conditions (pooled text embeddings and micro-conditioning time ids).
+/// What a denoiser is conditioned on at a step: the text embeddings and, for SDXL, the added
+/// conditions (pooled text embeddings and micro-conditioning time ids); IP-Adapter image
+/// tokens; and the step's ControlNet residuals.
 #[derive(Debug, Clone)]
 pub struct Conditioning {
     /// `encoder_hidden_states` `[batch, tokens, dim]`.
@@ -16,6 +18,11 @@ pub struct Conditioning {
     /// `timestep_cond` of LCM-distilled denoisers: the guidance scale's embedding
     /// `[batch, dim]`.
     pub timestep_cond: Option<Tensor<2>>,
+    /// IP-Adapter image tokens, one `[batch, tokens, dim]` set per adapter.
+    pub image_tokens: Option<Vec<Tensor<3>>>,
+    /// The ControlNets' residuals of this step (set by the loop; see
+    /// [`Denoiser::skip_connections`]).
+    pub control: Option<ControlNetOutput>,
 }
 
 /// A noise-prediction network conditioned on text, as the Stable Diffusion pipelines call it
@@ -48,6 +55,13 @@ pub trait Denoiser {
     fn guidance_embedding_dim(&self) -> Option<usize> {
         None
     }
+
+    /// How many ControlNet residuals it adds to its skip connections
+    /// ([`Conditioning::control`]); `None` (the default): it takes none, and a pipeline with
+    /// ControlNets refuses to run it.
+    fn skip_connections(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a pipeline needs to know of its denoiser without loading it.
@@ -59,6 +73,8 @@ pub(crate) struct DenoiserInfo {
     pub bytes_per_pixel: u64,
     /// [`Denoiser::guidance_embedding_dim`].
     pub guidance_embedding: Option<usize>,
+    /// [`Denoiser::skip_connections`].
+    pub skip_connections: Option<usize>,
 }
 
 impl DenoiserInfo {
@@ -68,6 +84,7 @@ impl DenoiserInfo {
             sample_size: denoiser.sample_size(),
             bytes_per_pixel: denoiser.activation_bytes(1, 1, 1),
             guidance_embedding: denoiser.guidance_embedding_dim(),
+            skip_connections: denoiser.skip_connections(),
         }
     }
 
@@ -87,6 +104,10 @@ impl DenoiserInfo {
             sample_size,
             bytes_per_pixel: mm_core::limits::tensor_bytes(&[16, channels], 4),
             guidance_embedding: config.time_cond_proj_dim,
+            skip_connections: config.plan().ok().map(|plan| {
+                let n = plan.layers.len();
+                1 + plan.layers.iter().sum::<usize>() + n - 1
+            }),
         }
     }
 }
@@ -111,7 +132,17 @@ impl Denoiser for UNet2DConditionModel {
         if let Some(c) = &cond.timestep_cond {
             input = input.with_timestep_cond(c.clone());
         }
+        if let Some(tokens) = &cond.image_tokens {
+            input = input.with_image_tokens(tokens.clone());
+        }
+        if let Some(control) = &cond.control {
+            input = input.with_control_residuals(control.down.clone(), control.mid.clone());
+        }
         self.forward_with(input)
+    }
+
+    fn skip_connections(&self) -> Option<usize> {
+        Some(self.num_skip_connections())
     }
 
     fn guidance_embedding_dim(&self) -> Option<usize> {

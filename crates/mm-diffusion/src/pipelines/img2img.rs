@@ -103,6 +103,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let (timesteps, steps) = self.image_timesteps(&mut *scheduler, opts, call)?;
         let embeds = self.encode_prompt_for(opts, call)?;
         let cond = self.conditioning(&embeds, opts, call, (height, width))?;
+        let control = self.control_plan(opts, call, (height, width))?;
         self.run(opts, hooks, |noise| {
             let image_latents = match pixels {
                 Some(pixels) => self.encode_image(pixels, batch, noise)?,
@@ -125,6 +126,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 guidance: self.guidance(opts, call),
                 conditioning: None,
                 blend: None,
+                control,
             })
         })
     }

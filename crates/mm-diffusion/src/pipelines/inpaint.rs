@@ -120,6 +120,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let embeds = self.encode_prompt_for(opts, call)?;
         let cond = self.conditioning(&embeds, opts, call, (height, width))?;
         let guidance = self.guidance(opts, call);
+        let control = self.control_plan(opts, call, (height, width))?;
         let mask = binarize_mask(mask.clone());
         let mask_latents = repeat_batch(
             "mask",
@@ -166,6 +167,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 guidance,
                 conditioning,
                 blend,
+                control,
             })
         })
     }

@@ -78,6 +78,7 @@
 //! ```
 
 mod component;
+mod control;
 mod denoiser;
 mod img2img;
 mod inpaint;
@@ -91,6 +92,7 @@ mod text_to_image;
 mod xl;
 
 pub use component::{Component, Held, MemoryMode};
+pub use control::{ControlImage, ControlInput};
 pub use denoiser::{Conditioning, Denoiser};
 pub use img2img::IMG2IMG_STRENGTH;
 pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};

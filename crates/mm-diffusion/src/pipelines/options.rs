@@ -2,6 +2,8 @@
 
 use burn::tensor::Tensor;
 
+use super::control::ControlInput;
+
 /// Settings shared by text-to-image, img2img and inpainting, with the defaults of diffusers'
 /// Stable Diffusion (and SDXL) pipelines. Build with [`GenerateOptions::new`] and the chained
 /// setters. Settings left unset take the pipeline's default (guidance 7.5 for SD 1.x / 2.x,
@@ -77,6 +79,12 @@ pub struct GenerateOptions {
     /// in `(0, 1)`) from latents that are already that noisy (a base's output with
     /// `denoising_end`); replaces `strength` and adds no noise.
     pub denoising_start: Option<f64>,
+    /// One input per ControlNet attached to the pipeline, in order (control image,
+    /// `controlnet_conditioning_scale`, `control_guidance_start` / `_end`).
+    pub control: Vec<ControlInput>,
+    /// diffusers' `guess_mode`: the ControlNets see only the prompt's branch of
+    /// classifier-free guidance, their residuals scaled from 0.1 to 1.0 (default false).
+    pub guess_mode: bool,
 }
 
 /// SDXL's micro-conditioning: the sizes and crop the UNet is told about (`add_time_ids`), as
@@ -141,6 +149,8 @@ impl GenerateOptions {
             micro: MicroConditioning::default(),
             denoising_end: None,
             denoising_start: None,
+            control: Vec::new(),
+            guess_mode: false,
         }
     }
 
@@ -280,6 +290,19 @@ impl GenerateOptions {
     /// SDXL img2img / inpainting: starts at `fraction` of the schedule (`denoising_start`).
     pub fn denoising_start(mut self, fraction: f64) -> Self {
         self.denoising_start = Some(fraction);
+        self
+    }
+
+    /// Adds the input of the next ControlNet (see
+    /// [`DiffusionPipeline::with_controlnet`](super::DiffusionPipeline::with_controlnet)).
+    pub fn control(mut self, input: ControlInput) -> Self {
+        self.control.push(input);
+        self
+    }
+
+    /// Sets `guess_mode`.
+    pub fn guess_mode(mut self, on: bool) -> Self {
+        self.guess_mode = on;
         self
     }
 

@@ -13,6 +13,7 @@ use mm_vision::clip::{ClipTextConfig, ClipTextModel};
 use serde_json::Value;
 
 use super::component::{Component, MemoryMode};
+use super::control::{ControlCall, ControlPlan};
 use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
 use super::img2img::IMG2IMG_STRENGTH;
 use super::inpaint::INPAINT_STRENGTH;
@@ -22,7 +23,8 @@ use super::progress::{Flow, Previewer, Progress, StepCounter, StepInfo};
 use super::prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
 use super::xl::{XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};
 use crate::check::check_finite;
-use crate::single_file::{LdmLayout, SingleFile};
+use crate::controlnet::ControlNetModel;
+use crate::single_file::{LdmLayout, SingleFile, single_layers_per_block};
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
 use crate::{Error, Result};
@@ -55,6 +57,9 @@ pub struct DiffusionPipeline<U = UNet2DConditionModel, T = PromptEncoder> {
     pub scheduler_config: Value,
     /// A tiny autoencoder used for step previews, if attached.
     pub preview_decoder: Option<AutoencoderTiny>,
+    /// The ControlNets every call is steered by (diffusers' `controlnet`, a list for
+    /// `MultiControlNetModel`), one [`ControlInput`](super::ControlInput) each per call.
+    pub controlnets: Vec<ControlNetModel>,
     pub(crate) denoiser: DenoiserInfo,
     /// SDXL's micro-conditioning (`None` for SD 1.x / 2.x).
     pub(crate) micro: Option<MicroLayout>,
@@ -150,6 +155,7 @@ pub(crate) struct Denoise {
     /// mask and masked-image latents), already doubled for guidance.
     pub conditioning: Option<Tensor<4>>,
     pub blend: Option<Blend>,
+    pub control: Option<ControlPlan>,
 }
 
 /// How a pipeline's models are loaded: the dtype their matrices are kept in and the
@@ -266,21 +272,6 @@ impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
     }
 }
 
-/// The one `layers_per_block` of every block that a single-file key layout needs.
-pub(crate) fn single_layers_per_block(config: &UNet2DConditionConfig) -> Result<usize> {
-    let blocks = config.down_block_types.len();
-    let per_block = config
-        .layers_per_block
-        .resolve("layers_per_block", blocks)?;
-    let layers_per_block = per_block.first().copied().unwrap_or_default();
-    if per_block.iter().any(|&n| n != layers_per_block) {
-        return Err(Error::Config(
-            "a single-file checkpoint needs one `layers_per_block` for every block".into(),
-        ));
-    }
-    Ok(layers_per_block)
-}
-
 /// A pipeline's VAE from `weights`, its matrices in `dtype` — or in f32 when its config says
 /// `force_upcast` (SDXL's VAE overflows in f16; diffusers upcasts it for the decode).
 pub(crate) fn pipeline_vae(
@@ -364,6 +355,7 @@ impl FolderParts {
             prompt_encoder,
             scheduler_config: self.scheduler_config,
             preview_decoder: None,
+            controlnets: Vec::new(),
             denoiser: self.info,
             micro,
             device: self.device,
@@ -423,6 +415,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             prompt_encoder: Component::Resident(prompt_encoder),
             scheduler_config,
             preview_decoder: None,
+            controlnets: Vec::new(),
             micro: T::ADDED_CONDITIONS.then_some(MicroLayout { aesthetics: false }),
             device: device.clone(),
         }
@@ -432,6 +425,15 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// instead of the linear approximation.
     pub fn with_preview_decoder(mut self, taesd: AutoencoderTiny) -> Self {
         self.preview_decoder = Some(taesd);
+        self
+    }
+
+    /// Adds a ControlNet (diffusers' `controlnet=`; several make a `MultiControlNetModel`,
+    /// whose residuals are summed). Each call then takes one
+    /// [`ControlInput`](super::ControlInput) per ControlNet, in order
+    /// ([`GenerateOptions::control`]), and uses the ControlNet pipelines' defaults.
+    pub fn with_controlnet(mut self, controlnet: ControlNetModel) -> Self {
+        self.controlnets.push(controlnet);
         self
     }
 
@@ -452,13 +454,44 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
 
     /// The guidance scale and strength a call uses when `opts` leaves them unset: diffusers'
     /// defaults of the matching pipeline class.
+    /// With ControlNets, diffusers' ControlNet pipelines' (SDXL: guidance 5.0 and img2img
+    /// strength 0.8 throughout).
     pub(crate) fn defaults(&self, call: Call) -> (f64, f64) {
+        let control = !self.controlnets.is_empty();
         match (self.is_xl(), call) {
             (false, Call::Inpaint) => (7.5, INPAINT_STRENGTH),
             (false, _) => (7.5, IMG2IMG_STRENGTH),
-            (true, Call::Inpaint) => (7.5, XL_INPAINT_STRENGTH),
+            (true, Call::Inpaint) => (if control { 5.0 } else { 7.5 }, XL_INPAINT_STRENGTH),
+            (true, Call::Img2Img) if control => (5.0, IMG2IMG_STRENGTH),
             (true, _) => (5.0, XL_IMG2IMG_STRENGTH),
         }
+    }
+
+    /// The prepared ControlNet inputs of a call making `height × width` images, checked
+    /// against the attached ControlNets (`None` without them).
+    pub(crate) fn control_plan(
+        &self,
+        opts: &GenerateOptions,
+        call: Call,
+        size: (usize, usize),
+    ) -> Result<Option<ControlPlan>> {
+        // diffusers' ControlNet pipelines' `controlnet_conditioning_scale` defaults.
+        let default_scale = match (call, self.is_xl()) {
+            (Call::TextToImage, _) | (Call::Inpaint, true) => 1.0,
+            (Call::Img2Img, _) => 0.8,
+            (Call::Inpaint, false) => 0.5,
+        };
+        ControlPlan::new(ControlCall {
+            inputs: &opts.control,
+            controlnets: &self.controlnets,
+            skip_connections: self.denoiser.skip_connections,
+            size,
+            batch: opts.num_images_per_prompt,
+            guided: self.guided(opts, call),
+            guess_mode: opts.guess_mode,
+            default_scale,
+            device: &self.device,
+        })
     }
 
     /// The guidance scale of a call.
@@ -557,6 +590,8 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             context: embeds.context(),
             added,
             timestep_cond,
+            image_tokens: None,
+            control: None,
         })
     }
 
@@ -697,6 +732,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             guidance,
             conditioning,
             blend,
+            control,
         } = job;
         // An on-demand denoiser is loaded for the loop and dropped after it.
         let unet = self.unet.get()?;
@@ -712,10 +748,30 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 None => latents.clone(),
             };
             let mut input = scheduler.scale_model_input(input, t)?;
+            let residuals = match &control {
+                Some(plan) => plan.residuals(
+                    &self.controlnets,
+                    (i, evaluations),
+                    &input,
+                    || Ok(scheduler.scale_model_input(latents.clone(), t)?),
+                    t,
+                    &cond,
+                )?,
+                None => None,
+            };
             if let Some(extra) = &conditioning {
                 input = Tensor::cat(vec![input, extra.clone()], 1);
             }
-            let pred = unet.predict(input, t, &cond)?;
+            let pred = match residuals {
+                Some(residuals) => {
+                    let step_cond = Conditioning {
+                        control: Some(residuals),
+                        ..cond.clone()
+                    };
+                    unet.predict(input, t, &step_cond)?
+                }
+                None => unet.predict(input, t, &cond)?,
+            };
             let pred = match &guidance {
                 Some(g) => g.combine_batched(pred, i, evaluations)?,
                 None => pred,

@@ -41,9 +41,14 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 self.denoiser.in_channels
             )));
         }
+        // With ControlNets, the first control image's size (diffusers' ControlNet pipelines).
         let default = self.denoiser.sample_size * self.vae_scale_factor();
-        let height = opts.height.unwrap_or(default);
-        let width = opts.width.unwrap_or(default);
+        let (default_h, default_w) = match opts.control.first() {
+            Some(input) => input.image.default_size(self.vae_scale_factor()),
+            None => (default, default),
+        };
+        let height = opts.height.unwrap_or(default_h);
+        let width = opts.width.unwrap_or(default_w);
         let shape = self.latent_shape(opts.num_images_per_prompt, height, width)?;
         let scheduler = self.scheduler(opts)?;
         let mut timesteps = scheduler.timesteps().to_vec();
@@ -53,6 +58,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         };
         let embeds = self.encode_prompt_for(opts, call)?;
         let cond = self.conditioning(&embeds, opts, call, (height, width))?;
+        let control = self.control_plan(opts, call, (height, width))?;
         self.run(opts, hooks, |noise| {
             let latents = self.initial_noise(opts, shape, noise)? * scheduler.init_noise_sigma();
             Ok(Denoise {
@@ -65,6 +71,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 guidance: self.guidance(opts, call),
                 conditioning: None,
                 blend: None,
+                control,
             })
         })
     }

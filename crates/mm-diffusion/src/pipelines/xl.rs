@@ -15,11 +15,10 @@ use super::loading::PipelineDir;
 use super::options::GenerateOptions;
 use super::pipeline::{
     Call, DiffusionPipeline, FolderParts, LoadOptions, MicroLayout, pipeline_vae, scheduler_config,
-    single_layers_per_block,
 };
 use super::prompt::PromptEmbeds;
 use super::prompt_xl::XlPromptEncoder;
-use crate::single_file::{LdmLayout, SingleFile};
+use crate::single_file::{LdmLayout, SingleFile, single_layers_per_block};
 use crate::unet::{AddedCond, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::AutoencoderKLConfig;
 use crate::{Error, Result};

@@ -250,6 +250,19 @@ pub struct BlockPlan {
 }
 
 impl BlockPlan {
+    /// The text widths of every level that attends to the text.
+    pub fn cross_attention_dims(&self) -> Vec<usize> {
+        let n = self.down.len();
+        (0..n)
+            .filter(|&i| {
+                self.down[i] == BlockKind::CrossAttn
+                    || self.up[n - 1 - i] == BlockKind::CrossAttn
+                    || (self.mid && i == n - 1)
+            })
+            .map(|i| self.cross_attention_dim[i])
+            .collect()
+    }
+
     /// Estimated parameter count of a UNet with this plan: per level, ResNet blocks (two 3×3
     /// convolutions) and transformer layers (self- and cross-attention, GEGLU feed-forward,
     /// projections in and out), `layers` of each in the down block, one more in the up block,

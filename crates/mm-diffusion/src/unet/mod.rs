@@ -188,69 +188,7 @@ impl UNet2DConditionModel {
         let plan = config.plan()?;
         let ch = &config.block_out_channels;
         let n = ch.len();
-        let temb = config.time_embed_dim();
-        let resnet_options = |scale: f64| ResnetOptions {
-            groups: plan.groups,
-            eps: config.norm_eps,
-            act: config.act_fn,
-            temb_channels: Some(temb),
-            output_scale_factor: scale,
-        };
-        // diffusers passes `resnet_out_scale_factor` only to block types not supported here.
-        let blocks_options = resnet_options(1.0);
-        // Settings of the transformers at level `i` (down-block index).
-        let transformer_options = |i: usize| TransformerOptions {
-            heads: plan.heads[i],
-            cross_attention_dim: plan.cross_attention_dim[i],
-            layers: plan.transformer_layers[i],
-            groups: plan.groups,
-            linear_projection: config.use_linear_projection,
-            only_cross_attention: plan.only_cross_attention[i],
-            upcast_attention: config.upcast_attention,
-        };
-        let transformer = |i: usize, channels: usize| {
-            Transformer2DModel::new(channels, &transformer_options(i), device)
-        };
-        let down_blocks = (0..n)
-            .map(|i| {
-                let cin = ch[i.saturating_sub(1)];
-                let resnets: Vec<_> = (0..plan.layers[i])
-                    .map(|j| {
-                        let from = if j == 0 { cin } else { ch[i] };
-                        ResnetBlock2D::with_options(from, ch[i], &blocks_options, device)
-                    })
-                    .collect();
-                let attentions = match plan.down[i] {
-                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(i, ch[i])).collect(),
-                    BlockKind::Plain => Vec::new(),
-                };
-                DownBlock2D {
-                    resnets,
-                    attentions,
-                    downsamplers: (i + 1 < n).then(|| {
-                        vec![Downsample2D::with_padding(
-                            ch[i],
-                            config.downsample_padding,
-                            device,
-                        )]
-                    }),
-                }
-            })
-            .collect();
-        let last = ch[n - 1];
-        let mid_block = plan.mid.then(|| {
-            let options = resnet_options(config.mid_block_scale_factor);
-            let resnet = || ResnetBlock2D::with_options(last, last, &options, device);
-            // diffusers' `UNetMidBlock2DCrossAttn` always self-attends.
-            let options = TransformerOptions {
-                only_cross_attention: false,
-                ..transformer_options(n - 1)
-            };
-            UNetMidBlock2DCrossAttn {
-                resnets: vec![resnet(), resnet()],
-                attentions: vec![Transformer2DModel::new(last, &options, device)],
-            }
-        });
+        let blocks_options = resnet_options(config, &plan, 1.0);
         let up_blocks = (0..n)
             .map(|i| {
                 let level = n - 1 - i;
@@ -266,9 +204,13 @@ impl UNet2DConditionModel {
                     })
                     .collect();
                 let attentions = match plan.up[i] {
-                    BlockKind::CrossAttn => {
-                        resnets.iter().map(|_| transformer(level, out)).collect()
-                    }
+                    BlockKind::CrossAttn => resnets
+                        .iter()
+                        .map(|_| {
+                            let options = transformer_options(config, &plan, level);
+                            Transformer2DModel::new(out, &options, device)
+                        })
+                        .collect(),
                     BlockKind::Plain => Vec::new(),
                 };
                 UpBlock2D {
@@ -278,32 +220,14 @@ impl UNet2DConditionModel {
                 }
             })
             .collect();
-        let embedding = |input: usize| TimestepEmbedding::new(input, temb, config.act_fn, device);
-        let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+        let encoder = Encoder::new(config, &plan, device);
         Ok(Self {
-            conv_in: conv(
-                config.in_channels,
-                ch[0],
-                config.conv_in_kernel,
-                true,
-                device,
-            ),
-            time_embedding: match config.time_cond_proj_dim {
-                Some(dim) => embedding(ch[0]).with_cond_proj(dim, device),
-                None => embedding(ch[0]),
-            },
-            // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
-            // whatever `act_fn` says.
-            class_embedding: config
-                .class_embed_type
-                .is_some()
-                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
-            add_embedding: config
-                .addition_embed_type
-                .is_some()
-                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
-            down_blocks,
-            mid_block,
+            conv_in: encoder.conv_in,
+            time_embedding: encoder.time_embedding,
+            class_embedding: encoder.class_embedding,
+            add_embedding: encoder.add_embedding,
+            down_blocks: encoder.down_blocks,
+            mid_block: encoder.mid_block,
             up_blocks,
             conv_norm_out: group_norm_layer(plan.groups, ch[0], config.norm_eps, device),
             conv_out: conv(
@@ -404,20 +328,22 @@ impl UNet2DConditionModel {
         } else {
             sample
         };
-        let emb = self.embed(&sample, timestep, timestep_cond, class_labels, added_cond)?;
+        let emb = self.embeddings().embed(
+            config,
+            &sample,
+            timestep,
+            timestep_cond,
+            class_labels,
+            added_cond,
+        );
         let ctx = CrossAttnContext {
             encoder_hidden_states: &encoder_hidden_states,
             image_tokens: image_tokens.as_deref(),
             chunk: self.attention_chunk,
         };
 
-        let mut x = conv2d(&self.conv_in, sample);
-        let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(x, &emb, &ctx);
-            x = out;
-            skips.extend(block_skips);
-        }
+        let (mut x, mut skips) =
+            down_pass(&self.down_blocks, conv2d(&self.conv_in, sample), &emb, &ctx);
         if let Some(residuals) = down_block_additional_residuals {
             skips = skips
                 .into_iter()
@@ -450,155 +376,19 @@ impl UNet2DConditionModel {
         Ok(out.cast(in_dtype))
     }
 
-    /// The time embedding `[batch, 4 × block_out_channels[0]]`, with the class and added
-    /// embeddings summed in.
-    fn embed(
-        &self,
-        sample: &Tensor<4>,
-        timestep: Tensor<1>,
-        timestep_cond: Option<Tensor<2>>,
-        class_labels: Option<Tensor<2>>,
-        added_cond: Option<AddedCond>,
-    ) -> Result<Tensor<2>> {
-        let config = &self.config;
-        let batch = sample.dims()[0];
-        let dtype = sample.dtype();
-        let timestep = timestep.cast(DType::F32);
-        let timesteps = if timestep.dims()[0] == batch {
-            timestep
-        } else {
-            timestep.expand([batch])
-        };
-        let ch0 = config.block_out_channels[0];
-        let t_emb = timestep_embedding(timesteps, ch0, config.flip_sin_to_cos, config.freq_shift);
-        let mut emb = self
-            .time_embedding
-            .forward_with_cond(t_emb.cast(dtype), timestep_cond.map(|c| c.cast(dtype)));
-        if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
-            emb = emb + class_embedding.forward(labels.cast(dtype));
+    /// The embedding layers, borrowed.
+    fn embeddings(&self) -> Embeddings<'_> {
+        Embeddings {
+            time: &self.time_embedding,
+            class: self.class_embedding.as_ref(),
+            add: self.add_embedding.as_ref(),
         }
-        if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added_cond) {
-            let [b, n] = added.time_ids.dims();
-            let dim = config.addition_time_embed_dim.unwrap_or(0);
-            let ids = added.time_ids.cast(DType::F32).reshape([b * n]);
-            let time_embeds =
-                timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
-                    .reshape([b, n * dim])
-                    .cast(dtype);
-            let add = Tensor::cat(vec![added.text_embeds.cast(dtype), time_embeds], 1);
-            emb = emb + add_embedding.forward(add);
-        }
-        Ok(emb)
     }
 
     /// Checks every input's shape against the config and the sample, and that the values
     /// are finite.
     fn validate(&self, input: &UNetInput) -> Result<()> {
-        let config = &self.config;
-        check_channels("sample", &input.sample, config.in_channels)?;
-        let [batch, _, height, width] = input.sample.dims();
-        let t = input.timestep.dims()[0];
-        if t != 1 && t != batch {
-            return Err(Error::Shape {
-                what: "timestep",
-                expected: format!("[1] or [{batch}] (the sample's batch)"),
-                got: input.timestep.dims().to_vec(),
-            });
-        }
-        let [b, tokens, dim] = input.encoder_hidden_states.dims();
-        let cross = self.cross_attention_dims();
-        if b != batch || tokens == 0 || cross.iter().any(|c| *c != dim) {
-            let expected = cross.first().map_or("any".into(), |c| c.to_string());
-            return Err(Error::Shape {
-                what: "encoder_hidden_states",
-                expected: format!("[{batch} (the sample's batch), tokens > 0, {expected}]"),
-                got: vec![b, tokens, dim],
-            });
-        }
-        let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
-        match (&self.class_embedding, &input.class_labels) {
-            (Some(_), None) => {
-                return Err(Error::MissingInput {
-                    what: "class_labels",
-                    reason: "the config has class_embed_type \"projection\"".into(),
-                });
-            }
-            (Some(_), Some(labels)) if labels.dims() != [batch, projection_dim] => {
-                return Err(Error::Shape {
-                    what: "class_labels",
-                    expected: format!("[{batch}, {projection_dim}]"),
-                    got: labels.dims().to_vec(),
-                });
-            }
-            (None, Some(_)) => {
-                return Err(Error::MissingInput {
-                    what: "class_embed_type",
-                    reason: "class_labels were given but the config has no class embedding".into(),
-                });
-            }
-            _ => {}
-        }
-        match (config.time_cond_proj_dim, &input.timestep_cond) {
-            (Some(_), None) => {
-                return Err(Error::MissingInput {
-                    what: "timestep_cond",
-                    reason: "the config has time_cond_proj_dim (an LCM-distilled UNet): give \
-                             the guidance scale's embedding"
-                        .into(),
-                });
-            }
-            (Some(dim), Some(cond)) => {
-                if cond.dims() != [batch, dim] {
-                    return Err(Error::Shape {
-                        what: "timestep_cond",
-                        expected: format!("[{batch}, {dim}]"),
-                        got: cond.dims().to_vec(),
-                    });
-                }
-                check_finite("timestep_cond", cond)?;
-            }
-            (None, Some(_)) => {
-                return Err(Error::MissingInput {
-                    what: "time_cond_proj_dim",
-                    reason: "timestep_cond was given but the config has no cond_proj".into(),
-                });
-            }
-            (None, None) => {}
-        }
-        match (&self.add_embedding, &input.added_cond) {
-            (Some(_), None) => {
-                return Err(Error::MissingInput {
-                    what: "added_cond",
-                    reason: "the config has addition_embed_type \"text_time\" (SDXL): give \
-                             text_embeds and time_ids"
-                        .into(),
-                });
-            }
-            (Some(_), Some(added)) => {
-                let [tb, te] = added.text_embeds.dims();
-                let [ib, ni] = added.time_ids.dims();
-                let time_dim = config.addition_time_embed_dim.unwrap_or(0);
-                if tb != batch || ib != batch || te + ni * time_dim != projection_dim {
-                    return Err(Error::Shape {
-                        what: "added_cond",
-                        expected: format!(
-                            "text_embeds [{batch}, d] and time_ids [{batch}, n] with d + n × \
-                             {time_dim} = {projection_dim}"
-                        ),
-                        got: vec![tb, te, ib, ni],
-                    });
-                }
-                check_finite("text_embeds", &added.text_embeds)?;
-                check_finite("time_ids", &added.time_ids)?;
-            }
-            (None, Some(_)) => {
-                return Err(Error::MissingInput {
-                    what: "addition_embed_type",
-                    reason: "added_cond was given but the config has no added embedding".into(),
-                });
-            }
-            (None, None) => {}
-        }
+        validate_conditions(&self.config, &self.plan, input)?;
         match (
             &input.down_block_additional_residuals,
             &input.mid_block_additional_residual,
@@ -623,21 +413,7 @@ impl UNet2DConditionModel {
                 });
             }
         }
-        self.validate_image_tokens(input)?;
-        if height == 0 || width == 0 {
-            return Err(Error::Shape {
-                what: "sample",
-                expected: "a non-empty spatial size".into(),
-                got: input.sample.dims().to_vec(),
-            });
-        }
-        check_finite("sample", &input.sample)?;
-        check_finite("timestep", &input.timestep)?;
-        check_finite("encoder_hidden_states", &input.encoder_hidden_states)?;
-        if let Some(labels) = &input.class_labels {
-            check_finite("class_labels", labels)?;
-        }
-        Ok(())
+        self.validate_image_tokens(input)
     }
 
     /// IP-Adapter tokens: one set per attached adapter, of the sample's batch and the
@@ -709,20 +485,6 @@ impl UNet2DConditionModel {
             .flat_map(|t| &mut t.transformer_blocks)
     }
 
-    /// The text widths of every level that attends to the text.
-    fn cross_attention_dims(&self) -> Vec<usize> {
-        let plan = &self.plan;
-        let n = plan.down.len();
-        (0..n)
-            .filter(|&i| {
-                plan.down[i] == BlockKind::CrossAttn
-                    || plan.up[n - 1 - i] == BlockKind::CrossAttn
-                    || (plan.mid && i == n - 1)
-            })
-            .map(|i| plan.cross_attention_dim[i])
-            .collect()
-    }
-
     /// How many skip connections the down path produces (what a ControlNet must match):
     /// `conv_in`'s output, one per down-block ResNet, one per downsampler.
     pub fn num_skip_connections(&self) -> usize {
@@ -734,15 +496,338 @@ impl UNet2DConditionModel {
     }
 }
 
-/// `x + residual`, failing when the shapes differ.
+/// `x + residual`, failing when the shapes differ. A `[batch, channels, 1, 1]` residual (a
+/// ControlNet with `global_pool_conditions`) is added to every position.
 fn add_residual(what: &'static str, x: Tensor<4>, residual: Tensor<4>) -> Result<Tensor<4>> {
-    if residual.dims() != x.dims() {
+    let [b, c, h, w] = x.dims();
+    let pooled = residual.dims() == [b, c, 1, 1];
+    if residual.dims() != x.dims() && !pooled {
         return Err(Error::Shape {
             what,
-            expected: format!("{:?} (the skip connection it is added to)", x.dims()),
+            expected: format!(
+                "{:?} (the skip connection it is added to) or [{b}, {c}, 1, 1]",
+                x.dims()
+            ),
             got: residual.dims().to_vec(),
         });
     }
     check_finite(what, &residual)?;
-    Ok(x + residual)
+    Ok(x + residual.expand([b, c, h, w]))
+}
+
+/// Checks the inputs a UNet and a ControlNet share (sample, timestep, text, class labels,
+/// `timestep_cond`, added conditions) against the config and the sample, and that their values
+/// are finite.
+pub(crate) fn validate_conditions(
+    config: &UNet2DConditionConfig,
+    plan: &BlockPlan,
+    input: &UNetInput,
+) -> Result<()> {
+    check_channels("sample", &input.sample, config.in_channels)?;
+    let [batch, _, height, width] = input.sample.dims();
+    let t = input.timestep.dims()[0];
+    if t != 1 && t != batch {
+        return Err(Error::Shape {
+            what: "timestep",
+            expected: format!("[1] or [{batch}] (the sample's batch)"),
+            got: input.timestep.dims().to_vec(),
+        });
+    }
+    let [b, tokens, dim] = input.encoder_hidden_states.dims();
+    let cross = plan.cross_attention_dims();
+    if b != batch || tokens == 0 || cross.iter().any(|c| *c != dim) {
+        let expected = cross.first().map_or("any".into(), |c| c.to_string());
+        return Err(Error::Shape {
+            what: "encoder_hidden_states",
+            expected: format!("[{batch} (the sample's batch), tokens > 0, {expected}]"),
+            got: vec![b, tokens, dim],
+        });
+    }
+    let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+    match (config.class_embed_type.is_some(), &input.class_labels) {
+        (true, None) => {
+            return Err(Error::MissingInput {
+                what: "class_labels",
+                reason: "the config has class_embed_type \"projection\"".into(),
+            });
+        }
+        (true, Some(labels)) if labels.dims() != [batch, projection_dim] => {
+            return Err(Error::Shape {
+                what: "class_labels",
+                expected: format!("[{batch}, {projection_dim}]"),
+                got: labels.dims().to_vec(),
+            });
+        }
+        (false, Some(_)) => {
+            return Err(Error::MissingInput {
+                what: "class_embed_type",
+                reason: "class_labels were given but the config has no class embedding".into(),
+            });
+        }
+        _ => {}
+    }
+    match (config.time_cond_proj_dim, &input.timestep_cond) {
+        (Some(_), None) => {
+            return Err(Error::MissingInput {
+                what: "timestep_cond",
+                reason: "the config has time_cond_proj_dim (an LCM-distilled UNet): give \
+                         the guidance scale's embedding"
+                    .into(),
+            });
+        }
+        (Some(dim), Some(cond)) => {
+            if cond.dims() != [batch, dim] {
+                return Err(Error::Shape {
+                    what: "timestep_cond",
+                    expected: format!("[{batch}, {dim}]"),
+                    got: cond.dims().to_vec(),
+                });
+            }
+            check_finite("timestep_cond", cond)?;
+        }
+        (None, Some(_)) => {
+            return Err(Error::MissingInput {
+                what: "time_cond_proj_dim",
+                reason: "timestep_cond was given but the config has no cond_proj".into(),
+            });
+        }
+        (None, None) => {}
+    }
+    match (config.addition_embed_type.is_some(), &input.added_cond) {
+        (true, None) => {
+            return Err(Error::MissingInput {
+                what: "added_cond",
+                reason: "the config has addition_embed_type \"text_time\" (SDXL): give \
+                         text_embeds and time_ids"
+                    .into(),
+            });
+        }
+        (true, Some(added)) => {
+            let [tb, te] = added.text_embeds.dims();
+            let [ib, ni] = added.time_ids.dims();
+            let time_dim = config.addition_time_embed_dim.unwrap_or(0);
+            if tb != batch || ib != batch || te + ni * time_dim != projection_dim {
+                return Err(Error::Shape {
+                    what: "added_cond",
+                    expected: format!(
+                        "text_embeds [{batch}, d] and time_ids [{batch}, n] with d + n × \
+                         {time_dim} = {projection_dim}"
+                    ),
+                    got: vec![tb, te, ib, ni],
+                });
+            }
+            check_finite("text_embeds", &added.text_embeds)?;
+            check_finite("time_ids", &added.time_ids)?;
+        }
+        (false, Some(_)) => {
+            return Err(Error::MissingInput {
+                what: "addition_embed_type",
+                reason: "added_cond was given but the config has no added embedding".into(),
+            });
+        }
+        (false, None) => {}
+    }
+    if height == 0 || width == 0 {
+        return Err(Error::Shape {
+            what: "sample",
+            expected: "a non-empty spatial size".into(),
+            got: input.sample.dims().to_vec(),
+        });
+    }
+    check_finite("sample", &input.sample)?;
+    check_finite("timestep", &input.timestep)?;
+    check_finite("encoder_hidden_states", &input.encoder_hidden_states)?;
+    if let Some(labels) = &input.class_labels {
+        check_finite("class_labels", labels)?;
+    }
+    Ok(())
+}
+
+/// The ResNet settings of a UNet-style model (`scale`: the output scale factor).
+fn resnet_options(config: &UNet2DConditionConfig, plan: &BlockPlan, scale: f64) -> ResnetOptions {
+    ResnetOptions {
+        groups: plan.groups,
+        eps: config.norm_eps,
+        act: config.act_fn,
+        temb_channels: Some(config.time_embed_dim()),
+        output_scale_factor: scale,
+    }
+}
+
+/// The settings of the transformers at level `i` (down-block index).
+fn transformer_options(
+    config: &UNet2DConditionConfig,
+    plan: &BlockPlan,
+    i: usize,
+) -> TransformerOptions {
+    TransformerOptions {
+        heads: plan.heads[i],
+        cross_attention_dim: plan.cross_attention_dim[i],
+        layers: plan.transformer_layers[i],
+        groups: plan.groups,
+        linear_projection: config.use_linear_projection,
+        only_cross_attention: plan.only_cross_attention[i],
+        upcast_attention: config.upcast_attention,
+    }
+}
+
+/// The layers the down path of a UNet and a ControlNet share, built from one config (and
+/// named alike in both checkpoints): the input convolution, the time (class, added)
+/// embeddings, the down blocks and the middle block.
+pub(crate) struct Encoder {
+    pub conv_in: Conv2d,
+    pub time_embedding: TimestepEmbedding,
+    pub class_embedding: Option<TimestepEmbedding>,
+    pub add_embedding: Option<TimestepEmbedding>,
+    pub down_blocks: Vec<DownBlock2D>,
+    pub mid_block: Option<UNetMidBlock2DCrossAttn>,
+}
+
+impl Encoder {
+    /// Randomly initialised layers for a validated config and its plan.
+    pub(crate) fn new(config: &UNet2DConditionConfig, plan: &BlockPlan, device: &Device) -> Self {
+        let ch = &config.block_out_channels;
+        let n = ch.len();
+        let temb = config.time_embed_dim();
+        // diffusers passes `resnet_out_scale_factor` only to block types not supported here.
+        let blocks_options = resnet_options(config, plan, 1.0);
+        let transformer = |i: usize, channels: usize| {
+            Transformer2DModel::new(channels, &transformer_options(config, plan, i), device)
+        };
+        let down_blocks = (0..n)
+            .map(|i| {
+                let cin = ch[i.saturating_sub(1)];
+                let resnets: Vec<_> = (0..plan.layers[i])
+                    .map(|j| {
+                        let from = if j == 0 { cin } else { ch[i] };
+                        ResnetBlock2D::with_options(from, ch[i], &blocks_options, device)
+                    })
+                    .collect();
+                let attentions = match plan.down[i] {
+                    BlockKind::CrossAttn => resnets.iter().map(|_| transformer(i, ch[i])).collect(),
+                    BlockKind::Plain => Vec::new(),
+                };
+                DownBlock2D {
+                    resnets,
+                    attentions,
+                    downsamplers: (i + 1 < n).then(|| {
+                        vec![Downsample2D::with_padding(
+                            ch[i],
+                            config.downsample_padding,
+                            device,
+                        )]
+                    }),
+                }
+            })
+            .collect();
+        let last = ch[n - 1];
+        let mid_block = plan.mid.then(|| {
+            let options = resnet_options(config, plan, config.mid_block_scale_factor);
+            let resnet = || ResnetBlock2D::with_options(last, last, &options, device);
+            // diffusers' `UNetMidBlock2DCrossAttn` always self-attends.
+            let options = TransformerOptions {
+                only_cross_attention: false,
+                ..transformer_options(config, plan, n - 1)
+            };
+            UNetMidBlock2DCrossAttn {
+                resnets: vec![resnet(), resnet()],
+                attentions: vec![Transformer2DModel::new(last, &options, device)],
+            }
+        });
+        let embedding = |input: usize| TimestepEmbedding::new(input, temb, config.act_fn, device);
+        let projection_dim = config.projection_class_embeddings_input_dim.unwrap_or(0);
+        Self {
+            conv_in: conv(
+                config.in_channels,
+                ch[0],
+                config.conv_in_kernel,
+                true,
+                device,
+            ),
+            time_embedding: match config.time_cond_proj_dim {
+                Some(dim) => embedding(ch[0]).with_cond_proj(dim, device),
+                None => embedding(ch[0]),
+            },
+            // diffusers builds both with `TimestepEmbedding`'s default activation (SiLU),
+            // whatever `act_fn` says.
+            class_embedding: config
+                .class_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
+            add_embedding: config
+                .addition_embed_type
+                .is_some()
+                .then(|| TimestepEmbedding::new(projection_dim, temb, Activation::Silu, device)),
+            down_blocks,
+            mid_block,
+        }
+    }
+}
+
+/// The embedding layers of a UNet-style model, borrowed.
+pub(crate) struct Embeddings<'a> {
+    pub time: &'a TimestepEmbedding,
+    pub class: Option<&'a TimestepEmbedding>,
+    pub add: Option<&'a TimestepEmbedding>,
+}
+
+impl Embeddings<'_> {
+    /// The time embedding `[batch, 4 × block_out_channels[0]]`, with the class and added
+    /// embeddings summed in.
+    pub(crate) fn embed(
+        &self,
+        config: &UNet2DConditionConfig,
+        sample: &Tensor<4>,
+        timestep: Tensor<1>,
+        timestep_cond: Option<Tensor<2>>,
+        class_labels: Option<Tensor<2>>,
+        added_cond: Option<AddedCond>,
+    ) -> Tensor<2> {
+        let batch = sample.dims()[0];
+        let dtype = sample.dtype();
+        let timestep = timestep.cast(DType::F32);
+        let timesteps = if timestep.dims()[0] == batch {
+            timestep
+        } else {
+            timestep.expand([batch])
+        };
+        let ch0 = config.block_out_channels[0];
+        let t_emb = timestep_embedding(timesteps, ch0, config.flip_sin_to_cos, config.freq_shift);
+        let mut emb = self
+            .time
+            .forward_with_cond(t_emb.cast(dtype), timestep_cond.map(|c| c.cast(dtype)));
+        if let (Some(class_embedding), Some(labels)) = (self.class, class_labels) {
+            emb = emb + class_embedding.forward(labels.cast(dtype));
+        }
+        if let (Some(add_embedding), Some(added)) = (self.add, added_cond) {
+            let [b, n] = added.time_ids.dims();
+            let dim = config.addition_time_embed_dim.unwrap_or(0);
+            let ids = added.time_ids.cast(DType::F32).reshape([b * n]);
+            let time_embeds =
+                timestep_embedding(ids, dim, config.flip_sin_to_cos, config.freq_shift)
+                    .reshape([b, n * dim])
+                    .cast(dtype);
+            let add = Tensor::cat(vec![added.text_embeds.cast(dtype), time_embeds], 1);
+            emb = emb + add_embedding.forward(add);
+        }
+        emb
+    }
+}
+
+/// Runs `x` (`conv_in`'s output) through the down blocks; returns the result and the skip
+/// connections (`x` itself first, then every block's).
+pub(crate) fn down_pass(
+    blocks: &[DownBlock2D],
+    x: Tensor<4>,
+    emb: &Tensor<2>,
+    ctx: &CrossAttnContext,
+) -> (Tensor<4>, Vec<Tensor<4>>) {
+    let mut skips = vec![x.clone()];
+    let mut x = x;
+    for block in blocks {
+        let (out, block_skips) = block.forward(x, emb, ctx);
+        x = out;
+        skips.extend(block_skips);
+    }
+    (x, skips)
 }
