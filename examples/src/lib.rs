@@ -9,6 +9,7 @@ pub mod vlm;
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
+use mm_diffusion::controlnet::ControlNetModel;
 use mm_diffusion::pipelines::{
     Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir, StableDiffusion,
     StableDiffusionXL, StepInfo,
@@ -297,6 +298,14 @@ impl Pipeline {
         }
     }
 
+    /// Adds a ControlNet (one `ControlInput` per call for each, in order).
+    pub fn with_controlnet(self, controlnet: ControlNetModel) -> Self {
+        match self {
+            Self::Sd(p) => Self::Sd(Box::new(p.with_controlnet(controlnet))),
+            Self::Xl(p) => Self::Xl(Box::new(p.with_controlnet(controlnet))),
+        }
+    }
+
     fn with_preview_decoder(self, taesd: AutoencoderTiny) -> Self {
         match self {
             Self::Sd(p) => Self::Sd(Box::new(p.with_preview_decoder(taesd))),
@@ -336,6 +345,9 @@ impl ImageArgs {
 pub type Generate<'a> =
     dyn FnOnce(&Pipeline, &GenerateOptions, Hooks<'_>) -> mm_diffusion::Result<Generated> + 'a;
 
+/// What an example adds to the loaded (base) pipeline: ControlNets, IP-Adapters.
+pub type Attach<'a> = dyn FnOnce(Pipeline) -> Result<Pipeline, AnyError> + 'a;
+
 /// Loads the pipeline, runs `generate` with an `indicatif` progress bar (and step previews
 /// when asked) and saves the images.
 pub fn run_diffusion(
@@ -343,10 +355,25 @@ pub fn run_diffusion(
     opts: GenerateOptions,
     generate: Box<Generate<'_>>,
 ) -> Result<(), AnyError> {
+    run_diffusion_with(args, opts, Box::new(Ok), generate)
+}
+
+/// [`run_diffusion`] with `attach` applied to the pipeline once loaded (not to a refiner).
+pub fn run_diffusion_with(
+    args: &DiffusionArgs,
+    opts: GenerateOptions,
+    attach: Box<Attach<'_>>,
+    generate: Box<Generate<'_>>,
+) -> Result<(), AnyError> {
     let device = device(&args.device)?;
     let start = Instant::now();
     let options = args.load_options()?;
-    let mut pipe = Pipeline::load(&args.model, args.single_file.as_deref(), options, &device)?;
+    let mut pipe = attach(Pipeline::load(
+        &args.model,
+        args.single_file.as_deref(),
+        options,
+        &device,
+    )?)?;
     if let Some(taesd) = &args.taesd {
         pipe = pipe.with_preview_decoder(AutoencoderTiny::load(taesd, &device)?);
     }

@@ -8,7 +8,10 @@ processor, AttnProcessor2_0 = sdpa), `--model sd15` (default):
 - unet: one denoising step with classifier-free guidance: batch 2 (unconditional +
   conditional), 4x64x64 latents (512x512 images), 77x768 text embeddings, timestep 500;
 - vae:  AutoencoderKL.decode of one 4x64x64 latent to a 512x512 image;
-- text: CLIPTextModel (CLIP ViT-L/14 text transformer) on 2 x 77 token ids.
+- text: CLIPTextModel (CLIP ViT-L/14 text transformer) on 2 x 77 token ids;
+- controlnet: the unet step steered by a ControlNet (lllyasviel/sd-controlnet-canny's config):
+  the ControlNet on the same batch and a 2x3x512x512 control image, then the UNet with its
+  residuals.
 
 `--model sdxl` (SDXL base, tests/fixtures/full/sdxl-base/):
 
@@ -49,6 +52,7 @@ CASES = {
         "unet": "sd15_unet/cfg_step_512",
         "vae": "sd15_vae/decode_512",
         "text": "sd15_text_encoder/encode_2x77",
+        "controlnet": "sd15_controlnet/cfg_step_512",
     },
     "sdxl": {
         "unet": "sdxl_unet/cfg_step_1024",
@@ -63,6 +67,7 @@ MODELS = {
     "sd15": {
         "unet": "unet-sd15/config.json", "vae": "sd15-vae/config.json",
         "text": "sd15-single-file/text_encoder/config.json",
+        "controlnet": "controlnet-sd15-canny/config.json",
         "latent": 64, "text_batch": 2,
     },
     "sdxl": {
@@ -81,10 +86,14 @@ def prompt_ids():
     return ids + [49407] * (77 - len(ids))
 
 
-def unet_case(model_name):
+def unet_case(model_name, controlnet=False):
     spec = MODELS[model_name]
     config = json.loads((FULL / spec["unet"]).read_text())
     model = diffusers.UNet2DConditionModel.from_config(config).float().eval()
+    control = None
+    if controlnet:
+        net_config = json.loads((FULL / spec["controlnet"]).read_text())
+        control = diffusers.ControlNetModel.from_config(net_config).float().eval()
     size = spec["latent"]
     latents = torch.randn(2, 4, size, size)
     text = torch.randn(2, 77, config["cross_attention_dim"])
@@ -96,8 +105,16 @@ def unet_case(model_name):
         time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * 2)
         added = {"text_embeds": torch.randn(2, pooled), "time_ids": time_ids}
 
+    image = torch.rand(2, 3, 8 * size, 8 * size)
+
     def step():
-        out = model(latents, t, text, added_cond_kwargs=added).sample
+        residuals = {}
+        if control is not None:
+            down, mid = control(latents, t, text, image, added_cond_kwargs=added,
+                                return_dict=False)
+            residuals = {"down_block_additional_residuals": down,
+                         "mid_block_additional_residual": mid}
+        out = model(latents, t, text, added_cond_kwargs=added, **residuals).sample
         uncond, cond = out.chunk(2)
         return uncond + 7.5 * (cond - uncond)
 
@@ -128,6 +145,7 @@ PARTS = {
     "vae": vae_case,
     "text": text_case,
     "text2": lambda model_name: text_case(model_name, "text2"),
+    "controlnet": lambda model_name: unet_case(model_name, controlnet=True),
 }
 
 

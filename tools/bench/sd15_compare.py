@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sd15_bench import CASES  # noqa: E402
 
 # The Rust bench binary of each part.
-BENCHES = {"unet": "unet", "vae": "vae", "text": "text_encoder", "text2": "text_encoder"}
+BENCHES = {"unet": "unet", "vae": "vae", "text": "text_encoder", "text2": "text_encoder",
+           "controlnet": "unet"}
 
 
 def run(cmd, **kwargs):

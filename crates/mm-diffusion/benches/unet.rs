@@ -6,6 +6,10 @@
 //!   embeddings, and the added conditions `text_embeds` `[2, 1280]` and `time_ids` `[2, 6]`;
 //!   timed as one warm-up step and the median of `MM_BENCH_RUNS` (3) steps.
 //!
+//! `sd15_controlnet/cfg_step_512` times the same SD 1.5 step steered by a ControlNet
+//! (`lllyasviel/sd-controlnet-canny`'s config): the ControlNet on the batch and a
+//! `[2, 3, 512, 512]` control image, then the UNet with its residuals.
+//!
 //! `cargo bench --workspace --bench unet`; compare with `tools/bench/sd15_bench.py --part
 //! unet [--model sdxl]`, or run both with `tools/bench/sd15_compare.py [--model sdxl]`.
 //! `MM_BENCH_DTYPE=bf16` (or `f16`) keeps the weights' matrices in half precision, as
@@ -22,6 +26,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::Family;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mm_diffusion::controlnet::{ControlNetConfig, ControlNetModel};
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
 /// One family's case: its config and the shapes of one step's inputs.
@@ -102,25 +107,61 @@ impl Case {
     }
 }
 
-fn unet_step(c: &mut Criterion) {
-    common::configure();
-    let case = match common::family() {
+/// Guidance as a pipeline applies it to a `[uncond; cond]` output: uncond + 7.5 · (cond −
+/// uncond), summed (so that the step is not optimised away).
+fn guide(out: Tensor<4>) -> f32 {
+    let uncond = out.clone().narrow(0, 0, 1);
+    let guided = uncond.clone() + (out.narrow(0, 1, 1) - uncond) * 7.5;
+    guided.sum().into_scalar::<f32>()
+}
+
+fn family_case() -> Case {
+    match common::family() {
         Family::Sd15 => SD15,
         Family::Sdxl => SDXL,
-    };
+    }
+}
+
+fn unet_step(c: &mut Criterion) {
+    common::configure();
+    let case = family_case();
     common::run(c, case.group, case.name, case.seconds, || {
         let device = Device::flex();
         let unet = case.model(&device);
         let input = case.input(2, case.latent, true, &device);
+        move || black_box(guide(unet.forward_with(input.clone()).expect("step")))
+    });
+}
+
+/// SD 1.5's step with a ControlNet (SD 1.5 only).
+fn controlnet_step(c: &mut Criterion) {
+    if common::family() != Family::Sd15 {
+        return;
+    }
+    let case = SD15;
+    common::run(c, "sd15_controlnet", case.name, case.seconds, || {
+        let device = Device::flex();
+        let unet = case.model(&device);
+        let config: ControlNetConfig =
+            mm_core::config::read_json(common::full_config("controlnet-sd15-canny/config.json"))
+                .expect("ControlNet config");
+        let net =
+            common::with_bench_dtype(ControlNetModel::new(&config, &device).expect("ControlNet"));
+        let side = 8 * case.latent;
+        let image =
+            Tensor::<4>::random([2, 3, side, side], Distribution::Uniform(0.0, 1.0), &device);
+        let input = case.input(2, case.latent, true, &device);
         move || {
-            let out = unet.forward_with(input.clone()).expect("step");
-            // Guidance as a pipeline applies it: uncond + 7.5 · (cond − uncond).
-            let uncond = out.clone().narrow(0, 0, 1);
-            let guided = uncond.clone() + (out.narrow(0, 1, 1) - uncond) * 7.5;
-            black_box(guided.sum().into_scalar::<f32>());
+            let control = net
+                .forward(input.clone(), image.clone(), 1.0, false)
+                .expect("ControlNet");
+            let input = input
+                .clone()
+                .with_control_residuals(control.down, control.mid);
+            black_box(guide(unet.forward_with(input).expect("step")))
         }
     });
 }
 
-criterion_group!(benches, unet_step);
+criterion_group!(benches, unet_step, controlnet_step);
 criterion_main!(benches);
