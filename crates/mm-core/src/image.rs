@@ -23,9 +23,13 @@
 //! [`decode_image_on_white`] reproduce that (bit-exactly, with Pillow's `alpha_composite`
 //! arithmetic), for images whose processed pixels must match `processor(images=Image.open(p))`.
 //!
+//! [`canny`] detects edges exactly as OpenCV's `cv2.Canny` does, for ControlNet's Canny control
+//! images.
+//!
 //! Tensors follow the PyTorch layout: `[3, H, W]` for one image and `[N, 3, H, W]` for a batch,
 //! with values in `[0, 1]`.
 
+pub mod canny;
 mod jpeg;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +39,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::{Error, Result, limits};
 
+/// 8-bit grayscale image buffer (re-exported from the `image` crate), as [`canny`] returns.
+pub use ::image::GrayImage;
 /// 8-bit RGB image buffer (re-exported from the `image` crate).
 pub use ::image::RgbImage;
 
