@@ -129,7 +129,9 @@ fn unet_step(c: &mut Criterion) {
         let device = Device::flex();
         let unet = case.model(&device);
         let input = case.input(2, case.latent, true, &device);
-        move || black_box(guide(unet.forward_with(input.clone()).expect("step")))
+        move || {
+            black_box(guide(unet.forward_with(input.clone()).expect("step")));
+        }
     });
 }
 
@@ -158,7 +160,7 @@ fn controlnet_step(c: &mut Criterion) {
             let input = input
                 .clone()
                 .with_control_residuals(control.down, control.mid);
-            black_box(guide(unet.forward_with(input).expect("step")))
+            black_box(guide(unet.forward_with(input).expect("step")));
         }
     });
 }

@@ -64,9 +64,11 @@ pub struct ControlNetOutput {
     pub mid: Tensor<4>,
 }
 
-impl ControlNetOutput {
+impl std::ops::Add for ControlNetOutput {
+    type Output = Self;
+
     /// The sum of two ControlNets' residuals (diffusers' `MultiControlNetModel`).
-    pub fn add(self, other: Self) -> Self {
+    fn add(self, other: Self) -> Self {
         Self {
             down: (self.down.into_iter().zip(other.down))
                 .map(|(a, b)| a + b)

@@ -19,7 +19,7 @@ pub enum ControlImage {
     /// An RGB picture (an edge map from [`mm_core::image::canny`], a depth map, …).
     Image(RgbImage),
     /// Pixels in `[0, 1]`.
-    Tensor(Tensor<4>),
+    Tensor(Box<Tensor<4>>),
 }
 
 impl From<RgbImage> for ControlImage {
@@ -30,7 +30,7 @@ impl From<RgbImage> for ControlImage {
 
 impl From<Tensor<4>> for ControlImage {
     fn from(pixels: Tensor<4>) -> Self {
-        Self::Tensor(pixels)
+        Self::Tensor(Box::new(pixels))
     }
 }
 
@@ -65,7 +65,7 @@ impl ControlImage {
                     });
                 }
                 check_finite("control image", t)?;
-                Ok(t.clone())
+                Ok((**t).clone())
             }
         }
     }
@@ -271,7 +271,7 @@ impl ControlPlan {
         for (net, image, scale) in acting {
             let out = net.forward(input.clone(), image.clone(), scale, self.guess_mode)?;
             total = Some(match total {
-                Some(sum) => sum.add(out),
+                Some(sum) => sum + out,
                 None => out,
             });
         }
