@@ -8,6 +8,8 @@
 //!   diffusers and the original upstream key layouts).
 //! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
+//! - [`ip_adapter`]: IP-Adapter image prompts (the `h94/IP-Adapter` files: IP-Adapter and
+//!   IP-Adapter Plus, several at once, per-block scales as InstantStyle).
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
 //!   2.x, SDXL base and refiner), renamed to diffusers names.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x and SDXL text-to-image, img2img and inpainting
@@ -36,6 +38,7 @@
 
 pub mod check;
 mod error;
+pub mod ip_adapter;
 mod loading;
 pub mod pipelines;
 pub mod single_file;
