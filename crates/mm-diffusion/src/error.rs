@@ -97,6 +97,18 @@ pub enum Error {
         /// Why it is needed or not wanted.
         reason: String,
     },
+    /// An IP-Adapter file that cannot be used (not the h94 layout, an unsupported variant, an
+    /// adapter for another base model).
+    #[error("IP-Adapter {}: {problem}", path.display())]
+    IpAdapter {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: crate::ip_adapter::IpAdapterError,
+    },
+    /// IP-Adapter scales that do not fit the loaded adapters or the UNet's blocks.
+    #[error(transparent)]
+    IpAdapterScale(#[from] crate::ip_adapter::ScaleError),
     /// A file given as a single-file checkpoint has no tensor of the LDM layout.
     #[error(
         "{0} is not a single-file Stable Diffusion checkpoint in the CompVis/LDM layout (no \

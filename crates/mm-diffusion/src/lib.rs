@@ -10,6 +10,8 @@
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
 //! - [`controlnet`]: [`ControlNetModel`](controlnet::ControlNetModel), the residuals that
 //!   steer a UNet by a control image (SD 1.x / 2.x and SDXL).
+//! - [`ip_adapter`]: IP-Adapter image prompts (the `h94/IP-Adapter` files: IP-Adapter and
+//!   IP-Adapter Plus, several at once, per-block scales as InstantStyle).
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
 //!   2.x, SDXL base and refiner), renamed to diffusers names.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x and SDXL text-to-image, img2img and inpainting
@@ -39,6 +41,7 @@
 pub mod check;
 pub mod controlnet;
 mod error;
+pub mod ip_adapter;
 mod loading;
 pub mod pipelines;
 pub mod single_file;

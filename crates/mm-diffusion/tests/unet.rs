@@ -8,6 +8,7 @@ mod common;
 use burn::tensor::Tensor;
 use common::{Expected, device, fixture};
 use mm_core::weights::{Weights, expected_tensors};
+use mm_diffusion::ip_adapter::IpAdapterScale;
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
 const TOL: f32 = 1e-4;
@@ -226,9 +227,11 @@ fn ip_adapter_matches_diffusers_processor() {
     };
     exp.check("out_ip_adapter", unet.forward_with(input()).unwrap(), TOL);
     // Scale 0, or no image tokens: the base model's output.
-    unet.set_ip_adapter_scales(vec![0.0]);
+    unet.set_ip_adapter_scale(&[IpAdapterScale::Uniform(0.0)])
+        .unwrap();
     exp.check("out", unet.forward_with(input()).unwrap(), TOL);
-    unet.set_ip_adapter_scales(vec![0.6]);
+    unet.set_ip_adapter_scale(&[IpAdapterScale::Uniform(0.6)])
+        .unwrap();
     let plain = UNetInput::new(
         exp.float("sample"),
         exp.float("timestep"),

@@ -142,6 +142,15 @@ impl IpAdapterAttention {
         }
     }
 
+    /// Loaded projections, one `to_k_ip`/`to_v_ip` pair and one scale per adapter.
+    pub fn from_projections(to_k_ip: Vec<Linear>, to_v_ip: Vec<Linear>, scales: Vec<f64>) -> Self {
+        Self {
+            to_k_ip,
+            to_v_ip,
+            scales,
+        }
+    }
+
     /// The scale of each adapter.
     pub fn scales(&self) -> &[f64] {
         &self.scales

@@ -27,9 +27,9 @@
 //! (`to_k_ip`/`to_v_ip` per adapter, absent from the base checkpoint's names), the image tokens
 //! travel in [`UNetInput::image_tokens`] beside `encoder_hidden_states`, and each `attn2` adds
 //! `scale · attention(q, to_k_ip(tokens), to_v_ip(tokens))` to its attention output before
-//! `to_out`, as diffusers' `IPAdapterAttnProcessor2_0`. Projecting CLIP image embeddings to
-//! tokens (the adapter's `image_proj`) and reading IP-Adapter checkpoints are not part of this
-//! module.
+//! `to_out`, as diffusers' `IPAdapterAttnProcessor2_0`. Reading IP-Adapter checkpoints, the
+//! image encoder and the projection of its embeddings to tokens are in
+//! [`crate::ip_adapter`].
 
 pub mod attention;
 pub mod blocks;
@@ -454,29 +454,54 @@ impl UNet2DConditionModel {
     /// initialised `to_k_ip`/`to_v_ip` in every cross-attention (replacing any attached
     /// before). Load their weights together with the UNet's (e.g. `Weights::from_files` of
     /// both files, then [`Weights::load_into`]), named
-    /// `<attention>.attn2.ip_adapter.to_k_ip.<adapter>.weight`.
+    /// `<attention>.attn2.ip_adapter.to_k_ip.<adapter>.weight`; the published IP-Adapter
+    /// files load with [`IpAdapter::load`](crate::ip_adapter::IpAdapter::load) instead.
     pub fn with_ip_adapter(mut self, image_dim: usize, scales: Vec<f64>, device: &Device) -> Self {
-        self.ip_adapter = (!scales.is_empty()).then_some((image_dim, scales.len()));
-        for block in self.transformer_blocks_mut() {
-            let inner = block.attn2.inner_dim();
-            block.attn2.ip_adapter = (!scales.is_empty())
-                .then(|| IpAdapterAttention::new(image_dim, inner, scales.clone(), device));
-        }
+        let layers = (self.transformer_blocks_mut())
+            .map(|block| {
+                let inner = block.attn2.inner_dim();
+                IpAdapterAttention::new(image_dim, inner, scales.clone(), device)
+            })
+            .collect();
+        self.attach_ip_adapter(image_dim, layers);
         self
     }
 
-    /// Sets the scale of each attached IP-Adapter in every cross-attention (0 disables one).
-    pub fn set_ip_adapter_scales(&mut self, scales: Vec<f64>) {
-        for block in self.transformer_blocks_mut() {
-            if let Some(ip) = &mut block.attn2.ip_adapter {
-                ip.set_scales(scales.clone());
+    /// Puts `layers` (one per transformer block, in [`Self::transformer_blocks_mut`] order)
+    /// into the cross-attentions, replacing any there; layers of no adapter remove them.
+    pub(crate) fn attach_ip_adapter(&mut self, image_dim: usize, layers: Vec<IpAdapterAttention>) {
+        let adapters = layers.first().map_or(0, |layer| layer.scales().len());
+        self.ip_adapter = (adapters > 0).then_some((image_dim, adapters));
+        for (block, layer) in self.transformer_blocks_mut().zip(layers) {
+            block.attn2.ip_adapter = (adapters > 0).then_some(layer);
+        }
+    }
+
+    /// Every transformer block with its diffusers module path
+    /// (`down_blocks.1.attentions.0.transformer_blocks.0`), in the order of
+    /// [`Self::transformer_blocks_mut`].
+    pub(crate) fn named_transformer_blocks(&self) -> Vec<(String, &BasicTransformerBlock)> {
+        let down = (self.down_blocks.iter().enumerate())
+            .map(|(i, b)| (format!("down_blocks.{i}"), &b.attentions));
+        let up = (self.up_blocks.iter().enumerate())
+            .map(|(i, b)| (format!("up_blocks.{i}"), &b.attentions));
+        let mid = (self.mid_block.iter()).map(|b| ("mid_block".to_string(), &b.attentions));
+        let mut out = Vec::new();
+        for (block, attentions) in down.chain(up).chain(mid) {
+            for (j, transformer) in attentions.iter().enumerate() {
+                for (k, tb) in transformer.transformer_blocks.iter().enumerate() {
+                    out.push((format!("{block}.attentions.{j}.transformer_blocks.{k}"), tb));
+                }
             }
         }
+        out
     }
 
     /// Every transformer block, in diffusers' `attn_processors` order: down blocks, up
     /// blocks, then the middle block.
-    fn transformer_blocks_mut(&mut self) -> impl Iterator<Item = &mut BasicTransformerBlock> {
+    pub(crate) fn transformer_blocks_mut(
+        &mut self,
+    ) -> impl Iterator<Item = &mut BasicTransformerBlock> {
         let down = self.down_blocks.iter_mut().flat_map(|b| &mut b.attentions);
         let up = self.up_blocks.iter_mut().flat_map(|b| &mut b.attentions);
         let mid = self.mid_block.iter_mut().flat_map(|b| &mut b.attentions);
