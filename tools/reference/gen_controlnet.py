@@ -37,8 +37,14 @@ meta device; and for SD 1.5 `ldm_tensors.json`, the original single file's list
 (`control_v11p_sd15_canny`), checked with `convert_controlnet_checkpoint` to map onto exactly
 that model.
 
+The pipeline runs also cover IP-Adapter (the adapters and image encoder of
+tests/fixtures/ip-adapter-tiny, written by gen_ip_adapter.py), alone and with a ControlNet:
+`ip_adapter` in a case names the adapter file, its scale (a number or an InstantStyle dict) and
+the reference image.
+
 Usage:  python tools/reference/gen_controlnet.py [--full-only]
-        # diffusers 0.42.1; run after gen_pipelines.py and gen_sdxl.py; ~2 min
+        # diffusers 0.42.1; run after gen_pipelines.py, gen_sdxl.py and gen_ip_adapter.py;
+        # ~2 min
 """
 
 import json
@@ -52,6 +58,8 @@ import torch  # noqa: E402
 import diffusers  # noqa: E402
 import diffusers.models.autoencoders.vae as dvae  # noqa: E402
 import diffusers.pipelines.controlnet.pipeline_controlnet as pc_txt  # noqa: E402
+import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion as p_txt  # noqa: E402
+import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl as px_txt  # noqa: E402
 import diffusers.pipelines.controlnet.pipeline_controlnet_img2img as pc_img  # noqa: E402
 import diffusers.pipelines.controlnet.pipeline_controlnet_inpaint as pc_inp  # noqa: E402
 import diffusers.pipelines.controlnet.pipeline_controlnet_sd_xl as pcx_txt  # noqa: E402
@@ -68,9 +76,12 @@ from diffusers import (  # noqa: E402
     StableDiffusionControlNetPipeline,
     StableDiffusionXLControlNetImg2ImgPipeline,
     StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionPipeline,
     StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image  # noqa: E402
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -82,13 +93,14 @@ torch.set_default_dtype(torch.float32)
 diffusers.utils.logging.set_verbosity_error()
 
 OUT = os.path.join(FIX, "controlnet-tiny")
+IP_DIR = os.path.join(FIX, "ip-adapter-tiny")  # written by gen_ip_adapter.py
 STEPS = 4
 SIZE = 32
 EMBEDDING = (4, 8, 8)  # the tiny VAEs downscale by 4
 
 
 class ControlDrawRecorder(DrawRecorder):
-    modules = (dvae, pc_txt, pc_img, pc_inp, pcx_txt, pcx_img, pcx_inp, s_eua)
+    modules = (dvae, p_txt, px_txt, pc_txt, pc_img, pc_inp, pcx_txt, pcx_img, pcx_inp, s_eua)
 
 
 def make_controlnet(unet, seed, embedding=EMBEDDING, **kwargs):
@@ -169,19 +181,28 @@ class Runner:
         self.recorder, self.expected, self.cases = recorder, expected, {}
 
     def __call__(self, pipe, name, base, call, nets, controls, scheduler, kwargs, latents=None,
-                 image=None, mask=None, seed=0):
+                 image=None, mask=None, seed=0, ip=None):
+        """`ip`: IP-Adapter files (under ip-adapter-tiny/) loaded with their image encoder,
+        the scale (a number or an InstantStyle dict) and the reference image."""
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
         call_kwargs = dict(kwargs)
-        images = [self.expected[c] for c in controls]
-        control = images if len(images) > 1 else images[0]
-        call_kwargs["image" if call == "text_to_image" else "control_image"] = control
+        if controls:
+            images = [self.expected[c] for c in controls]
+            control = images if len(images) > 1 else images[0]
+            call_kwargs["image" if call == "text_to_image" else "control_image"] = control
+        if ip is not None:
+            folder, weights = os.path.split(ip["file"])
+            pipe.load_ip_adapter(IP_DIR, subfolder=folder, weight_name=weights,
+                                 image_encoder_folder="models/image_encoder")
+            pipe.set_ip_adapter_scale(ip["scale"])
+            call_kwargs["ip_adapter_image"] = Image.open(os.path.join(IP_DIR, ip["image"]))
         for key, arg in (("latents", latents), ("image", image), ("mask_image", mask)):
             if arg is not None:
                 call_kwargs[key] = self.expected[arg]
         settings = {"base": base, "call": call, "controlnets": nets, "controls": controls,
                     "scheduler": scheduler.__name__, "kwargs": kwargs, "latents": latents,
-                    "image": image, "mask": mask, "seed": seed}
+                    "image": image, "mask": mask, "seed": seed, "ip_adapter": ip}
         run(pipe, self.recorder, self.expected, name, settings, **call_kwargs)
         img = self.expected[f"{name}.images"]
         frac = ((img > 0.001) & (img < 0.999)).float().mean().item()
@@ -272,6 +293,26 @@ def gen_tiny():
                                                                       **xl_args)
     r(pipe, "xl_inpaint", "sdxl-tiny", "inpaint", ["xl"], ["control1"], EulerDiscreteScheduler,
       dict(t2i, strength=0.9), image="image", mask="mask")
+
+    # IP-Adapter, alone and with a ControlNet (the adapters of gen_ip_adapter.py).
+    sd_ip = dict(file="models/ip-adapter_sd-tiny.safetensors", scale=0.6, image="image.png")
+    pipe = StableDiffusionPipeline.from_pretrained(sd_dir, **sd_args)
+    r(pipe, "sd_ip", "sd-tiny", "text_to_image", [], [], EulerDiscreteScheduler,
+      dict(t2i, guidance_scale=7.5, height=SIZE, width=SIZE), latents="latents1", ip=sd_ip)
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(sd_dir, controlnet=sd, **sd_args)
+    r(pipe, "sd_ip_plus_control", "sd-tiny", "text_to_image", ["sd"], ["control1"],
+      EulerDiscreteScheduler, dict(t2i, guidance_scale=7.5), latents="latents1",
+      ip=dict(file="models/ip-adapter-plus_sd-tiny.safetensors", scale=1.0, image="image2.png"))
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, **xl_args)
+    r(pipe, "xl_ip_style", "sdxl-tiny", "text_to_image", [], [], EulerDiscreteScheduler,
+      dict(t2i, guidance_scale=5.0, height=SIZE, width=SIZE), latents="latents1",
+      ip=dict(file="sdxl_models/ip-adapter_sdxl-tiny.safetensors", image="image.png",
+              scale={"down": {"block_1": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}))
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(xl_dir, controlnet=xl, **xl_args)
+    r(pipe, "xl_ip_plus_control", "sdxl-tiny", "text_to_image", ["xl"], ["control1"],
+      EulerDiscreteScheduler, dict(t2i, guidance_scale=5.0), latents="latents1",
+      ip=dict(file="sdxl_models/ip-adapter-plus_sdxl-tiny.safetensors", scale=0.7,
+              image="image2.png"))
 
     finish(OUT, expected, {"residuals": residuals, "cases": r.cases})
 

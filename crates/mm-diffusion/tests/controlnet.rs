@@ -3,7 +3,9 @@
 //! model (SD and SDXL variants, guess mode, `global_pool_conditions`, BGR channel order, the
 //! original single-file layout), and whole ControlNet pipelines on the `sd-tiny` and
 //! `sdxl-tiny` folders — single and multi ControlNet, guess mode, guidance windows,
-//! text-to-image, img2img and inpainting — final latents and images, with diffusers' draws
+//! text-to-image, img2img and inpainting — and IP-Adapter pipelines (plain and Plus adapters,
+//! a number and an InstantStyle scale, alone and with a ControlNet; the adapters of
+//! `tests/fixtures/ip-adapter-tiny`): final latents and images, with diffusers' draws
 //! replayed. Full size: the models built from the published configs of
 //! `lllyasviel/sd-controlnet-canny` and `diffusers/controlnet-canny-sdxl-1.0` expect exactly
 //! diffusers' tensors, and every tensor of the original SD 1.5 single file maps onto them.
@@ -17,6 +19,7 @@ use common::{Expected, device, fixture, max_abs_diff};
 use mm_core::weights::expected_tensors;
 use mm_diffusion::Error;
 use mm_diffusion::controlnet::{ControlNetConfig, ControlNetModel};
+use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
 use mm_diffusion::pipelines::{
     ControlInput, DiffusionPipeline, GenerateOptions, Generated, Hooks, StableDiffusion,
     StableDiffusionXL, TextConditioner,
@@ -146,6 +149,10 @@ fn run_case<T: TextConditioner>(
     case: &Value,
 ) -> Generated {
     let mut opts = options(case, exp);
+    if let Some(image) = case["ip_adapter"]["image"].as_str() {
+        let path = fixture("ip-adapter-tiny").join(image);
+        opts = opts.ip_adapter_image(mm_core::image::load_image(path).unwrap());
+    }
     if let Some(key) = case["latents"].as_str() {
         opts = opts.latents(exp.float(key));
     }
@@ -181,21 +188,36 @@ fn check_run(exp: &Expected, name: &str, out: Generated) {
     exp.check(&format!("{name}.images"), out.pixels, IMAGE_TOL);
 }
 
-fn with_controlnets<T: TextConditioner>(
+/// The case's ControlNets and IP-Adapter attached to `pipe`.
+fn attach<T: TextConditioner>(
     mut pipe: DiffusionPipeline<UNet2DConditionModel, T>,
     case: &Value,
 ) -> DiffusionPipeline<UNet2DConditionModel, T> {
-    pipe.controlnets.clear();
     for net in case["controlnets"].as_array().unwrap() {
         pipe = pipe.with_controlnet(controlnet(net.as_str().unwrap()));
     }
+    let ip = &case["ip_adapter"];
+    if ip.is_null() {
+        return pipe;
+    }
+    let dir = fixture("ip-adapter-tiny");
+    let encoder = ImageEncoder::load(
+        dir.join("models/image_encoder").to_str().unwrap(),
+        &device(),
+    );
+    let file = dir.join(ip["file"].as_str().unwrap());
+    let mut pipe = pipe
+        .with_ip_adapter(&[file], Some(encoder.unwrap()))
+        .unwrap();
+    let scale = IpAdapterScale::parse(&ip["scale"].to_string()).unwrap();
+    pipe.set_ip_adapter_scale(&scale).unwrap();
     pipe
 }
 
-/// Every pipeline case whose base folder is `base`, on that pipeline.
+/// Every pipeline case whose base folder is `base`, each on a fresh pipeline from `load`.
 fn check_pipelines<T: TextConditioner>(
     base: &str,
-    mut pipe: DiffusionPipeline<UNet2DConditionModel, T>,
+    load: impl Fn() -> DiffusionPipeline<UNet2DConditionModel, T>,
 ) {
     let exp = Expected::fixture(NAME);
     let cases = cases();
@@ -204,7 +226,7 @@ fn check_pipelines<T: TextConditioner>(
         if case["base"].as_str() != Some(base) {
             continue;
         }
-        pipe = with_controlnets(pipe, case);
+        let pipe = attach(load(), case);
         let out = run_case(&pipe, &exp, name, case);
         check_run(&exp, name, out);
         ran += 1;
@@ -215,15 +237,17 @@ fn check_pipelines<T: TextConditioner>(
 #[test]
 fn sd_controlnet_pipelines_match_diffusers() {
     let path = fixture("sd-tiny");
-    let pipe = StableDiffusion::load(path.to_str().unwrap(), &device()).unwrap();
-    check_pipelines("sd-tiny", pipe);
+    check_pipelines("sd-tiny", || {
+        StableDiffusion::load(path.to_str().unwrap(), &device()).unwrap()
+    });
 }
 
 #[test]
 fn sdxl_controlnet_pipelines_match_diffusers() {
     let path = fixture("sdxl-tiny");
-    let pipe = StableDiffusionXL::load(path.to_str().unwrap(), &device()).unwrap();
-    check_pipelines("sdxl-tiny", pipe);
+    check_pipelines("sdxl-tiny", || {
+        StableDiffusionXL::load(path.to_str().unwrap(), &device()).unwrap()
+    });
 }
 
 type Entries = Vec<(String, Vec<usize>)>;
@@ -368,4 +392,61 @@ fn control_images_are_resized_like_diffusers_pil_path() {
         .control(ControlInput::new(image));
     let out = pipe.text_to_image(&opts, Hooks::new()).unwrap();
     assert_eq!(out.pixels.dims(), [1, 3, 40, 48]);
+}
+
+#[test]
+fn ip_adapter_pipeline_misuse_is_a_typed_error() {
+    let path = fixture("sd-tiny");
+    let path = path.to_str().unwrap();
+    let dir = fixture("ip-adapter-tiny");
+    let image = mm_core::image::load_image(dir.join("image.png")).unwrap();
+    let opts = GenerateOptions::new("a cat").steps(1);
+    // Reference images without an adapter.
+    let pipe = StableDiffusion::load(path, &device()).unwrap();
+    let with_image = opts.clone().ip_adapter_image(image);
+    let err = pipe.text_to_image(&with_image, Hooks::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                name: "ip_adapter_image",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An adapter without reference images.
+    let encoder = ImageEncoder::load(
+        dir.join("models/image_encoder").to_str().unwrap(),
+        &device(),
+    );
+    let file = dir.join("models/ip-adapter_sd-tiny.safetensors");
+    let pipe = pipe
+        .with_ip_adapter(&[&file], Some(encoder.unwrap()))
+        .unwrap();
+    let err = pipe.text_to_image(&opts, Hooks::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MissingInput {
+                what: "ip_adapter_image",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An SDXL adapter on an SD 1.x pipeline: another cross-attention width.
+    let pipe = StableDiffusion::load(path, &device()).unwrap();
+    let xl = dir.join("sdxl_models/ip-adapter_sdxl-tiny.safetensors");
+    let err = pipe.with_ip_adapter(&[&xl], None).unwrap_err();
+    assert!(matches!(err, Error::IpAdapter { .. }), "{err}");
+    // The adapter's layers go into a resident UNet.
+    let sequential = mm_diffusion::pipelines::LoadOptions::new()
+        .memory(mm_diffusion::pipelines::MemoryMode::Sequential);
+    let pipe = StableDiffusion::load_with_options(path, sequential, &device()).unwrap();
+    let err = pipe.with_ip_adapter(&[&file], None).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { name: "memory", .. }),
+        "{err}"
+    );
 }

@@ -1,8 +1,10 @@
 //! [`GenerateOptions`]: the settings of a generation call, with diffusers' defaults.
 
 use burn::tensor::Tensor;
+use image::RgbImage;
 
 use super::control::ControlInput;
+use crate::ip_adapter::ImageEmbeds;
 
 /// Settings shared by text-to-image, img2img and inpainting, with the defaults of diffusers'
 /// Stable Diffusion (and SDXL) pipelines. Build with [`GenerateOptions::new`] and the chained
@@ -85,6 +87,12 @@ pub struct GenerateOptions {
     /// diffusers' `guess_mode`: the ControlNets see only the prompt's branch of
     /// classifier-free guidance, their residuals scaled from 0.1 to 1.0 (default false).
     pub guess_mode: bool,
+    /// IP-Adapter: the reference images, one set per loaded adapter (diffusers'
+    /// `ip_adapter_image`).
+    pub ip_adapter_image: Vec<Vec<RgbImage>>,
+    /// IP-Adapter: precomputed image embeddings, one per adapter, instead of images
+    /// (diffusers' `ip_adapter_image_embeds`).
+    pub ip_adapter_image_embeds: Option<Vec<ImageEmbeds>>,
 }
 
 /// SDXL's micro-conditioning: the sizes and crop the UNet is told about (`add_time_ids`), as
@@ -151,6 +159,8 @@ impl GenerateOptions {
             denoising_start: None,
             control: Vec::new(),
             guess_mode: false,
+            ip_adapter_image: Vec::new(),
+            ip_adapter_image_embeds: None,
         }
     }
 
@@ -297,6 +307,24 @@ impl GenerateOptions {
     /// [`DiffusionPipeline::with_controlnet`](super::DiffusionPipeline::with_controlnet)).
     pub fn control(mut self, input: ControlInput) -> Self {
         self.control.push(input);
+        self
+    }
+
+    /// IP-Adapter: adds the reference image of the next loaded adapter.
+    pub fn ip_adapter_image(self, image: RgbImage) -> Self {
+        self.ip_adapter_images(vec![image])
+    }
+
+    /// IP-Adapter: adds the reference images of the next loaded adapter (their tokens are
+    /// concatenated).
+    pub fn ip_adapter_images(mut self, images: Vec<RgbImage>) -> Self {
+        self.ip_adapter_image.push(images);
+        self
+    }
+
+    /// IP-Adapter: sets precomputed embeddings, one per loaded adapter.
+    pub fn ip_adapter_image_embeds(mut self, embeds: Vec<ImageEmbeds>) -> Self {
+        self.ip_adapter_image_embeds = Some(embeds);
         self
     }
 

@@ -24,6 +24,7 @@ use super::prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
 use super::xl::{XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};
 use crate::check::check_finite;
 use crate::controlnet::ControlNetModel;
+use crate::ip_adapter::{ImageEncoder, IpAdapter, IpAdapterScale};
 use crate::single_file::{LdmLayout, SingleFile, single_layers_per_block};
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{Autoencoder, AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny};
@@ -60,6 +61,9 @@ pub struct DiffusionPipeline<U = UNet2DConditionModel, T = PromptEncoder> {
     /// The ControlNets every call is steered by (diffusers' `controlnet`, a list for
     /// `MultiControlNetModel`), one [`ControlInput`](super::ControlInput) each per call.
     pub controlnets: Vec<ControlNetModel>,
+    /// The loaded IP-Adapters' image projections and image encoder (their key/value layers
+    /// are in the UNet); see [`DiffusionPipeline::with_ip_adapter`].
+    pub ip_adapter: Option<IpAdapter>,
     pub(crate) denoiser: DenoiserInfo,
     /// SDXL's micro-conditioning (`None` for SD 1.x / 2.x).
     pub(crate) micro: Option<MicroLayout>,
@@ -356,6 +360,7 @@ impl FolderParts {
             scheduler_config: self.scheduler_config,
             preview_decoder: None,
             controlnets: Vec::new(),
+            ip_adapter: None,
             denoiser: self.info,
             micro,
             device: self.device,
@@ -397,6 +402,50 @@ impl<U: Denoiser> DiffusionPipeline<U, PromptEncoder> {
     }
 }
 
+impl<T: TextConditioner> DiffusionPipeline<UNet2DConditionModel, T> {
+    /// Loads IP-Adapter files (the `h94/IP-Adapter` `.safetensors`, e.g.
+    /// `models/ip-adapter_sd15.safetensors` or `sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors`;
+    /// several are used together) into the UNet, with the image encoder that turns reference
+    /// images into what they project (`models/image_encoder`; `None`: only precomputed
+    /// [`GenerateOptions::ip_adapter_image_embeds`]) — diffusers' `load_ip_adapter`. Every
+    /// adapter starts at scale 1 ([`set_ip_adapter_scale`](Self::set_ip_adapter_scale)).
+    /// Each call then takes its reference images ([`GenerateOptions::ip_adapter_image`]).
+    ///
+    /// Errors: a UNet loaded on demand ([`MemoryMode::Sequential`]: the adapter's layers go
+    /// into a resident UNet), and the typed errors of [`IpAdapter::load`] (a file for another
+    /// base model names the file and the tensor).
+    pub fn with_ip_adapter<P: AsRef<Path>>(
+        mut self,
+        files: &[P],
+        image_encoder: Option<ImageEncoder>,
+    ) -> Result<Self> {
+        let device = self.device.clone();
+        let adapter = IpAdapter::load(files, self.resident_unet()?, &device)?;
+        self.ip_adapter = Some(match image_encoder {
+            Some(encoder) => adapter.with_image_encoder(encoder),
+            None => adapter,
+        });
+        Ok(self)
+    }
+
+    /// diffusers' `set_ip_adapter_scale`: one [`IpAdapterScale`] per loaded adapter — a
+    /// number, or per-block scales (InstantStyle).
+    pub fn set_ip_adapter_scale(&mut self, scales: &[IpAdapterScale]) -> Result<()> {
+        self.resident_unet()?.set_ip_adapter_scale(scales)
+    }
+
+    fn resident_unet(&mut self) -> Result<&mut UNet2DConditionModel> {
+        self.unet
+            .resident_mut()
+            .ok_or_else(|| Error::InvalidArgument {
+                name: "memory",
+                reason: "IP-Adapter layers go into a resident UNet: load the pipeline with \
+                         MemoryMode::Resident"
+                    .into(),
+            })
+    }
+}
+
 impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// A pipeline from resident parts (SDXL's micro-conditioning, for `T` =
     /// [`XlPromptEncoder`](super::XlPromptEncoder), without the refiner's aesthetic score; see
@@ -416,6 +465,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             scheduler_config,
             preview_decoder: None,
             controlnets: Vec::new(),
+            ip_adapter: None,
             micro: T::ADDED_CONDITIONS.then_some(MicroLayout { aesthetics: false }),
             device: device.clone(),
         }
@@ -590,9 +640,39 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             context: embeds.context(),
             added,
             timestep_cond,
-            image_tokens: None,
+            image_tokens: self.image_tokens(opts, call)?,
             control: None,
         })
+    }
+
+    /// The IP-Adapters' image tokens of a call (`None` without adapters): its reference
+    /// images encoded (or its precomputed embeds) and projected, negative first under
+    /// guidance, as diffusers' `prepare_ip_adapter_image_embeds`.
+    fn image_tokens(&self, opts: &GenerateOptions, call: Call) -> Result<Option<Vec<Tensor<3>>>> {
+        let given = !opts.ip_adapter_image.is_empty() || opts.ip_adapter_image_embeds.is_some();
+        let adapter = match (&self.ip_adapter, given) {
+            (None, false) => return Ok(None),
+            (Some(adapter), true) => adapter,
+            (None, true) => {
+                return Err(Error::InvalidArgument {
+                    name: "ip_adapter_image",
+                    reason: "no IP-Adapter is loaded (see with_ip_adapter)".into(),
+                });
+            }
+            (Some(_), false) => {
+                return Err(Error::MissingInput {
+                    what: "ip_adapter_image",
+                    reason: "an IP-Adapter is loaded: give its reference image(s) or embeds".into(),
+                });
+            }
+        };
+        let embeds = match &opts.ip_adapter_image_embeds {
+            Some(embeds) => embeds.clone(),
+            None => adapter.encode_images(&opts.ip_adapter_image)?,
+        };
+        let tokens =
+            adapter.image_tokens(&embeds, opts.num_images_per_prompt, self.guided(opts, call))?;
+        Ok(Some(tokens))
     }
 
     /// Checks the options every call shares.
