@@ -9,10 +9,12 @@ pub mod vlm;
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
+use mm_core::image::canny::{CannyOptions, control_image as canny_control_image};
 use mm_diffusion::controlnet::ControlNetModel;
+use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
 use mm_diffusion::pipelines::{
-    Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir, StableDiffusion,
-    StableDiffusionXL, StepInfo,
+    ControlInput, Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir,
+    StableDiffusion, StableDiffusionXL, StepInfo,
 };
 use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
@@ -306,6 +308,28 @@ impl Pipeline {
         }
     }
 
+    /// Loads IP-Adapter files into the UNet, with their image encoder, and sets their scales
+    /// (one per file).
+    pub fn with_ip_adapter(
+        self,
+        files: &[PathBuf],
+        encoder: ImageEncoder,
+        scales: &[IpAdapterScale],
+    ) -> mm_diffusion::Result<Self> {
+        Ok(match self {
+            Self::Sd(p) => {
+                let mut p = p.with_ip_adapter(files, Some(encoder))?;
+                p.set_ip_adapter_scale(scales)?;
+                Self::Sd(Box::new(p))
+            }
+            Self::Xl(p) => {
+                let mut p = p.with_ip_adapter(files, Some(encoder))?;
+                p.set_ip_adapter_scale(scales)?;
+                Self::Xl(Box::new(p))
+            }
+        })
+    }
+
     fn with_preview_decoder(self, taesd: AutoencoderTiny) -> Self {
         match self {
             Self::Sd(p) => Self::Sd(Box::new(p.with_preview_decoder(taesd))),
@@ -583,4 +607,111 @@ pub fn roundtrip(
         println!("saved {}", out.display());
     }
     Ok(())
+}
+
+/// ControlNets and their control images (`controlnet_canny`, `ip_adapter`).
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// A ControlNet folder or repo id (e.g. lllyasviel/sd-controlnet-canny); repeatable, one
+    /// per --control.
+    #[arg(long = "controlnet")]
+    pub controlnets: Vec<String>,
+    /// KIND=IMAGE: `canny=photo.png` extracts the photo's edges (saved beside the output as
+    /// OUT.canny.png); any other kind (depth, pose, …) uses the image as the control image;
+    /// repeatable, one per --controlnet.
+    #[arg(long = "control", value_parser = parse_control)]
+    pub controls: Vec<(String, PathBuf)>,
+    /// `controlnet_conditioning_scale`: one for all, or one per ControlNet (default: the
+    /// pipeline's, 1.0 for text-to-image).
+    #[arg(long = "conditioning-scale")]
+    pub scales: Vec<f64>,
+    /// The fraction of the steps after which the ControlNets start acting.
+    #[arg(long, default_value_t = 0.0)]
+    pub control_start: f64,
+    /// The fraction of the steps after which they stop.
+    #[arg(long, default_value_t = 1.0)]
+    pub control_end: f64,
+    /// diffusers' guess mode: the ControlNets see only the prompt's guidance branch.
+    #[arg(long)]
+    pub guess_mode: bool,
+    /// Canny's lower hysteresis threshold.
+    #[arg(long, default_value_t = 100.0)]
+    pub low_threshold: f64,
+    /// Canny's upper hysteresis threshold.
+    #[arg(long, default_value_t = 200.0)]
+    pub high_threshold: f64,
+    /// Canny with the L2 gradient magnitude (OpenCV's `L2gradient=True`) instead of L1.
+    #[arg(long)]
+    pub l2_gradient: bool,
+}
+
+fn parse_control(text: &str) -> Result<(String, PathBuf), String> {
+    let (kind, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KIND=IMAGE (e.g. canny=photo.png), got {text:?}"))?;
+    Ok((kind.to_string(), PathBuf::from(path)))
+}
+
+impl ControlArgs {
+    /// `opts` with one control input per --control (Canny edge maps saved beside `out`).
+    pub fn apply(&self, opts: GenerateOptions, out: &Path) -> Result<GenerateOptions, AnyError> {
+        let count = self.controls.len();
+        if self.controlnets.len() != count {
+            return Err(format!(
+                "{} --controlnet for {count} --control: give one ControlNet per control image",
+                self.controlnets.len()
+            )
+            .into());
+        }
+        if self.scales.len() > 1 && self.scales.len() != count {
+            return Err(format!(
+                "{} --conditioning-scale for {count} ControlNets: give one, or one per ControlNet",
+                self.scales.len()
+            )
+            .into());
+        }
+        let canny = CannyOptions::default()
+            .thresholds(self.low_threshold, self.high_threshold)
+            .l2_gradient(self.l2_gradient);
+        let mut opts = opts.guess_mode(self.guess_mode);
+        for (i, (kind, path)) in self.controls.iter().enumerate() {
+            let reference = mm_core::image::load_image(path)?;
+            let image = if kind == "canny" {
+                let edges = canny_control_image(&reference, &canny)?;
+                let stem = out
+                    .file_stem()
+                    .map_or("out".into(), |s| s.to_string_lossy());
+                let name = match count {
+                    1 => format!("{stem}.{kind}.png"),
+                    _ => format!("{stem}.{i}.{kind}.png"),
+                };
+                let saved = out.with_file_name(name);
+                mm_core::image::save_image(&edges, &saved)?;
+                println!("saved the edge map {}", saved.display());
+                edges
+            } else {
+                reference
+            };
+            let mut input =
+                ControlInput::new(image).guidance_window(self.control_start, self.control_end);
+            if let Some(&scale) = self.scales.get(i).or(self.scales.first()) {
+                input = input.conditioning_scale(scale);
+            }
+            opts = opts.control(input);
+        }
+        Ok(opts)
+    }
+
+    /// `pipe` with the ControlNets loaded (weights in `dtype`).
+    pub fn attach(
+        &self,
+        mut pipe: Pipeline,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Pipeline, AnyError> {
+        for model in &self.controlnets {
+            pipe = pipe.with_controlnet(ControlNetModel::load_with_dtype(model, dtype, device)?);
+        }
+        Ok(pipe)
+    }
 }
