@@ -21,6 +21,15 @@
 //!   [`StableDiffusion::inpaint`] with [`GenerateOptions`] (diffusers' defaults: 50 steps,
 //!   guidance 7.5, `eta` 0, strength 0.8 / 1.0) and [`Hooks`] (progress callback with
 //!   cancellation and previews, noise source).
+//! - ControlNets ([`DiffusionPipeline::with_controlnet`], one [`ControlInput`] each per
+//!   call): diffusers' `StableDiffusionControlNet*Pipeline` and
+//!   `StableDiffusionXLControlNet*Pipeline` — several at once (residuals summed),
+//!   `controlnet_conditioning_scale`, `guess_mode`, `control_guidance_start` / `_end`, the
+//!   ControlNet pipelines' defaults, control images resized as diffusers does.
+//! - IP-Adapters ([`DiffusionPipeline::with_ip_adapter`],
+//!   [`DiffusionPipeline::set_ip_adapter_scale`], [`GenerateOptions::ip_adapter_image`]):
+//!   reference images encoded and projected to image tokens every call, alone or with
+//!   ControlNets.
 //! - [`Denoiser`]: what the loop needs of the UNet.
 //!
 //! # Randomness
