@@ -24,7 +24,7 @@
 //! ```
 
 use clap::Parser;
-use mm_examples::{AnyError, ControlArgs, DiffusionArgs, run_diffusion_with};
+use mm_examples::{AnyError, ControlArgs, DiffusionArgs, SizeArgs, run_diffusion_with};
 
 /// Generates images whose layout follows control images.
 #[derive(Parser)]
@@ -33,12 +33,8 @@ struct Cli {
     common: DiffusionArgs,
     #[command(flatten)]
     control: ControlArgs,
-    /// Image width (default: the first control image's, rounded down to a multiple of 8).
-    #[arg(long)]
-    width: Option<usize>,
-    /// Image height (see --width).
-    #[arg(long)]
-    height: Option<usize>,
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,9 +46,9 @@ fn run() -> Result<(), AnyError> {
     if cli.control.controlnets.is_empty() {
         return Err("give at least one --controlnet and its --control".into());
     }
-    let mut opts = cli.control.apply(cli.common.options(), &cli.common.out)?;
-    opts.width = cli.width;
-    opts.height = cli.height;
+    let opts = cli
+        .control
+        .apply(cli.size.apply(cli.common.options()), &cli.common.out)?;
     let device = mm_examples::device(&cli.common.device)?;
     let dtype = mm_examples::parse_dtype(&cli.common.dtype)?;
     run_diffusion_with(

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
-use mm_examples::{AnyError, ControlArgs, DiffusionArgs, run_diffusion_with};
+use mm_examples::{AnyError, ControlArgs, DiffusionArgs, SizeArgs, run_diffusion_with};
 
 /// Generates images prompted by a style image and a text.
 #[derive(Parser)]
@@ -53,12 +53,8 @@ struct Cli {
     scales: Vec<String>,
     #[command(flatten)]
     control: ControlArgs,
-    /// Image width (default: the UNet's sample size × 8, or the first control image's).
-    #[arg(long)]
-    width: Option<usize>,
-    /// Image height (see --width).
-    #[arg(long)]
-    height: Option<usize>,
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,15 +77,17 @@ fn run() -> Result<(), AnyError> {
             .map(|s| Ok(IpAdapterScale::parse(s)?.remove(0)))
             .collect::<Result<Vec<_>, AnyError>>()?,
         n => {
-            return Err(format!("{n} --scale for {adapters} adapters: give one per adapter").into());
+            return Err(
+                format!("{n} --scale for {adapters} adapters: give one per adapter").into(),
+            );
         }
     };
-    let mut opts = cli.control.apply(cli.common.options(), &cli.common.out)?;
+    let mut opts = cli
+        .control
+        .apply(cli.size.apply(cli.common.options()), &cli.common.out)?;
     for path in &cli.style_images {
         opts = opts.ip_adapter_image(mm_core::image::load_image(path)?);
     }
-    opts.width = cli.width;
-    opts.height = cli.height;
     let device = mm_examples::device(&cli.common.device)?;
     let dtype = mm_examples::parse_dtype(&cli.common.dtype)?;
     run_diffusion_with(

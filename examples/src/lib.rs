@@ -609,6 +609,27 @@ pub fn roundtrip(
     Ok(())
 }
 
+/// The size of generated images (text-to-image examples).
+#[derive(Debug, clap::Args)]
+pub struct SizeArgs {
+    /// Image width (default: the UNet's sample size × 8 — 512 for SD 1.5, 1024 for SDXL — or,
+    /// with ControlNets, the first control image's, rounded down to a multiple of 8).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height (see --width).
+    #[arg(long)]
+    pub height: Option<usize>,
+}
+
+impl SizeArgs {
+    /// `opts` with this size.
+    pub fn apply(&self, mut opts: GenerateOptions) -> GenerateOptions {
+        opts.width = self.width;
+        opts.height = self.height;
+        opts
+    }
+}
+
 /// ControlNets and their control images (`controlnet_canny`, `ip_adapter`).
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {

@@ -28,19 +28,15 @@
 //! ```
 
 use clap::Parser;
-use mm_examples::{AnyError, DiffusionArgs, run_diffusion};
+use mm_examples::{AnyError, DiffusionArgs, SizeArgs, run_diffusion};
 
 /// Generates images from a prompt.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
     common: DiffusionArgs,
-    /// Image width (default: the UNet's sample size × 8: 512 for SD 1.5, 1024 for SDXL).
-    #[arg(long)]
-    width: Option<usize>,
-    /// Image height (see --width).
-    #[arg(long)]
-    height: Option<usize>,
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,9 +45,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), AnyError> {
     let cli = Cli::parse();
-    let mut opts = cli.common.options();
-    opts.width = cli.width;
-    opts.height = cli.height;
+    let opts = cli.size.apply(cli.common.options());
     run_diffusion(
         &cli.common,
         opts,

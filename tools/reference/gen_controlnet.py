@@ -47,7 +47,6 @@ Usage:  python tools/reference/gen_controlnet.py [--full-only]
         # ~2 min
 """
 
-import json
 import os
 import sys
 
@@ -87,6 +86,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from gen_diffusion import FIX, fresh_dir, randomize  # noqa: E402
 from gen_pipelines import NEGATIVE, PROMPT, DrawRecorder, finish, image_and_mask, run  # noqa: E402
+import gen_unet  # noqa: E402
 from gen_single_file import unet_to_ldm, write_list  # noqa: E402
 
 torch.set_default_dtype(torch.float32)
@@ -353,23 +353,15 @@ SDXL_CANNY = {
 def gen_full():
     for name, cfg, single in (("controlnet-sd15-canny", SD15_CANNY, True),
                               ("controlnet-sdxl-canny", SDXL_CANNY, False)):
-        folder = os.path.join(FIX, "full", name)
-        fresh_dir(folder)
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=2)
-            f.write("\n")
-        with torch.device("meta"):
-            net = ControlNetModel.from_config(cfg)
+        net = gen_unet.gen_full(name, cfg, ControlNetModel)
         state = net.state_dict()
-        write_list(os.path.join(folder, "tensors.json"), state.items())
         if single:
             ldm = ldm_controlnet(state, cfg["layers_per_block"],
                                  2 * len(cfg["conditioning_embedding_out_channels"]))
             converted = convert_controlnet_checkpoint(dict(ldm), dict(net.config))
             assert sorted(converted) == sorted(state)
             assert all(converted[k].shape == v.shape for k, v in state.items())
-            write_list(os.path.join(folder, "ldm_tensors.json"), ldm.items())
-        print(f"  full/{name}: {len(state)} tensors")
+            write_list(os.path.join(FIX, "full", name, "ldm_tensors.json"), ldm.items())
 
 
 def main():

@@ -393,14 +393,16 @@ SDXL_BASE = {
 }
 
 
-def gen_full(name, cfg):
+def gen_full(name, cfg, cls=UNet2DConditionModel):
+    """full/<name>/: `cfg` and the (name, shape) list of `cls` built from it on the meta
+    device; returns that model."""
     folder = os.path.join(FIX, "full", name)
     fresh_dir(folder)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
         f.write("\n")
     with torch.device("meta"):
-        model = UNet2DConditionModel.from_config(cfg)
+        model = cls.from_config(cfg)
     entries = sorted([k, list(v.shape)] for k, v in model.state_dict().items())
     with open(os.path.join(folder, "tensors.json"), "w") as f:
         f.write("[\n" + ",\n".join(json.dumps(e) for e in entries) + "\n]\n")
@@ -408,6 +410,7 @@ def gen_full(name, cfg):
         os.chmod(os.path.join(folder, n), 0o644)
     params = sum(math.prod(s) for _, s in entries)
     print(f"  full/{name}: {len(entries)} tensors, {params / 1e6:.2f}M params")
+    return model
 
 
 def main():
