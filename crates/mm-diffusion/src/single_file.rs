@@ -692,7 +692,7 @@ impl SingleFile {
 const CONTROLNET: &str = "control_model.";
 
 /// The diffusers name of a tensor of an original ControlNet checkpoint (without the
-/// `control_model.` prefix): the UNet's down path keeps [`unet_key`]'s names; the zero
+/// `control_model.` prefix): the UNet's down path keeps [`map_key`]'s UNet names; the zero
 /// convolutions `zero_convs.<i>.0` become `controlnet_down_blocks.<i>`, `middle_block_out.0`
 /// becomes `controlnet_mid_block`, and the hint stack `input_hint_block.<k>` (convolutions at
 /// even `k`, SiLUs between) becomes `controlnet_cond_embedding.{conv_in, blocks.<k/2 - 1>,

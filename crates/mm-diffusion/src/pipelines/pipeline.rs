@@ -59,7 +59,8 @@ pub struct DiffusionPipeline<U = UNet2DConditionModel, T = PromptEncoder> {
     /// A tiny autoencoder used for step previews, if attached.
     pub preview_decoder: Option<AutoencoderTiny>,
     /// The ControlNets every call is steered by (diffusers' `controlnet`, a list for
-    /// `MultiControlNetModel`), one [`ControlInput`](super::ControlInput) each per call.
+    /// `MultiControlNetModel`), one [`ControlInput`](super::ControlInput) each per call. They
+    /// stay resident in every [`MemoryMode`] (load them in bf16 to halve their memory).
     pub controlnets: Vec<ControlNetModel>,
     /// The loaded IP-Adapters' image projections and image encoder (their key/value layers
     /// are in the UNet); see [`DiffusionPipeline::with_ip_adapter`].
