@@ -74,29 +74,26 @@ OUT = os.path.join(FIX, "ip-adapter-tiny")
 ENCODER_DIR = "models/image_encoder"
 FULL = os.path.join(FIX, "full", "ip-adapter")
 
-ENCODER = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    projection_dim=24,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    image_size=32,
-    patch_size=8,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
+CLIP_SIZES = (
+    "hidden_size",
+    "intermediate_size",
+    "projection_dim",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
 )
+
+
+def clip_vision(*sizes):
+    """A `CLIPVisionConfig`'s fields: `sizes` in `CLIP_SIZES` order, GELU, eps 1e-5."""
+    return dict(zip(CLIP_SIZES, sizes, strict=True), hidden_act="gelu", layer_norm_eps=1e-5)
+
+
+# hidden, intermediate, projection, layers, heads, image, patch.
+ENCODER = clip_vision(32, 64, 24, 3, 4, 32, 8)
 # h94/IP-Adapter models/image_encoder: OpenCLIP ViT-H/14 as a CLIPVisionModelWithProjection.
-VIT_H = dict(
-    hidden_size=1280,
-    intermediate_size=5120,
-    projection_dim=1024,
-    num_hidden_layers=32,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
-)
+VIT_H = clip_vision(1280, 5120, 1024, 32, 16, 224, 14)
 
 # InstantStyle-like per-block scales for each tiny UNet (sd-tiny: down block 0, up block 1
 # (2 attentions) and mid have transformers; sdxl-tiny: down block 1, up block 0 (3 attentions)).
@@ -262,15 +259,17 @@ def image_embeds(pipe, images, num_images_per_prompt):
         )
 
 
-def run_unet(unet, inputs, added, embeds):
+def run_unet(unet, inputs, added, embeds=None):
+    """The UNet's output, with the adapters' `embeds` (none: the plain UNet)."""
     cond = dict(added or {})
-    cond["image_embeds"] = embeds
+    if embeds is not None:
+        cond["image_embeds"] = embeds
     with torch.no_grad():
         return unet(
             inputs["sample"],
             inputs["timestep"],
             inputs["encoder_hidden_states"],
-            added_cond_kwargs=cond,
+            added_cond_kwargs=cond or None,
         ).sample
 
 
@@ -291,7 +290,7 @@ def gen_family(p, pipe, subfolder, files, dims, images, expected):
         proj, state = adapter_state(unet, kind, dims[kind], seed=seed)
         write_adapter(os.path.join(OUT, subfolder, files[kind]), state)
         projections[kind], states[kind] = proj, state
-    base = run_unet_plain(unet, inputs, added)
+    base = run_unet(unet, inputs, added)
     for kind in ("plain", "plus"):
         pipe.load_ip_adapter(
             OUT, subfolder=subfolder, weight_name=files[kind], image_encoder_folder=ENCODER_DIR
@@ -338,16 +337,6 @@ def gen_family(p, pipe, subfolder, files, dims, images, expected):
     pipe.unload_ip_adapter()
 
 
-def run_unet_plain(unet, inputs, added):
-    with torch.no_grad():
-        return unet(
-            inputs["sample"],
-            inputs["timestep"],
-            inputs["encoder_hidden_states"],
-            added_cond_kwargs=added,
-        ).sample
-
-
 def pixel_values(pipe, images, expected):
     """The feature extractor diffusers created in `load_ip_adapter` (`CLIPImageProcessor` with
     the encoder's image size): its pixels for each image."""
@@ -358,18 +347,33 @@ def pixel_values(pipe, images, expected):
         expected[key] = fe(image, return_tensors="pt").pixel_values
 
 
-def plain_dims(cross):
-    return {"clip_embeddings_dim": ENCODER["projection_dim"], "cross_attention_dim": cross}
-
-
-def plus_dims(cross, dim, heads, queries):
+def adapter_dims(kind, encoder, cross, plus=None):
+    """The h94 projection dims of a `kind` adapter for `encoder` (a CLIPVisionConfig's
+    fields) and a UNet of cross-attention width `cross`; `plus`: (dim, heads, queries)."""
+    if kind == "plain":
+        return {"clip_embeddings_dim": encoder["projection_dim"], "cross_attention_dim": cross}
+    dim, heads, queries = plus
     return {
         "dim": dim,
         "heads": heads,
         "num_queries": queries,
-        "embedding_dim": ENCODER["hidden_size"],
+        "embedding_dim": encoder["hidden_size"],
         "output_dim": cross,
     }
+
+
+def gen_tiny_family(p, pipeline, name, subfolder, plus, images, expected):
+    """The plain and Plus adapters for the tiny UNet `name` (`plus`: the Resampler's
+    (dim, heads, queries)) and diffusers' results with them; returns the pipeline."""
+    pipe = pipeline.from_pretrained(os.path.join(FIX, name))
+    cross = pipe.unet.config.cross_attention_dim
+    dims = {kind: adapter_dims(kind, ENCODER, cross, plus) for kind in ("plain", "plus")}
+    files = {
+        "plain": f"ip-adapter_{name}.safetensors",
+        "plus": f"ip-adapter-plus_{name}.safetensors",
+    }
+    gen_family(p, pipe, subfolder, files, dims, images, expected)
+    return pipe
 
 
 def gen_tiny():
@@ -380,30 +384,13 @@ def gen_tiny():
     make_encoder()
     expected = {}
 
-    sd = StableDiffusionPipeline.from_pretrained(os.path.join(FIX, "sd-tiny"))
-    sd_cross = sd.unet.config.cross_attention_dim
-    dims = {
-        "plain": plain_dims(sd_cross),
-        "plus": plus_dims(sd_cross, dim=8, heads=2, queries=5),
-    }
-    files = {
-        "plain": "ip-adapter_sd-tiny.safetensors",
-        "plus": "ip-adapter-plus_sd-tiny.safetensors",
-    }
-    gen_family("sd.", sd, "models", files, dims, images, expected)
+    sd = gen_tiny_family(
+        "sd.", StableDiffusionPipeline, "sd-tiny", "models", (8, 2, 5), images, expected
+    )
     pixel_values(sd, images, expected)
-
-    xl = StableDiffusionXLPipeline.from_pretrained(os.path.join(FIX, "sdxl-tiny"))
-    xl_cross = xl.unet.config.cross_attention_dim
-    dims = {
-        "plain": plain_dims(xl_cross),
-        "plus": plus_dims(xl_cross, dim=12, heads=1, queries=6),
-    }
-    files = {
-        "plain": "ip-adapter_sdxl-tiny.safetensors",
-        "plus": "ip-adapter-plus_sdxl-tiny.safetensors",
-    }
-    gen_family("sdxl.", xl, "sdxl_models", files, dims, images, expected)
+    gen_tiny_family(
+        "sdxl.", StableDiffusionXLPipeline, "sdxl-tiny", "sdxl_models", (12, 1, 6), images, expected
+    )
 
     out = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in expected.items()}
     path = os.path.join(OUT, "expected.safetensors")
@@ -432,9 +419,9 @@ def gen_full():
     vit_h = CLIPVisionConfig(**VIT_H)
     variants = [
         ("ip-adapter_sd15", "unet-sd15", "plain", None),
-        ("ip-adapter-plus_sd15", "unet-sd15", "plus", (768, 12)),
+        ("ip-adapter-plus_sd15", "unet-sd15", "plus", (768, 12, 16)),
         ("ip-adapter_sdxl_vit-h", "unet-sdxl-base", "plain", None),
-        ("ip-adapter-plus_sdxl_vit-h", "unet-sdxl-base", "plus", (1280, 20)),
+        ("ip-adapter-plus_sdxl_vit-h", "unet-sdxl-base", "plus", (1280, 20, 16)),
     ]
     for name, unet_name, kind, plus in variants:
         with open(os.path.join(FIX, "full", unet_name, "config.json")) as f:
@@ -442,17 +429,7 @@ def gen_full():
         with torch.device("meta"):
             unet = UNet2DConditionModel.from_config(cfg)
         cross = unet.config.cross_attention_dim
-        if kind == "plain":
-            dims = {"clip_embeddings_dim": vit_h.projection_dim, "cross_attention_dim": cross}
-        else:
-            dim, heads = plus
-            dims = {
-                "dim": dim,
-                "heads": heads,
-                "num_queries": 16,
-                "embedding_dim": vit_h.hidden_size,
-                "output_dim": cross,
-            }
+        dims = adapter_dims(kind, VIT_H, cross, plus)
         _, state = adapter_state(unet, kind, dims, seed=0, device="meta")
         split = {"image_proj": {}, "ip_adapter": {}}
         for k, v in state.items():

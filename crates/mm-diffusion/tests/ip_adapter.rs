@@ -112,32 +112,38 @@ fn check<const D: usize>(what: &str, actual: Tensor<D>, expected: Tensor<D>) -> 
 
 /// `actual` (from the image encoder) against diffusers' `[negative; positive]` embeddings.
 fn check_embeds(exp: &Expected, name: &str, actual: &ImageEmbeds) {
-    match actual {
-        ImageEmbeds::Pooled { positive, negative } => {
-            let expected = ImageEmbeds::from_diffusers_pooled(exp.float(name), true).unwrap();
-            let ImageEmbeds::Pooled {
+    let expected = match actual {
+        ImageEmbeds::Pooled { .. } => ImageEmbeds::from_diffusers_pooled(exp.float(name), true),
+        ImageEmbeds::Hidden { .. } => ImageEmbeds::from_diffusers_hidden(exp.float(name), true),
+    };
+    match (actual.clone(), expected.unwrap()) {
+        (
+            ImageEmbeds::Pooled { positive, negative },
+            ImageEmbeds::Pooled {
                 positive: p,
-                negative: Some(n),
-            } = expected
-            else {
-                unreachable!()
-            };
-            check(&format!("{name} (positive)"), positive.clone(), p);
-            check(&format!("{name} (negative)"), negative.clone().unwrap(), n);
-        }
-        ImageEmbeds::Hidden { positive, negative } => {
-            let expected = ImageEmbeds::from_diffusers_hidden(exp.float(name), true).unwrap();
-            let ImageEmbeds::Hidden {
+                negative: n,
+            },
+        ) => check_both(name, (positive, negative), (p, n)),
+        (
+            ImageEmbeds::Hidden { positive, negative },
+            ImageEmbeds::Hidden {
                 positive: p,
-                negative: Some(n),
-            } = expected
-            else {
-                unreachable!()
-            };
-            check(&format!("{name} (positive)"), positive.clone(), p);
-            check(&format!("{name} (negative)"), negative.clone().unwrap(), n);
-        }
+                negative: n,
+            },
+        ) => check_both(name, (positive, negative), (p, n)),
+        _ => unreachable!(),
     }
+}
+
+/// The positive and the negative embeddings of `name`, both present.
+fn check_both<const D: usize>(
+    name: &str,
+    actual: (Tensor<D>, Option<Tensor<D>>),
+    expected: (Tensor<D>, Option<Tensor<D>>),
+) {
+    check(&format!("{name} (positive)"), actual.0, expected.0);
+    let negative = actual.1.unwrap();
+    check(&format!("{name} (negative)"), negative, expected.1.unwrap());
 }
 
 /// One adapter, loaded through the public API: embeddings, tokens (also with 2 images per
@@ -434,66 +440,52 @@ fn check_published(unet: &UNet2DConditionModel, name: &str, config: ImageProject
     );
 }
 
-#[test]
-fn published_sd15_adapters_names_and_shapes() {
-    let unet = full_unet("unet-sd15");
+/// The published plain and Plus adapters (`names`, ViT-H image encoder) for the UNet `unet`
+/// of cross-attention width `cross` with `layers` cross-attentions, the Plus Resampler
+/// `dim` wide with `heads` heads.
+fn check_published_pair(
+    unet: &str,
+    names: [&str; 2],
+    cross: usize,
+    (dim, heads): (usize, usize),
+    layers: usize,
+) {
+    let unet = full_unet(unet);
     let plain = ImageProjModelConfig {
-        cross_attention_dim: 768,
+        cross_attention_dim: cross,
         clip_embeddings_dim: 1024,
         clip_extra_context_tokens: 4,
     };
     check_published(
         &unet,
-        "ip-adapter_sd15",
+        names[0],
         ImageProjectionConfig::ImageProjModel(plain),
     );
     let plus = ResamplerConfig {
-        dim: 768,
+        dim,
         depth: 4,
         dim_head: 64,
-        heads: 12,
+        heads,
         num_queries: 16,
         embedding_dim: 1280,
-        output_dim: 768,
+        output_dim: cross,
         ff_mult: 4,
     };
-    check_published(
-        &unet,
-        "ip-adapter-plus_sd15",
-        ImageProjectionConfig::Resampler(plus),
-    );
-    assert_eq!(
-        full_list("ip-adapter/ip-adapter_sd15.json").len(),
-        4 + 2 * 16
-    );
+    check_published(&unet, names[1], ImageProjectionConfig::Resampler(plus));
+    let plain_file = full_list(&format!("ip-adapter/{}.json", names[0]));
+    assert_eq!(plain_file.len(), 4 + 2 * layers);
+}
+
+#[test]
+fn published_sd15_adapters_names_and_shapes() {
+    let names = ["ip-adapter_sd15", "ip-adapter-plus_sd15"];
+    check_published_pair("unet-sd15", names, 768, (768, 12), 16);
 }
 
 #[test]
 fn published_sdxl_adapters_names_and_shapes() {
-    let unet = full_unet("unet-sdxl-base");
-    let plain = ImageProjModelConfig {
-        cross_attention_dim: 2048,
-        clip_embeddings_dim: 1024,
-        clip_extra_context_tokens: 4,
-    };
-    let name = "ip-adapter_sdxl_vit-h";
-    check_published(&unet, name, ImageProjectionConfig::ImageProjModel(plain));
-    let plus = ResamplerConfig {
-        dim: 1280,
-        depth: 4,
-        dim_head: 64,
-        heads: 20,
-        num_queries: 16,
-        embedding_dim: 1280,
-        output_dim: 2048,
-        ff_mult: 4,
-    };
-    let name = "ip-adapter-plus_sdxl_vit-h";
-    check_published(&unet, name, ImageProjectionConfig::Resampler(plus));
-    assert_eq!(
-        full_list("ip-adapter/ip-adapter_sdxl_vit-h.json").len(),
-        4 + 2 * 70
-    );
+    let names = ["ip-adapter_sdxl_vit-h", "ip-adapter-plus_sdxl_vit-h"];
+    check_published_pair("unet-sdxl-base", names, 2048, (1280, 20), 70);
 }
 
 #[test]
