@@ -51,13 +51,38 @@ fn config(name: &str) -> ControlNetConfig {
     mm_core::config::read_json(fixture(NAME).join(name).join("config.json")).unwrap()
 }
 
-/// The ControlNet of a residual case, loaded as a user would.
-fn residual_model(case: &Value) -> ControlNetModel {
+/// The single file with every tensor under `control_model.`, beside a tensor of another
+/// model (as in the original repository's training checkpoints, which hold the whole SD
+/// model).
+fn prefixed_single_file() -> std::path::PathBuf {
+    let bytes = std::fs::read(fixture(NAME).join("sd_single_file.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st.tensors();
+    let mut views: Vec<_> = (tensors.iter())
+        .map(|(name, view)| (format!("control_model.{name}"), view.clone()))
+        .collect();
+    let (_, other) = &tensors[0];
+    views.push(("model.diffusion_model.out.2.bias".into(), other.clone()));
+    let path =
+        std::env::temp_dir().join(format!("mm-controlnet-{}.safetensors", std::process::id()));
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+/// The ControlNet of a residual case, loaded as a user would (`sd_single_prefixed`: the
+/// single file with the `control_model.` prefix).
+fn residual_model(case: &Value, prefixed: bool) -> ControlNetModel {
     let folder = case["controlnet"].as_str().unwrap();
     if folder == "sd_single" {
-        let file = fixture(NAME).join("sd_single_file.safetensors");
-        return ControlNetModel::from_single_file(file, &config(folder), DType::F32, &device())
-            .unwrap();
+        let file = match prefixed {
+            true => prefixed_single_file(),
+            false => fixture(NAME).join("sd_single_file.safetensors"),
+        };
+        let net = ControlNetModel::from_single_file(&file, &config(folder), DType::F32, &device());
+        if prefixed {
+            std::fs::remove_file(file).unwrap();
+        }
+        return net.unwrap();
     }
     if case["global_pool_conditions"].as_bool().unwrap() {
         let mut config = config(folder);
@@ -74,8 +99,15 @@ fn residual_model(case: &Value) -> ControlNetModel {
 #[test]
 fn residuals_match_diffusers() {
     let exp = Expected::fixture(NAME);
-    for (name, case) in cases()["residuals"].as_object().unwrap() {
-        let net = residual_model(case);
+    let cases = cases();
+    let residuals = cases["residuals"].as_object().unwrap();
+    // The single file also with the `control_model.` prefix: the same model.
+    let prefixed = ("sd_single", &residuals["sd_single"], true);
+    let all = residuals
+        .iter()
+        .map(|(name, case)| (name.as_str(), case, false));
+    for (name, case, prefixed) in all.chain([prefixed]) {
+        let net = residual_model(case, prefixed);
         let key = |k: &str| format!("res.{name}.{k}");
         let mut input = UNetInput::new(
             exp.float(&key("sample")),
@@ -101,7 +133,12 @@ fn residuals_match_diffusers() {
             worst = worst.max(exp.check(&key(&format!("down.{i}")), d, RESIDUAL_TOL));
         }
         worst = worst.max(exp.check(&key("mid"), out.mid, RESIDUAL_TOL));
-        eprintln!("residuals {name}: max error {worst:.2e}");
+        let tag = if prefixed {
+            " (control_model. prefix)"
+        } else {
+            ""
+        };
+        eprintln!("residuals {name}{tag}: max error {worst:.2e}");
     }
 }
 
