@@ -6,6 +6,7 @@
 //!   hidden state exposed (Stable Diffusion, SDXL, LLaVA and IP-Adapter use them).
 //! - [`siglip`]: `SiglipModel` with the attention-pooling vision head and sigmoid scoring.
 //! - [`vit`]: `ViTModel` and `ViTForImageClassification`.
+//! - [`t5`]: `T5EncoderModel`, the text encoder of Stable Diffusion 3 and FLUX.1.
 //! - [`contrastive`]: normalisation and the CLIP / SigLIP training losses.
 //!
 //! Every model has `new` (random weights) and implements [`Pretrained`]: `load` (a snapshot
@@ -23,6 +24,7 @@ mod loading;
 pub mod output;
 mod pretrained;
 pub mod siglip;
+pub mod t5;
 pub mod vit;
 
 pub use error::{Error, Result};

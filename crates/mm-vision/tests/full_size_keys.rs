@@ -65,3 +65,11 @@ fn vit_base_patch16_224_names_and_shapes() {
     let model = ViTForImageClassification::new(&config::<ViTConfig>(name), &device()).unwrap();
     assert_same(name, expected_tensors(&model));
 }
+
+#[test]
+fn t5_v1_1_xxl_encoder_names_and_shapes() {
+    let name = "t5-v1_1-xxl";
+    let config = config::<mm_vision::t5::T5Config>(name);
+    let model = mm_vision::t5::T5EncoderModel::new(&config, &device()).unwrap();
+    assert_same(name, expected_tensors(&model));
+}

@@ -1,0 +1,93 @@
+//! `T5EncoderModel` matches transformers 5.24 on the tiny random checkpoints of
+//! `tools/reference/gen_t5.py`: T5 v1.1's gated-GELU feed-forward and the original T5's ReLU
+//! one, with a padding mask and without, over 24 tokens (every branch of the relative position
+//! buckets); the tied embedding stored under either name; bad ids are typed errors.
+
+mod common;
+
+use burn::tensor::{Int, Tensor};
+use common::{Expected, device, fixture};
+use mm_core::weights::Weights;
+use mm_vision::Pretrained;
+use mm_vision::t5::{T5Config, T5EncoderModel, relative_position_bucket};
+
+const TOL: f32 = 1e-4;
+
+fn check(name: &str, model: &T5EncoderModel) {
+    let exp = Expected::open(name);
+    let ids = exp.int::<2>("input_ids");
+    let mask = exp.int::<2>("attention_mask");
+    let out = model.forward(ids.clone(), Some(mask)).unwrap();
+    exp.check("last_hidden_state", out, TOL);
+    let alone = model.forward(ids.narrow(0, 0, 1), None).unwrap();
+    exp.check("last_hidden_state_nomask", alone, TOL);
+}
+
+#[test]
+fn encoder_states_match_transformers() {
+    for name in ["t5-tiny", "t5-tiny-relu"] {
+        let model = T5EncoderModel::load(fixture(name).to_str().unwrap(), &device()).unwrap();
+        check(name, &model);
+    }
+}
+
+#[test]
+fn the_tied_embedding_loads_under_its_encoder_name() {
+    // Some checkpoints store `encoder.embed_tokens.weight` (the tie of `shared.weight`), alone
+    // or beside it.
+    let dir = fixture("t5-tiny");
+    let config: T5Config = mm_core::config::read_json(dir.join("config.json")).unwrap();
+    let weights = Weights::open(dir.join("model.safetensors"))
+        .unwrap()
+        .rename(|n| {
+            Some(match n {
+                "shared.weight" => "encoder.embed_tokens.weight".into(),
+                n => n.to_string(),
+            })
+        });
+    let model = T5EncoderModel::from_weights(&config, weights, &device()).unwrap();
+    check("t5-tiny", &model);
+}
+
+#[test]
+fn buckets_match_transformers_formula() {
+    // transformers' _relative_position_bucket(bidirectional=True, num_buckets=32,
+    // max_distance=128) for a few distances (memory - query).
+    let cases = [
+        (0, 0),
+        (1, 17),
+        (-1, 1),
+        (7, 23),
+        (-7, 7),
+        (8, 24),
+        (-8, 8),
+        (20, 26),
+        (-20, 10),
+        (127, 31),
+        (-127, 15),
+        (500, 31),
+        (-500, 15),
+    ];
+    for (relative, bucket) in cases {
+        assert_eq!(
+            relative_position_bucket(relative, 32, 128),
+            bucket,
+            "{relative}"
+        );
+    }
+}
+
+#[test]
+fn bad_ids_are_typed_errors() {
+    let model = T5EncoderModel::load(fixture("t5-tiny").to_str().unwrap(), &device()).unwrap();
+    let ids = Tensor::<2, Int>::from_ints([[1, 64]], &device());
+    assert!(model.forward(ids, None).is_err());
+    let ids = Tensor::<2, Int>::from_ints([[1, 2]], &device());
+    let mask = Tensor::<2, Int>::from_ints([[1, 1, 1]], &device());
+    assert!(model.forward(ids, Some(mask)).is_err());
+    let config = T5Config {
+        feed_forward_proj: "gated-nope".into(),
+        ..T5Config::default()
+    };
+    assert!(T5EncoderModel::new(&config, &device()).is_err());
+}
