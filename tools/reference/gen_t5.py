@@ -18,6 +18,16 @@ Writes (relative to the repository root, whatever the cwd):
                                  writes for a `T5EncoderModel` of it (the tied
                                  `encoder.embed_tokens.weight` left out), built on the meta device
 
+  tests/fixtures/t5-tokenizer/    a T5-style SentencePiece-Unigram `tokenizer.json` built with
+                                 `tokenizers` (T5's layout: `<pad>` 0, `</s>` 1, `<unk>` 2,
+                                 whitespace collapse + NFKC normalizer, WhitespaceSplit +
+                                 Metaspace pre-tokenizer, `$A </s>` post-processor; a small
+                                 hand-made vocabulary instead of T5's 32k pieces and its
+                                 precompiled charsmap), `tokenizer_config.json`, `prompts.json`
+                                 and `expected.safetensors`: `T5TokenizerFast`'s ids and masks
+                                 for each prompt as SD3 calls it (`padding="max_length"`,
+                                 `max_length=16`, `truncation=True`)
+
 24 tokens with 8 buckets and a maximum distance of 20 take every branch of the relative
 position buckets (exact, log-spaced, clamped; both directions).
 
@@ -94,7 +104,56 @@ def gen_full():
     print(f"  full/t5-v1_1-xxl: {len(state)} tensors")
 
 
+PROMPTS = [
+    "a photo of a cat",
+    "A Photo  of   the CAT!",
+    "café au lait, 日本 and ﬁve ①",
+    "",
+    "the cat and the dog and the cat and the dog and the cat and the dog on a mat",
+    "unknown ✨ glyphs ☃",
+]
+PIECES = ["▁a", "▁photo", "▁of", "▁the", "▁cat", "▁and", "▁dog", "▁on", "▁mat", "▁five",
+          "▁caf", "é", "▁au", "▁lait", ",", "!", "▁", "日本", "▁1"]
+
+
+def gen_tokenizer():
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    folder = os.path.join(FIX, "t5-tokenizer")
+    fresh_dir(folder)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    letters += [c.upper() for c in letters]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(p, -2.0 - 0.1 * i) for i, p in enumerate(PIECES)]
+    vocab += [(c, -8.0 - 0.01 * i) for i, c in enumerate(letters + list("▁日本é"))]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    path = os.path.join(folder, "tokenizer.json")
+    tok.save(path)
+    fast = T5TokenizerFast(tokenizer_file=path, eos_token="</s>", unk_token="<unk>",
+                           pad_token="<pad>", extra_ids=0)
+    fast.save_pretrained(folder)
+    assert fast.pad_token_id == 0 and fast.eos_token_id == 1
+    expected = {}
+    for i, prompt in enumerate(PROMPTS):
+        enc = fast(prompt, padding="max_length", max_length=16, truncation=True,
+                   add_special_tokens=True, return_tensors="pt")
+        expected[f"{i}.input_ids"] = enc.input_ids
+        expected[f"{i}.attention_mask"] = enc.attention_mask
+        print(f"    {prompt!r}: {enc.input_ids[0].tolist()}")
+    save_file(expected, os.path.join(folder, "expected.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "prompts.json"), "w") as f:
+        json.dump({"max_length": 16, "prompts": PROMPTS}, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
+    gen_tokenizer()
     gen("t5-tiny", "gated-gelu", 51)
     gen("t5-tiny-relu", "relu", 52)
     gen_full()

@@ -91,3 +91,43 @@ fn bad_ids_are_typed_errors() {
     };
     assert!(T5EncoderModel::new(&config, &device()).is_err());
 }
+
+#[test]
+fn t5_tokenizer_ids_match_transformers() {
+    let dir = fixture("t5-tokenizer");
+    let text = std::fs::read_to_string(dir.join("prompts.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let max_length = spec["max_length"].as_u64().unwrap() as usize;
+    let tokenizer = mm_core::tokenizer::Tokenizer::from_file(dir.join("tokenizer.json"))
+        .unwrap()
+        .with_max_length(max_length)
+        .unwrap();
+    assert_eq!(tokenizer.pad_id(), 0);
+    let exp = Expected::open("t5-tokenizer");
+    for (i, prompt) in spec["prompts"].as_array().unwrap().iter().enumerate() {
+        let prompt = prompt.as_str().unwrap();
+        let (ids, mask) = tokenizer
+            .encode(prompt)
+            .unwrap()
+            .to_tensors(&device())
+            .unwrap();
+        let want = |k: &str| exp.int::<2>(&format!("{i}.{k}")).into_data();
+        assert_eq!(ids.into_data(), want("input_ids"), "{prompt:?}");
+        assert_eq!(mask.into_data(), want("attention_mask"), "{prompt:?}");
+    }
+}
+
+#[test]
+fn a_folder_with_only_spiece_model_names_the_conversion() {
+    let dir = std::env::temp_dir().join(format!("mm-t5-spiece-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("spiece.model"), b"not read").unwrap();
+    let err = mm_vision::t5::tokenizer_file(&dir).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.contains("spiece.model") && err.contains("save_pretrained"),
+        "{err}"
+    );
+    let found = mm_vision::t5::tokenizer_file(&fixture("t5-tokenizer")).unwrap();
+    assert!(found.ends_with("tokenizer.json"));
+}
