@@ -252,13 +252,11 @@ impl ControlPlan {
             return Ok(None);
         }
         let (sample, context, added) = if self.guess_guided {
-            let half = |t: &Tensor<3>| t.clone().narrow(0, t.dims()[0] / 2, t.dims()[0] / 2);
-            let half2 = |t: &Tensor<2>| t.clone().narrow(0, t.dims()[0] / 2, t.dims()[0] / 2);
             let added = cond.added.as_ref().map(|a| AddedCond {
-                text_embeds: half2(&a.text_embeds),
-                time_ids: half2(&a.time_ids),
+                text_embeds: conditional_half(&a.text_embeds),
+                time_ids: conditional_half(&a.time_ids),
             });
-            (scaled()?, half(&cond.context), added)
+            (scaled()?, conditional_half(&cond.context), added)
         } else {
             (input.clone(), cond.context.clone(), cond.added.clone())
         };
@@ -287,4 +285,10 @@ impl ControlPlan {
             }
         }))
     }
+}
+
+/// The second half of a `[uncond; cond]` batch (diffusers' `.chunk(2)[1]`).
+fn conditional_half<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+    let half = t.dims()[0] / 2;
+    t.clone().narrow(0, half, half)
 }

@@ -104,10 +104,7 @@ impl DenoiserInfo {
             sample_size,
             bytes_per_pixel: mm_core::limits::tensor_bytes(&[16, channels], 4),
             guidance_embedding: config.time_cond_proj_dim,
-            skip_connections: config.plan().ok().map(|plan| {
-                let n = plan.layers.len();
-                1 + plan.layers.iter().sum::<usize>() + n - 1
-            }),
+            skip_connections: config.plan().ok().map(|plan| plan.skip_connections()),
         }
     }
 }

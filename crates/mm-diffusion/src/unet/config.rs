@@ -250,6 +250,13 @@ pub struct BlockPlan {
 }
 
 impl BlockPlan {
+    /// How many skip connections the down path produces (the residuals a ControlNet returns):
+    /// `conv_in`'s output, one per down-block ResNet, one per downsampler (every level but
+    /// the last).
+    pub fn skip_connections(&self) -> usize {
+        1 + self.layers.iter().sum::<usize>() + self.layers.len().saturating_sub(1)
+    }
+
     /// The text widths of every level that attends to the text.
     pub fn cross_attention_dims(&self) -> Vec<usize> {
         let n = self.down.len();

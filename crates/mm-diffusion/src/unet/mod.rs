@@ -513,11 +513,7 @@ impl UNet2DConditionModel {
     /// How many skip connections the down path produces (what a ControlNet must match):
     /// `conv_in`'s output, one per down-block ResNet, one per downsampler.
     pub fn num_skip_connections(&self) -> usize {
-        1 + self
-            .down_blocks
-            .iter()
-            .map(|b| b.resnets.len() + b.downsamplers.iter().flatten().count())
-            .sum::<usize>()
+        self.plan.skip_connections()
     }
 }
 

@@ -91,42 +91,69 @@ impl T5Attention {
     }
 }
 
-/// The feed-forward layer: gated (`wi_0`, `wi_1`, T5 v1.1) or plain (`wi`, T5), then `wo`.
+/// T5's feed-forward layer: `wo(act(wi x))`.
 #[derive(Module, Debug)]
 pub struct T5DenseActDense {
-    /// Plain input projection.
-    pub wi: Option<Linear>,
-    /// Gated: the activated projection.
-    pub wi_0: Option<Linear>,
-    /// Gated: the linear projection it multiplies.
-    pub wi_1: Option<Linear>,
+    /// Input projection.
+    pub wi: Linear,
     /// Output projection.
     pub wo: Linear,
     #[module(skip)]
     act: Activation,
 }
 
-impl T5DenseActDense {
+/// T5 v1.1's gated feed-forward layer: `wo(act(wi_0 x) · wi_1 x)`.
+#[derive(Module, Debug)]
+pub struct T5DenseGatedActDense {
+    /// The activated projection.
+    pub wi_0: Linear,
+    /// The linear projection it multiplies.
+    pub wi_1: Linear,
+    /// Output projection.
+    pub wo: Linear,
+    #[module(skip)]
+    act: Activation,
+}
+
+/// The feed-forward layer `feed_forward_proj` selects (`DenseReluDense.*`); the variants add
+/// nothing to the tensor names.
+#[derive(Module, Debug)]
+pub enum T5FeedForward {
+    /// `"relu"` (or another plain activation).
+    Plain(T5DenseActDense),
+    /// `"gated-gelu"` (or another gated activation).
+    Gated(T5DenseGatedActDense),
+}
+
+impl T5FeedForward {
     fn new(config: &T5Config, device: &Device) -> Result<Self> {
         let (gated, act) = config.feed_forward()?;
         let proj = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         let (d, ff) = (config.d_model, config.d_ff);
-        Ok(Self {
-            wi: (!gated).then(|| proj(d, ff)),
-            wi_0: gated.then(|| proj(d, ff)),
-            wi_1: gated.then(|| proj(d, ff)),
-            wo: proj(ff, d),
-            act,
+        Ok(if gated {
+            Self::Gated(T5DenseGatedActDense {
+                wi_0: proj(d, ff),
+                wi_1: proj(d, ff),
+                wo: proj(ff, d),
+                act,
+            })
+        } else {
+            Self::Plain(T5DenseActDense {
+                wi: proj(d, ff),
+                wo: proj(ff, d),
+                act,
+            })
         })
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = match (&self.wi, &self.wi_0, &self.wi_1) {
-            (_, Some(w0), Some(w1)) => self.act.forward(linear(w0, x.clone())) * linear(w1, x),
-            (Some(wi), ..) => self.act.forward(linear(wi, x)),
-            _ => unreachable!("built with wi or wi_0 and wi_1"),
-        };
-        linear(&self.wo, h)
+        match self {
+            Self::Plain(f) => linear(&f.wo, f.act.forward(linear(&f.wi, x))),
+            Self::Gated(f) => {
+                let h = f.act.forward(linear(&f.wi_0, x.clone())) * linear(&f.wi_1, x);
+                linear(&f.wo, h)
+            }
+        }
     }
 }
 
@@ -143,12 +170,14 @@ pub struct T5LayerSelfAttention {
 #[derive(Module, Debug)]
 pub struct T5LayerFF {
     /// The feed-forward layer (`DenseReluDense.*`).
-    pub DenseReluDense: T5DenseActDense,
+    pub DenseReluDense: T5FeedForward,
     /// The RMS norm before it.
     pub layer_norm: RmsNorm,
 }
 
-/// `layer.0` or `layer.1` of a block; the variants add nothing to the tensor names.
+/// `layer.0` or `layer.1` of a block; the variants add nothing to the tensor names. (Two
+/// per block, built once: their size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum T5Layer {
     /// `layer.0`.
@@ -215,7 +244,7 @@ impl T5EncoderModel {
                             layer_norm: norm(),
                         }),
                         T5Layer::Ff(T5LayerFF {
-                            DenseReluDense: T5DenseActDense::new(config, device)?,
+                            DenseReluDense: T5FeedForward::new(config, device)?,
                             layer_norm: norm(),
                         }),
                     ],
