@@ -108,6 +108,38 @@ pub fn group_norm<const D: usize>(
     }
 }
 
+/// Layer normalisation over the last axis without affine parameters (PyTorch's
+/// `nn.LayerNorm(dim, elementwise_affine=False)`, as the diffusion transformers' adaptive norms
+/// use it): `(x - mean) / sqrt(var + epsilon)` per row. f32 tensors on the flex CPU backend take
+/// the fused normalisation kernel of [`group_norm`], one row per task.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mm_core::nn::layer_norm;
+///
+/// let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0, 4.0]], &Device::flex());
+/// let y: Vec<f32> = layer_norm(x, 1e-6).into_data().to_vec().unwrap();
+/// assert!((y[0] + 1.3416).abs() < 1e-3 && (y[3] - 1.3416).abs() < 1e-3);
+/// ```
+pub fn layer_norm<const D: usize>(x: Tensor<D>, epsilon: f64) -> Tensor<D> {
+    let dims = x.dims();
+    let width = dims[D - 1];
+    if cpu_activation::supports(&x) && width > 0 {
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let p = cpu_norm::GroupNorm {
+            groups: 1,
+            gamma: None,
+            beta: None,
+            epsilon,
+            act: None,
+        };
+        return cpu_norm::group_norm(x.reshape([rows, 1, width]), &p).reshape(dims);
+    }
+    let centered = x.clone() - x.mean_dim(D - 1);
+    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    centered / (var + epsilon).sqrt()
+}
+
 /// diffusers' GEGLU gate on `[.., 2·n]`: the first half of the last axis times the exact GELU
 /// of the second half, as `[.., n]` (one fused pass for f32 tensors on the flex backend).
 pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {

@@ -8,6 +8,8 @@
 //!   diffusers and the original upstream key layouts).
 //! - [`unet`]: the denoising [`UNet2DConditionModel`](unet::UNet2DConditionModel) of Stable
 //!   Diffusion 1.x/2.x (and inpainting) and SDXL, with ControlNet residual inputs.
+//! - [`transformer`]: [`SD3Transformer2DModel`](transformer::SD3Transformer2DModel), the
+//!   multimodal diffusion transformer (MMDiT) of Stable Diffusion 3 / 3.5.
 //! - [`controlnet`]: [`ControlNetModel`](controlnet::ControlNetModel), the residuals that
 //!   steer a UNet by a control image (SD 1.x / 2.x and SDXL).
 //! - [`ip_adapter`]: IP-Adapter image prompts (the `h94/IP-Adapter` files: IP-Adapter and
@@ -45,6 +47,7 @@ pub mod ip_adapter;
 mod loading;
 pub mod pipelines;
 pub mod single_file;
+pub mod transformer;
 pub mod unet;
 pub mod vae;
 

@@ -165,7 +165,7 @@ fn options(case: &Value, exp: &Expected) -> GenerateOptions {
     }
     for (key, v) in kwargs {
         match key.as_str() {
-            "num_inference_steps" => opts.steps = v.as_u64().unwrap() as usize,
+            "num_inference_steps" => opts.steps = Some(v.as_u64().unwrap() as usize),
             "negative_prompt" => opts.negative_prompt = v.as_str().map(String::from),
             "guidance_scale" => opts.guidance_scale = v.as_f64(),
             "strength" => opts.strength = v.as_f64(),

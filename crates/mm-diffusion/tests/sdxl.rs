@@ -66,7 +66,7 @@ fn options(case: &Value) -> GenerateOptions {
         let m = &mut opts.micro;
         match key.as_str() {
             "prompt" | "height" | "width" => {}
-            "num_inference_steps" => opts.steps = v.as_u64().unwrap() as usize,
+            "num_inference_steps" => opts.steps = Some(v.as_u64().unwrap() as usize),
             "negative_prompt" => opts.negative_prompt = Some(s()),
             "prompt_2" => opts.prompt_2 = Some(s()),
             "negative_prompt_2" => opts.negative_prompt_2 = Some(s()),

@@ -8,7 +8,7 @@ use mm_core::processor::{Resample, resize};
 use super::denoiser::Conditioning;
 use crate::check::check_finite;
 use crate::controlnet::{ControlNetModel, ControlNetOutput};
-use crate::unet::{AddedCond, UNetInput};
+use crate::unet::UNetInput;
 use crate::{Error, Result};
 
 /// A control image: a picture (resized to the generation size with Lanczos, as diffusers'
@@ -252,11 +252,8 @@ impl ControlPlan {
             return Ok(None);
         }
         let (sample, context, added) = if self.guess_guided {
-            let added = cond.added.as_ref().map(|a| AddedCond {
-                text_embeds: conditional_half(&a.text_embeds),
-                time_ids: conditional_half(&a.time_ids),
-            });
-            (scaled()?, conditional_half(&cond.context), added)
+            let half = cond.conditional_half();
+            (scaled()?, half.context, half.added)
         } else {
             (input.clone(), cond.context.clone(), cond.added.clone())
         };
@@ -285,10 +282,4 @@ impl ControlPlan {
             }
         }))
     }
-}
-
-/// The second half of a `[uncond; cond]` batch (diffusers' `.chunk(2)[1]`).
-fn conditional_half<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
-    let half = t.dims()[0] / 2;
-    t.clone().narrow(0, half, half)
 }

@@ -23,6 +23,33 @@ pub struct Conditioning {
     /// The ControlNets' residuals of this step (set by the loop; see
     /// [`Denoiser::skip_connections`]).
     pub control: Option<ControlNetOutput>,
+    /// SD3's pooled text embeddings (`pooled_projections`, `[batch, dim]`).
+    pub pooled: Option<Tensor<2>>,
+}
+
+impl Conditioning {
+    /// The conditioning of the prompt's branch alone: the second half of every batched
+    /// input of a `[uncond; cond]` conditioning (diffusers' `.chunk(2)[1]`), no residuals.
+    pub fn conditional_half(&self) -> Self {
+        Self {
+            context: conditional_half(&self.context),
+            added: self.added.as_ref().map(|a| AddedCond {
+                text_embeds: conditional_half(&a.text_embeds),
+                time_ids: conditional_half(&a.time_ids),
+            }),
+            timestep_cond: self.timestep_cond.as_ref().map(conditional_half),
+            image_tokens: (self.image_tokens.as_ref())
+                .map(|tokens| tokens.iter().map(conditional_half).collect()),
+            control: None,
+            pooled: self.pooled.as_ref().map(conditional_half),
+        }
+    }
+}
+
+/// The second half of a `[uncond; cond]` batch.
+fn conditional_half<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+    let half = t.dims()[0] / 2;
+    t.clone().narrow(0, half, half)
 }
 
 /// A noise-prediction network conditioned on text, as the Stable Diffusion pipelines call it
@@ -62,6 +89,28 @@ pub trait Denoiser {
     fn skip_connections(&self) -> Option<usize> {
         None
     }
+
+    /// The side of the square patches it cuts the latents into (1 for a UNet; SD3's
+    /// transformer: 2): image sides must be multiples of it times the VAE's factor.
+    fn patch_size(&self) -> usize {
+        1
+    }
+
+    /// [`predict`](Self::predict) with the blocks `layers` skipped (skip-layer guidance);
+    /// denoisers without skippable blocks (the default) refuse.
+    fn predict_skipping(
+        &self,
+        sample: Tensor<4>,
+        timestep: f64,
+        cond: &Conditioning,
+        layers: &[usize],
+    ) -> Result<Tensor<4>> {
+        let _ = (sample, timestep, cond, layers);
+        Err(crate::Error::InvalidArgument {
+            name: "skip_guidance_layers",
+            reason: "skip-layer guidance needs a transformer denoiser (SD3 / SD3.5)".into(),
+        })
+    }
 }
 
 /// What a pipeline needs to know of its denoiser without loading it.
@@ -75,6 +124,8 @@ pub(crate) struct DenoiserInfo {
     pub guidance_embedding: Option<usize>,
     /// [`Denoiser::skip_connections`].
     pub skip_connections: Option<usize>,
+    /// [`Denoiser::patch_size`].
+    pub patch_size: usize,
 }
 
 impl DenoiserInfo {
@@ -85,6 +136,7 @@ impl DenoiserInfo {
             bytes_per_pixel: denoiser.activation_bytes(1, 1, 1),
             guidance_embedding: denoiser.guidance_embedding_dim(),
             skip_connections: denoiser.skip_connections(),
+            patch_size: denoiser.patch_size(),
         }
     }
 
@@ -105,6 +157,7 @@ impl DenoiserInfo {
             bytes_per_pixel: mm_core::limits::tensor_bytes(&[16, channels], 4),
             guidance_embedding: config.time_cond_proj_dim,
             skip_connections: config.plan().ok().map(|plan| plan.skip_connections()),
+            patch_size: 1,
         }
     }
 }

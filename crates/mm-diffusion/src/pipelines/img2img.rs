@@ -99,7 +99,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         };
         let batch = opts.num_images_per_prompt;
         self.latent_shape(batch, height, width)?;
-        let mut scheduler = self.scheduler(opts)?;
+        let mut scheduler = self.scheduler_for_size(opts, Some((height, width)))?;
         let (timesteps, steps) = self.image_timesteps(&mut *scheduler, opts, call)?;
         let embeds = self.encode_prompt_for(opts, call)?;
         let cond = self.conditioning(&embeds, opts, call, (height, width))?;
@@ -127,6 +127,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 conditioning: None,
                 blend: None,
                 control,
+                skip: opts.skip_layer_guidance.clone(),
             })
         })
     }

@@ -9,7 +9,7 @@ use super::options::GenerateOptions;
 use super::pipeline::{
     Blend, Call, Denoise, DiffusionPipeline, Generated, Hooks, preprocess_image, repeat_batch,
 };
-use super::prompt::TextConditioner;
+use super::prompt::{ModelFamily, TextConditioner};
 use crate::check::{check_channels, check_finite};
 use crate::vae::Autoencoder;
 use crate::{Error, Result};
@@ -82,6 +82,14 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         hooks: Hooks<'_>,
     ) -> Result<Generated> {
         let call = Call::Inpaint;
+        if self.family() == ModelFamily::StableDiffusion3 {
+            return Err(Error::InvalidArgument {
+                name: "inpaint",
+                reason: "SD3 inpainting (diffusers' StableDiffusion3InpaintPipeline) is not \
+                         implemented; text-to-image and img2img are"
+                    .into(),
+            });
+        }
         self.check_options(opts, call)?;
         let pixels = preprocess_image(image)?;
         let [_, _, height, width] = image.dims();
@@ -113,7 +121,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             )));
         }
         let strength = self.strength(opts, call);
-        let mut scheduler = self.scheduler(opts)?;
+        let mut scheduler = self.scheduler_for_size(opts, Some((height, width)))?;
         let (timesteps, steps) = self.image_timesteps(&mut *scheduler, opts, call)?;
         let full_strength = strength == 1.0;
         let start = opts.denoising_start.is_some();
@@ -168,6 +176,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 conditioning,
                 blend,
                 control,
+                skip: None,
             })
         })
     }

@@ -96,7 +96,9 @@ mod options;
 mod pipeline;
 mod progress;
 mod prompt;
+mod prompt_sd3;
 mod prompt_xl;
+mod sd3;
 mod text_to_image;
 mod xl;
 
@@ -106,11 +108,13 @@ pub use denoiser::{Conditioning, Denoiser};
 pub use img2img::IMG2IMG_STRENGTH;
 pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};
 pub use loading::PipelineDir;
-pub use options::{GenerateOptions, MicroConditioning};
+pub use options::{GenerateOptions, MicroConditioning, SkipLayerGuidance};
 pub use pipeline::{
     DiffusionPipeline, Generated, Hooks, LoadOptions, SIZE_MULTIPLE, StableDiffusion,
 };
 pub use progress::{Flow, Progress, SD_LATENT_RGB_FACTORS, StepInfo, linear_preview};
-pub use prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+pub use prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+pub use prompt_sd3::{SD3_MAX_SEQUENCE_LENGTH, Sd3PromptEncoder};
 pub use prompt_xl::XlPromptEncoder;
+pub use sd3::{SD3_IMG2IMG_STRENGTH, StableDiffusion3};
 pub use xl::{StableDiffusionXL, XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};

@@ -33,11 +33,22 @@ pub struct GenerateOptions {
     pub negative_prompt: Option<String>,
     /// SDXL: the prompt of the second text encoder (default: `prompt`).
     pub prompt_2: Option<String>,
-    /// SDXL: the negative prompt of the second text encoder (default: `negative_prompt`).
+    /// SDXL and SD3: the negative prompt of the second text encoder (default:
+    /// `negative_prompt`).
     pub negative_prompt_2: Option<String>,
-    /// `num_inference_steps` (default 50). img2img and inpainting run
-    /// `floor(steps · strength)` of them.
-    pub steps: usize,
+    /// SD3: the prompt of the T5 encoder (default: `prompt`).
+    pub prompt_3: Option<String>,
+    /// SD3: the negative prompt of the T5 encoder (default: `negative_prompt`).
+    pub negative_prompt_3: Option<String>,
+    /// SD3: the T5 tokens every prompt is padded or cut to (`max_sequence_length`, default
+    /// 256, at most 512).
+    pub max_sequence_length: Option<usize>,
+    /// SD3.5: skip-layer guidance (diffusers' `skip_guidance_layers` and its scale and
+    /// window; default off).
+    pub skip_layer_guidance: Option<SkipLayerGuidance>,
+    /// `num_inference_steps` (default: the pipeline's, diffusers' 50 — 28 for SD3).
+    /// img2img and inpainting run `floor(steps · strength)` of them.
+    pub steps: Option<usize>,
     /// Classifier-free guidance scale (default: the pipeline's, 7.5 or 5.0); ≤ 1 runs without
     /// guidance (one branch, as SDXL-Turbo's 0.0).
     pub guidance_scale: Option<f64>,
@@ -95,6 +106,53 @@ pub struct GenerateOptions {
     pub ip_adapter_image_embeds: Option<Vec<ImageEmbeds>>,
 }
 
+/// Skip-layer guidance (SD3.5 medium's recommended `skip_guidance_layers` are `[7, 8, 9]`):
+/// on the steps `i` with `start · steps < i < stop · steps`, the transformer runs once more on
+/// the prompt's branch with `layers` skipped, and the guided prediction gains
+/// `scale · (cond − cond_skipped)` (diffusers' `StableDiffusion3Pipeline`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerGuidance {
+    /// The transformer blocks skipped.
+    pub layers: Vec<usize>,
+    /// `skip_layer_guidance_scale` (default 2.8).
+    pub scale: f64,
+    /// `skip_layer_guidance_start` (default 0.01).
+    pub start: f64,
+    /// `skip_layer_guidance_stop` (default 0.2).
+    pub stop: f64,
+}
+
+impl SkipLayerGuidance {
+    /// Guidance skipping `layers`, with diffusers' scale and window.
+    pub fn new(layers: impl Into<Vec<usize>>) -> Self {
+        Self {
+            layers: layers.into(),
+            scale: 2.8,
+            start: 0.01,
+            stop: 0.2,
+        }
+    }
+
+    /// Sets the scale.
+    pub fn scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    /// Sets the window (fractions of the steps).
+    pub fn window(mut self, start: f64, stop: f64) -> Self {
+        self.start = start;
+        self.stop = stop;
+        self
+    }
+
+    /// Whether step `i` of `steps` runs the skipped branch.
+    pub fn active(&self, i: usize, steps: usize) -> bool {
+        let (i, n) = (i as f64, steps as f64);
+        i > n * self.start && i < n * self.stop
+    }
+}
+
 /// SDXL's micro-conditioning: the sizes and crop the UNet is told about (`add_time_ids`), as
 /// `(height, width)` / `(top, left)` pairs, and the refiner's aesthetic scores. Unset sizes are
 /// the generated image's; unset negative sizes are the positive ones.
@@ -141,7 +199,11 @@ impl GenerateOptions {
             negative_prompt: None,
             prompt_2: None,
             negative_prompt_2: None,
-            steps: 50,
+            steps: None,
+            prompt_3: None,
+            negative_prompt_3: None,
+            max_sequence_length: None,
+            skip_layer_guidance: None,
             guidance_scale: None,
             guidance_rescale: 0.0,
             eta: 0.0,
@@ -184,7 +246,7 @@ impl GenerateOptions {
 
     /// Sets the number of inference steps.
     pub fn steps(mut self, steps: usize) -> Self {
-        self.steps = steps;
+        self.steps = Some(steps);
         self
     }
 
@@ -328,17 +390,57 @@ impl GenerateOptions {
         self
     }
 
+    /// SD3: sets the T5 encoder's prompt.
+    pub fn prompt_3(mut self, prompt: impl Into<String>) -> Self {
+        self.prompt_3 = Some(prompt.into());
+        self
+    }
+
+    /// SD3: sets the T5 encoder's negative prompt.
+    pub fn negative_prompt_3(mut self, prompt: impl Into<String>) -> Self {
+        self.negative_prompt_3 = Some(prompt.into());
+        self
+    }
+
+    /// SD3: sets `max_sequence_length` (T5 tokens).
+    pub fn max_sequence_length(mut self, tokens: usize) -> Self {
+        self.max_sequence_length = Some(tokens);
+        self
+    }
+
+    /// SD3.5: sets skip-layer guidance.
+    pub fn skip_layer_guidance(mut self, slg: SkipLayerGuidance) -> Self {
+        self.skip_layer_guidance = Some(slg);
+        self
+    }
+
     /// Sets `guess_mode`.
     pub fn guess_mode(mut self, on: bool) -> Self {
         self.guess_mode = on;
         self
     }
 
-    /// Whether any SDXL-only setting is set (SD 1.x / 2.x pipelines refuse them).
-    pub(crate) fn xl_setting(&self) -> Option<&'static str> {
-        if self.prompt_2.is_some() {
+    /// Whether any SD3-only setting is set (other pipelines refuse them).
+    pub(crate) fn sd3_setting(&self) -> Option<&'static str> {
+        if self.prompt_3.is_some() {
+            Some("prompt_3")
+        } else if self.negative_prompt_3.is_some() {
+            Some("negative_prompt_3")
+        } else if self.max_sequence_length.is_some() {
+            Some("max_sequence_length")
+        } else if self.skip_layer_guidance.is_some() {
+            Some("skip_guidance_layers")
+        } else {
+            None
+        }
+    }
+
+    /// Whether any SDXL-only setting is set (other pipelines refuse them; SD3 shares the
+    /// second prompts).
+    pub(crate) fn xl_setting(&self, sd3: bool) -> Option<&'static str> {
+        if self.prompt_2.is_some() && !sd3 {
             Some("prompt_2")
-        } else if self.negative_prompt_2.is_some() {
+        } else if self.negative_prompt_2.is_some() && !sd3 {
             Some("negative_prompt_2")
         } else if self.micro != MicroConditioning::default() {
             Some("micro-conditioning")

@@ -7,7 +7,8 @@ use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use mm_core::limits::{check_memory, tensor_bytes};
 use mm_core::weights::Weights;
-use mm_schedulers::{Guidance, NoiseSource, Scheduler, SeededNoise};
+use mm_schedulers::scheduler::TimestepRequest;
+use mm_schedulers::{FlowMatchEulerConfig, Guidance, NoiseSource, Scheduler, SeededNoise};
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel};
 use serde_json::Value;
@@ -18,9 +19,10 @@ use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
 use super::img2img::IMG2IMG_STRENGTH;
 use super::inpaint::INPAINT_STRENGTH;
 use super::loading::{ComponentDir, DIFFUSERS_WEIGHTS, PipelineDir};
-use super::options::GenerateOptions;
+use super::options::{GenerateOptions, SkipLayerGuidance};
 use super::progress::{Flow, Previewer, Progress, StepCounter, StepInfo};
-use super::prompt::{PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+use super::prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+use super::sd3::SD3_IMG2IMG_STRENGTH;
 use super::xl::{XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};
 use crate::check::check_finite;
 use crate::controlnet::ControlNetModel;
@@ -68,7 +70,7 @@ pub struct DiffusionPipeline<U = UNet2DConditionModel, T = PromptEncoder> {
     pub(crate) denoiser: DenoiserInfo,
     /// SDXL's micro-conditioning (`None` for SD 1.x / 2.x).
     pub(crate) micro: Option<MicroLayout>,
-    device: Device,
+    pub(crate) device: Device,
 }
 
 /// Which diffusers pipeline a call mirrors (defaults and SDXL micro-conditioning differ).
@@ -161,6 +163,8 @@ pub(crate) struct Denoise {
     pub conditioning: Option<Tensor<4>>,
     pub blend: Option<Blend>,
     pub control: Option<ControlPlan>,
+    /// SD3.5's skip-layer guidance (with classifier-free guidance only).
+    pub skip: Option<SkipLayerGuidance>,
 }
 
 /// How a pipeline's models are loaded: the dtype their matrices are kept in and the
@@ -173,6 +177,9 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Which models stay in memory between uses.
     pub memory: MemoryMode,
+    /// SD3: whether the T5 encoder is loaded (default true; without it its states are
+    /// zeros, as diffusers' `text_encoder_3=None`).
+    pub t5: bool,
 }
 
 impl Default for LoadOptions {
@@ -187,7 +194,14 @@ impl LoadOptions {
         Self {
             dtype: DType::F32,
             memory: MemoryMode::Resident,
+            t5: true,
         }
+    }
+
+    /// SD3: leaves the T5 encoder out.
+    pub fn without_t5(mut self) -> Self {
+        self.t5 = false;
+        self
     }
 
     /// Sets the storage dtype.
@@ -294,7 +308,11 @@ pub(crate) fn pipeline_vae(
 }
 
 /// The `vae/` of a pipeline folder (see [`pipeline_vae`]).
-fn folder_vae(dir: &ComponentDir, dtype: DType, device: &Device) -> Result<AutoencoderKL> {
+pub(crate) fn folder_vae(
+    dir: &ComponentDir,
+    dtype: DType,
+    device: &Device,
+) -> Result<AutoencoderKL> {
     pipeline_vae(
         &dir.config()?,
         dir.weights(DIFFUSERS_WEIGHTS)?,
@@ -467,7 +485,8 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             preview_decoder: None,
             controlnets: Vec::new(),
             ip_adapter: None,
-            micro: T::ADDED_CONDITIONS.then_some(MicroLayout { aesthetics: false }),
+            micro: (T::FAMILY == ModelFamily::StableDiffusionXl)
+                .then_some(MicroLayout { aesthetics: false }),
             device: device.clone(),
         }
     }
@@ -503,19 +522,40 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         self.micro.is_some()
     }
 
+    /// The model family (whose diffusers defaults the calls use).
+    pub fn family(&self) -> ModelFamily {
+        match self.micro {
+            Some(_) => ModelFamily::StableDiffusionXl,
+            None => T::FAMILY,
+        }
+    }
+
     /// The guidance scale and strength a call uses when `opts` leaves them unset: diffusers'
     /// defaults of the matching pipeline class.
     /// With ControlNets, diffusers' ControlNet pipelines' (SDXL: guidance 5.0 and img2img
     /// strength 0.8 throughout).
     pub(crate) fn defaults(&self, call: Call) -> (f64, f64) {
         let control = !self.controlnets.is_empty();
-        match (self.is_xl(), call) {
-            (false, Call::Inpaint) => (7.5, INPAINT_STRENGTH),
-            (false, _) => (7.5, IMG2IMG_STRENGTH),
-            (true, Call::Inpaint) => (if control { 5.0 } else { 7.5 }, XL_INPAINT_STRENGTH),
-            (true, Call::Img2Img) if control => (5.0, IMG2IMG_STRENGTH),
-            (true, _) => (5.0, XL_IMG2IMG_STRENGTH),
+        match (self.family(), call) {
+            (ModelFamily::StableDiffusion3, _) => (7.0, SD3_IMG2IMG_STRENGTH),
+            (ModelFamily::StableDiffusion, Call::Inpaint) => (7.5, INPAINT_STRENGTH),
+            (ModelFamily::StableDiffusion, _) => (7.5, IMG2IMG_STRENGTH),
+            (ModelFamily::StableDiffusionXl, Call::Inpaint) => {
+                (if control { 5.0 } else { 7.5 }, XL_INPAINT_STRENGTH)
+            }
+            (ModelFamily::StableDiffusionXl, Call::Img2Img) if control => (5.0, IMG2IMG_STRENGTH),
+            (ModelFamily::StableDiffusionXl, _) => (5.0, XL_IMG2IMG_STRENGTH),
         }
+    }
+
+    /// The inference steps of a call: `opts.steps`, or diffusers' default of the family (28
+    /// for SD3, 50 otherwise).
+    pub(crate) fn steps(&self, opts: &GenerateOptions) -> usize {
+        let default = match self.family() {
+            ModelFamily::StableDiffusion3 => 28,
+            _ => 50,
+        };
+        opts.steps.unwrap_or(default)
     }
 
     /// The prepared ControlNet inputs of a call making `height × width` images, checked
@@ -563,9 +603,23 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
 
     /// The scheduler a call with `opts` uses: `opts.scheduler` (a diffusers class name) or
     /// the folder's, built from the folder's config (with `eta` set when non-zero and
-    /// `opts.scheduler_overrides` applied), with `opts.steps` timesteps set.
+    /// `opts.scheduler_overrides` applied), with the call's steps set. A flow-matching
+    /// config with `use_dynamic_shifting` needs the image size: use
+    /// [`scheduler_for_size`](Self::scheduler_for_size).
     pub fn scheduler(&self, opts: &GenerateOptions) -> Result<Box<dyn Scheduler<4>>> {
-        if opts.steps == 0 {
+        self.scheduler_for_size(opts, None)
+    }
+
+    /// [`scheduler`](Self::scheduler) for images of `(height, width)`: with
+    /// `use_dynamic_shifting`, the timesteps are shifted by the `mu` of the image's latent
+    /// token count (diffusers' `calculate_shift`).
+    pub fn scheduler_for_size(
+        &self,
+        opts: &GenerateOptions,
+        size: Option<(usize, usize)>,
+    ) -> Result<Box<dyn Scheduler<4>>> {
+        let steps = self.steps(opts);
+        if steps == 0 {
             return Err(Error::InvalidArgument {
                 name: "num_inference_steps",
                 reason: "must be at least 1".into(),
@@ -584,7 +638,15 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             Some(name) => mm_schedulers::scheduler_from_config::<4>(name, &config)?,
             None => mm_schedulers::scheduler_from_json::<4>(&config)?,
         };
-        scheduler.set_timesteps(opts.steps)?;
+        let mut request = TimestepRequest::steps(steps);
+        let dynamic = config.get("use_dynamic_shifting").and_then(Value::as_bool);
+        if let (Some(true), Some((height, width))) = (dynamic, size) {
+            let flow: FlowMatchEulerConfig = serde_json::from_value(config.clone())
+                .map_err(|e| Error::Config(format!("scheduler config: {e}")))?;
+            let patch = self.vae_scale_factor() * self.denoiser.patch_size;
+            request.mu = Some(flow.mu_for_seq_len((height / patch) * (width / patch)));
+        }
+        scheduler.set_timesteps_with(&request)?;
         Ok(scheduler)
     }
 
@@ -643,6 +705,9 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             timestep_cond,
             image_tokens: self.image_tokens(opts, call)?,
             control: None,
+            pooled: (self.family() == ModelFamily::StableDiffusion3)
+                .then(|| embeds.pooled_context())
+                .flatten(),
         })
     }
 
@@ -683,13 +748,29 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         if !scale.is_finite() {
             return bad("guidance_scale", format!("{scale} is not finite"));
         }
-        if !self.is_xl()
-            && let Some(name) = opts.xl_setting()
+        let family = self.family();
+        let sd3 = family == ModelFamily::StableDiffusion3;
+        if family != ModelFamily::StableDiffusionXl
+            && let Some(name) = opts.xl_setting(sd3)
         {
             return bad(
                 name,
-                "is an SDXL setting; this is a Stable Diffusion 1.x / 2.x pipeline".into(),
+                format!("is an SDXL setting; this is a {family:?} pipeline"),
             );
+        }
+        if !sd3 && let Some(name) = opts.sd3_setting() {
+            return bad(
+                name,
+                format!("is an SD3 setting; this is a {family:?} pipeline"),
+            );
+        }
+        if let Some(slg) = &opts.skip_layer_guidance {
+            if !(slg.scale.is_finite() && slg.start.is_finite() && slg.stop.is_finite()) {
+                return bad("skip_layer_guidance_scale", "must be finite".into());
+            }
+            if slg.layers.is_empty() {
+                return bad("skip_guidance_layers", "name at least one block".into());
+            }
         }
         super::xl::check_denoising_range(opts, call)?;
         if !(0.0..=1.0).contains(&opts.guidance_rescale) {
@@ -727,7 +808,11 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         height: usize,
         width: usize,
     ) -> Result<[usize; 4]> {
-        let factor = SIZE_MULTIPLE.max(self.vae_scale_factor());
+        // diffusers: multiples of 8 (SD, SDXL), of the VAE factor × the patch (SD3).
+        let factor = match self.denoiser.patch_size {
+            1 => SIZE_MULTIPLE.max(self.vae_scale_factor()),
+            patch => self.vae_scale_factor() * patch,
+        };
         if height == 0
             || width == 0
             || !height.is_multiple_of(factor)
@@ -814,6 +899,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             conditioning,
             blend,
             control,
+            skip,
         } = job;
         // An on-demand denoiser is loaded for the loop and dropped after it.
         let unet = self.unet.get()?;
@@ -853,9 +939,20 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 }
                 None => unet.predict(input, t, &cond)?,
             };
-            let pred = match &guidance {
-                Some(g) => g.combine_batched(pred, i, evaluations)?,
-                None => pred,
+            let pred = match (&guidance, &skip) {
+                (Some(g), Some(slg)) if slg.active(i, steps) => {
+                    // diffusers: `noise_pred + (noise_pred_text - noise_pred_skip) · scale`,
+                    // the skipped branch run on the prompt's half alone.
+                    let half = pred.dims()[0] / 2;
+                    let text = pred.clone().narrow(0, half, half);
+                    let guided = g.combine_batched(pred, i, evaluations)?;
+                    let sample = scheduler.scale_model_input(latents.clone(), t)?;
+                    let skipped =
+                        unet.predict_skipping(sample, t, &cond.conditional_half(), &slg.layers)?;
+                    guided + (text - skipped) * slg.scale
+                }
+                (Some(g), _) => g.combine_batched(pred, i, evaluations)?,
+                (None, _) => pred,
             };
             latents = scheduler.step(pred, t, latents, noise)?.prev_sample;
             if let Some(b) = &blend {

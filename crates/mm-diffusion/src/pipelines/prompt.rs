@@ -53,11 +53,23 @@ pub struct PromptEmbeds {
     pub truncated: Vec<Truncation>,
 }
 
+/// The model families the pipelines run; each has diffusers' defaults of its pipeline classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// Stable Diffusion 1.x / 2.x (`StableDiffusionPipeline`).
+    StableDiffusion,
+    /// SDXL (`StableDiffusionXLPipeline`): pooled embeddings and micro-conditioning.
+    StableDiffusionXl,
+    /// Stable Diffusion 3 / 3.5 (`StableDiffusion3Pipeline`): flow matching, pooled
+    /// embeddings, three text encoders.
+    StableDiffusion3,
+}
+
 /// Turns a call's prompts into the denoiser's text conditioning: [`PromptEncoder`] (SD 1.x /
 /// 2.x) or [`XlPromptEncoder`](super::XlPromptEncoder) (SDXL's two encoders).
 pub trait TextConditioner {
-    /// Whether the embeddings come with pooled embeddings for SDXL's added conditions.
-    const ADDED_CONDITIONS: bool;
+    /// The pipeline family whose prompts it encodes (its defaults and conditioning follow).
+    const FAMILY: ModelFamily;
 
     /// Embeds `opts.prompt` (and the negative prompt when `guided`), repeated
     /// `opts.num_images_per_prompt` times, as the matching diffusers pipeline's
@@ -66,7 +78,7 @@ pub trait TextConditioner {
 }
 
 impl TextConditioner for PromptEncoder {
-    const ADDED_CONDITIONS: bool = false;
+    const FAMILY: ModelFamily = ModelFamily::StableDiffusion;
 
     fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds> {
         self.encode(
@@ -80,6 +92,16 @@ impl TextConditioner for PromptEncoder {
 }
 
 impl PromptEmbeds {
+    /// The pooled embeddings as the denoiser sees them: `[uncond_pooled; pooled]` with
+    /// guidance, `pooled` without (`None` when the encoder has no pooled output).
+    pub fn pooled_context(&self) -> Option<Tensor<2>> {
+        let pooled = self.pooled.clone()?;
+        Some(match &self.uncond_pooled {
+            Some(uncond) => Tensor::cat(vec![uncond.clone(), pooled], 0),
+            None => pooled,
+        })
+    }
+
     /// What the denoiser sees as `encoder_hidden_states`: `[uncond; cond]` (diffusers' order)
     /// with guidance, `cond` without.
     pub fn context(&self) -> Tensor<3> {

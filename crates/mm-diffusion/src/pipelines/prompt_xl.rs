@@ -11,7 +11,9 @@ use mm_vision::output::TowerOutput;
 
 use super::loading::{PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
-use super::prompt::{PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids};
+use super::prompt::{
+    ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids,
+};
 use crate::{Error, Result};
 
 /// The tokenizers and text encoders of an SDXL pipeline: `tokenizer/` + `text_encoder/`
@@ -145,19 +147,7 @@ impl XlPromptEncoder {
         let mut hidden = Vec::with_capacity(2);
         let mut pooled = None;
         for encoded in self.run(texts, truncated)? {
-            let layers = encoded.tower.hidden_states.len() - 1;
-            let state = encoded
-                .tower
-                .hidden_state(-(skip as isize + 2))
-                .filter(|_| skip + 1 < layers)
-                .ok_or_else(|| Error::InvalidArgument {
-                    name: "clip_skip",
-                    reason: format!(
-                        "{skip} skips all of a text encoder's {layers} layers (SDXL starts \
-                         from the penultimate; at most {} allowed)",
-                        layers.saturating_sub(2)
-                    ),
-                })?;
+            let state = clip_state(&encoded.tower, skip)?;
             hidden.push(state.cast(DType::F32));
             pooled = encoded.pooled.or(pooled);
         }
@@ -166,13 +156,30 @@ impl XlPromptEncoder {
     }
 }
 
+/// Hidden state `-(skip + 2)` of a CLIP tower, as SDXL and SD3 read
+/// `hidden_states[-(clip_skip + 2)]` (no final layer norm): the penultimate layer by default;
+/// `skip = layers - 1` reaches the embeddings' output, as diffusers allows.
+pub(crate) fn clip_state(tower: &TowerOutput, skip: usize) -> Result<Tensor<3>> {
+    let layers = tower.hidden_states.len() - 1;
+    tower
+        .hidden_state(-(skip as isize + 2))
+        .ok_or_else(|| Error::InvalidArgument {
+            name: "clip_skip",
+            reason: format!(
+                "{skip} goes past a text encoder's {layers} layers (counted from the \
+                 penultimate: at most {} allowed)",
+                layers.saturating_sub(1)
+            ),
+        })
+}
+
 /// Python's `a or b` for prompts: `b` when `a` is unset or empty.
-fn or<'a>(a: Option<&'a str>, b: &'a str) -> &'a str {
+pub(crate) fn or<'a>(a: Option<&'a str>, b: &'a str) -> &'a str {
     a.filter(|s| !s.is_empty()).unwrap_or(b)
 }
 
 impl TextConditioner for XlPromptEncoder {
-    const ADDED_CONDITIONS: bool = true;
+    const FAMILY: ModelFamily = ModelFamily::StableDiffusionXl;
 
     /// diffusers' SDXL `encode_prompt`: `prompt` through the first encoder and `prompt_2`
     /// (default `prompt`) through the second, their penultimate hidden states (or

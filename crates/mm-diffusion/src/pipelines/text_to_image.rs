@@ -50,11 +50,11 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let height = opts.height.unwrap_or(default_h);
         let width = opts.width.unwrap_or(default_w);
         let shape = self.latent_shape(opts.num_images_per_prompt, height, width)?;
-        let scheduler = self.scheduler(opts)?;
+        let scheduler = self.scheduler_for_size(opts, Some((height, width)))?;
         let mut timesteps = scheduler.timesteps().to_vec();
         let steps = match opts.denoising_end {
             Some(end) => cut_end(&self.scheduler_config, &mut timesteps, end)?,
-            None => opts.steps,
+            None => self.steps(opts),
         };
         let embeds = self.encode_prompt_for(opts, call)?;
         let cond = self.conditioning(&embeds, opts, call, (height, width))?;
@@ -72,6 +72,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
                 conditioning: None,
                 blend: None,
                 control,
+                skip: opts.skip_layer_guidance.clone(),
             })
         })
     }

@@ -42,7 +42,9 @@ pub use blocks::{
 };
 pub use config::{BlockKind, BlockPlan, PerBlock, UNet2DConditionConfig};
 pub use embeddings::{TimestepEmbedding, guidance_scale_embedding, timestep_embedding};
-pub use transformer::{BasicTransformerBlock, Transformer2DModel};
+pub use transformer::{
+    BasicTransformerBlock, FeedForward, FeedForwardActivation, Transformer2DModel,
+};
 
 use burn::module::Module;
 use burn::nn::GroupNorm;

@@ -8,7 +8,7 @@ use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::{Device, Tensor};
-use mm_core::nn::geglu;
+use mm_core::nn::{Activation, geglu};
 use mm_core::precision::{conv2d, linear};
 
 use super::attention::Attention;
@@ -41,51 +41,80 @@ pub enum Projection {
     Linear(Linear),
 }
 
-/// The GEGLU input layer of the feed-forward (`ff.net.0`): `a · gelu(b)` with `[a, b] =
-/// proj(x)` split in halves.
+/// The input layer of the feed-forward (`ff.net.0`): diffusers' `GEGLU` (`a · gelu(b)` with
+/// `[a, b] = proj(x)` split in halves) or `GELU` (`gelu(proj(x))`).
 #[derive(Module, Debug)]
-pub struct Geglu {
-    /// Projection to twice the inner width.
+pub struct GeluProjection {
+    /// Projection to the inner width (twice it for GEGLU).
     pub proj: Linear,
 }
 
-/// One entry of the feed-forward's `net` (`nn.ModuleList([GEGLU, Dropout, Linear])`).
+/// One entry of the feed-forward's `net` (`nn.ModuleList([GEGLU | GELU, Dropout, Linear])`).
 #[derive(Module, Debug)]
 pub enum FeedForwardLayer {
     /// `net.0`.
-    Geglu(Geglu),
+    Gelu(GeluProjection),
     /// `net.1` (identity at inference).
     Dropout(Dropout),
     /// `net.2`.
     Linear(Linear),
 }
 
-/// diffusers' `FeedForward` with `activation_fn="geglu"` and 4× inner width.
+/// The `activation_fn` of a [`FeedForward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedForwardActivation {
+    /// `"geglu"` (the UNet's transformer blocks).
+    #[default]
+    Geglu,
+    /// `"gelu-approximate"`: tanh-approximated GELU (the diffusion transformers' blocks).
+    GeluTanh,
+}
+
+/// diffusers' `FeedForward` with 4× inner width: `activation_fn="geglu"` or
+/// `"gelu-approximate"`.
 #[derive(Module, Debug)]
 pub struct FeedForward {
-    /// `[GEGLU, Dropout, Linear]`.
+    /// `[GEGLU | GELU, Dropout, Linear]`.
     pub net: Vec<FeedForwardLayer>,
+    #[module(skip)]
+    activation: FeedForwardActivation,
 }
 
 impl FeedForward {
-    /// A randomly initialised feed-forward over `dim` features.
+    /// A randomly initialised GEGLU feed-forward over `dim` features.
     pub fn new(dim: usize, device: &Device) -> Self {
+        Self::with_activation(dim, FeedForwardActivation::Geglu, device)
+    }
+
+    /// A randomly initialised feed-forward over `dim` features with `activation`.
+    pub fn with_activation(dim: usize, activation: FeedForwardActivation, device: &Device) -> Self {
         let inner = 4 * dim;
+        let proj = match activation {
+            FeedForwardActivation::Geglu => 2 * inner,
+            FeedForwardActivation::GeluTanh => inner,
+        };
         Self {
             net: vec![
-                FeedForwardLayer::Geglu(Geglu {
-                    proj: LinearConfig::new(dim, 2 * inner).init(device),
+                FeedForwardLayer::Gelu(GeluProjection {
+                    proj: LinearConfig::new(dim, proj).init(device),
                 }),
                 FeedForwardLayer::Dropout(DropoutConfig::new(0.0).init()),
                 FeedForwardLayer::Linear(LinearConfig::new(inner, dim).init(device)),
             ],
+            activation,
         }
     }
 
     /// Applies the feed-forward to `[batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
-            FeedForwardLayer::Geglu(layer) => geglu(linear(&layer.proj, x)),
+            FeedForwardLayer::Gelu(layer) => {
+                let h = linear(&layer.proj, x);
+                match self.activation {
+                    FeedForwardActivation::Geglu => geglu(h),
+                    FeedForwardActivation::GeluTanh => Activation::GeluTanh.forward(h),
+                }
+            }
             FeedForwardLayer::Dropout(_) => x,
             FeedForwardLayer::Linear(layer) => linear(layer, x),
         })
