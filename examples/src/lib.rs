@@ -14,7 +14,7 @@ use mm_diffusion::controlnet::ControlNetModel;
 use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
 use mm_diffusion::pipelines::{
     ControlInput, Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir,
-    StableDiffusion, StableDiffusionXL, StepInfo,
+    SkipLayerGuidance, StableDiffusion, StableDiffusion3, StableDiffusionXL, StepInfo,
 };
 use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
@@ -108,9 +108,27 @@ pub struct DiffusionArgs {
     /// the base, `denoising_start` of the refiner).
     #[arg(long, default_value_t = 0.8)]
     pub high_noise_frac: f64,
-    /// SDXL: the second text encoder's prompt (default: --prompt).
+    /// SDXL and SD3: the second text encoder's prompt (default: --prompt).
     #[arg(long)]
     pub prompt_2: Option<String>,
+    /// SD3: the T5 encoder's prompt (default: --prompt).
+    #[arg(long)]
+    pub prompt_3: Option<String>,
+    /// SD3: T5 tokens per prompt (default 256, at most 512).
+    #[arg(long)]
+    pub max_sequence_length: Option<usize>,
+    /// SD3: leave the T5 encoder out (its states become zeros; 9.5 GB less in bf16).
+    #[arg(long)]
+    pub no_t5: bool,
+    /// SD3.5: skip-layer guidance on these transformer blocks (SD3.5 medium: 7,8,9).
+    #[arg(long, value_delimiter = ',')]
+    pub slg_layers: Vec<usize>,
+    /// SD3.5: skip-layer guidance scale.
+    #[arg(long, default_value_t = 2.8)]
+    pub slg_scale: f64,
+    /// SD3.5: skip-layer guidance window, fractions of the steps (start,stop).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.01, 0.2])]
+    pub slg_window: Vec<f64>,
     /// Scheduler config entries for this run, KEY=JSON (e.g. use_karras_sigmas=true for
     /// DPM++ 2M Karras, timestep_spacing='"trailing"' for SDXL-Turbo); repeatable.
     #[arg(long = "scheduler-option", value_parser = parse_key_value)]
@@ -129,11 +147,11 @@ pub struct DiffusionArgs {
     /// DPMSolverMultistepScheduler, DDIMScheduler.
     #[arg(long)]
     pub scheduler: Option<String>,
-    /// Inference steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// Inference steps (default: the pipeline's, 50; 28 for SD3).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Classifier-free guidance scale (≤ 1: none; default: the pipeline's, 7.5 for SD 1.x /
-    /// 2.x, 5.0 for SDXL).
+    /// 2.x, 5.0 for SDXL, 7.0 for SD3).
     #[arg(long)]
     pub guidance: Option<f64>,
     /// Seed of the noise.
@@ -167,9 +185,9 @@ impl DiffusionArgs {
     /// The generation options these arguments describe.
     pub fn options(&self) -> GenerateOptions {
         let mut opts = GenerateOptions::new(&self.prompt)
-            .steps(self.steps)
             .seed(self.seed)
             .num_images_per_prompt(self.images);
+        opts.steps = self.steps;
         opts.negative_prompt = self.negative.clone();
         opts.guidance_scale = self.guidance;
         if let Some(s) = &self.scheduler {
@@ -179,6 +197,18 @@ impl DiffusionArgs {
             opts = opts.clip_skip(k);
         }
         opts.prompt_2 = self.prompt_2.clone();
+        opts.prompt_3 = self.prompt_3.clone();
+        opts.max_sequence_length = self.max_sequence_length;
+        if !self.slg_layers.is_empty() {
+            let (start, stop) = match self.slg_window[..] {
+                [start, stop] => (start, stop),
+                _ => (0.01, 0.2),
+            };
+            let slg = SkipLayerGuidance::new(self.slg_layers.clone())
+                .scale(self.slg_scale)
+                .window(start, stop);
+            opts = opts.skip_layer_guidance(slg);
+        }
         for (key, value) in &self.scheduler_options {
             opts = opts.scheduler_option(key, value.clone());
         }
@@ -191,9 +221,14 @@ impl DiffusionArgs {
             Memory::Resident => MemoryMode::Resident,
             Memory::Sequential => MemoryMode::Sequential,
         };
-        Ok(LoadOptions::new()
+        let options = LoadOptions::new()
             .dtype(parse_dtype(&self.dtype)?)
-            .memory(memory))
+            .memory(memory);
+        Ok(if self.no_t5 {
+            options.without_t5()
+        } else {
+            options
+        })
     }
 }
 
@@ -215,14 +250,16 @@ fn parse_key_value(text: &str) -> Result<(String, serde_json::Value), String> {
     Ok((key.to_string(), value))
 }
 
-/// A loaded pipeline: Stable Diffusion 1.x / 2.x or SDXL, as the folder's `model_index.json`
-/// says (a second text encoder means SDXL).
+/// A loaded pipeline: Stable Diffusion 1.x / 2.x, SDXL or SD3, as the folder's
+/// `model_index.json` says (a transformer means SD3, a second text encoder SDXL).
 #[derive(Debug)]
 pub enum Pipeline {
     /// Stable Diffusion 1.x / 2.x.
     Sd(Box<StableDiffusion>),
     /// SDXL (base, refiner, Turbo).
     Xl(Box<StableDiffusionXL>),
+    /// Stable Diffusion 3 / 3.5.
+    Sd3(Box<StableDiffusion3>),
 }
 
 impl Pipeline {
@@ -233,9 +270,15 @@ impl Pipeline {
         options: LoadOptions,
         device: &Device,
     ) -> Result<Self, AnyError> {
-        let xl = PipelineDir::resolve(model)?
-            .component_class("text_encoder_2")
-            .is_some();
+        let dir = PipelineDir::resolve(model)?;
+        if dir.component_class("transformer").is_some() {
+            if single_file.is_some() {
+                return Err("--single-file is not supported for SD3 folders yet".into());
+            }
+            let pipe = StableDiffusion3::load_with_options(model, options, device)?;
+            return Ok(Self::Sd3(Box::new(pipe)));
+        }
+        let xl = dir.component_class("text_encoder_2").is_some();
         Ok(match (xl, single_file) {
             (true, Some(file)) => {
                 let pipe = StableDiffusionXL::from_single_file(file, model, options, device)?;
@@ -270,6 +313,7 @@ impl Pipeline {
         match self {
             Self::Sd(p) => p.text_to_image(opts, hooks),
             Self::Xl(p) => p.text_to_image(opts, hooks),
+            Self::Sd3(p) => p.text_to_image(opts, hooks),
         }
     }
 
@@ -283,6 +327,7 @@ impl Pipeline {
         match self {
             Self::Sd(p) => p.img2img(image, opts, hooks),
             Self::Xl(p) => p.img2img(image, opts, hooks),
+            Self::Sd3(p) => p.img2img(image, opts, hooks),
         }
     }
 
@@ -297,6 +342,7 @@ impl Pipeline {
         match self {
             Self::Sd(p) => p.inpaint(image, mask, opts, hooks),
             Self::Xl(p) => p.inpaint(image, mask, opts, hooks),
+            Self::Sd3(p) => p.inpaint(image, mask, opts, hooks),
         }
     }
 
@@ -305,6 +351,7 @@ impl Pipeline {
         match self {
             Self::Sd(p) => Self::Sd(Box::new(p.with_controlnet(controlnet))),
             Self::Xl(p) => Self::Xl(Box::new(p.with_controlnet(controlnet))),
+            Self::Sd3(p) => Self::Sd3(Box::new(p.with_controlnet(controlnet))),
         }
     }
 
@@ -327,6 +374,12 @@ impl Pipeline {
                 p.set_ip_adapter_scale(scales)?;
                 Self::Xl(Box::new(p))
             }
+            Self::Sd3(_) => {
+                return Err(mm_diffusion::Error::InvalidArgument {
+                    name: "ip_adapter",
+                    reason: "IP-Adapters here are the UNet ones (SD 1.x / 2.x, SDXL)".into(),
+                });
+            }
         })
     }
 
@@ -334,6 +387,7 @@ impl Pipeline {
         match self {
             Self::Sd(p) => Self::Sd(Box::new(p.with_preview_decoder(taesd))),
             Self::Xl(p) => Self::Xl(Box::new(p.with_preview_decoder(taesd))),
+            Self::Sd3(p) => Self::Sd3(Box::new(p.with_preview_decoder(taesd))),
         }
     }
 }
@@ -418,7 +472,7 @@ pub fn run_diffusion_with(
     drop(pipe);
     let refiner = match Pipeline::load(refiner, None, options, &device)? {
         Pipeline::Xl(r) => r,
-        Pipeline::Sd(_) => return Err(format!("{refiner} is not an SDXL refiner").into()),
+        _ => return Err(format!("{refiner} is not an SDXL refiner").into()),
     };
     eprintln!(
         "loaded the refiner {}",

@@ -1,5 +1,5 @@
-//! Stable Diffusion 1.x / 2.x and SDXL text-to-image with a progress bar (SDXL folders are
-//! detected from `model_index.json`).
+//! Stable Diffusion 1.x / 2.x, SDXL and SD3 / SD3.5 text-to-image with a progress bar (SDXL
+//! and SD3 folders are detected from `model_index.json`).
 //!
 //! ```text
 //! cargo run --release --example text_to_image -- \
@@ -19,12 +19,24 @@
 //!     --prompt "a cinematic shot of a raccoon" --steps 1 --guidance 0 \
 //!     --scheduler EulerAncestralDiscreteScheduler \
 //!     --scheduler-option timestep_spacing=trailing --width 512 --height 512 --out raccoon.png
-//! # the tiny random test pipeline (noise-like images, runs in a second):
+//! # SD3.5 medium (28 steps by default, flow matching), bf16 weights, one model in memory at a
+//! # time, skip-layer guidance on blocks 7-9 as Stability recommends:
+//! cargo run --release --example text_to_image -- \
+//!     --model stabilityai/stable-diffusion-3.5-medium \
+//!     --prompt "a capybara holding a sign that reads Hello World" --steps 40 --guidance 4.5 \
+//!     --slg-layers 7,8,9 --dtype bf16 --memory sequential --out capybara.png
+//! # SD3 medium without T5 (9.5 GB less; zeros in its place):
+//! cargo run --release --example text_to_image -- \
+//!     --model stabilityai/stable-diffusion-3-medium-diffusers --no-t5 \
+//!     --prompt "a photo of a cat" --dtype bf16 --memory sequential --out cat.png
+//! # the tiny random test pipelines (noise-like images, run in a second):
 //! cargo run --release --example text_to_image -- --model tests/fixtures/sd-tiny \
 //!     --prompt "a red cat" --steps 4 --out /tmp/tiny.png
 //! cargo run --release --example text_to_image -- --model tests/fixtures/sdxl-tiny \
 //!     --refiner tests/fixtures/sdxl-tiny-refiner --prompt "a red cat" --steps 8 \
 //!     --width 32 --height 32 --out /tmp/tiny-xl.png
+//! cargo run --release --example text_to_image -- --model tests/fixtures/sd3-tiny \
+//!     --prompt "a red cat" --steps 4 --out /tmp/tiny-sd3.png
 //! ```
 
 use clap::Parser;

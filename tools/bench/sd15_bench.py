@@ -20,6 +20,10 @@ processor, AttnProcessor2_0 = sdpa), `--model sd15` (default):
 - vae:  the decode of one 4x128x128 latent to a 1024x1024 image;
 - text: CLIPTextModel (CLIP-L, text_encoder) on 1 x 77 ids;
 - text2: CLIPTextModelWithProjection (OpenCLIP bigG, text_encoder_2) on 1 x 77 ids.
+`--model sd3` (SD3 medium, tests/fixtures/full/sd3-medium/ and t5-v1_1-xxl/):
+- transformer: one SD3Transformer2DModel step with CFG, batch 2, 16x128x128 latents
+  (1024x1024), 333 x 4096 text states (77 CLIP + 256 T5), pooled [2, 2048], timestep 500;
+- t5: T5EncoderModel (T5 v1.1 XXL) on 2 x 256 ids, bfloat16 weights and arithmetic.
 
 Warm-up runs, then the median (and min) of N timed runs, in seconds.
 
@@ -60,6 +64,10 @@ CASES = {
         "text": "sdxl_text_encoder/clip_l_1x77",
         "text2": "sdxl_text_encoder/clip_bigg_1x77",
     },
+    "sd3": {
+        "transformer": "sd3_transformer/cfg_step_1024",
+        "t5": "sd3_text_encoder/t5_xxl_2x256",
+    },
 }
 
 # Per model: the configs (under FULL) and the shapes of each part.
@@ -75,6 +83,10 @@ MODELS = {
         "text": "sdxl-base/text_encoder/config.json",
         "text2": "sdxl-base/text_encoder_2/config.json",
         "latent": 128, "text_batch": 1,
+    },
+    "sd3": {
+        "transformer": "sd3-medium/transformer/config.json", "t5": "t5-v1_1-xxl/config.json",
+        "latent": 128, "text_tokens": 333, "t5_tokens": 256,
     },
 }
 
@@ -140,12 +152,46 @@ def text_case(model_name, part="text"):
     return lambda: model(input_ids=ids).last_hidden_state
 
 
+def transformer_case(model_name):
+    """One SD3 transformer step with CFG (float32 weights)."""
+    spec = MODELS[model_name]
+    config = json.loads((FULL / spec["transformer"]).read_text())
+    model = diffusers.SD3Transformer2DModel.from_config(config).float().eval()
+    size = spec["latent"]
+    latents = torch.randn(2, config["in_channels"], size, size)
+    text = torch.randn(2, spec["text_tokens"], config["joint_attention_dim"])
+    pooled = torch.randn(2, config["pooled_projection_dim"])
+    t = torch.tensor([500.0, 500.0])
+
+    def step():
+        out = model(latents, text, pooled, t).sample
+        uncond, cond = out.chunk(2)
+        return uncond + 7.0 * (cond - uncond)
+    return step
+
+
+def t5_case(model_name):
+    """The T5 v1.1 XXL encoder on 2 x 256 ids, in bfloat16 (created in bf16: f32's 19 GB does
+    not fit beside the Rust run's model); the same ids as benches/sd3.rs."""
+    spec = MODELS[model_name]
+    config = transformers.T5Config.from_json_file(FULL / spec["t5"])
+    torch.set_default_dtype(torch.bfloat16)
+    model = transformers.T5EncoderModel(config).eval()
+    torch.set_default_dtype(torch.float32)
+    n = spec["t5_tokens"]
+    row = [100 + 37 * i if i < 40 else (1 if i == 40 else 0) for i in range(n)]
+    ids = torch.tensor([row] * 2)
+    return lambda: model(input_ids=ids).last_hidden_state
+
+
 PARTS = {
     "unet": unet_case,
     "vae": vae_case,
     "text": text_case,
     "text2": lambda model_name: text_case(model_name, "text2"),
     "controlnet": lambda model_name: unet_case(model_name, controlnet=True),
+    "transformer": transformer_case,
+    "t5": t5_case,
 }
 
 

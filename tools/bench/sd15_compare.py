@@ -6,8 +6,8 @@ Each round runs, per part, PyTorch (`sd15_bench.py`, median of --runs) and then 
 bench binary, each in a process of its own whose peak resident memory (weights included) is
 read from the kernel's accounting (wait4). The Rust side is criterion's median of 10 samples
 for SD 1.5; for SDXL (`--model sdxl`: 1024x1024, parts unet, vae, text = CLIP-L, text2 =
-OpenCLIP bigG) it is, like PyTorch's, one warm-up call and the median of --runs
-(`MM_BENCH_RUNS`). Prints a table per round and the medians over the rounds, with the
+OpenCLIP bigG) and SD3 (`--model sd3`: parts transformer, t5) it is, like PyTorch's, --warmup
+calls and the median of --runs (`MM_BENCH_RUNS`). Prints a table per round and the medians over the rounds, with the
 Rust / PyTorch ratios.
 
     /root/venvs/mmref/bin/python tools/bench/sd15_compare.py [--model sd15|sdxl]
@@ -33,7 +33,7 @@ from sd15_bench import CASES  # noqa: E402
 
 # The Rust bench binary of each part.
 BENCHES = {"unet": "unet", "vae": "vae", "text": "text_encoder", "text2": "text_encoder",
-           "controlnet": "unet"}
+           "controlnet": "unet", "transformer": "sd3", "t5": "sd3"}
 
 
 def run(cmd, **kwargs):
@@ -63,19 +63,19 @@ def rust_executables(parts):
     return {part: exes[BENCHES[part]] for part in parts}
 
 
-def torch_case(model, part, runs):
+def torch_case(model, part, runs, warmup):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, "tools/bench/sd15_bench.py", "--model", model, "--part", part,
-               "--runs", str(runs), "--json", f.name]
+               "--runs", str(runs), "--warmup", str(warmup), "--json", f.name]
         _, rss = run(cmd)
         return json.loads(Path(f.name).read_text())[CASES[model][part]], rss
 
 
-def rust_case(model, part, exe, runs):
+def rust_case(model, part, exe, runs, warmup):
     """SD 1.5: criterion's median; SDXL: the median of `runs` (benches/common's loop). The
     case's name as a filter, so that the process builds that model alone."""
     case = CASES[model][part]
-    env = dict(os.environ, MM_BENCH_MODEL=model)
+    env = dict(os.environ, MM_BENCH_MODEL=model, MM_BENCH_WARMUP=str(warmup))
     if model == "sd15":
         _, rss = run([exe, "--bench", case], env=env)
         estimates = ROOT / "target/criterion" / case / "new/estimates.json"
@@ -107,6 +107,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5,
                         help="timed runs per part (PyTorch's; SDXL's Rust side's too)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed calls before the timed ones (0 or 1; SD3: 0 saves minutes)")
     parser.add_argument("--rust-only", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args()
@@ -116,8 +118,9 @@ def main():
     for r in range(args.rounds):
         rows = []
         for part in parts:
-            torch_result = None if args.rust_only else torch_case(args.model, part, args.runs)
-            rust_result = rust_case(args.model, part, exes[part], args.runs)
+            torch_result = (None if args.rust_only
+                            else torch_case(args.model, part, args.runs, args.warmup))
+            rust_result = rust_case(args.model, part, exes[part], args.runs, args.warmup)
             results[part].append({"torch": torch_result, "rust": rust_result})
             rows.append((part, torch_result, rust_result))
         print(f"round {r + 1}\n{table(rows)}\n", flush=True)

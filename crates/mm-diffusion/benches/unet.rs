@@ -115,16 +115,18 @@ fn guide(out: Tensor<4>) -> f32 {
     guided.sum().into_scalar::<f32>()
 }
 
-fn family_case() -> Case {
+/// The UNet of `MM_BENCH_MODEL` (SD3 has none: see `benches/sd3.rs`).
+fn family_case() -> Option<Case> {
     match common::family() {
-        Family::Sd15 => SD15,
-        Family::Sdxl => SDXL,
+        Family::Sd15 => Some(SD15),
+        Family::Sdxl => Some(SDXL),
+        Family::Sd3 => None,
     }
 }
 
 fn unet_step(c: &mut Criterion) {
     common::configure();
-    let case = family_case();
+    let Some(case) = family_case() else { return };
     common::run(c, case.group, case.name, case.seconds, || {
         let device = Device::flex();
         let unet = case.model(&device);

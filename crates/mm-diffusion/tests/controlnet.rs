@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::tensor::{DType, Tensor};
-use common::{Expected, device, fixture, max_abs_diff};
+use common::{Expected, check_run, device, fixture};
 use mm_core::weights::expected_tensors;
 use mm_diffusion::Error;
 use mm_diffusion::controlnet::{ControlNetConfig, ControlNetModel};
@@ -30,8 +30,6 @@ use mm_schedulers::QueuedNoise;
 use serde_json::Value;
 
 const RESIDUAL_TOL: f32 = 1e-4;
-const IMAGE_TOL: f32 = 1e-3;
-const LATENT_REL_TOL: f32 = 1e-4;
 const NAME: &str = "controlnet-tiny";
 
 fn cases() -> Value {
@@ -212,17 +210,6 @@ fn run_case<T: TextConditioner>(
     .unwrap();
     assert_eq!(noise.remaining(), 0, "{name}: draws left");
     out
-}
-
-fn check_run(exp: &Expected, name: &str, out: Generated) {
-    let expected = exp.float::<4>(&format!("{name}.latents_out"));
-    assert_eq!(out.latents.dims(), expected.dims(), "{name}");
-    let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
-    let rel = max_abs_diff(out.latents, expected) / scale;
-    eprintln!("{name}: latents error / max |latent| {rel:.2e}");
-    assert!(rel <= LATENT_REL_TOL, "{name}: latents {rel:e}");
-    eprint!("{name}: ");
-    exp.check(&format!("{name}.images"), out.pixels, IMAGE_TOL);
 }
 
 /// The case's ControlNets and IP-Adapter attached to `pipe`.

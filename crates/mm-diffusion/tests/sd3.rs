@@ -18,10 +18,6 @@ use mm_diffusion::pipelines::{
 use mm_schedulers::QueuedNoise;
 use serde_json::Value;
 
-/// Images are compared in `[0, 1]`.
-const IMAGE_TOL: f32 = 1e-3;
-/// Final latents, relative to their maximum.
-const LATENT_REL_TOL: f32 = 1e-4;
 /// Prompt and pooled embeddings.
 const EMBED_TOL: f32 = 1e-4;
 
@@ -115,18 +111,8 @@ impl Fixture {
         out
     }
 
-    /// Checks a run's final latents and images against `<name>.latents_out` / `.images`.
     fn run_and_check(&self, name: &str) {
-        let out = self.run(name);
-        let expected = self.exp.float::<4>(&format!("{name}.latents_out"));
-        assert_eq!(out.latents.dims(), expected.dims(), "{name}");
-        let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
-        let rel = max_abs_diff(out.latents, expected) / scale;
-        eprintln!("{name}: latents error / max |latent| {rel:.2e}");
-        assert!(rel <= LATENT_REL_TOL, "{name}: latents {rel:e}");
-        eprint!("{name}: ");
-        self.exp
-            .check(&format!("{name}.images"), out.pixels, IMAGE_TOL);
+        common::check_run(&self.exp, name, self.run(name));
     }
 }
 

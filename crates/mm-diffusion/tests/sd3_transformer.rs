@@ -7,7 +7,6 @@ mod common;
 
 use burn::tensor::{DType, Tensor};
 use common::{Expected, device, fixture};
-use mm_core::weights::expected_tensors;
 use mm_diffusion::Error;
 use mm_diffusion::transformer::{SD3Input, SD3Transformer2DConfig, SD3Transformer2DModel};
 
@@ -117,24 +116,14 @@ fn bad_inputs_are_typed_errors() {
     ));
 }
 
-/// The built model's (name, shape) list equals the checkpoint's, without materialising the
-/// (lazily initialised) weights.
+/// The model built from the full-size config has exactly the checkpoint's tensors, without
+/// materialising its (lazily initialised) weights.
 fn assert_full_size(name: &str, count: usize) {
     let dir = fixture("full").join(name);
     let config: SD3Transformer2DConfig =
         mm_core::config::read_json(dir.join("config.json")).unwrap();
     let model = SD3Transformer2DModel::new(&config, &device()).unwrap();
-    let text = std::fs::read_to_string(dir.join("tensors.json")).unwrap();
-    let mut theirs: Vec<(String, Vec<usize>)> = serde_json::from_str(&text).unwrap();
-    theirs.sort();
-    let ours = expected_tensors(&model);
-    let missing: Vec<_> = theirs.iter().filter(|t| !ours.contains(t)).collect();
-    let extra: Vec<_> = ours.iter().filter(|t| !theirs.contains(t)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{name}: checkpoint tensors we lack: {missing:?}\nours not in checkpoint: {extra:?}"
-    );
-    assert_eq!(ours.len(), count, "{name}");
+    common::assert_tensor_list(&dir, &model, count);
 }
 
 #[test]

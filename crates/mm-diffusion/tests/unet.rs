@@ -7,7 +7,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{Expected, device, fixture};
-use mm_core::weights::{Weights, expected_tensors};
+use mm_core::weights::Weights;
 use mm_diffusion::ip_adapter::IpAdapterScale;
 use mm_diffusion::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetInput};
 
@@ -152,17 +152,7 @@ fn full_config(name: &str) -> UNet2DConditionConfig {
 /// (lazily initialised) weights.
 fn assert_full_size(name: &str, count: usize) {
     let unet = UNet2DConditionModel::new(&full_config(name), &device()).unwrap();
-    let text = std::fs::read_to_string(fixture("full").join(name).join("tensors.json")).unwrap();
-    let mut theirs: Vec<(String, Vec<usize>)> = serde_json::from_str(&text).unwrap();
-    theirs.sort();
-    let ours = expected_tensors(&unet);
-    let missing: Vec<_> = theirs.iter().filter(|t| !ours.contains(t)).collect();
-    let extra: Vec<_> = ours.iter().filter(|t| !theirs.contains(t)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{name}: checkpoint tensors we lack: {missing:?}\nours not in checkpoint: {extra:?}"
-    );
-    assert_eq!(ours.len(), count);
+    common::assert_tensor_list(&fixture("full").join(name), &unet, count);
 }
 
 #[test]

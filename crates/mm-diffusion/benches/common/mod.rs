@@ -7,6 +7,8 @@
 //!   (the default for SDXL, with N = 3: a UNet step takes minutes, criterion's minimum of 10
 //!   samples would take most of an hour); `MM_BENCH_JSON=FILE` also writes
 //!   `{"group/name": median seconds}` there;
+//! - `MM_BENCH_WARMUP=0` skips the warm-up call of the median loop (an SD3 step at 1024²
+//!   takes minutes; the models are materialised by a small call before timing anyway);
 //! - `MM_BENCH_DTYPE=bf16|f16` stores the weight matrices in half precision;
 //! - `MM_BENCH_POOL_MIB=N` limits the pool of recycled buffers.
 //!
@@ -55,23 +57,26 @@ pub enum Family {
     Sd15,
     /// Stable Diffusion XL base at 1024×1024 (`MM_BENCH_MODEL=sdxl`).
     Sdxl,
+    /// Stable Diffusion 3 medium at 1024×1024 (`MM_BENCH_MODEL=sd3`).
+    Sd3,
 }
 
 /// `MM_BENCH_MODEL`: `sdxl`, else (unset or `sd15`) SD 1.5.
 pub fn family() -> Family {
     match std::env::var("MM_BENCH_MODEL").as_deref() {
         Ok("sdxl") => Family::Sdxl,
+        Ok("sd3") => Family::Sd3,
         Ok("sd15") | Err(_) => Family::Sd15,
-        Ok(other) => panic!("MM_BENCH_MODEL={other}: expected sd15 or sdxl"),
+        Ok(other) => panic!("MM_BENCH_MODEL={other}: expected sd15, sdxl or sd3"),
     }
 }
 
-/// The number of timed calls of the median loop (`MM_BENCH_RUNS`, 3 for SDXL), or `None`
-/// for criterion.
+/// The number of timed calls of the median loop (`MM_BENCH_RUNS`; 3 for SDXL and SD3), or
+/// `None` for criterion.
 fn median_runs() -> Option<usize> {
     match std::env::var("MM_BENCH_RUNS") {
         Ok(n) => Some(n.parse().expect("MM_BENCH_RUNS: a number of runs")),
-        Err(_) => (family() == Family::Sdxl).then_some(3),
+        Err(_) => (family() != Family::Sd15).then_some(3),
     }
 }
 
@@ -101,11 +106,14 @@ fn selected(id: &str) -> bool {
     filter.is_none_or(|(_, f)| id.contains(f.as_str()))
 }
 
-/// One warm-up call, then `runs` timed ones; prints (and writes to `MM_BENCH_JSON`) the median.
+/// One warm-up call (none with `MM_BENCH_WARMUP=0`), then `runs` timed ones; prints (and
+/// writes to `MM_BENCH_JSON`) the median.
 fn median_of(id: &str, runs: usize, f: &mut impl FnMut()) {
-    let start = Instant::now();
-    f();
-    eprintln!("{id}: warm-up {:.3} s", start.elapsed().as_secs_f64());
+    if std::env::var("MM_BENCH_WARMUP").as_deref() != Ok("0") {
+        let start = Instant::now();
+        f();
+        eprintln!("{id}: warm-up {:.3} s", start.elapsed().as_secs_f64());
+    }
     let mut times: Vec<f64> = (0..runs)
         .map(|i| {
             let start = Instant::now();

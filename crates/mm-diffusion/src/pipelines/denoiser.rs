@@ -129,6 +129,14 @@ pub(crate) struct DenoiserInfo {
 }
 
 impl DenoiserInfo {
+    /// `bytes_per_pixel` for `batch` samples of `height × width` latent pixels.
+    pub(crate) fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
+        (self.bytes_per_pixel)
+            .saturating_mul(batch as u64)
+            .saturating_mul(height as u64)
+            .saturating_mul(width as u64)
+    }
+
     pub(crate) fn of(denoiser: &impl Denoiser) -> Self {
         Self {
             in_channels: denoiser.in_channels(),
@@ -202,10 +210,6 @@ impl Denoiser for UNet2DConditionModel {
     /// About 16 f32 feature maps of the first level's width per latent pixel (see
     /// the pipelines' memory check).
     fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
-        let per_pixel = DenoiserInfo::of_unet(self.config()).bytes_per_pixel;
-        per_pixel
-            .saturating_mul(batch as u64)
-            .saturating_mul(height as u64)
-            .saturating_mul(width as u64)
+        DenoiserInfo::of_unet(self.config()).activation_bytes(batch, height, width)
     }
 }

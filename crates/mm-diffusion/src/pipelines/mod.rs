@@ -112,7 +112,10 @@ pub use options::{GenerateOptions, MicroConditioning, SkipLayerGuidance};
 pub use pipeline::{
     DiffusionPipeline, Generated, Hooks, LoadOptions, SIZE_MULTIPLE, StableDiffusion,
 };
-pub use progress::{Flow, Progress, SD_LATENT_RGB_FACTORS, StepInfo, linear_preview};
+pub use progress::{
+    Flow, Progress, SD_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS, SD3_LATENT_RGB_FACTORS, StepInfo,
+    linear_preview,
+};
 pub use prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
 pub use prompt_sd3::{SD3_MAX_SEQUENCE_LENGTH, Sd3PromptEncoder};
 pub use prompt_xl::XlPromptEncoder;

@@ -25,6 +25,31 @@ pub const SD_LATENT_RGB_FACTORS: [[f32; 3]; 4] = [
     [-0.184, -0.271, -0.473],
 ];
 
+/// The linear map from Stable Diffusion 3 latents (16 channels, diffusion scale) to RGB in
+/// about `[-1, 1]` (ComfyUI's SD3 `latent_rgb_factors`), added to
+/// [`SD3_LATENT_RGB_BIAS`].
+pub const SD3_LATENT_RGB_FACTORS: [[f32; 3]; 16] = [
+    [-0.0922, -0.0175, 0.0749],
+    [0.0311, 0.0633, 0.0954],
+    [0.1994, 0.0927, 0.0458],
+    [0.0856, 0.0339, 0.0902],
+    [0.0587, 0.0272, -0.0496],
+    [-0.0006, 0.1104, 0.0309],
+    [0.0978, 0.0306, 0.0427],
+    [-0.0042, 0.1038, 0.1358],
+    [-0.0194, 0.0020, 0.0669],
+    [-0.0488, 0.0130, -0.0268],
+    [0.0922, 0.0988, 0.0951],
+    [-0.0278, 0.0524, -0.0542],
+    [0.0332, 0.0456, 0.0895],
+    [-0.0069, -0.0030, -0.0810],
+    [-0.0596, -0.0465, -0.0293],
+    [-0.1448, -0.1463, -0.1189],
+];
+
+/// The RGB offset of the SD3 preview map.
+pub const SD3_LATENT_RGB_BIAS: [f32; 3] = [0.2394, 0.2135, 0.1925];
+
 /// How previews are made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Previewer<'a> {
@@ -105,15 +130,23 @@ impl StepCounter {
     }
 }
 
-/// Latents `[b, 4, h, w]` to RGB `[b, 3, h, w]` in about `[-1, 1]` with
-/// [`SD_LATENT_RGB_FACTORS`].
+/// Latents to RGB `[b, 3, h, w]` in about `[-1, 1]`, one pixel per latent: `[b, 4, h, w]`
+/// (Stable Diffusion 1.x / 2.x, SDXL) with [`SD_LATENT_RGB_FACTORS`], `[b, 16, h, w]` (SD3)
+/// with [`SD3_LATENT_RGB_FACTORS`] and [`SD3_LATENT_RGB_BIAS`].
 pub fn linear_preview(latents: Tensor<4>) -> Result<Tensor<4>> {
-    crate::check::check_channels("latents", &latents, 4)?;
     let [b, c, h, w] = latents.dims();
-    let factors: Vec<f32> = SD_LATENT_RGB_FACTORS.iter().flatten().copied().collect();
-    let factors = Tensor::<2>::from_data(TensorData::new(factors, [4, 3]), &latents.device());
-    let flat = latents.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, 4]
-    let rgb = flat.matmul(factors.unsqueeze::<3>().repeat_dim(0, b)); // [b, hw, 3]
+    let (factors, bias): (Vec<f32>, [f32; 3]) = match c {
+        16 => (SD3_LATENT_RGB_FACTORS.concat(), SD3_LATENT_RGB_BIAS),
+        _ => {
+            crate::check::check_channels("latents", &latents, 4)?;
+            (SD_LATENT_RGB_FACTORS.concat(), [0.0; 3])
+        }
+    };
+    let device = latents.device();
+    let factors = Tensor::<2>::from_data(TensorData::new(factors, [c, 3]), &device);
+    let bias = Tensor::<1>::from_floats(bias, &device).reshape([1, 1, 3]);
+    let flat = latents.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+    let rgb = flat.matmul(factors.unsqueeze::<3>().repeat_dim(0, b)) + bias; // [b, hw, 3]
     Ok(rgb.swap_dims(1, 2).reshape([b, 3, h, w]))
 }
 

@@ -92,6 +92,17 @@ impl TextConditioner for PromptEncoder {
 }
 
 impl PromptEmbeds {
+    /// Every embedding repeated `n` times along the batch (`num_images_per_prompt`).
+    pub(crate) fn repeated(self, n: usize) -> Self {
+        Self {
+            cond: self.cond.repeat_dim(0, n),
+            uncond: self.uncond.map(|u| u.repeat_dim(0, n)),
+            pooled: self.pooled.map(|p| p.repeat_dim(0, n)),
+            uncond_pooled: self.uncond_pooled.map(|p| p.repeat_dim(0, n)),
+            truncated: self.truncated,
+        }
+    }
+
     /// The pooled embeddings as the denoiser sees them: `[uncond_pooled; pooled]` with
     /// guidance, `pooled` without (`None` when the encoder has no pooled output).
     pub fn pooled_context(&self) -> Option<Tensor<2>> {
@@ -181,14 +192,14 @@ impl PromptEncoder {
         let uncond = guidance
             .then(|| self.embed(negative_prompt, None, &mut truncated))
             .transpose()?;
-        let repeat = |t: Tensor<3>| t.repeat_dim(0, num_images_per_prompt);
-        Ok(PromptEmbeds {
-            cond: repeat(cond),
-            uncond: uncond.map(repeat),
+        let embeds = PromptEmbeds {
+            cond,
+            uncond,
             pooled: None,
             uncond_pooled: None,
             truncated,
-        })
+        };
+        Ok(embeds.repeated(num_images_per_prompt))
     }
 
     /// `[1, max_length, hidden]` embeddings of one text.

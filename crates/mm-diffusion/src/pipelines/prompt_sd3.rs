@@ -178,13 +178,13 @@ impl TextConditioner for Sd3PromptEncoder {
         } else {
             (None, None)
         };
-        let n = opts.num_images_per_prompt;
-        Ok(PromptEmbeds {
-            cond: cond.repeat_dim(0, n),
-            uncond: uncond.map(|u| u.repeat_dim(0, n)),
-            pooled: Some(pooled.repeat_dim(0, n)),
-            uncond_pooled: uncond_pooled.map(|p| p.repeat_dim(0, n)),
+        let embeds = PromptEmbeds {
+            cond,
+            uncond,
+            pooled: Some(pooled),
+            uncond_pooled,
             truncated,
-        })
+        };
+        Ok(embeds.repeated(opts.num_images_per_prompt))
     }
 }

@@ -160,11 +160,8 @@ impl Denoiser for SD3Transformer2DModel {
         )
     }
 
+    /// About 16 f32 values of the model width per token (see [`DenoiserInfo`]'s estimate).
     fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
-        let per_pixel = DenoiserInfo::of_sd3(self.config()).bytes_per_pixel;
-        per_pixel
-            .saturating_mul(batch as u64)
-            .saturating_mul(height as u64)
-            .saturating_mul(width as u64)
+        DenoiserInfo::of_sd3(self.config()).activation_bytes(batch, height, width)
     }
 }

@@ -69,6 +69,41 @@ impl Expected {
     }
 }
 
+/// Pipeline images are compared in `[0, 1]` with this tolerance.
+pub const IMAGE_TOL: f32 = 1e-3;
+/// Final latents are compared relative to their largest magnitude (at least 1).
+pub const LATENT_REL_TOL: f32 = 1e-4;
+
+/// Checks a pipeline run's final latents (relative to their maximum) and images against
+/// `<name>.latents_out` / `<name>.images`.
+pub fn check_run(exp: &Expected, name: &str, out: mm_diffusion::pipelines::Generated) {
+    let expected = exp.float::<4>(&format!("{name}.latents_out"));
+    assert_eq!(out.latents.dims(), expected.dims(), "{name}");
+    let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
+    let rel = max_abs_diff(out.latents, expected) / scale;
+    eprintln!("{name}: latents error / max |latent| {rel:.2e}");
+    assert!(rel <= LATENT_REL_TOL, "{name}: latents {rel:e}");
+    eprint!("{name}: ");
+    exp.check(&format!("{name}.images"), out.pixels, IMAGE_TOL);
+}
+
+/// Asserts that `model` (built from a full-size config, weights not materialised) has
+/// exactly the `[name, shape]` list of `tensors.json` in `dir`, `count` tensors in all.
+pub fn assert_tensor_list<M: burn::module::Module>(dir: &Path, model: &M, count: usize) {
+    let text = std::fs::read_to_string(dir.join("tensors.json")).unwrap();
+    let mut theirs: Vec<(String, Vec<usize>)> = serde_json::from_str(&text).unwrap();
+    theirs.sort();
+    let ours = mm_core::weights::expected_tensors(model);
+    let missing: Vec<_> = theirs.iter().filter(|t| !ours.contains(t)).collect();
+    let extra: Vec<_> = ours.iter().filter(|t| !theirs.contains(t)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{}: checkpoint tensors we lack: {missing:?}\nours not in checkpoint: {extra:?}",
+        dir.display()
+    );
+    assert_eq!(ours.len(), count, "{}", dir.display());
+}
+
 pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
 }
