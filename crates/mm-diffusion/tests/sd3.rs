@@ -276,6 +276,16 @@ fn defaults_and_settings_follow_diffusers() {
         Err(Error::InvalidArgument { .. })
     ));
     assert!(run(SkipLayerGuidance::new([1])).is_ok());
+    // img2img keeps the image's size (diffusers resizes it to height × width).
+    let photo = Tensor::<4>::zeros([1, 3, 16, 16], &device());
+    let resized = GenerateOptions::new("x").size(32, 32).steps(2);
+    assert!(matches!(
+        pipe.img2img(&photo, &resized, Hooks::new()),
+        Err(Error::InvalidArgument {
+            name: "height/width",
+            ..
+        })
+    ));
     // SD3 inpainting is not this pipeline's: a typed refusal.
     let image = Tensor::<4>::zeros([1, 3, 16, 16], &device());
     let mask = Tensor::<4>::zeros([1, 1, 16, 16], &device());

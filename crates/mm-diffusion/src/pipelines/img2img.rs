@@ -72,6 +72,10 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// With `opts.denoising_start` (SDXL's refiner hand-off) the run starts at that fraction
     /// of the schedule from the latents as given, adding no noise.
     ///
+    /// The result has the image's size; `opts.height` / `opts.width`, if set, must equal it
+    /// (diffusers' SD3 img2img resizes the image to them, by default to 1024²: resize it before
+    /// the call to do the same).
+    ///
     /// `opts.latents` is not accepted (diffusers' img2img has no such argument); to pin the
     /// noise, pass a noise source in `hooks`.
     pub fn img2img(
@@ -97,6 +101,14 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         } else {
             (Some(preprocess_image(image)?), h, w)
         };
+        if opts.height.is_some_and(|h| h != height) || opts.width.is_some_and(|w| w != width) {
+            return Err(Error::InvalidArgument {
+                name: "height/width",
+                reason: format!(
+                    "img2img keeps the image's size {height}x{width}: resize the image first"
+                ),
+            });
+        }
         let batch = opts.num_images_per_prompt;
         self.latent_shape(batch, height, width)?;
         let mut scheduler = self.scheduler_for_size(opts, Some((height, width)))?;
