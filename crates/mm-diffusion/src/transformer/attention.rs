@@ -9,6 +9,7 @@ use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
 use mm_core::precision::linear;
 
 use super::norm::NORM_EPS;
+use super::rope::Rope;
 
 /// Queries, keys and values of one token stream, per head (`[batch, heads, tokens, head_dim]`).
 struct Qkv {
@@ -62,6 +63,9 @@ pub struct JointAttentionOptions {
     pub joint: bool,
     /// Whether the text tokens' output is discarded (no `to_add_out`).
     pub context_pre_only: bool,
+    /// Whether the output projection is left to the caller (no `to_out`: FLUX's single-stream
+    /// blocks).
+    pub pre_only: bool,
     /// RMS-normalised queries and keys.
     pub qk_norm: bool,
 }
@@ -83,7 +87,11 @@ impl JointAttention {
             to_q: proj(o.dim, inner),
             to_k: proj(o.dim, inner),
             to_v: proj(o.dim, inner),
-            to_out: vec![proj(inner, o.dim)],
+            to_out: if o.pre_only {
+                Vec::new()
+            } else {
+                vec![proj(inner, o.dim)]
+            },
             norm_q: norm(),
             norm_k: norm(),
             add_q_proj: joint(&|| proj(o.dim, inner)),
@@ -119,10 +127,13 @@ impl JointAttention {
     /// Attends the image tokens `x` (`[batch, n, dim]`) together with the text tokens
     /// `context` (`[batch, m, dim]`; `None` for an image-only attention): the image output
     /// and, unless the text output is discarded (or there is no text), the text output.
+    /// `rope` (FLUX) rotates the normalised queries and keys of the image tokens followed by
+    /// the text tokens.
     pub fn forward(
         &self,
         x: Tensor<3>,
         context: Option<Tensor<3>>,
+        rope: Option<&Rope>,
     ) -> (Tensor<3>, Option<Tensor<3>>) {
         let n = x.dims()[1];
         let image = self.qkv(
@@ -144,6 +155,10 @@ impl JointAttention {
                 }
             }
             _ => image,
+        };
+        let (q, k) = match rope {
+            Some(rope) => (rope.apply(q), rope.apply(k)),
+            None => (q, k),
         };
         let out = merge_heads(scaled_dot_product_attention(q, k, v, None, false));
         let total = out.dims()[1];

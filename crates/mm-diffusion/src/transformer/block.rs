@@ -9,6 +9,7 @@ use mm_core::nn::layer_norm;
 
 use super::attention::{JointAttention, JointAttentionOptions};
 use super::norm::{AdaLayerNormContinuous, AdaLayerNormZero, NORM_EPS, gate, modulate};
+use super::rope::Rope;
 use crate::unet::{FeedForward, FeedForwardActivation};
 
 /// The context stream's first norm: adaLN-Zero, or (in the last block, whose text output is
@@ -66,6 +67,7 @@ impl JointTransformerBlock {
                     head_dim: o.head_dim,
                     joint,
                     context_pre_only: o.context_pre_only,
+                    pre_only: false,
                     qk_norm: o.qk_norm,
                 },
                 device,
@@ -92,12 +94,14 @@ impl JointTransformerBlock {
 
     /// Runs the block on the image tokens `x` `[batch, n, dim]` and text tokens `context`
     /// `[batch, m, dim]` with the conditioning `temb` `[batch, dim]`: the new image tokens
-    /// and (unless [`context_pre_only`](Self::context_pre_only)) the new text tokens.
+    /// and (unless [`context_pre_only`](Self::context_pre_only)) the new text tokens. FLUX's
+    /// double-stream blocks pass their rotary embedding (image tokens, then text tokens).
     pub fn forward(
         &self,
         x: Tensor<3>,
         context: Tensor<3>,
         temb: &Tensor<2>,
+        rope: Option<&Rope>,
     ) -> (Tensor<3>, Option<Tensor<3>>) {
         // shift, scale, gate (attention); shift, scale, gate (feed-forward); [the same for
         // the second attention].
@@ -118,10 +122,10 @@ impl JointTransformerBlock {
             }
             ContextNorm::Continuous(norm) => (norm.forward(context.clone(), temb.clone()), None),
         };
-        let (attn_out, context_out) = self.attn.forward(attn_in, Some(context_in));
+        let (attn_out, context_out) = self.attn.forward(attn_in, Some(context_in), rope);
         let mut x = x + gate(attn_out, &m[2]);
         if let (Some(attn2), Some(input)) = (&self.attn2, attn2_in) {
-            x = x.clone() + gate(attn2.forward(input, None).0, &m[8]);
+            x = x.clone() + gate(attn2.forward(input, None, None).0, &m[8]);
         }
         let ff_in = modulate(layer_norm(x.clone(), NORM_EPS), &m[3], &m[4]);
         let x = x + gate(self.ff.forward(ff_in), &m[5]);

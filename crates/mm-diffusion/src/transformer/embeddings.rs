@@ -115,28 +115,46 @@ fn sincos_grid(dim: usize, grid: usize, base: usize) -> Vec<f32> {
 }
 
 /// diffusers' `CombinedTimestepTextProjEmbeddings`: `timestep_embedder(time_proj(t)) +
-/// text_embedder(pooled)`, both two-layer SiLU MLPs.
+/// text_embedder(pooled)`, both two-layer SiLU MLPs; with a `guidance_embedder` (FLUX.1-dev's
+/// `CombinedTimestepGuidanceTextProjEmbeddings`) the embedded guidance scale is added too.
 #[derive(Module, Debug)]
 pub struct CombinedTimestepTextProjEmbeddings {
     /// `256 → dim → dim` over the sinusoidal timestep features.
     pub timestep_embedder: TimestepEmbedding,
+    /// `256 → dim → dim` over the sinusoidal guidance-scale features (guidance-distilled
+    /// models).
+    pub guidance_embedder: Option<TimestepEmbedding>,
     /// `pooled_dim → dim → dim` (diffusers' `PixArtAlphaTextProjection`).
     pub text_embedder: TimestepEmbedding,
 }
 
 impl CombinedTimestepTextProjEmbeddings {
-    /// A randomly initialised embedding to `dim` features.
-    pub fn new(dim: usize, pooled_dim: usize, device: &Device) -> Self {
+    /// A randomly initialised embedding to `dim` features, with a guidance embedder when
+    /// `guidance`.
+    pub fn new(dim: usize, pooled_dim: usize, guidance: bool, device: &Device) -> Self {
+        let mlp = |input| TimestepEmbedding::new(input, dim, Activation::Silu, device);
         Self {
-            timestep_embedder: TimestepEmbedding::new(TIME_PROJ_DIM, dim, Activation::Silu, device),
-            text_embedder: TimestepEmbedding::new(pooled_dim, dim, Activation::Silu, device),
+            timestep_embedder: mlp(TIME_PROJ_DIM),
+            guidance_embedder: guidance.then(|| mlp(TIME_PROJ_DIM)),
+            text_embedder: mlp(pooled_dim),
         }
     }
 
-    /// The conditioning `[batch, dim]` of timesteps `[batch]` (fractional values allowed)
-    /// and pooled text embeddings `[batch, pooled_dim]`.
-    pub fn forward(&self, timestep: Tensor<1>, pooled: Tensor<2>) -> Tensor<2> {
-        let features = timestep_embedding(timestep, TIME_PROJ_DIM, true, 0.0).cast(pooled.dtype());
-        self.timestep_embedder.forward(features) + self.text_embedder.forward(pooled)
+    /// The conditioning `[batch, dim]` of timesteps `[batch]` (fractional values allowed),
+    /// guidance values `[batch]` (used only with a guidance embedder) and pooled text
+    /// embeddings `[batch, pooled_dim]`.
+    pub fn forward(
+        &self,
+        timestep: Tensor<1>,
+        guidance: Option<Tensor<1>>,
+        pooled: Tensor<2>,
+    ) -> Tensor<2> {
+        let dtype = pooled.dtype();
+        let features = |t| timestep_embedding(t, TIME_PROJ_DIM, true, 0.0).cast(dtype);
+        let mut emb = self.timestep_embedder.forward(features(timestep));
+        if let (Some(embedder), Some(g)) = (&self.guidance_embedder, guidance) {
+            emb = emb + embedder.forward(features(g));
+        }
+        emb + self.text_embedder.forward(pooled)
     }
 }

@@ -115,6 +115,7 @@ impl SD3Transformer2DModel {
             time_text_embed: CombinedTimestepTextProjEmbeddings::new(
                 dim,
                 c.pooled_projection_dim,
+                false,
                 device,
             ),
             context_embedder: LinearConfig::new(c.joint_attention_dim, c.caption_projection_dim)
@@ -228,9 +229,11 @@ impl SD3Transformer2DModel {
             _ => input.timestep,
         };
         let mut x = self.pos_embed.forward(input.hidden_states.cast(dtype))?;
-        let temb = self
-            .time_text_embed
-            .forward(timestep.cast(dtype), input.pooled_projections.cast(dtype));
+        let temb = self.time_text_embed.forward(
+            timestep.cast(dtype),
+            None,
+            input.pooled_projections.cast(dtype),
+        );
         let mut context = linear(
             &self.context_embedder,
             input.encoder_hidden_states.cast(dtype),
@@ -239,7 +242,7 @@ impl SD3Transformer2DModel {
             if input.skip_layers.contains(&i) {
                 continue;
             }
-            let (next_x, next_context) = block.forward(x, context.clone(), &temb);
+            let (next_x, next_context) = block.forward(x, context.clone(), &temb, None);
             x = next_x;
             // The last block returns no text states (nothing reads them after it).
             if let Some(next) = next_context {
