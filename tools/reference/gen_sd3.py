@@ -79,6 +79,20 @@ Writes (relative to the repository root, whatever the cwd):
       scheduler/         SD3 medium's `scheduler_config.json` verbatim
                          (FlowMatchEulerDiscreteScheduler, shift 3.0, 1000 train steps)
 
+  sd3-tiny/single_file.safetensors
+                         the pipeline's transformer (original MMDiT names under
+                         `model.diffusion_model.`, as sd3-transformer-tiny/single_file) and VAE (LDM
+                         names under `first_stage_model.`: `gen_single_file.vae_ldm`) as one SD3
+                         single file, 97 KiB; no text encoder (the two CLIPs would add 170 KB).
+                         `StableDiffusion3Pipeline.from_single_file(file, config=<sd3-tiny>)`, the
+                         text encoders loaded from the folder and passed in (diffusers looks for a
+                         missing component's weights under `diffusion_pytorch_model.*` only), gives
+                         back the folder's weights exactly. A file with the text encoders too
+                         (`text_encoders.{clip_l,clip_g,t5xxl}.transformer.` + transformers' names;
+                         written to a temporary file, checked, removed) loads with CLIP-G and T5 as
+                         stored and CLIP-L's `text_projection` the identity (diffusers'
+                         `torch.eye(hidden)`, whatever the file holds).
+
   Images are 12x20 pixels: latents [., 16, 6, 10], token grid 3x5 cropped from the 16x16 position
   table at top (16-3)//2 = 6, left (16-5)//2 = 5. The folder is checked to load back with
   `StableDiffusion3Pipeline.from_pretrained` to the same weights.
@@ -181,7 +195,7 @@ from gen_pipelines import (  # noqa: E402
     run,
 )
 from gen_sdxl import NEGATIVE_2, PROMPT_2, publish_tokenizer_2, reload_tokenizers  # noqa: E402
-from gen_single_file import write_list  # noqa: E402
+from gen_single_file import VAE as LDM_VAE, vae_ldm, write_list  # noqa: E402
 
 torch.set_default_dtype(torch.float32)
 diffusers.utils.logging.set_verbosity_error()
@@ -463,6 +477,78 @@ def gen_full():
 # --------------------------------------------------------------------------------------------
 # 2. The pipeline.
 
+# Where Stability AI's SD3 files keep the text encoders (transformers' own names below).
+CLIP_L, CLIP_G, T5XXL = (f"text_encoders.{n}.transformer." for n in ("clip_l", "clip_g", "t5xxl"))
+
+
+def sd3_single_file(pipe, encoders=False):
+    """The pipeline's transformer (`model.diffusion_model.`, original MMDiT names) and VAE
+    (`first_stage_model.`, LDM names) as one SD3 single file; with `encoders`, the three text
+    encoders too (`text_encoders.{clip_l,clip_g,t5xxl}.transformer.` + transformers' names,
+    CLIP's `position_ids` buffer included as in the published files)."""
+    sd = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    single = {PREFIX + k: v for k, v in to_single_file(sd, pipe.transformer.config.num_layers).items()}
+    single.update(vae_ldm(pipe.vae.state_dict(), pipe.vae.config))
+    if encoders:
+        for prefix, model in ((CLIP_L, pipe.text_encoder), (CLIP_G, pipe.text_encoder_2)):
+            single.update({prefix + k: v for k, v in model.state_dict().items()})
+            single[prefix + "text_model.embeddings.position_ids"] = torch.arange(77)[None]
+        # `encoder.embed_tokens` is tied to `shared`: stored twice (a copy), as diffusers
+        # leaves it unloaded (on the meta device) when only `shared` is in the file.
+        single.update({T5XXL + k: v.clone() for k, v in pipe.text_encoder_3.state_dict().items()})
+    return {k: v.contiguous() for k, v in single.items()}
+
+
+def assert_same_weights(a, b, name):
+    a, b = a.state_dict(), b.state_dict()
+    meta = [k for k, v in a.items() if v.is_meta]
+    assert not meta, (name, meta)
+    assert sorted(a) == sorted(b), (name, sorted(set(a) ^ set(b)))
+    assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def gen_single_file(pipe, folder):
+    """sd3-tiny/single_file.safetensors: the transformer and the VAE (no text encoder: the
+    CLIPs alone would weigh 170 KB), which diffusers' `from_single_file` with the folder as
+    `config` loads back to the folder's weights (text encoders from the folder). A file with
+    the text encoders too (not written) checks what diffusers makes of them: CLIP-G and T5 as
+    stored, CLIP-L with an identity `text_projection` whatever the file holds."""
+    path = os.path.join(folder, "single_file.safetensors")
+    single = sd3_single_file(pipe)
+    assert all(k.startswith((PREFIX, LDM_VAE)) for k in single)
+    save_file(single, path, metadata={"format": "pt"})
+    # diffusers looks for a missing component's weights under its own file names
+    # (`diffusion_pytorch_model.*`) only: the text encoders' `model.safetensors` are passed in
+    # (loaded from the folder, as the Rust loader takes them).
+    encoders = {sub: type(getattr(pipe, sub)).from_pretrained(os.path.join(folder, sub))
+                for sub in ("text_encoder", "text_encoder_2", "text_encoder_3")}
+    loaded = StableDiffusion3Pipeline.from_single_file(path, config=folder, **encoders)
+    for sub in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        assert_same_weights(getattr(loaded, sub), getattr(pipe, sub), sub)
+    del loaded
+    print(f"  sd3-tiny/single_file.safetensors: {len(single)} tensors, "
+          f"{os.path.getsize(path) / 1024:.0f} KiB; from_single_file gives back the folder's weights")
+
+    tmp = os.path.join(folder, "single_file_with_encoders.tmp.safetensors")
+    try:
+        save_file(sd3_single_file(pipe, encoders=True), tmp, metadata={"format": "pt"})
+        loaded = StableDiffusion3Pipeline.from_single_file(tmp, config=folder)
+        assert loaded.text_encoder_3 is not None
+        for sub in ("transformer", "vae", "text_encoder_2", "text_encoder_3"):
+            assert_same_weights(getattr(loaded, sub), getattr(pipe, sub), sub)
+        a, b = loaded.text_encoder.state_dict(), pipe.text_encoder.state_dict()
+        assert sorted(a) == sorted(b)
+        for k in a:
+            want = torch.eye(16) if k == "text_projection.weight" else b[k]
+            assert torch.equal(a[k], want), k
+        assert not torch.equal(b["text_projection.weight"], torch.eye(16))
+        del loaded
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print("  (with the text encoders: CLIP-G and T5 as stored, CLIP-L's projection the identity)")
+
+
 class Sd3DrawRecorder(DrawRecorder):
     """`gen_pipelines.DrawRecorder` on the SD3 pipeline modules, the VAE posterior and the
     flow-matching scheduler (which draws only with `stochastic_sampling`)."""
@@ -731,6 +817,7 @@ def gen_pipeline(recorder):
         assert all(torch.equal(a[k], b[k]) for k in a), sub
     assert dict(loaded.scheduler.config) == dict(pipe.scheduler.config)
     del loaded
+    gen_single_file(pipe, folder)
 
     no_t5 = StableDiffusion3Pipeline(**dict(pipe.components, text_encoder_3=None, tokenizer_3=None))
     no_t5.set_progress_bar_config(disable=True)

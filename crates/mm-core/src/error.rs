@@ -37,6 +37,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A tensor is stored in a dtype that cannot be read (float8 — the `F8_E4M3` T5 of
+    /// `sd3_medium_incl_clips_t5xxlfp8.safetensors` —, 4- or 6-bit floats, complex numbers).
+    /// The file opens: only loading such a tensor fails.
+    #[error(
+        "tensor '{tensor}' of {file} is stored as {dtype}, which cannot be read (F64, F32, \
+         F16, BF16 and integer tensors can); convert it to F16 / BF16 / F32, or leave out the \
+         model it belongs to"
+    )]
+    UnsupportedDtype {
+        /// Where the tensors come from (a path).
+        file: String,
+        /// The tensor's name in the file.
+        tensor: String,
+        /// Its safetensors dtype (`F8_E4M3`, `F8_E5M2`, …).
+        dtype: String,
+    },
     /// Loading weights into a model found missing, unexpected or mis-shaped tensors.
     #[error("{0}")]
     Load(Box<LoadReport>),

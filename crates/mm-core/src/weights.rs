@@ -43,10 +43,16 @@ const INDEX_FILES: [&str; 2] = [
 /// The largest safetensors header accepted (the format's own limit).
 const MAX_HEADER: u64 = 100_000_000;
 
+/// One tensor of a safetensors file: its name, its lazily read data, and — for a dtype that
+/// cannot be read (float8, …) — that dtype's name (the data then only reports it).
+type ShardTensor = (String, PackTensor, Option<String>);
+
 /// The tensors of one safetensors file, each read (with positioned reads, one at a time) only
 /// when it is loaded. The header is checked whole first: a file shorter than its header says
-/// (truncated) is an error here, not when a tensor is reached.
-fn read_shard(path: &Path) -> Result<Vec<(String, PackTensor)>> {
+/// (truncated) is an error here, not when a tensor is reached. A tensor of a dtype safetensors
+/// knows but burn cannot hold (float8, 4- and 6-bit floats, complex) is kept, its bytes never
+/// read: loading it is an [`Error::UnsupportedDtype`].
+fn read_shard(path: &Path) -> Result<Vec<ShardTensor>> {
     use std::io::Read;
     let bad = |reason: String| Error::Safetensors {
         path: path.to_path_buf(),
@@ -81,14 +87,22 @@ fn read_shard(path: &Path) -> Result<Vec<(String, PackTensor)>> {
         }
         let info: TensorEntry =
             serde_json::from_value(entry).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
-        let dtype = safetensors_dtype(&info.dtype)
-            .ok_or_else(|| bad(format!("tensor '{name}': unsupported dtype {}", info.dtype)))?;
+        let (dtype, bits) = match safetensors_dtype(&info.dtype) {
+            Some(dtype) => (Some(dtype), 8 * dtype.size() as u64),
+            None => {
+                let bits = stored_bits(&info.dtype)
+                    .ok_or_else(|| bad(format!("tensor '{name}': unknown dtype {}", info.dtype)))?;
+                (None, bits)
+            }
+        };
         let (start, end) = info.data_offsets;
         let numel = info
             .shape
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-        let expected = numel.and_then(|n| n.checked_mul(dtype.size() as u64));
+        let expected = numel
+            .and_then(|n| n.checked_mul(bits))
+            .map(|b| b.div_ceil(8));
         if start > end || expected != Some(end - start) {
             return Err(bad(format!(
                 "tensor '{name}': offsets {start}..{end} do not hold {:?} {:?}",
@@ -96,9 +110,19 @@ fn read_shard(path: &Path) -> Result<Vec<(String, PackTensor)>> {
             )));
         }
         end_max = end_max.max(end);
+        let shape = Shape::from(info.shape.clone());
+        let Some(dtype) = dtype else {
+            let (stored, file_path) = (info.dtype.clone(), path.display().to_string());
+            let tensor = bridge::deferred(name.clone(), DType::U8, shape, None, move || {
+                Err(burn_store::burn_pack::Error::ValidationError(format!(
+                    "{file_path}: dtype {stored} cannot be read"
+                )))
+            });
+            out.push((name, tensor, Some(info.dtype)));
+            continue;
+        };
         let file_path = path.to_path_buf();
         let file = file.clone();
-        let shape = Shape::from(info.shape.clone());
         let read_shape = info.shape.clone();
         let tensor = bridge::deferred(name.clone(), dtype, shape, None, move || {
             read_tensor(&file, data_start + start, end - start)
@@ -110,7 +134,7 @@ fn read_shard(path: &Path) -> Result<Vec<(String, PackTensor)>> {
                     ))
                 })
         });
-        out.push((name, tensor));
+        out.push((name, tensor, None));
     }
     if end_max > data_len {
         return Err(bad(format!(
@@ -164,11 +188,28 @@ fn safetensors_dtype(name: &str) -> Option<DType> {
     })
 }
 
+/// The width in bits of a safetensors dtype that [`safetensors_dtype`] has no burn dtype for
+/// (`F8_E4M3`, `F4`, `C64`, …); `None` for a name safetensors does not know.
+fn stored_bits(name: &str) -> Option<u64> {
+    let dtype: safetensors::Dtype =
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()?;
+    Some(dtype.bitsize() as u64)
+}
+
+/// A tensor whose dtype cannot be read: its name in the file and that dtype.
+#[derive(Debug, Clone)]
+struct Unreadable {
+    stored_name: String,
+    dtype: String,
+}
+
 /// A lazily read set of named tensors from one or more safetensors files.
 #[derive(Clone)]
 pub struct Weights {
     source: String,
     tensors: BTreeMap<String, PackTensor>,
+    /// The tensors of `tensors` stored in a dtype that cannot be read, by current name.
+    unreadable: BTreeMap<String, Unreadable>,
     dtype: DType,
 }
 
@@ -223,7 +264,7 @@ impl Weights {
     /// Opens several safetensors files as one set of tensors (the shards of a checkpoint).
     /// A name present in two files is an error.
     pub fn from_files(files: &[PathBuf], source: impl Into<String>) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
         for file in files {
             if !file.is_file() {
                 return Err(Error::MissingFile {
@@ -232,7 +273,11 @@ impl Weights {
                     hint: String::new(),
                 });
             }
-            for (name, tensor) in read_shard(file)? {
+            for (name, tensor, dtype) in read_shard(file)? {
+                if let Some(dtype) = dtype {
+                    let stored_name = name.clone();
+                    unreadable.insert(name.clone(), Unreadable { stored_name, dtype });
+                }
                 if tensors.insert(name.clone(), tensor).is_some() {
                     return Err(Error::Safetensors {
                         path: file.clone(),
@@ -244,6 +289,7 @@ impl Weights {
         Ok(Self {
             source: source.into(),
             tensors,
+            unreadable,
             dtype: DType::F32,
         })
     }
@@ -278,9 +324,34 @@ impl Weights {
         self.tensors.get(name).map(|t| t.shape.to_vec())
     }
 
-    /// The stored dtype of a tensor.
+    /// The stored dtype of a tensor (`None` for a tensor stored in a dtype that cannot be read:
+    /// see [`unreadable_dtype`](Self::unreadable_dtype)).
     pub fn stored_dtype(&self, name: &str) -> Option<DType> {
+        if self.unreadable.contains_key(name) {
+            return None;
+        }
         self.tensors.get(name).map(|t| t.dtype)
+    }
+
+    /// The safetensors dtype of a tensor stored in a dtype that cannot be read (`F8_E4M3`,
+    /// `F8_E5M2`, `F4`, `C64`, …), `None` for the others.
+    pub fn unreadable_dtype(&self, name: &str) -> Option<&str> {
+        self.unreadable.get(name).map(|u| u.dtype.as_str())
+    }
+
+    /// Checks that every tensor can be read: the first one stored in a dtype that cannot be
+    /// read (float8, …) is an [`Error::UnsupportedDtype`] naming it (by its name in the file)
+    /// and its dtype. [`load_into`](Self::load_into) and [`tensor`](Self::tensor) check this
+    /// first.
+    pub fn check_readable(&self) -> Result<()> {
+        match self.unreadable.values().next() {
+            None => Ok(()),
+            Some(u) => Err(Error::UnsupportedDtype {
+                file: self.source.clone(),
+                tensor: u.stored_name.clone(),
+                dtype: u.dtype.clone(),
+            }),
+        }
     }
 
     /// The float dtype parameters are stored in once loaded (default `F32`). With `F16`/`BF16`
@@ -301,16 +372,24 @@ impl Weights {
     /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
     /// module does not keep, say).
     pub fn rename(self, mut f: impl FnMut(&str) -> Option<String>) -> Self {
+        let mut unreadable = BTreeMap::new();
         let tensors = self
             .tensors
             .into_iter()
             .filter_map(|(name, mut tensor)| {
                 let new = f(&name)?;
+                if let Some(u) = self.unreadable.get(&name) {
+                    unreadable.insert(new.clone(), u.clone());
+                }
                 tensor.name = new.clone();
                 Some((new, tensor))
             })
             .collect();
-        Self { tensors, ..self }
+        Self {
+            tensors,
+            unreadable,
+            ..self
+        }
     }
 
     /// Renames tensors by their leading segments: a name takes the first rule `(from, to)`
@@ -365,7 +444,7 @@ impl Weights {
     /// the tensor whole. Nothing is read until a part is loaded; a first dimension that the
     /// number of parts does not divide is an error.
     pub fn split(self, mut f: impl FnMut(&str) -> Option<Vec<String>>) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut unreadable) = (BTreeMap::new(), self.unreadable);
         for (name, tensor) in self.tensors {
             let Some(parts) = f(&name) else {
                 tensors.insert(name, tensor);
@@ -380,6 +459,9 @@ impl Weights {
                 });
             }
             shape[0] /= n;
+            if let Some(u) = unreadable.remove(&name) {
+                unreadable.extend(parts.iter().map(|p| (p.clone(), u.clone())));
+            }
             for (i, part) in parts.into_iter().enumerate() {
                 let (dtype, target) = (tensor.dtype, Shape::from(shape.clone()));
                 let declared = target.clone();
@@ -396,7 +478,11 @@ impl Weights {
                 tensors.insert(part, piece);
             }
         }
-        Ok(Self { tensors, ..self })
+        Ok(Self {
+            tensors,
+            unreadable,
+            ..self
+        })
     }
 
     /// Transposes the 2-D tensors `f` selects (a projection stored as `[in, out]` for a
@@ -435,6 +521,56 @@ impl Weights {
         Ok(Self { tensors, ..self })
     }
 
+    /// Swaps the two halves along the first dimension of the tensors `f` selects (an adaptive
+    /// norm's `(shift, scale)` projection stored for a layer that splits it `(scale, shift)`:
+    /// diffusers' `swap_scale_shift`). Nothing is read until the tensor is loaded; a selected
+    /// tensor whose first dimension is odd is an error.
+    pub fn swap_halves(self, mut f: impl FnMut(&str) -> bool) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in self.tensors {
+            let shape = tensor.shape.to_vec();
+            let tensor = match shape.first() {
+                _ if !f(&name) => tensor,
+                Some(rows) if rows % 2 == 0 => {
+                    let (dtype, declared) = (tensor.dtype, tensor.shape.clone());
+                    bridge::map_data(tensor, name.clone(), dtype, declared, |data| {
+                        let mut bytes = data.as_bytes().to_vec();
+                        let half = bytes.len() / 2;
+                        bytes.rotate_left(half);
+                        TensorData::from_bytes_vec(bytes, data.shape().clone(), data.dtype())
+                    })
+                }
+                _ => {
+                    return Err(Error::Safetensors {
+                        path: self.source.clone().into(),
+                        reason: format!("cannot swap the halves of '{name}' of shape {shape:?}"),
+                    });
+                }
+            };
+            tensors.insert(name, tensor);
+        }
+        Ok(Self { tensors, ..self })
+    }
+
+    /// Adds a tensor that `make` builds when it is loaded (one a checkpoint does not store: an
+    /// identity projection, say), replacing any tensor of that name. `make` must give `shape`
+    /// and `dtype`.
+    pub fn insert_with(
+        mut self,
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        dtype: DType,
+        make: impl Fn() -> TensorData + Send + Sync + 'static,
+    ) -> Self {
+        let name = name.into();
+        let tensor = bridge::deferred(name.clone(), dtype, Shape::from(shape), None, move || {
+            Ok(make())
+        });
+        self.unreadable.remove(&name);
+        self.tensors.insert(name, tensor);
+        self
+    }
+
     /// Keeps only the tensors under `prefix` (followed by a dot) and removes the prefix.
     pub fn select_prefix(self, prefix: &str) -> Self {
         let dotted = format!("{prefix}.");
@@ -444,6 +580,13 @@ impl Weights {
     /// Reads one tensor (any float dtype) onto `device`, in [`Weights::dtype`] if it has rank ≥ 2
     /// and in that dtype's compute dtype on `device` otherwise.
     pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
+        if let Some(u) = self.unreadable.get(name) {
+            return Err(Error::UnsupportedDtype {
+                file: self.source.clone(),
+                tensor: u.stored_name.clone(),
+                dtype: u.dtype.clone(),
+            });
+        }
         let pack = self.tensors.get(name).ok_or_else(|| {
             Error::from(LoadReport {
                 source: self.source.clone(),
@@ -473,6 +616,7 @@ impl Weights {
     /// Enum variants add no segment to a parameter's path, so a `Vec` of an enum of layers
     /// mirrors an `nn.Sequential` of mixed layers (`layers.3.conv.0.weight`).
     pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
+        self.check_readable()?;
         let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
         let device = module_device(&module);
         let cast = StorageCast {

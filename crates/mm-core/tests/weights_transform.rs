@@ -1,5 +1,7 @@
-//! `Weights::reshape`, `Weights::split`, `Weights::transpose` and `Weights::rename_prefixes`:
-//! lazy layout changes between checkpoint formats.
+//! `Weights::reshape`, `Weights::split`, `Weights::transpose`, `Weights::swap_halves`,
+//! `Weights::insert_with` and `Weights::rename_prefixes`: lazy layout changes between
+//! checkpoint formats; and tensors of a dtype that cannot be read (float8), which open but do
+//! not load.
 
 use burn::tensor::Tensor;
 use mm_core::weights::Weights;
@@ -116,4 +118,100 @@ fn rename_prefixes_takes_the_first_matching_rule() {
         ["c", "modelx", "other", "tower.inner.a", "tower.inner.b"]
     );
     assert_eq!(values::<1>(&w, "tower.inner.b"), (vec![1], vec![1.0]));
+}
+
+#[test]
+fn swap_halves_exchanges_the_two_halves_of_the_first_dimension() {
+    let path = temp("swap");
+    let m: Vec<f32> = (0..8).map(|x| x as f32).collect();
+    write(
+        &path,
+        &[
+            ("m", vec![4, 2], m),
+            ("b", vec![4], vec![1.0, 2.0, 3.0, 4.0]),
+            ("odd", vec![3], vec![0.0; 3]),
+        ],
+    );
+    let w = Weights::open(&path)
+        .unwrap()
+        .swap_halves(|n| n != "odd")
+        .unwrap();
+    assert_eq!(
+        values::<2>(&w, "m"),
+        (vec![4, 2], vec![4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0])
+    );
+    assert_eq!(values::<1>(&w, "b"), (vec![4], vec![3.0, 4.0, 1.0, 2.0]));
+    let bad = Weights::open(&path).unwrap().swap_halves(|n| n == "odd");
+    std::fs::remove_file(&path).ok();
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("cannot swap the halves")
+    );
+}
+
+#[test]
+fn insert_with_adds_a_tensor_built_when_loaded() {
+    let path = temp("insert");
+    write(&path, &[("a", vec![1], vec![1.0])]);
+    let w = Weights::open(&path).unwrap().insert_with(
+        "eye",
+        vec![2, 2],
+        burn::tensor::DType::F32,
+        || burn::tensor::TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]),
+    );
+    std::fs::remove_file(&path).ok();
+    assert_eq!(w.names().collect::<Vec<_>>(), ["a", "eye"]);
+    assert_eq!(
+        values::<2>(&w, "eye"),
+        (vec![2, 2], vec![1.0, 0.0, 0.0, 1.0])
+    );
+}
+
+#[test]
+fn a_float8_tensor_opens_but_does_not_load() {
+    let path = temp("fp8");
+    let (f8, f32s) = (vec![0u8; 8], 1.5f32.to_le_bytes().to_vec());
+    let views = vec![
+        (
+            "x.f8",
+            TensorView::new(Dtype::F8_E4M3, vec![4, 2], &f8).unwrap(),
+        ),
+        ("y", TensorView::new(Dtype::F32, vec![1], &f32s).unwrap()),
+    ];
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let w = Weights::open(&path).unwrap();
+    assert_eq!(w.shape("x.f8"), Some(vec![4, 2]));
+    assert_eq!(w.stored_dtype("x.f8"), None);
+    assert_eq!(w.unreadable_dtype("x.f8"), Some("F8_E4M3"));
+    assert_eq!(values::<1>(&w, "y"), (vec![1], vec![1.5]));
+    let unsupported = |err: mm_core::Error| match err {
+        mm_core::Error::UnsupportedDtype { tensor, dtype, .. } => (tensor, dtype),
+        other => panic!("{other}"),
+    };
+    let want = ("x.f8".to_string(), "F8_E4M3".to_string());
+    let dev = mm_core::device::cpu();
+    assert_eq!(unsupported(w.tensor::<2>("x.f8", &dev).unwrap_err()), want);
+    assert_eq!(unsupported(w.check_readable().unwrap_err()), want);
+    // Renamed and split, its parts still report it under its name in the file.
+    let parts = w
+        .clone()
+        .rename(|n| Some(n.replace("x.", "z.")))
+        .split(|n| (n == "z.f8").then(|| vec!["p".into(), "q".into()]))
+        .unwrap();
+    assert_eq!(parts.unreadable_dtype("q"), Some("F8_E4M3"));
+    assert_eq!(unsupported(parts.tensor::<2>("p", &dev).unwrap_err()), want);
+    // Without it, the rest loads.
+    let rest = w.rename(|n| (n == "y").then(|| n.into()));
+    assert!(rest.check_readable().is_ok());
+
+    // A dtype safetensors does not know is an error at once.
+    let header = br#"{"t":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.push(0);
+    std::fs::write(&path, bytes).unwrap();
+    let err = Weights::open(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).ok();
+    assert!(err.contains("unknown dtype Q7"), "{err}");
 }

@@ -112,7 +112,8 @@ pub enum Error {
     /// A file given as a single-file checkpoint has no tensor of the LDM layout.
     #[error(
         "{0} is not a single-file Stable Diffusion checkpoint in the CompVis/LDM layout (no \
-         `model.diffusion_model.*` tensor); for a diffusers folder, load its components instead"
+         `model.diffusion_model.*` tensor, nor a bare SD3 transformer's `joint_blocks.*`); for \
+         a diffusers folder, load its components instead"
     )]
     NotSingleFile(String),
     /// A single file of one model family given to the conversion of another (an SDXL file to

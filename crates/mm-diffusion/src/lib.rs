@@ -15,7 +15,8 @@
 //! - [`ip_adapter`]: IP-Adapter image prompts (the `h94/IP-Adapter` files: IP-Adapter and
 //!   IP-Adapter Plus, several at once, per-block scales as InstantStyle).
 //! - [`single_file`]: single-file checkpoints in the original CompVis/LDM key layout (SD 1.x,
-//!   2.x, SDXL base and refiner), renamed to diffusers names.
+//!   2.x, SDXL base and refiner) and Stability AI's SD3 / SD3.5 files, renamed to diffusers
+//!   names.
 //! - [`pipelines`]: Stable Diffusion 1.x / 2.x and SDXL text-to-image, img2img and inpainting
 //!   ([`StableDiffusion`](pipelines::StableDiffusion),
 //!   [`StableDiffusionXL`](pipelines::StableDiffusionXL)), matching diffusers.

@@ -8,8 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use burn::tensor::Tensor;
-use common::{device, fixture};
+use common::{TempFile, device, fixture, values};
 use mm_core::weights::{Weights, expected_tensors};
 use mm_diffusion::Error;
 use mm_diffusion::pipelines::{GenerateOptions, Hooks, StableDiffusion};
@@ -20,21 +19,6 @@ use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
-
-/// A tensor's values as f32, whatever its rank.
-fn values(w: &Weights, name: &str) -> Vec<f32> {
-    let dev = device();
-    let data = match w.shape(name).unwrap().len() {
-        1 => w.tensor::<1>(name, &dev).map(Tensor::into_data),
-        2 => w.tensor::<2>(name, &dev).map(Tensor::into_data),
-        3 => w.tensor::<3>(name, &dev).map(Tensor::into_data),
-        4 => w.tensor::<4>(name, &dev).map(Tensor::into_data),
-        r => panic!("{name}: rank {r}"),
-    };
-    data.unwrap_or_else(|e| panic!("{name}: {e}"))
-        .try_to_vec::<f32>()
-        .unwrap()
-}
 
 /// The layout of a folder's configs (`text_encoder_2/`, where there is one, is the OpenCLIP
 /// encoder).
@@ -375,15 +359,6 @@ fn sdxl_keys_map_at_any_transformer_depth() {
         map_key("cond_stage_model.model.text_projection", &LdmLayout::SD2),
         None
     );
-}
-
-/// A temporary file, removed when dropped.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.0).ok();
-    }
 }
 
 /// A copy of the tiny SDXL base file with one tensor replaced (or added), opened.

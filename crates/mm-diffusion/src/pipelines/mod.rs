@@ -117,7 +117,7 @@ pub use progress::{
     linear_preview,
 };
 pub use prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
-pub use prompt_sd3::{SD3_MAX_SEQUENCE_LENGTH, Sd3PromptEncoder};
+pub use prompt_sd3::{SD3_MAX_SEQUENCE_LENGTH, Sd3PromptEncoder, Sd3TextWeights};
 pub use prompt_xl::XlPromptEncoder;
 pub use sd3::{SD3_IMG2IMG_STRENGTH, StableDiffusion3};
 pub use xl::{StableDiffusionXL, XL_IMG2IMG_STRENGTH, XL_INPAINT_STRENGTH};

@@ -4,11 +4,12 @@
 
 use burn::tensor::{DType, Device, Int, Tensor};
 use mm_core::tokenizer::Tokenizer;
+use mm_core::weights::Weights;
 use mm_vision::Pretrained;
 use mm_vision::clip::{ClipTextConfig, ClipTextModelWithProjection};
 use mm_vision::t5::{T5Config, T5EncoderModel, tokenizer_file};
 
-use super::loading::{PipelineDir, TEXT_ENCODER_WEIGHTS};
+use super::loading::{ComponentDir, PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
 use super::prompt::{
     ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids,
@@ -39,6 +40,18 @@ pub struct Sd3PromptEncoder {
     device: Device,
 }
 
+/// Text-encoder weights that replace those of an SD3 folder (a single file's, converted:
+/// see [`Sd3Components`](crate::single_file::Sd3Components)); `None` takes the folder's.
+#[derive(Debug, Clone, Default)]
+pub struct Sd3TextWeights {
+    /// CLIP-L's (`text_encoder/`).
+    pub clip_l: Option<Weights>,
+    /// CLIP-G's (`text_encoder_2/`).
+    pub clip_g: Option<Weights>,
+    /// T5's (`text_encoder_3/`).
+    pub t5: Option<Weights>,
+}
+
 impl Sd3PromptEncoder {
     /// Loads the encoders of an SD3 folder with their matrices in `dtype`; `with_t5 = false`
     /// leaves T5 out even when the folder has it (its states become zeros: about 9.5 GB less
@@ -51,21 +64,43 @@ impl Sd3PromptEncoder {
         joint_attention_dim: usize,
         device: &Device,
     ) -> Result<Self> {
-        let clip = |encoder: &'static str, tokenizer: &'static str| -> Result<_> {
+        let weights = Sd3TextWeights::default();
+        Self::from_weights(dir, weights, dtype, with_t5, joint_attention_dim, device)
+    }
+
+    /// [`load`](Self::load) with the weights of `weights` where it has them (a single file's
+    /// encoders) and the folder's for the others; the configs, tokenizers and
+    /// `model_index.json` are the folder's (T5 is loaded only when `model_index.json` names
+    /// a `text_encoder_3`).
+    pub fn from_weights(
+        dir: &PipelineDir,
+        weights: Sd3TextWeights,
+        dtype: DType,
+        with_t5: bool,
+        joint_attention_dim: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let folder_or = |given: Option<Weights>, folder: &ComponentDir| match given {
+            Some(weights) => Ok(weights.with_dtype(dtype)),
+            None => folder
+                .weights(TEXT_ENCODER_WEIGHTS)
+                .map(|w| w.with_dtype(dtype)),
+        };
+        let clip = |encoder: &'static str, tokenizer: &'static str, given| -> Result<_> {
             let folder = dir.component(encoder)?;
             let config = ClipTextConfig::from_file(&folder.required("config.json")?)?;
-            let weights = folder.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
+            let weights = folder_or(given, &folder)?;
             let model = ClipTextModelWithProjection::from_weights(&config, weights, device)?;
             dir.component(tokenizer)?;
             Ok((load_tokenizer(&dir.path, tokenizer)?, model))
         };
-        let clip_l = clip("text_encoder", "tokenizer")?;
-        let clip_g = clip("text_encoder_2", "tokenizer_2")?;
+        let clip_l = clip("text_encoder", "tokenizer", weights.clip_l)?;
+        let clip_g = clip("text_encoder_2", "tokenizer_2", weights.clip_g)?;
         let t5 = match (with_t5, dir.component_class("text_encoder_3")) {
             (true, Some(_)) => {
                 let folder = dir.component("text_encoder_3")?;
                 let config: T5Config = folder.config()?;
-                let weights = folder.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
+                let weights = folder_or(weights.t5, &folder)?;
                 let model = T5EncoderModel::from_weights(&config, weights, device)?;
                 let tokenizer = dir.component("tokenizer_3")?;
                 let tokenizer = Tokenizer::from_file(tokenizer_file(tokenizer.path())?)?;

@@ -3,14 +3,19 @@
 //! pipelines' denoiser, as diffusers' `StableDiffusion3Pipeline` and
 //! `StableDiffusion3Img2ImgPipeline` run them.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use burn::tensor::{Device, Tensor};
 
-use super::component::Component;
+use super::component::{Component, MemoryMode};
 use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
 use super::loading::PipelineDir;
-use super::pipeline::{DiffusionPipeline, LoadOptions, folder_vae, scheduler_config};
-use super::prompt_sd3::Sd3PromptEncoder;
+use super::pipeline::{DiffusionPipeline, LoadOptions, folder_vae, pipeline_vae, scheduler_config};
+use super::prompt_sd3::{Sd3PromptEncoder, Sd3TextWeights};
+use crate::single_file::{LdmLayout, SingleFile};
 use crate::transformer::{SD3Input, SD3Transformer2DConfig, SD3Transformer2DModel};
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::{Error, Result};
 
 /// SD3 img2img's default strength (diffusers' `StableDiffusion3Img2ImgPipeline`).
@@ -53,45 +58,151 @@ impl DiffusionPipeline<SD3Transformer2DModel, Sd3PromptEncoder> {
 
     /// [`load`](Self::load) with a storage dtype, a memory mode and whether T5 is loaded.
     pub fn load_with_options(model: &str, options: LoadOptions, device: &Device) -> Result<Self> {
-        let dir = PipelineDir::resolve(model)?;
-        if dir.component_class("transformer").is_none() {
-            return Err(Error::MissingComponent {
-                component: "transformer",
-                path: dir.path.clone(),
-                reason: format!(
-                    "model_index.json ({}) has no transformer: not an SD3 folder",
-                    dir.class_name().unwrap_or("no _class_name")
-                ),
-            });
-        }
-        let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;
+        let (dir, configs) = sd3_folder(model)?;
         let vae = folder_vae(&dir.component("vae")?, options.dtype, device)?;
-        let transformer_dir = dir.component("transformer")?;
-        let config: SD3Transformer2DConfig = transformer_dir.config()?;
-        config.validate()?;
-        let info = DenoiserInfo::of_sd3(&config);
-        let path = transformer_dir.path().to_string_lossy().into_owned();
+        let path = dir.component("transformer")?.path().to_path_buf();
         let (dtype, dev) = (options.dtype, device.clone());
-        let transformer = Component::with_mode(options.memory, move || {
-            SD3Transformer2DModel::load_with_dtype(&path, dtype, &dev)
-        })?;
-        let (joint, dev) = (config.joint_attention_dim, device.clone());
-        let prompt_encoder = Component::with_mode(options.memory, move || {
-            Sd3PromptEncoder::load(&dir, dtype, options.t5, joint, &dev)
-        })?;
+        let transformer =
+            move || SD3Transformer2DModel::load_with_dtype(path.to_string_lossy(), dtype, &dev);
+        let (joint, dev) = (configs.transformer.joint_attention_dim, device.clone());
+        let text = move || Sd3PromptEncoder::load(&dir, dtype, options.t5, joint, &dev);
+        Self::assemble(configs, vae, transformer, text, options.memory, device)
+    }
+
+    /// Loads a Stable Diffusion 3 / 3.5 single file (`sd3_medium.safetensors`,
+    /// `sd3_medium_incl_clips.safetensors`, `sd3.5_large.safetensors`, …; see
+    /// [`crate::single_file`]) with the configs, tokenizers and scheduler of `configs`, a
+    /// diffusers folder (or repo id) of the same model, as diffusers'
+    /// `StableDiffusion3Pipeline.from_single_file(file, config=configs)`: the transformer and
+    /// (when the file has it) the VAE come from the file; each text encoder comes from the
+    /// file when the file holds it, and from the folder's weights otherwise. With
+    /// [`MemoryMode::Sequential`](super::MemoryMode) the file is re-read (its header, then
+    /// the tensors) for each use of the transformer and the text encoders.
+    ///
+    /// A T5 the file stores in float8 (`sd3_medium_incl_clips_t5xxlfp8.safetensors`) cannot
+    /// be read: with [`LoadOptions::t5`] set (the default) that is an
+    /// [`mm_core::Error::UnsupportedDtype`] naming the tensor; leave T5 out with
+    /// [`LoadOptions::without_t5`]. A file of another family is an
+    /// [`Error::SingleFileFamily`].
+    ///
+    /// ```no_run
+    /// use burn::tensor::DType;
+    /// use mm_diffusion::pipelines::{GenerateOptions, Hooks, LoadOptions, StableDiffusion3};
+    ///
+    /// fn main() -> mm_diffusion::Result<()> {
+    ///     let device = mm_core::device::cpu();
+    ///     let options = LoadOptions::new().dtype(DType::BF16);
+    ///     let pipe = StableDiffusion3::from_single_file(
+    ///         "sd3_medium_incl_clips_t5xxlfp16.safetensors",
+    ///         "stabilityai/stable-diffusion-3-medium-diffusers",
+    ///         options,
+    ///         &device,
+    ///     )?;
+    ///     let out = pipe.text_to_image(&GenerateOptions::new("a lighthouse at dusk"), Hooks::new())?;
+    ///     mm_core::image::save_image(&out.images[0], "lighthouse.png")?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn from_single_file(
+        file: impl AsRef<Path>,
+        configs: &str,
+        options: LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let (dir, configs) = sd3_folder(configs)?;
+        let vae_dir = dir.component("vae")?;
+        let vae_config: AutoencoderKLConfig = vae_dir.config()?;
+        let layout = LdmLayout {
+            vae_up_blocks: vae_config.up_block_types.len(),
+            ..LdmLayout::SD3
+        };
+        let file = file.as_ref().to_path_buf();
+        let open = Arc::new(move || SingleFile::open(&file)?.sd3_components(&layout));
+        let parts = open()?;
+        let vae = match parts.vae {
+            Some(weights) => pipeline_vae(&vae_config, weights, options.dtype, device)?,
+            None => folder_vae(&vae_dir, options.dtype, device)?,
+        };
+        // A float8 T5 fails here, not at the first prompt of a sequential pipeline.
+        if options.t5
+            && dir.component_class("text_encoder_3").is_some()
+            && let Some(t5) = &parts.text_encoder_3
+        {
+            t5.check_readable()?;
+        }
+        let (dtype, dev, config) = (options.dtype, device.clone(), configs.transformer.clone());
+        let load = open.clone();
+        let transformer = move || {
+            let weights = load()?.transformer.with_dtype(dtype);
+            SD3Transformer2DModel::from_weights(&config, weights, &dev)
+        };
+        let (joint, dev) = (configs.transformer.joint_attention_dim, device.clone());
+        let text = move || {
+            let parts = open()?;
+            let weights = Sd3TextWeights {
+                clip_l: parts.text_encoder,
+                clip_g: parts.text_encoder_2,
+                t5: parts.text_encoder_3,
+            };
+            Sd3PromptEncoder::from_weights(&dir, weights, dtype, options.t5, joint, &dev)
+        };
+        Self::assemble(configs, vae, transformer, text, options.memory, device)
+    }
+
+    /// The pipeline of its VAE and of the loaders of its transformer and text encoders, run
+    /// now or at each use as `memory` says.
+    fn assemble(
+        configs: Sd3Configs,
+        vae: AutoencoderKL,
+        transformer: impl Fn() -> Result<SD3Transformer2DModel> + Send + Sync + 'static,
+        text: impl Fn() -> Result<Sd3PromptEncoder> + Send + Sync + 'static,
+        memory: MemoryMode,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(DiffusionPipeline {
-            unet: transformer,
+            unet: Component::with_mode(memory, transformer)?,
             vae,
-            prompt_encoder,
-            scheduler_config,
+            prompt_encoder: Component::with_mode(memory, text)?,
+            scheduler_config: configs.scheduler,
             preview_decoder: None,
             controlnets: Vec::new(),
             ip_adapter: None,
-            denoiser: info,
+            denoiser: DenoiserInfo::of_sd3(&configs.transformer),
             micro: None,
             device: device.clone(),
         })
     }
+}
+
+/// The configs of an SD3 folder the pipeline keeps.
+struct Sd3Configs {
+    /// `scheduler/scheduler_config.json`.
+    scheduler: serde_json::Value,
+    /// `transformer/config.json` (checked).
+    transformer: SD3Transformer2DConfig,
+}
+
+/// An SD3 folder (`model_index.json` naming a transformer) and its configs.
+fn sd3_folder(model: &str) -> Result<(PipelineDir, Sd3Configs)> {
+    let dir = PipelineDir::resolve(model)?;
+    if dir.component_class("transformer").is_none() {
+        return Err(Error::MissingComponent {
+            component: "transformer",
+            path: dir.path.clone(),
+            reason: format!(
+                "model_index.json ({}) has no transformer: not an SD3 folder",
+                dir.class_name().unwrap_or("no _class_name")
+            ),
+        });
+    }
+    let scheduler = scheduler_config(&dir.component("scheduler")?)?;
+    let transformer: SD3Transformer2DConfig = dir.component("transformer")?.config()?;
+    transformer.validate()?;
+    let configs = Sd3Configs {
+        scheduler,
+        transformer,
+    };
+    Ok((dir, configs))
 }
 
 impl DenoiserInfo {

@@ -1,6 +1,8 @@
 //! diffusers' `SD3Transformer2DModel`: the multimodal diffusion transformer (MMDiT) of Stable
 //! Diffusion 3 and 3.5.
 
+use std::path::Path;
+
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Tensor};
@@ -13,6 +15,7 @@ use super::embeddings::{CombinedTimestepTextProjEmbeddings, PatchEmbed};
 use super::norm::AdaLayerNormContinuous;
 use crate::check::{check_channels, check_finite};
 use crate::loading::component;
+use crate::single_file::{LdmLayout, SingleFile};
 use crate::{Error, Result};
 
 /// The inputs of one [`SD3Transformer2DModel::forward`] call.
@@ -152,6 +155,23 @@ impl SD3Transformer2DModel {
     pub fn load_with_dtype(model: impl AsRef<str>, dtype: DType, device: &Device) -> Result<Self> {
         let (config, weights) = component(model.as_ref())?;
         Self::from_weights(&config, weights.with_dtype(dtype), device)
+    }
+
+    /// Loads the transformer of a Stable Diffusion 3 / 3.5 single file
+    /// (`sd3_medium.safetensors`, `sd3.5_large.safetensors`, a bare MMDiT file; see
+    /// [`crate::single_file`]) into a model of `config` — the `transformer/config.json` of a
+    /// diffusers folder of the same model —, keeping the matrices in `dtype`, as diffusers'
+    /// `SD3Transformer2DModel.from_single_file(file, config=…)`. The file's other models are
+    /// not read; a file of another family is an
+    /// [`Error::SingleFileFamily`](crate::Error::SingleFileFamily).
+    pub fn from_single_file(
+        file: impl AsRef<Path>,
+        config: &SD3Transformer2DConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let parts = SingleFile::open(file)?.sd3_components(&LdmLayout::SD3)?;
+        Self::from_weights(config, parts.transformer.with_dtype(dtype), device)
     }
 
     /// Builds the model and loads `weights` strictly (every tensor present with its shape,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use mm_core::weights::Weights;
 use safetensors::{Dtype, SafeTensors};
 
 /// `tests/fixtures/<name>` at the workspace root.
@@ -129,4 +130,28 @@ pub fn photo(name: &str, size: u32) -> Tensor<4> {
     let (x, y) = ((img.width() - w) / 2, (img.height() - h) / 2);
     let crop = image::imageops::crop_imm(&img, x, y, w, h).to_image();
     mm_core::image::image_to_tensor(&crop, &device()).unsqueeze()
+}
+
+/// A tensor's values as f32, whatever its rank.
+pub fn values(w: &Weights, name: &str) -> Vec<f32> {
+    let dev = device();
+    let data = match w.shape(name).unwrap().len() {
+        1 => w.tensor::<1>(name, &dev).map(Tensor::into_data),
+        2 => w.tensor::<2>(name, &dev).map(Tensor::into_data),
+        3 => w.tensor::<3>(name, &dev).map(Tensor::into_data),
+        4 => w.tensor::<4>(name, &dev).map(Tensor::into_data),
+        r => panic!("{name}: rank {r}"),
+    };
+    data.unwrap_or_else(|e| panic!("{name}: {e}"))
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+/// A temporary file, removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
 }

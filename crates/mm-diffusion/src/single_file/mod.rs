@@ -1,10 +1,13 @@
 //! Single-file Stable Diffusion checkpoints in the original CompVis / LDM (and Stability's
 //! `sgm`) key layout (`v1-5-pruned-emaonly.safetensors`, `v2-1_768-ema-pruned.safetensors`,
 //! `sd_xl_base_1.0.safetensors`, `sd_xl_refiner_1.0.safetensors` and the fine-tunes shared on
-//! model sites), converted to the diffusers names the models here load.
+//! model sites) and Stability AI's Stable Diffusion 3 / 3.5 files (`sd3_medium.safetensors`,
+//! `sd3_medium_incl_clips.safetensors`, `sd3.5_large.safetensors`,
+//! `sd3.5_medium.safetensors`), converted to the diffusers names the models here load.
 //!
-//! Such a file holds the UNet under `model.diffusion_model.` and the VAE under
-//! `first_stage_model.`; the text encoders depend on the [`Family`]:
+//! Such a file holds the denoiser under `model.diffusion_model.` (the UNet; SD3's MMDiT
+//! transformer, which a bare transformer file may also hold without the prefix) and the VAE
+//! under `first_stage_model.`; the text encoders depend on the [`Family`]:
 //!
 //! | family | LDM prefix | diffusers component |
 //! |---|---|---|
@@ -13,6 +16,21 @@
 //! | SDXL base | `conditioner.embedders.0.transformer.` (CLIP ViT-L) | `text_encoder` |
 //! | SDXL base | `conditioner.embedders.1.model.` (OpenCLIP bigG) | `text_encoder_2` |
 //! | SDXL refiner | `conditioner.embedders.0.model.` (OpenCLIP bigG) | `text_encoder_2` |
+//! | SD3 / 3.5 | `text_encoders.clip_l.transformer.` (CLIP ViT-L, transformers' names) | `text_encoder` |
+//! | SD3 / 3.5 | `text_encoders.clip_g.transformer.` (OpenCLIP bigG, transformers' names) | `text_encoder_2` |
+//! | SD3 / 3.5 | `text_encoders.t5xxl.transformer.` (T5 v1.1 XXL encoder) | `text_encoder_3` |
+//!
+//! SD3 files carry the text encoders or not (`sd3_medium.safetensors` has none,
+//! `sd3_medium_incl_clips.safetensors` the two CLIPs, `…_t5xxlfp16` / `…_t5xxlfp8` T5 too: the
+//! float8 one cannot be read, see [`mm_core::Error::UnsupportedDtype`]).
+//! [`SingleFile::sd3_components`] renames the MMDiT lazily as diffusers'
+//! `convert_sd3_transformer_checkpoint_to_diffusers` does (see [`map_sd3_key`]): the fused
+//! `attn.qkv` / `attn2.qkv` projections are split into `to_q` / `to_k` / `to_v` (the context
+//! stream's into `add_{q,k,v}_proj`), and the `(shift, scale)` halves of
+//! `final_layer.adaLN_modulation.1` and of the last block's context
+//! `adaLN_modulation.1` are swapped into diffusers' `(scale, shift)`. The CLIPs keep their
+//! names; CLIP-L gets an identity `text_projection.weight`, as diffusers gives it (SD3 uses
+//! its pooled output unprojected).
 //!
 //! SD 1.x / 2.x files also carry training buffers (the noise schedule, EMA counters) that
 //! inference does not use. [`SingleFile::components`] (SD 1.x / 2.x) and
@@ -38,6 +56,26 @@
 //!     let config: AutoencoderKLConfig = read_json("sd15/vae/config.json")?;
 //!     let vae = AutoencoderKL::from_weights(&config, parts.vae, &device)?;
 //!     # let _ = vae;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! An SD3 file, with the configs of a diffusers folder of the same model:
+//!
+//! ```no_run
+//! use burn::tensor::DType;
+//! use mm_core::config::read_json;
+//! use mm_diffusion::single_file::SingleFile;
+//! use mm_diffusion::transformer::{SD3Transformer2DConfig, SD3Transformer2DModel};
+//!
+//! fn main() -> mm_diffusion::Result<()> {
+//!     let device = mm_core::device::cpu();
+//!     let file = SingleFile::open("sd3.5_medium.safetensors")?;
+//!     let parts = file.sd3_components(&file.default_layout())?;
+//!     let config: SD3Transformer2DConfig = read_json("sd35-medium/transformer/config.json")?;
+//!     let transformer =
+//!         SD3Transformer2DModel::from_weights(&config, parts.transformer.with_dtype(DType::BF16), &device)?;
+//!     # let _ = transformer;
 //!     Ok(())
 //! }
 //! ```
@@ -70,6 +108,10 @@ use mm_core::weights::Weights;
 
 use crate::unet::UNet2DConditionConfig;
 use crate::{Error, Result};
+
+mod sd3;
+
+pub use sd3::{Sd3Components, Sd3Variant, map_sd3_key, sd3_num_layers, sd3_variant};
 
 const UNET: &str = "model.diffusion_model.";
 const VAE: [&str; 2] = ["first_stage_model.", "vae."];
@@ -126,6 +168,9 @@ impl LdmLayout {
         vae_up_blocks: 4,
         text_layers: 32,
     };
+    /// Stable Diffusion 3 / 3.5: of a layout, only `vae_up_blocks` (4, as SDXL's) applies to
+    /// them (no UNet; the CLIPs are stored whole, in transformers' layout).
+    pub const SD3: Self = Self::SDXL;
 }
 
 /// The model family of a single file, told by its keys ([`SingleFile::family`]).
@@ -139,6 +184,27 @@ pub enum Family {
     Sdxl,
     /// SDXL refiner: OpenCLIP bigG alone, under `conditioner.embedders.0.model.`.
     SdxlRefiner,
+    /// Stable Diffusion 3 / 3.5: the MMDiT's `joint_blocks.*` (see [`Sd3Variant`]).
+    Sd3,
+}
+
+/// Which [`SingleFile`] method converts a family's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conversion {
+    Sd,
+    Sdxl,
+    Sd3,
+}
+
+impl Conversion {
+    /// What to call for files of this kind.
+    fn hint(self) -> &'static str {
+        match self {
+            Self::Sd => "load it with SingleFile::components",
+            Self::Sdxl => "load it with SingleFile::sdxl_components",
+            Self::Sd3 => "load it with SingleFile::sd3_components",
+        }
+    }
 }
 
 impl Family {
@@ -153,6 +219,15 @@ impl Family {
             Self::Sd1 => LdmLayout::SD1,
             Self::Sd2 => LdmLayout::SD2,
             Self::Sdxl | Self::SdxlRefiner => LdmLayout::SDXL,
+            Self::Sd3 => LdmLayout::SD3,
+        }
+    }
+
+    fn conversion(self) -> Conversion {
+        match self {
+            Self::Sd1 | Self::Sd2 => Conversion::Sd,
+            Self::Sdxl | Self::SdxlRefiner => Conversion::Sdxl,
+            Self::Sd3 => Conversion::Sd3,
         }
     }
 }
@@ -164,6 +239,7 @@ impl std::fmt::Display for Family {
             Self::Sd2 => "Stable Diffusion 2.x",
             Self::Sdxl => "SDXL base",
             Self::SdxlRefiner => "SDXL refiner",
+            Self::Sd3 => "Stable Diffusion 3 / 3.5",
         })
     }
 }
@@ -171,27 +247,35 @@ impl std::fmt::Display for Family {
 /// Which model a tensor of a single file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
-    /// `model.diffusion_model.*`.
+    /// `model.diffusion_model.*` of SD 1.x / 2.x / SDXL.
     Unet,
     /// `first_stage_model.*`.
     Vae,
-    /// `cond_stage_model.*` (SD 1.x / 2.x) or SDXL base's CLIP ViT-L
-    /// (`conditioner.embedders.0.transformer.*`).
+    /// `cond_stage_model.*` (SD 1.x / 2.x), SDXL base's CLIP ViT-L
+    /// (`conditioner.embedders.0.transformer.*`) or SD3's
+    /// (`text_encoders.clip_l.transformer.*`).
     TextEncoder,
     /// SDXL's OpenCLIP bigG (`conditioner.embedders.1.model.*`, the refiner's
-    /// `conditioner.embedders.0.model.*`), as a `CLIPTextModelWithProjection`.
+    /// `conditioner.embedders.0.model.*`) or SD3's (`text_encoders.clip_g.transformer.*`), as
+    /// a `CLIPTextModelWithProjection`.
     TextEncoder2,
+    /// SD3's MMDiT (`model.diffusion_model.*`, or unprefixed in a bare transformer file).
+    Transformer,
+    /// SD3's T5 v1.1 XXL encoder (`text_encoders.t5xxl.transformer.*`).
+    TextEncoder3,
 }
 
 impl Component {
     /// The component's folder in a diffusers pipeline (`unet`, `vae`, `text_encoder`,
-    /// `text_encoder_2`).
+    /// `text_encoder_2`, `transformer`, `text_encoder_3`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Unet => "unet",
             Self::Vae => "vae",
             Self::TextEncoder => "text_encoder",
             Self::TextEncoder2 => "text_encoder_2",
+            Self::Transformer => "transformer",
+            Self::TextEncoder3 => "text_encoder_3",
         }
     }
 }
@@ -209,6 +293,10 @@ pub struct KeyMapping {
     /// A matrix stored `[in, out]` (OpenCLIP's `text_projection`) that diffusers stores
     /// transposed, as a linear weight `[out, in]`.
     pub transpose: bool,
+    /// An adaptive norm projection stored `(shift, scale)` along its first dimension that
+    /// diffusers stores `(scale, shift)` (SD3's `final_layer.adaLN_modulation.1` and the last
+    /// context block's): the two halves are swapped.
+    pub swap_halves: bool,
 }
 
 impl KeyMapping {
@@ -218,6 +306,7 @@ impl KeyMapping {
             names: vec![name],
             squeeze: false,
             transpose: false,
+            swap_halves: false,
         }
     }
 
@@ -256,12 +345,8 @@ pub fn map_key(name: &str, layout: &LdmLayout) -> Option<KeyMapping> {
             unet_key(rest, layout.layers_per_block),
         ));
     }
-    if let Some(rest) = VAE.iter().find_map(|p| name.strip_prefix(p)) {
-        let (name, squeeze) = vae_key(rest, layout.vae_up_blocks);
-        return Some(KeyMapping {
-            squeeze,
-            ..KeyMapping::new(Component::Vae, name)
-        });
+    if let Some(vae) = vae_mapping(name, layout) {
+        return Some(vae);
     }
     if let Some((rest, component)) = strip(name, &CLIPS) {
         return (!rest.ends_with("position_ids"))
@@ -354,6 +439,23 @@ fn unet_key(rest: &str, lpb: usize) -> String {
         None
     };
     mapped.unwrap_or_else(|| rest.to_string())
+}
+
+/// The mapping of a VAE tensor (`first_stage_model.*`), `None` for another prefix.
+fn vae_mapping(name: &str, layout: &LdmLayout) -> Option<KeyMapping> {
+    let rest = VAE.iter().find_map(|p| name.strip_prefix(p))?;
+    let (name, squeeze) = vae_key(rest, layout.vae_up_blocks);
+    Some(KeyMapping {
+        squeeze,
+        ..KeyMapping::new(Component::Vae, name)
+    })
+}
+
+/// `name` with the first `(from, to)` prefix of `table` it starts with replaced.
+fn replace_prefix(name: &str, table: &[(&str, &str)]) -> Option<String> {
+    table
+        .iter()
+        .find_map(|(from, to)| Some(format!("{to}{}", name.strip_prefix(from)?)))
 }
 
 /// LDM's VAE attention sub-modules and diffusers' names for them.
@@ -460,16 +562,14 @@ fn openclip_key(rest: &str, component: Component, text_layers: usize) -> Option<
             ..KeyMapping::new(component, String::new())
         });
     }
-    let renamed = OPENCLIP_LAYER
-        .iter()
-        .find_map(|(ldm, new)| Some(format!("{new}{}", tail.strip_prefix(ldm)?)))
-        .unwrap_or_else(|| tail.to_string());
+    let renamed = replace_prefix(tail, &OPENCLIP_LAYER).unwrap_or_else(|| tail.to_string());
     text(format!("{layer}.{renamed}"))
 }
 
 /// Checks the shape of a tensor that is split or transposed: OpenCLIP's fused `in_proj`
 /// (`[3 × hidden, hidden]`, `[3 × hidden]`) and `text_projection` (`[hidden, projection]`),
-/// `hidden` being the width of the encoder's `token_embedding` where the file has it.
+/// `hidden` being the width of the encoder's `token_embedding` where the file has it, and
+/// SD3's fused `qkv` (the same shapes, `hidden` the model width).
 fn check_fused(weights: &Weights, name: &str, m: &KeyMapping) -> Result<()> {
     let shape = weights.shape(name).unwrap_or_default();
     let embedder = name
@@ -564,22 +664,27 @@ impl Converted {
 }
 
 impl SingleFile {
-    /// Opens a single-file checkpoint (memory-mapped; nothing is read yet). A file without
-    /// the LDM UNet prefix `model.diffusion_model.` is an error ([`Error::NotSingleFile`]).
+    /// Opens a single-file checkpoint (its header only; nothing else is read yet). A file
+    /// without the LDM denoiser prefix `model.diffusion_model.` (nor, for a bare SD3
+    /// transformer, its unprefixed `joint_blocks.*`) is an error ([`Error::NotSingleFile`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let weights = Weights::open(path.as_ref())?;
-        if !weights.names().any(|n| n.starts_with(UNET)) {
+        if !weights.names().any(|n| n.starts_with(UNET)) && !weights.contains(sd3::SD3_KEY) {
             return Err(Error::NotSingleFile(path.as_ref().display().to_string()));
         }
         Ok(Self { weights })
     }
 
-    /// The model family, told by the text encoders' prefixes (see the [module](self) docs);
-    /// a file with SDXL's `label_emb` but no text encoder counts as SDXL base, one with
-    /// neither as SD 1.x.
+    /// The model family: SD3 / 3.5 by the MMDiT's
+    /// `joint_blocks.0.context_block.adaLN_modulation.1.bias` (as diffusers'
+    /// `infer_diffusers_model_type` tells it), the others by the text encoders' prefixes (see
+    /// the [module](self) docs); a file with SDXL's `label_emb` but no text encoder counts as
+    /// SDXL base, one with neither as SD 1.x.
     pub fn family(&self) -> Family {
         let any = |prefix: &str| self.weights.names().any(|n| n.starts_with(prefix));
-        if any(REFINER_OPENCLIP) {
+        if sd3::is_sd3(&self.weights) {
+            Family::Sd3
+        } else if any(REFINER_OPENCLIP) {
             Family::SdxlRefiner
         } else if any("conditioner.") || any(&format!("{UNET}label_emb.")) {
             Family::Sdxl
@@ -600,11 +705,11 @@ impl SingleFile {
         self.family().layout()
     }
 
-    /// All tensors of an SD 1.x / 2.x file, split by model and renamed to diffusers names. An
-    /// SDXL file is an error ([`Error::SingleFileFamily`]): see
-    /// [`sdxl_components`](Self::sdxl_components).
+    /// All tensors of an SD 1.x / 2.x file, split by model and renamed to diffusers names. A
+    /// file of another family is an error ([`Error::SingleFileFamily`]): see
+    /// [`sdxl_components`](Self::sdxl_components) and [`sd3_components`](Self::sd3_components).
     pub fn components(&self, layout: &LdmLayout) -> Result<Components> {
-        let c = self.convert(layout, false)?;
+        let c = self.convert(Conversion::Sd, |name| map_key(name, layout))?;
         Ok(Components {
             unet: c.part(Component::Unet),
             vae: c.part(Component::Vae),
@@ -614,10 +719,10 @@ impl SingleFile {
     }
 
     /// All tensors of an SDXL base or refiner file, split by model and renamed to diffusers
-    /// names. An SD 1.x / 2.x file is an error ([`Error::SingleFileFamily`]): see
-    /// [`components`](Self::components).
+    /// names. A file of another family is an error ([`Error::SingleFileFamily`]): see
+    /// [`components`](Self::components) and [`sd3_components`](Self::sd3_components).
     pub fn sdxl_components(&self, layout: &LdmLayout) -> Result<SdxlComponents> {
-        let c = self.convert(layout, true)?;
+        let c = self.convert(Conversion::Sdxl, |name| map_key(name, layout))?;
         Ok(SdxlComponents {
             unet: c.part(Component::Unet),
             vae: c.part(Component::Vae),
@@ -629,23 +734,24 @@ impl SingleFile {
         })
     }
 
-    /// Converts the file, which must be SDXL or not as `sdxl` says.
-    fn convert(&self, layout: &LdmLayout, sdxl: bool) -> Result<Converted> {
+    /// Converts the file, which must be of a family of `conversion`, mapping each tensor with
+    /// `map`.
+    fn convert(
+        &self,
+        conversion: Conversion,
+        map: impl Fn(&str) -> Option<KeyMapping>,
+    ) -> Result<Converted> {
         let found = self.family();
-        if found.is_sdxl() != sdxl {
+        if found.conversion() != conversion {
             return Err(Error::SingleFileFamily {
                 found,
-                hint: if sdxl {
-                    "load it with SingleFile::components"
-                } else {
-                    "load it with SingleFile::sdxl_components"
-                },
+                hint: found.conversion().hint(),
             });
         }
         let mappings: HashMap<&str, KeyMapping> = self
             .weights
             .names()
-            .filter_map(|name| Some((name, map_key(name, layout)?)))
+            .filter_map(|name| Some((name, map(name)?)))
             .collect();
         // The name each tensor has once split and reshaped, and where it goes: a split
         // tensor's parts already carry their diffusers names.
@@ -673,7 +779,8 @@ impl SingleFile {
                 let m = mappings.get(name).filter(|m| m.squeeze)?;
                 m.shapes(shape).pop()
             })?
-            .transpose(|name| mappings.get(name).is_some_and(|m| m.transpose))?;
+            .transpose(|name| mappings.get(name).is_some_and(|m| m.transpose))?
+            .swap_halves(|name| mappings.get(name).is_some_and(|m| m.swap_halves))?;
         Ok(Converted {
             weights,
             targets,
