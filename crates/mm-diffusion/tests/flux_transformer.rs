@@ -16,11 +16,15 @@ use mm_diffusion::transformer::{
 
 const TOL: f32 = 1e-4;
 
+/// The tiny model's folder: the dev-style weights are stored once, as the `flux-tiny`
+/// pipeline's transformer (`flux-transformer-tiny/dev/` holds only `io.safetensors`).
 fn folder(variant: &str) -> String {
-    fixture("flux-transformer-tiny")
-        .join(variant)
-        .to_string_lossy()
-        .into_owned()
+    match variant {
+        "dev" => fixture("flux-tiny").join("transformer"),
+        _ => fixture("flux-transformer-tiny").join(variant),
+    }
+    .to_string_lossy()
+    .into_owned()
 }
 
 fn io(variant: &str) -> Expected {

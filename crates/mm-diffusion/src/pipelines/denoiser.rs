@@ -23,8 +23,10 @@ pub struct Conditioning {
     /// The ControlNets' residuals of this step (set by the loop; see
     /// [`Denoiser::skip_connections`]).
     pub control: Option<ControlNetOutput>,
-    /// SD3's pooled text embeddings (`pooled_projections`, `[batch, dim]`).
+    /// SD3's and FLUX's pooled text embeddings (`pooled_projections`, `[batch, dim]`).
     pub pooled: Option<Tensor<2>>,
+    /// The guidance scale a guidance-distilled denoiser embeds (FLUX.1-dev's `guidance`).
+    pub guidance: Option<f64>,
 }
 
 impl Conditioning {
@@ -42,6 +44,7 @@ impl Conditioning {
                 .map(|tokens| tokens.iter().map(conditional_half).collect()),
             control: None,
             pooled: self.pooled.as_ref().map(conditional_half),
+            guidance: self.guidance,
         }
     }
 }
@@ -90,6 +93,12 @@ pub trait Denoiser {
         None
     }
 
+    /// Whether it embeds the guidance scale itself ([`Conditioning::guidance`], FLUX.1-dev)
+    /// instead of running classifier-free guidance's unconditional branch (default false).
+    fn embeds_guidance(&self) -> bool {
+        false
+    }
+
     /// The side of the square patches it cuts the latents into (1 for a UNet; SD3's
     /// transformer: 2): image sides must be multiples of it times the VAE's factor.
     fn patch_size(&self) -> usize {
@@ -126,6 +135,8 @@ pub(crate) struct DenoiserInfo {
     pub skip_connections: Option<usize>,
     /// [`Denoiser::patch_size`].
     pub patch_size: usize,
+    /// [`Denoiser::embeds_guidance`].
+    pub embeds_guidance: bool,
 }
 
 impl DenoiserInfo {
@@ -145,6 +156,7 @@ impl DenoiserInfo {
             guidance_embedding: denoiser.guidance_embedding_dim(),
             skip_connections: denoiser.skip_connections(),
             patch_size: denoiser.patch_size(),
+            embeds_guidance: denoiser.embeds_guidance(),
         }
     }
 
@@ -166,6 +178,7 @@ impl DenoiserInfo {
             guidance_embedding: config.time_cond_proj_dim,
             skip_connections: config.plan().ok().map(|plan| plan.skip_connections()),
             patch_size: 1,
+            embeds_guidance: false,
         }
     }
 }

@@ -82,12 +82,13 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         hooks: Hooks<'_>,
     ) -> Result<Generated> {
         let call = Call::Inpaint;
-        if self.family() == ModelFamily::StableDiffusion3 {
+        if let family @ (ModelFamily::StableDiffusion3 | ModelFamily::Flux) = self.family() {
             return Err(Error::InvalidArgument {
                 name: "inpaint",
-                reason: "SD3 inpainting (diffusers' StableDiffusion3InpaintPipeline) is not \
-                         implemented; text-to-image and img2img are"
-                    .into(),
+                reason: format!(
+                    "{family:?} inpainting (diffusers' StableDiffusion3InpaintPipeline / \
+                     FluxInpaintPipeline) is not implemented; text-to-image and img2img are"
+                ),
             });
         }
         self.check_options(opts, call)?;

@@ -30,6 +30,8 @@
 //!   [`DiffusionPipeline::set_ip_adapter_scale`], [`GenerateOptions::ip_adapter_image`]):
 //!   reference images encoded and projected to image tokens every call, alone or with
 //!   ControlNets.
+//! - [`StableDiffusion3`] (SD3 / SD3.5) and [`Flux`] (FLUX.1 schnell / dev): the
+//!   flow-matching transformers with their text encoders, text-to-image and img2img.
 //! - [`Denoiser`]: what the loop needs of the UNet.
 //!
 //! # Randomness
@@ -89,6 +91,7 @@
 mod component;
 mod control;
 mod denoiser;
+mod flux;
 mod img2img;
 mod inpaint;
 mod loading;
@@ -96,6 +99,7 @@ mod options;
 mod pipeline;
 mod progress;
 mod prompt;
+mod prompt_flux;
 mod prompt_sd3;
 mod prompt_xl;
 mod sd3;
@@ -105,6 +109,7 @@ mod xl;
 pub use component::{Component, Held, MemoryMode};
 pub use control::{ControlImage, ControlInput};
 pub use denoiser::{Conditioning, Denoiser};
+pub use flux::{FLUX_IMG2IMG_STRENGTH, Flux};
 pub use img2img::IMG2IMG_STRENGTH;
 pub use inpaint::{INPAINT_STRENGTH, binarize_mask, downsample_mask, mask_from_image};
 pub use loading::PipelineDir;
@@ -117,6 +122,7 @@ pub use progress::{
     linear_preview,
 };
 pub use prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
+pub use prompt_flux::{FLUX_MAX_SEQUENCE_LENGTH, FluxPromptEncoder};
 pub use prompt_sd3::{SD3_MAX_SEQUENCE_LENGTH, Sd3PromptEncoder, Sd3TextWeights};
 pub use prompt_xl::XlPromptEncoder;
 pub use sd3::{SD3_IMG2IMG_STRENGTH, StableDiffusion3};

@@ -4,6 +4,7 @@ use burn::tensor::Tensor;
 use image::RgbImage;
 
 use super::control::ControlInput;
+use super::prompt::ModelFamily;
 use crate::ip_adapter::ImageEmbeds;
 
 /// Settings shared by text-to-image, img2img and inpainting, with the defaults of diffusers'
@@ -31,21 +32,26 @@ pub struct GenerateOptions {
     /// SDXL base (`force_zeros_for_empty_prompt`) uses zero embeddings instead, but embeds an
     /// explicit `""`.
     pub negative_prompt: Option<String>,
-    /// SDXL: the prompt of the second text encoder (default: `prompt`).
+    /// SDXL, SD3 and FLUX (its T5): the prompt of the second text encoder (default:
+    /// `prompt`).
     pub prompt_2: Option<String>,
-    /// SDXL and SD3: the negative prompt of the second text encoder (default:
+    /// SDXL, SD3 and FLUX: the negative prompt of the second text encoder (default:
     /// `negative_prompt`).
     pub negative_prompt_2: Option<String>,
     /// SD3: the prompt of the T5 encoder (default: `prompt`).
     pub prompt_3: Option<String>,
     /// SD3: the negative prompt of the T5 encoder (default: `negative_prompt`).
     pub negative_prompt_3: Option<String>,
-    /// SD3: the T5 tokens every prompt is padded or cut to (`max_sequence_length`, default
-    /// 256, at most 512).
+    /// SD3 and FLUX: the T5 tokens every prompt is padded or cut to (`max_sequence_length`,
+    /// default 256 for SD3, 512 for FLUX; at most 512).
     pub max_sequence_length: Option<usize>,
     /// SD3.5: skip-layer guidance (diffusers' `skip_guidance_layers` and its scale and
     /// window; default off).
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
+    /// FLUX: true classifier-free guidance with the negative prompt (`true_cfg_scale`, default
+    /// 1.0: off; it runs when > 1 and a negative prompt is given). FLUX's `guidance_scale` is
+    /// the distilled guidance the dev model embeds (default 3.5).
+    pub true_cfg_scale: Option<f64>,
     /// `num_inference_steps` (default: the pipeline's, diffusers' 50 — 28 for SD3).
     /// img2img and inpainting run `floor(steps · strength)` of them.
     pub steps: Option<usize>,
@@ -204,6 +210,7 @@ impl GenerateOptions {
             negative_prompt_3: None,
             max_sequence_length: None,
             skip_layer_guidance: None,
+            true_cfg_scale: None,
             guidance_scale: None,
             guidance_rescale: 0.0,
             eta: 0.0,
@@ -408,6 +415,12 @@ impl GenerateOptions {
         self
     }
 
+    /// FLUX: sets `true_cfg_scale` (with a negative prompt, > 1 runs true CFG).
+    pub fn true_cfg_scale(mut self, scale: f64) -> Self {
+        self.true_cfg_scale = Some(scale);
+        self
+    }
+
     /// SD3.5: sets skip-layer guidance.
     pub fn skip_layer_guidance(mut self, slg: SkipLayerGuidance) -> Self {
         self.skip_layer_guidance = Some(slg);
@@ -420,36 +433,48 @@ impl GenerateOptions {
         self
     }
 
-    /// Whether any SD3-only setting is set (other pipelines refuse them).
-    pub(crate) fn sd3_setting(&self) -> Option<&'static str> {
-        if self.prompt_3.is_some() {
-            Some("prompt_3")
-        } else if self.negative_prompt_3.is_some() {
-            Some("negative_prompt_3")
-        } else if self.max_sequence_length.is_some() {
-            Some("max_sequence_length")
-        } else if self.skip_layer_guidance.is_some() {
-            Some("skip_guidance_layers")
-        } else {
-            None
-        }
-    }
-
-    /// Whether any SDXL-only setting is set (other pipelines refuse them; SD3 shares the
-    /// second prompts).
-    pub(crate) fn xl_setting(&self, sd3: bool) -> Option<&'static str> {
-        if self.prompt_2.is_some() && !sd3 {
-            Some("prompt_2")
-        } else if self.negative_prompt_2.is_some() && !sd3 {
-            Some("negative_prompt_2")
-        } else if self.micro != MicroConditioning::default() {
-            Some("micro-conditioning")
-        } else if self.denoising_end.is_some() {
-            Some("denoising_end")
-        } else if self.denoising_start.is_some() {
-            Some("denoising_start")
-        } else {
-            None
-        }
+    /// The first setting that `family`'s pipelines do not take (and so refuse), if any.
+    pub(crate) fn unsupported_setting(&self, family: ModelFamily) -> Option<&'static str> {
+        use ModelFamily::{Flux, StableDiffusion3 as Sd3, StableDiffusionXl as Xl};
+        let settings: [(&'static str, bool, &[ModelFamily]); 11] = [
+            ("prompt_2", self.prompt_2.is_some(), &[Xl, Sd3, Flux]),
+            (
+                "negative_prompt_2",
+                self.negative_prompt_2.is_some(),
+                &[Xl, Sd3, Flux],
+            ),
+            (
+                "micro-conditioning",
+                self.micro != MicroConditioning::default(),
+                &[Xl],
+            ),
+            ("denoising_end", self.denoising_end.is_some(), &[Xl]),
+            ("denoising_start", self.denoising_start.is_some(), &[Xl]),
+            ("prompt_3", self.prompt_3.is_some(), &[Sd3]),
+            (
+                "negative_prompt_3",
+                self.negative_prompt_3.is_some(),
+                &[Sd3],
+            ),
+            (
+                "skip_guidance_layers",
+                self.skip_layer_guidance.is_some(),
+                &[Sd3],
+            ),
+            (
+                "max_sequence_length",
+                self.max_sequence_length.is_some(),
+                &[Sd3, Flux],
+            ),
+            ("true_cfg_scale", self.true_cfg_scale.is_some(), &[Flux]),
+            (
+                "guidance_rescale",
+                self.guidance_rescale != 0.0,
+                &[ModelFamily::StableDiffusion, Xl],
+            ),
+        ];
+        (settings.into_iter())
+            .find(|(_, set, families)| *set && !families.contains(&family))
+            .map(|(name, ..)| name)
     }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::component::{Component, MemoryMode};
 use super::control::{ControlCall, ControlPlan};
 use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
+use super::flux::FLUX_IMG2IMG_STRENGTH;
 use super::img2img::IMG2IMG_STRENGTH;
 use super::inpaint::INPAINT_STRENGTH;
 use super::loading::{ComponentDir, DIFFUSERS_WEIGHTS, PipelineDir};
@@ -491,6 +492,30 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         }
     }
 
+    /// A pipeline of its parts as loaded (resident or on demand): no preview decoder, no
+    /// ControlNet, no IP-Adapter.
+    pub(crate) fn assembled(
+        unet: Component<U>,
+        vae: AutoencoderKL,
+        prompt_encoder: Component<T>,
+        scheduler_config: Value,
+        denoiser: DenoiserInfo,
+        device: &Device,
+    ) -> Self {
+        Self {
+            unet,
+            vae,
+            prompt_encoder,
+            scheduler_config,
+            preview_decoder: None,
+            controlnets: Vec::new(),
+            ip_adapter: None,
+            denoiser,
+            micro: None,
+            device: device.clone(),
+        }
+    }
+
     /// Uses `taesd` (an [`AutoencoderTiny`] for this model's latent space) for step previews
     /// instead of the linear approximation.
     pub fn with_preview_decoder(mut self, taesd: AutoencoderTiny) -> Self {
@@ -538,6 +563,8 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let control = !self.controlnets.is_empty();
         match (self.family(), call) {
             (ModelFamily::StableDiffusion3, _) => (7.0, SD3_IMG2IMG_STRENGTH),
+            (ModelFamily::Flux, Call::TextToImage) => (3.5, FLUX_IMG2IMG_STRENGTH),
+            (ModelFamily::Flux, _) => (7.0, FLUX_IMG2IMG_STRENGTH),
             (ModelFamily::StableDiffusion, Call::Inpaint) => (7.5, INPAINT_STRENGTH),
             (ModelFamily::StableDiffusion, _) => (7.5, IMG2IMG_STRENGTH),
             (ModelFamily::StableDiffusionXl, Call::Inpaint) => {
@@ -549,10 +576,10 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     }
 
     /// The inference steps of a call: `opts.steps`, or diffusers' default of the family (28
-    /// for SD3, 50 otherwise).
+    /// for SD3 and FLUX, 50 otherwise).
     pub(crate) fn steps(&self, opts: &GenerateOptions) -> usize {
         let default = match self.family() {
-            ModelFamily::StableDiffusion3 => 28,
+            ModelFamily::StableDiffusion3 | ModelFamily::Flux => 28,
             _ => 50,
         };
         opts.steps.unwrap_or(default)
@@ -598,21 +625,32 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// Whether a call runs classifier-free guidance (diffusers: `guidance_scale > 1`, unless
     /// the denoiser embeds the guidance scale, as LCM-distilled UNets do).
     pub(crate) fn guided(&self, opts: &GenerateOptions, call: Call) -> bool {
-        self.guidance_scale(opts, call) > 1.0 && self.denoiser.guidance_embedding.is_none()
+        match self.family() {
+            // FLUX: `true_cfg_scale > 1` with a negative prompt (the guidance scale is embedded).
+            ModelFamily::Flux => {
+                opts.true_cfg_scale.unwrap_or(1.0) > 1.0 && opts.negative_prompt.is_some()
+            }
+            _ => {
+                self.guidance_scale(opts, call) > 1.0 && self.denoiser.guidance_embedding.is_none()
+            }
+        }
     }
 
     /// The scheduler a call with `opts` uses: `opts.scheduler` (a diffusers class name) or
     /// the folder's, built from the folder's config (with `eta` set when non-zero and
-    /// `opts.scheduler_overrides` applied), with the call's steps set. A flow-matching
-    /// config with `use_dynamic_shifting` needs the image size: use
+    /// `opts.scheduler_overrides` applied), with the call's steps set — for images of the
+    /// default size (`sample_size` × the VAE's factor) where the schedule depends on the size
+    /// (flow matching with `use_dynamic_shifting`, FLUX); see
     /// [`scheduler_for_size`](Self::scheduler_for_size).
     pub fn scheduler(&self, opts: &GenerateOptions) -> Result<Box<dyn Scheduler<4>>> {
-        self.scheduler_for_size(opts, None)
+        let side = self.denoiser.sample_size * self.vae_scale_factor();
+        self.scheduler_for_size(opts, Some((side, side)))
     }
 
     /// [`scheduler`](Self::scheduler) for images of `(height, width)`: with
-    /// `use_dynamic_shifting`, the timesteps are shifted by the `mu` of the image's latent
-    /// token count (diffusers' `calculate_shift`).
+    /// `use_dynamic_shifting` (and always for FLUX, as its pipeline passes it), the timesteps
+    /// are shifted by the `mu` of the image's latent token count (diffusers'
+    /// `calculate_shift`); FLUX's sigmas are `linspace(1, 1 / steps, steps)`.
     pub fn scheduler_for_size(
         &self,
         opts: &GenerateOptions,
@@ -640,11 +678,18 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         };
         let mut request = TimestepRequest::steps(steps);
         let dynamic = config.get("use_dynamic_shifting").and_then(Value::as_bool);
-        if let (Some(true), Some((height, width))) = (dynamic, size) {
+        let flux = self.family() == ModelFamily::Flux;
+        if let (true, Some((height, width))) = (dynamic == Some(true) || flux, size) {
             let flow: FlowMatchEulerConfig = serde_json::from_value(config.clone())
                 .map_err(|e| Error::Config(format!("scheduler config: {e}")))?;
             let patch = self.vae_scale_factor() * self.denoiser.patch_size;
             request.mu = Some(flow.mu_for_seq_len((height / patch) * (width / patch)));
+        }
+        if flux {
+            // diffusers' FluxPipeline: `sigmas = np.linspace(1, 1 / n, n)`.
+            let n = steps as f64;
+            let sigmas = (0..steps).map(|i| 1.0 + (1.0 / n - 1.0) * i as f64 / (n - 1.0).max(1.0));
+            request.sigmas = Some(sigmas.collect());
         }
         scheduler.set_timesteps_with(&request)?;
         Ok(scheduler)
@@ -705,9 +750,13 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             timestep_cond,
             image_tokens: self.image_tokens(opts, call)?,
             control: None,
-            pooled: (self.family() == ModelFamily::StableDiffusion3)
-                .then(|| embeds.pooled_context())
-                .flatten(),
+            pooled: matches!(
+                self.family(),
+                ModelFamily::StableDiffusion3 | ModelFamily::Flux
+            )
+            .then(|| embeds.pooled_context())
+            .flatten(),
+            guidance: (self.denoiser.embeds_guidance).then(|| self.guidance_scale(opts, call)),
         })
     }
 
@@ -749,20 +798,8 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
             return bad("guidance_scale", format!("{scale} is not finite"));
         }
         let family = self.family();
-        let sd3 = family == ModelFamily::StableDiffusion3;
-        if family != ModelFamily::StableDiffusionXl
-            && let Some(name) = opts.xl_setting(sd3)
-        {
-            return bad(
-                name,
-                format!("is an SDXL setting; this is a {family:?} pipeline"),
-            );
-        }
-        if !sd3 && let Some(name) = opts.sd3_setting() {
-            return bad(
-                name,
-                format!("is an SD3 setting; this is a {family:?} pipeline"),
-            );
+        if let Some(name) = opts.unsupported_setting(family) {
+            return bad(name, format!("is not a setting of {family:?} pipelines"));
         }
         if let Some(slg) = &opts.skip_layer_guidance {
             if !(slg.scale.is_finite() && slg.start.is_finite() && slg.stop.is_finite()) {
@@ -792,9 +829,12 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
 
     /// Guidance of a call: CFG (with rescale) when `guidance_scale > 1`.
     pub(crate) fn guidance(&self, opts: &GenerateOptions, call: Call) -> Option<Guidance> {
-        self.guided(opts, call).then(|| {
-            Guidance::cfg(self.guidance_scale(opts, call)).with_rescale(opts.guidance_rescale)
-        })
+        let scale = match self.family() {
+            ModelFamily::Flux => opts.true_cfg_scale.unwrap_or(1.0),
+            _ => self.guidance_scale(opts, call),
+        };
+        self.guided(opts, call)
+            .then(|| Guidance::cfg(scale).with_rescale(opts.guidance_rescale))
     }
 
     /// The latent shape of `batch` images of `height × width`, which must be multiples of

@@ -63,6 +63,9 @@ pub enum ModelFamily {
     /// Stable Diffusion 3 / 3.5 (`StableDiffusion3Pipeline`): flow matching, pooled
     /// embeddings, three text encoders.
     StableDiffusion3,
+    /// FLUX.1 schnell / dev (`FluxPipeline`): flow matching with a resolution-dependent shift,
+    /// CLIP's pooled embedding and T5's states, embedded guidance.
+    Flux,
 }
 
 /// Turns a call's prompts into the denoiser's text conditioning: [`PromptEncoder`] (SD 1.x /

@@ -159,18 +159,14 @@ impl DiffusionPipeline<SD3Transformer2DModel, Sd3PromptEncoder> {
         memory: MemoryMode,
         device: &Device,
     ) -> Result<Self> {
-        Ok(DiffusionPipeline {
-            unet: Component::with_mode(memory, transformer)?,
+        Ok(DiffusionPipeline::assembled(
+            Component::with_mode(memory, transformer)?,
             vae,
-            prompt_encoder: Component::with_mode(memory, text)?,
-            scheduler_config: configs.scheduler,
-            preview_decoder: None,
-            controlnets: Vec::new(),
-            ip_adapter: None,
-            denoiser: DenoiserInfo::of_sd3(&configs.transformer),
-            micro: None,
-            device: device.clone(),
-        })
+            Component::with_mode(memory, text)?,
+            configs.scheduler,
+            DenoiserInfo::of_sd3(&configs.transformer),
+            device,
+        ))
     }
 }
 
@@ -220,6 +216,7 @@ impl DenoiserInfo {
             guidance_embedding: None,
             skip_connections: None,
             patch_size: patch,
+            embeds_guidance: false,
         }
     }
 }
