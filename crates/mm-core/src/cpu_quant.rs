@@ -8,11 +8,18 @@
 //! multiply-adds), so the values are bit-exact with both. Q8_0 quantization rounds as ggml's
 //! reference quantizer (and `gguf.quants.quantize`); Q4_K quantization fits each sub-block's
 //! scale and minimum by weighted least squares.
+//!
+//! [`QuantRows`] multiplies f32 activations by a quantized weight through the blocked product
+//! of `cpu_linear.rs`, dequantizing a few rows of the weight at a time (never the whole of it).
+
+use std::ops::Range;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::cpu_linear::{self, Columns};
 use crate::gguf::GgmlType;
+use crate::simd::dispatch;
 
 /// Values per K-quant super-block.
 const QK_K: usize = 256;
@@ -45,24 +52,41 @@ pub(crate) fn can_dequantize(ty: GgmlType) -> bool {
 /// Dequantizes whole blocks of `src` into `dst`.
 type Kernel = fn(&[u8], &mut [f32]);
 
-/// The dequantizer of `ty`.
-fn kernel(ty: GgmlType) -> Option<Kernel> {
-    Some(match ty {
-        GgmlType::F32 => |s, d| elements(s, d, f32::from_le_bytes),
-        GgmlType::F16 => |s, d| elements(s, d, |b: [u8; 2]| f16::from_le_bytes(b).to_f32()),
-        GgmlType::BF16 => |s, d| elements(s, d, |b: [u8; 2]| bf16::from_le_bytes(b).to_f32()),
-        GgmlType::Q4_0 => |s, d| blocks(s, d, q4_0),
-        GgmlType::Q4_1 => |s, d| blocks(s, d, q4_1),
-        GgmlType::Q5_0 => |s, d| blocks(s, d, q5_0),
-        GgmlType::Q5_1 => |s, d| blocks(s, d, q5_1),
-        GgmlType::Q8_0 => |s, d| blocks(s, d, q8_0),
-        GgmlType::Q2_K => |s, d| blocks(s, d, q2_k),
-        GgmlType::Q3_K => |s, d| blocks(s, d, q3_k),
-        GgmlType::Q4_K => |s, d| blocks(s, d, q4_k),
-        GgmlType::Q5_K => |s, d| blocks(s, d, q5_k),
-        GgmlType::Q6_K => |s, d| blocks(s, d, q6_k),
-        _ => return None,
-    })
+/// Defines each type's dequantizer as a [`dispatch`]ed (vectorised) loop over its blocks, and
+/// [`kernel`]: the dequantizer of a type.
+macro_rules! kernels {
+    ($($ty:ident => $name:ident: $body:expr;)*) => {
+        $(dispatch! {
+            #[doc = concat!("Dequantizes whole ", stringify!($ty), " blocks.")]
+            fn $name(s: &[u8], d: &mut [f32]) -> () {
+                ($body)(s, d)
+            }
+        })*
+
+        /// The dequantizer of `ty`.
+        fn kernel(ty: GgmlType) -> Option<Kernel> {
+            Some(match ty {
+                $(GgmlType::$ty => $name,)*
+                _ => return None,
+            })
+        }
+    };
+}
+
+kernels! {
+    F32 => f32_blocks: |s, d| elements(s, d, f32::from_le_bytes);
+    F16 => f16_blocks: |s, d| elements(s, d, |b: [u8; 2]| f16::from_le_bytes(b).to_f32());
+    BF16 => bf16_blocks: |s, d| elements(s, d, |b: [u8; 2]| bf16::from_le_bytes(b).to_f32());
+    Q4_0 => q4_0_blocks: |s, d| blocks(s, d, q4_0);
+    Q4_1 => q4_1_blocks: |s, d| blocks(s, d, q4_1);
+    Q5_0 => q5_0_blocks: |s, d| blocks(s, d, q5_0);
+    Q5_1 => q5_1_blocks: |s, d| blocks(s, d, q5_1);
+    Q8_0 => q8_0_blocks: |s, d| blocks(s, d, q8_0);
+    Q2_K => q2_k_blocks: |s, d| blocks(s, d, q2_k);
+    Q3_K => q3_k_blocks: |s, d| blocks(s, d, q3_k);
+    Q4_K => q4_k_blocks: |s, d| blocks(s, d, q4_k);
+    Q5_K => q5_k_blocks: |s, d| blocks(s, d, q5_k);
+    Q6_K => q6_k_blocks: |s, d| blocks(s, d, q6_k);
 }
 
 /// One-value "blocks": `f` of each `B`-byte group.
@@ -248,6 +272,65 @@ fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
             let high = (qh[32 * half + r % 32] >> (2 * (r / 32))) & 3;
             *y = dl * ((low | high << 4) as i8 - 32) as f32;
         }
+    }
+}
+
+/// A `[k, n]` weight stored as its `[n, k]` transpose (a linear layer's `[out, in]`) in rows
+/// of ggml blocks, for [`cpu_linear::matmul`]: a block of `nb` columns is `nb` stored rows,
+/// dequantized into the scratch buffer of the task that multiplies them.
+#[derive(Clone, Copy)]
+pub(crate) struct QuantRows<'a> {
+    data: &'a [u8],
+    kernel: Kernel,
+    row_bytes: usize,
+}
+
+impl<'a> QuantRows<'a> {
+    /// The rows of `k` values of `ty` in `data` (whole rows, `k` whole blocks); `None` when
+    /// `ty` has no dequantizer here.
+    pub fn new(ty: GgmlType, data: &'a [u8], k: usize) -> Option<Self> {
+        Some(Self {
+            data,
+            kernel: kernel(ty)?,
+            row_bytes: k / ty.block_size() * ty.type_size(),
+        })
+    }
+
+    /// Stored rows `r0..r0 + dst.len() / k` dequantized into `dst`.
+    fn rows(self, r0: usize, dst: &mut [f32], k: usize) {
+        let n = dst.len() / k.max(1);
+        (self.kernel)(&self.data[r0 * self.row_bytes..][..n * self.row_bytes], dst);
+    }
+}
+
+impl Columns for QuantRows<'_> {
+    fn columns(self, k: usize, _: usize, cols: Range<usize>, buf: &mut Vec<f32>) -> (usize, usize) {
+        buf.resize(k * cols.len(), 0.0);
+        self.rows(cols.start, buf, k);
+        (1, k)
+    }
+
+    /// Tasks of 16 stored rows, each dequantized into a scratch buffer of the task (16 · k
+    /// values, L1/L2-sized) and multiplied by the rows of `x` with vectorised dot products.
+    fn gemv(self, x: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        const ROWS: usize = 16;
+        let mut out_t = vec![0.0f32; n * m];
+        out_t.par_chunks_mut(ROWS * m).enumerate().for_each_init(
+            Vec::new,
+            |scratch: &mut Vec<f32>, (b, out)| {
+                scratch.resize(out.len() / m * k, 0.0);
+                self.rows(b * ROWS, scratch, k);
+                f32_dots(scratch, x, k, m, out);
+            },
+        );
+        cpu_linear::untranspose(&out_t, m, n)
+    }
+}
+
+dispatch! {
+    /// `out[j, i] = x[i, :] · w[j, :]` for f32 rows `w` (`[out.len() / m, k]`).
+    fn f32_dots(w: &[f32], x: &[f32], k: usize, m: usize, out: &mut [f32]) -> () {
+        cpu_linear::dots(w, x, k, m, out, |v| v)
     }
 }
 

@@ -15,7 +15,9 @@
 //! Q2_K, Q3_K, Q4_K, Q5_K and Q6_K into f32 values bit-exact with ggml and the `gguf` Python
 //! package; [`quantize`] writes F32, F16, BF16, Q8_0 (bit-exact with `gguf.quants.quantize`)
 //! and Q4_K. [`Weights::open`](crate::weights::Weights::open) loads a `.gguf` file into burn
-//! modules like a safetensors checkpoint, dequantizing each tensor as it is loaded.
+//! modules like a safetensors checkpoint, dequantizing each tensor as it is loaded;
+//! [`GgufFile::matrix`] keeps a weight quantized instead, as a [`QuantizedMatrix`] whose
+//! product with f32 activations dequantizes a few rows at a time.
 //!
 //! ```no_run
 //! # fn main() -> mm_core::Result<()> {
@@ -44,7 +46,9 @@ use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use memmap2::Mmap;
 
+use crate::cpu_linear;
 use crate::cpu_quant;
+use crate::host::Values;
 use crate::{Error, Result};
 
 type PackTensor = burn_store::burn_pack::Tensor;
@@ -648,6 +652,25 @@ impl GgufFile {
         self.index.names.get(name).map(|&i| &self.index.tensors[i])
     }
 
+    /// A 2-D tensor as a [`QuantizedMatrix`] (its blocks copied out of the mapping): a linear
+    /// weight kept quantized. Another rank, or a type that cannot be dequantized, is an error.
+    pub fn matrix(&self, name: &str) -> Result<QuantizedMatrix> {
+        let info = self.info(name)?;
+        let &[rows, cols] = info.shape.as_slice() else {
+            return Err(self.error(GgufError::ShapeMismatch {
+                tensor: name.to_string(),
+                reason: format!("shape {:?} is not a matrix", info.shape),
+            }));
+        };
+        if !info.ggml_type.can_dequantize() {
+            return Err(self.error(GgufError::UnsupportedType {
+                tensor: name.to_string(),
+                ggml_type: info.ggml_type,
+            }));
+        }
+        QuantizedMatrix::new(info.ggml_type, [rows, cols], self.bytes_of(info).to_vec())
+    }
+
     /// The stored bytes of a tensor (its blocks, as in the file).
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
         let info = self.info(name)?;
@@ -725,6 +748,133 @@ impl GgufFile {
             path: self.path.clone(),
             kind,
         }
+    }
+}
+
+/// A weight matrix kept in a ggml block format (Q8_0, Q4_K, …: any type of
+/// [`GgmlType::can_dequantize`]) for products with f32 activations that never dequantize it
+/// whole: a linear layer's `[out, in]` weight at its quantized size (Q8_0: 1.06 bytes a value).
+///
+/// [`QuantizedMatrix::forward`] computes `x · Wᵀ`. On the flex CPU backend, a few rows of `x`
+/// (decoding, ≤ 4) take dot products with the weight's rows dequantized 16 at a time; more
+/// rows, one f32 `gemm` per (row block, column block) with the weight's rows dequantized a
+/// 2 MiB block at a time, as the half-precision kernel does. Elsewhere the weight is
+/// dequantized for the call.
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// use mm_core::gguf::{GgmlType, QuantizedMatrix};
+///
+/// # fn main() -> mm_core::Result<()> {
+/// let device = mm_core::device::cpu();
+/// let w: Vec<f32> = (0..8 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+/// let layer = QuantizedMatrix::quantize(GgmlType::Q8_0, [8, 64], &w)?; // [out, in]
+/// let x = Tensor::<2>::ones([3, 64], &device);
+/// let y = layer.forward(x)?; // [3, 8]
+/// assert_eq!(y.dims(), [3, 8]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct QuantizedMatrix {
+    ggml_type: GgmlType,
+    shape: [usize; 2],
+    data: Arc<[u8]>,
+}
+
+impl fmt::Debug for QuantizedMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuantizedMatrix")
+            .field("ggml_type", &self.ggml_type)
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+impl QuantizedMatrix {
+    /// The `[rows, cols]` matrix (PyTorch order: rows of `cols` values, whole blocks) stored in
+    /// `data`; a type that cannot be dequantized or data of another size is
+    /// [`Error::InvalidInput`].
+    pub fn new(ggml_type: GgmlType, shape: [usize; 2], data: Vec<u8>) -> Result<Self> {
+        let [rows, cols] = shape;
+        let blocks = whole_blocks(
+            ggml_type,
+            ggml_type.can_dequantize(),
+            cols,
+            ggml_type.block_size(),
+            "columns",
+        )?;
+        let size = rows
+            .checked_mul(blocks)
+            .and_then(|b| b.checked_mul(ggml_type.type_size()));
+        if size != Some(data.len()) {
+            return Err(Error::InvalidInput(format!(
+                "{} bytes do not hold a {ggml_type} matrix of shape {shape:?}",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            ggml_type,
+            shape,
+            data: data.into(),
+        })
+    }
+
+    /// `values` (`[rows, cols]`, row-major) [`quantize`]d to `ggml_type`.
+    pub fn quantize(ggml_type: GgmlType, shape: [usize; 2], values: &[f32]) -> Result<Self> {
+        if shape[0].checked_mul(shape[1]) != Some(values.len()) {
+            return Err(Error::InvalidInput(format!(
+                "{} values for a matrix of shape {shape:?}",
+                values.len()
+            )));
+        }
+        Self::new(ggml_type, shape, quantize(ggml_type, values)?)
+    }
+
+    /// The type the values are stored in.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ggml_type
+    }
+
+    /// `[rows, cols]`: a linear layer's `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+
+    /// The stored blocks, row after row.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The values in f32, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.shape[0] * self.shape[1]];
+        cpu_quant::dequantize(self.ggml_type, &self.data, &mut out);
+        out
+    }
+
+    /// `x · Wᵀ` (`x`: `[..., cols]` → `[..., rows]`) in `x`'s dtype; a last dimension other
+    /// than `cols` is [`Error::InvalidInput`].
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let [n, k] = self.shape;
+        let mut dims = x.dims();
+        if dims[D - 1] != k {
+            return Err(Error::InvalidInput(format!(
+                "input of shape {dims:?} for a {n} × {k} quantized matrix (its last dimension \
+                 must be {k})"
+            )));
+        }
+        let m = dims[..D - 1].iter().product::<usize>();
+        dims[D - 1] = n;
+        let (device, dtype) = (x.device(), x.dtype());
+        let rows = cpu_quant::QuantRows::new(self.ggml_type, &self.data, k);
+        if let Some(rows) = rows.filter(|_| dtype == DType::F32 && device == Device::flex()) {
+            let values = Values::new(x);
+            let out = cpu_linear::matmul(values.as_slice(), m, k, rows, n);
+            return Ok(Tensor::from_data(out.into_data(dims), &device));
+        }
+        let w = Tensor::<2>::from_data(TensorData::new(self.dequantize(), self.shape), &device);
+        let out = x.reshape([m, k]).matmul(w.cast(dtype).transpose());
+        Ok(out.reshape(dims))
     }
 }
 
