@@ -655,19 +655,13 @@ impl GgufFile {
     /// A 2-D tensor as a [`QuantizedMatrix`] (its blocks copied out of the mapping): a linear
     /// weight kept quantized. Another rank, or a type that cannot be dequantized, is an error.
     pub fn matrix(&self, name: &str) -> Result<QuantizedMatrix> {
-        let info = self.info(name)?;
+        let info = self.dequantizable(name)?;
         let &[rows, cols] = info.shape.as_slice() else {
             return Err(self.error(GgufError::ShapeMismatch {
                 tensor: name.to_string(),
                 reason: format!("shape {:?} is not a matrix", info.shape),
             }));
         };
-        if !info.ggml_type.can_dequantize() {
-            return Err(self.error(GgufError::UnsupportedType {
-                tensor: name.to_string(),
-                ggml_type: info.ggml_type,
-            }));
-        }
         QuantizedMatrix::new(info.ggml_type, [rows, cols], self.bytes_of(info).to_vec())
     }
 
@@ -681,13 +675,7 @@ impl GgufFile {
     /// `gguf.quants.dequantize` for the types of [`GgmlType::can_dequantize`]; any other type
     /// is [`GgufError::UnsupportedType`].
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.info(name)?;
-        if !info.ggml_type.can_dequantize() {
-            return Err(self.error(GgufError::UnsupportedType {
-                tensor: name.to_string(),
-                ggml_type: info.ggml_type,
-            }));
-        }
+        let info = self.dequantizable(name)?;
         let n = info.num_elements();
         crate::limits::check_memory(format_args!("dequantizing '{name}'"), n as u64 * 4)?;
         let mut out = vec![0.0f32; n];
@@ -735,6 +723,19 @@ impl GgufFile {
     fn info(&self, name: &str) -> Result<&GgufTensor> {
         self.tensor_info(name)
             .ok_or_else(|| self.error(GgufError::MissingTensor(name.to_string())))
+    }
+
+    /// The tensor of this name if its type can be dequantized, or
+    /// [`GgufError::UnsupportedType`].
+    fn dequantizable(&self, name: &str) -> Result<&GgufTensor> {
+        let info = self.info(name)?;
+        if !info.ggml_type.can_dequantize() {
+            return Err(self.error(GgufError::UnsupportedType {
+                tensor: name.to_string(),
+                ggml_type: info.ggml_type,
+            }));
+        }
+        Ok(info)
     }
 
     /// A tensor's bytes (checked to lie in the file when it was opened).
