@@ -5,8 +5,12 @@
 //! block of columns at a time, right before the f32 `gemm` that uses the block: memory holds
 //! half-precision weights, the arithmetic is f32 (the result equals upcasting the whole layer
 //! first), and a decoding step with one token reads each weight once, at two bytes.
+//!
+//! The blocked product takes any weight that converts a block of its columns to f32
+//! ([`Columns`]): half-precision matrices here, rows of ggml blocks in `cpu_quant.rs`.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use burn::tensor::{bf16, f16};
 use gemm::Parallelism;
@@ -73,31 +77,40 @@ impl<'a> HalfMatrix<'a> {
             Half::F16 => f16_rows(src, stride, cols, dst),
         }
     }
+}
 
-    /// Columns `n0..n0 + nb` of the `[k, n]` matrix in f32 (`scratch` is resized), with the
-    /// strides `(row, column)` to read them as `[k, nb]`.
-    fn columns(
-        self,
-        k: usize,
-        n: usize,
-        n0: usize,
-        nb: usize,
-        scratch: &mut Vec<f32>,
-    ) -> (usize, usize) {
-        scratch.resize(k * nb, 0.0);
+/// A `[k, n]` weight that [`matmul`] multiplies by f32 activations: stored in another format
+/// (half precision, ggml blocks) and converted to f32 a block of columns at a time.
+pub(crate) trait Columns: Copy + Send + Sync {
+    /// Columns `cols` of the `[k, n]` matrix in f32 (`buf` is resized), with the strides
+    /// `(row, column)` to read them as `[k, cols.len()]`.
+    fn columns(self, k: usize, n: usize, cols: Range<usize>, buf: &mut Vec<f32>) -> (usize, usize);
+
+    /// `x[m, k] · w[k, n]` for a few rows (`m ≤ GEMV_ROWS`), streaming the weight once.
+    fn gemv(self, x: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>;
+}
+
+impl Columns for HalfMatrix<'_> {
+    fn columns(self, k: usize, n: usize, cols: Range<usize>, buf: &mut Vec<f32>) -> (usize, usize) {
+        let (n0, nb) = (cols.start, cols.len());
+        buf.resize(k * nb, 0.0);
         if self.transposed {
-            self.to_f32(k, n0, 0, k, scratch);
+            self.to_f32(k, n0, 0, k, buf);
             (1, k)
         } else {
-            self.to_f32(n, 0, n0, nb, scratch);
+            self.to_f32(n, 0, n0, nb, buf);
             (nb, 1)
         }
+    }
+
+    fn gemv(self, x: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        gemv(x, m, k, self, n)
     }
 }
 
 /// Up to this many rows of `x` (decoding a few sequences) the product streams the weight once
 /// through vector multiply-adds, with no gemm and no scratch buffer: memory-bound, as it should.
-const GEMV_ROWS: usize = 4;
+pub(crate) const GEMV_ROWS: usize = 4;
 
 /// Rows of `x` per task when many rows are multiplied.
 const ROW_BLOCK: usize = 512;
@@ -107,12 +120,12 @@ const ROW_BLOCK: usize = 512;
 const BLOCK_BYTES: usize = 2 << 20;
 
 /// `x[m, k] · w[k, n]` as a row-major `[m, n]` f32 buffer.
-pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Buffer {
+pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: impl Columns, n: usize) -> Buffer {
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n].into();
     }
     if m <= GEMV_ROWS {
-        return gemv(x, m, k, w, n).into();
+        return w.gemv(x, m, k, n).into();
     }
     // Tasks of (row block, column block): each converts its columns of the weight into a
     // scratch buffer (2 MiB, L2-sized) and multiplies them by its rows of `x` with one
@@ -126,7 +139,7 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> 
             |scratch: &mut Vec<f32>, task| {
                 let (n0, m0) = ((task % col_blocks) * cols, (task / col_blocks) * ROW_BLOCK);
                 let (nb, mb) = (cols.min(n - n0), ROW_BLOCK.min(m - m0));
-                let strides = w.columns(k, n, n0, nb, scratch);
+                let strides = w.columns(k, n, n0..n0 + nb, scratch);
                 // SAFETY: each task writes only its own block (rows m0.., columns n0..) of
                 // `out`, all of it (the gemm does not read it).
                 unsafe {
@@ -242,7 +255,7 @@ fn gemv(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
                     Half::F16 => f16_dots(rows, x, k, m, o),
                 }
             });
-        return (0..m * n).map(|i| out_t[(i % n) * m + i / n]).collect();
+        return untranspose(&out_t, m, n);
     }
     // Stored [k, n]: `out[i, :] += x[i, r] · w[r, :]` row after row, the rows split between
     // threads into blocks whose partial sums are added at the end.
@@ -294,6 +307,11 @@ fn gemv(x: &[f32], m: usize, k: usize, w: HalfMatrix, n: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The `[m, n]` matrix of its `[n, m]` transpose `out_t`.
+pub(crate) fn untranspose(out_t: &[f32], m: usize, n: usize) -> Vec<f32> {
+    (0..m * n).map(|i| out_t[(i % n) * m + i / n]).collect()
 }
 
 /// [`axpys`] of bfloat16 rows read as u32 words, each holding two neighbouring values: the low
@@ -395,7 +413,14 @@ fn axpys(
 
 /// `out[j, i] = x[i, :] · w[j, :]` for the rows of `w` (`[out.len() / m, k]`); `x` is `[m, k]`.
 #[inline(always)]
-fn dots(w: &[u16], x: &[f32], k: usize, m: usize, out: &mut [f32], f: impl Fn(u16) -> f32 + Copy) {
+pub(crate) fn dots<T: Copy>(
+    w: &[T],
+    x: &[f32],
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+    f: impl Fn(T) -> f32 + Copy,
+) {
     const LANES: usize = 16;
     for (j, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
@@ -409,7 +434,7 @@ fn dots(w: &[u16], x: &[f32], k: usize, m: usize, out: &mut [f32], f: impl Fn(u1
                 .map(|(&b, a)| a * f(b))
                 .sum();
             for (wc, xc) in wc.zip(xc) {
-                let (wc, xc): (&[u16; LANES], &[f32; LANES]) =
+                let (wc, xc): (&[T; LANES], &[f32; LANES]) =
                     (wc.try_into().unwrap(), xc.try_into().unwrap());
                 for l in 0..LANES {
                     acc[l] += xc[l] * f(wc[l]);

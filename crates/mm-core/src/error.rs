@@ -53,6 +53,14 @@ pub enum Error {
         /// Its safetensors dtype (`F8_E4M3`, `F8_E5M2`, …).
         dtype: String,
     },
+    /// A GGUF file is malformed or truncated, or holds a tensor that cannot be read.
+    #[error("invalid GGUF file {path}: {kind}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        kind: crate::gguf::GgufError,
+    },
     /// Loading weights into a model found missing, unexpected or mis-shaped tensors.
     #[error("{0}")]
     Load(Box<LoadReport>),

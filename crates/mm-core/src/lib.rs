@@ -4,6 +4,8 @@
 //!
 //! - [`weights`]: memory-mapped safetensors (single file or sharded), dtype casting on load,
 //!   Hugging Face → module key remapping and a strict load that reports every problem at once.
+//! - [`gguf`]: GGUF files (llama.cpp / ComfyUI-GGUF quantized weights): metadata, tensors,
+//!   dequantization and quantization of ggml's block formats.
 //! - [`config`]: reading Hugging Face `config.json` files into serde structs.
 //! - [`hub`]: locating a model snapshot on disk (a folder, or a repo id in the local HF cache).
 //! - [`image`] and [`processor`]: decoding images and turning them into normalised tensors the
@@ -25,8 +27,10 @@ mod cpu_attention;
 mod cpu_conv;
 mod cpu_linear;
 mod cpu_norm;
+mod cpu_quant;
 pub mod device;
 pub mod error;
+pub mod gguf;
 mod host;
 pub mod hub;
 pub mod image;

@@ -1,7 +1,8 @@
-//! Loading safetensors weights into burn modules.
+//! Loading safetensors (and GGUF) weights into burn modules.
 //!
 //! [`Weights`] opens one `.safetensors` file, a sharded checkpoint (through its
-//! `*.safetensors.index.json`), or a model folder holding either. Only the headers are read up
+//! `*.safetensors.index.json`), or a model folder holding either; or a GGUF file
+//! ([`Weights::from_gguf`], whose quantized tensors are dequantized as they are loaded). Only the headers are read up
 //! front; each tensor's bytes are read from the file (not memory-mapped: a mapping would keep
 //! every page read resident until the whole load ends, doubling the peak memory of loading a
 //! half-precision checkpoint into f32), converted from the PyTorch layout and cast to the
@@ -28,6 +29,7 @@ use burn_store::{
     PyTorchToBurnAdapter,
 };
 
+use crate::gguf::{self, GgufFile};
 use crate::precision::{module_device, storage_dtype};
 use crate::{Error, LoadReport, Result};
 
@@ -224,7 +226,8 @@ impl std::fmt::Debug for Weights {
 }
 
 impl Weights {
-    /// Opens a `.safetensors` file, a `*.safetensors.index.json` of a sharded checkpoint, or a
+    /// Opens a `.safetensors` file, a `*.safetensors.index.json` of a sharded checkpoint, a
+    /// GGUF file ([`Weights::from_gguf`]: a `.gguf` name or a file starting with `GGUF`), or a
     /// folder holding `model.safetensors` (or `diffusion_pytorch_model.safetensors`) or their
     /// sharded index.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -252,6 +255,9 @@ impl Weights {
                 hint: String::new(),
             });
         }
+        if is_gguf(path) {
+            return Self::from_gguf(path);
+        }
         let is_index = path.to_string_lossy().ends_with(".index.json");
         let files = if is_index {
             shard_files(path)?
@@ -259,6 +265,35 @@ impl Weights {
             vec![path.to_path_buf()]
         };
         Self::from_files(&files, path.display().to_string())
+    }
+
+    /// Opens a GGUF file (llama.cpp, stable-diffusion.cpp, ComfyUI-GGUF): every tensor under
+    /// its stored name, with its PyTorch shape (the GGUF dimensions reversed). Tensors are
+    /// read from the mapped file when they are loaded: quantized ones (Q8_0, Q4_K, …; see
+    /// [`GgmlType::can_dequantize`](crate::gguf::GgmlType::can_dequantize)) dequantized to
+    /// f32, F16 / BF16 / F32 ones as stored; then cast as [`Weights::with_dtype`] says, like
+    /// safetensors tensors. A malformed file is an [`Error::Gguf`] here; a tensor of a type
+    /// that cannot be dequantized is reported when it is loaded.
+    ///
+    /// ```no_run
+    /// # fn main() -> mm_core::Result<()> {
+    /// let weights = mm_core::weights::Weights::from_gguf("flux1-schnell-Q8_0.gguf")?;
+    /// assert!(weights.contains("double_blocks.0.img_attn.qkv.weight"));
+    /// # Ok(()) }
+    /// ```
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::sync::Arc::new(GgufFile::open(path)?);
+        let tensors = file
+            .tensors()
+            .iter()
+            .map(|info| (info.name.clone(), gguf::deferred_tensor(&file, info)))
+            .collect();
+        Ok(Self {
+            source: path.display().to_string(),
+            tensors,
+            dtype: DType::F32,
+        })
     }
 
     /// Opens several safetensors files as one set of tensors (the shards of a checkpoint).
@@ -801,6 +836,21 @@ fn scalar_as_vector(tensor: &PackTensor) -> PackTensor {
             TensorData::from_bytes(bytes, target.clone(), dtype)
         },
     )
+}
+
+/// Whether `path` is a GGUF file: a `.gguf` name, or the `GGUF` magic.
+fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"GGUF")
 }
 
 /// The shard files named by a `*.safetensors.index.json` (`weight_map` values), in order.
