@@ -13,8 +13,8 @@ use mm_core::image::canny::{CannyOptions, control_image as canny_control_image};
 use mm_diffusion::controlnet::ControlNetModel;
 use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
 use mm_diffusion::pipelines::{
-    ControlInput, Flow, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode, PipelineDir,
-    SkipLayerGuidance, StableDiffusion, StableDiffusion3, StableDiffusionXL, StepInfo,
+    ControlInput, Flow, Flux, GenerateOptions, Generated, Hooks, LoadOptions, MemoryMode,
+    PipelineDir, SkipLayerGuidance, StableDiffusion, StableDiffusion3, StableDiffusionXL, StepInfo,
 };
 use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
@@ -114,9 +114,12 @@ pub struct DiffusionArgs {
     /// SD3: the T5 encoder's prompt (default: --prompt).
     #[arg(long)]
     pub prompt_3: Option<String>,
-    /// SD3: T5 tokens per prompt (default 256, at most 512).
+    /// SD3 and FLUX: T5 tokens per prompt (default 256 for SD3, 512 for FLUX; at most 512).
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
+    /// FLUX: true classifier-free guidance scale, used with --negative (default 1: off).
+    #[arg(long)]
+    pub true_cfg: Option<f64>,
     /// SD3: leave the T5 encoder out (its states become zeros; 9.5 GB less in bf16).
     #[arg(long)]
     pub no_t5: bool,
@@ -199,6 +202,7 @@ impl DiffusionArgs {
         opts.prompt_2 = self.prompt_2.clone();
         opts.prompt_3 = self.prompt_3.clone();
         opts.max_sequence_length = self.max_sequence_length;
+        opts.true_cfg_scale = self.true_cfg;
         if !self.slg_layers.is_empty() {
             let (start, stop) = match self.slg_window[..] {
                 [start, stop] => (start, stop),
@@ -250,8 +254,9 @@ fn parse_key_value(text: &str) -> Result<(String, serde_json::Value), String> {
     Ok((key.to_string(), value))
 }
 
-/// A loaded pipeline: Stable Diffusion 1.x / 2.x, SDXL or SD3, as the folder's
-/// `model_index.json` says (a transformer means SD3, a second text encoder SDXL).
+/// A loaded pipeline: Stable Diffusion 1.x / 2.x, SDXL, SD3 or FLUX, as the folder's
+/// `model_index.json` says (a transformer with a third text encoder means SD3, without one
+/// FLUX; a second text encoder alone SDXL).
 #[derive(Debug)]
 pub enum Pipeline {
     /// Stable Diffusion 1.x / 2.x.
@@ -260,6 +265,8 @@ pub enum Pipeline {
     Xl(Box<StableDiffusionXL>),
     /// Stable Diffusion 3 / 3.5.
     Sd3(Box<StableDiffusion3>),
+    /// FLUX.1 (schnell, dev).
+    Flux(Box<Flux>),
 }
 
 impl Pipeline {
@@ -272,10 +279,17 @@ impl Pipeline {
     ) -> Result<Self, AnyError> {
         let dir = PipelineDir::resolve(model)?;
         if dir.component_class("transformer").is_some() {
-            if single_file.is_some() {
-                return Err("--single-file is not supported for SD3 folders yet".into());
+            if dir.component_class("text_encoder_3").is_none() {
+                if single_file.is_some() {
+                    return Err("--single-file is not supported for FLUX folders".into());
+                }
+                let pipe = Flux::load_with_options(model, options, device)?;
+                return Ok(Self::Flux(Box::new(pipe)));
             }
-            let pipe = StableDiffusion3::load_with_options(model, options, device)?;
+            let pipe = match single_file {
+                Some(file) => StableDiffusion3::from_single_file(file, model, options, device)?,
+                None => StableDiffusion3::load_with_options(model, options, device)?,
+            };
             return Ok(Self::Sd3(Box::new(pipe)));
         }
         let xl = dir.component_class("text_encoder_2").is_some();
@@ -314,6 +328,7 @@ impl Pipeline {
             Self::Sd(p) => p.text_to_image(opts, hooks),
             Self::Xl(p) => p.text_to_image(opts, hooks),
             Self::Sd3(p) => p.text_to_image(opts, hooks),
+            Self::Flux(p) => p.text_to_image(opts, hooks),
         }
     }
 
@@ -328,6 +343,7 @@ impl Pipeline {
             Self::Sd(p) => p.img2img(image, opts, hooks),
             Self::Xl(p) => p.img2img(image, opts, hooks),
             Self::Sd3(p) => p.img2img(image, opts, hooks),
+            Self::Flux(p) => p.img2img(image, opts, hooks),
         }
     }
 
@@ -343,6 +359,7 @@ impl Pipeline {
             Self::Sd(p) => p.inpaint(image, mask, opts, hooks),
             Self::Xl(p) => p.inpaint(image, mask, opts, hooks),
             Self::Sd3(p) => p.inpaint(image, mask, opts, hooks),
+            Self::Flux(p) => p.inpaint(image, mask, opts, hooks),
         }
     }
 
@@ -352,6 +369,7 @@ impl Pipeline {
             Self::Sd(p) => Self::Sd(Box::new(p.with_controlnet(controlnet))),
             Self::Xl(p) => Self::Xl(Box::new(p.with_controlnet(controlnet))),
             Self::Sd3(p) => Self::Sd3(Box::new(p.with_controlnet(controlnet))),
+            Self::Flux(p) => Self::Flux(Box::new(p.with_controlnet(controlnet))),
         }
     }
 
@@ -374,7 +392,7 @@ impl Pipeline {
                 p.set_ip_adapter_scale(scales)?;
                 Self::Xl(Box::new(p))
             }
-            Self::Sd3(_) => {
+            Self::Sd3(_) | Self::Flux(_) => {
                 return Err(mm_diffusion::Error::InvalidArgument {
                     name: "ip_adapter",
                     reason: "IP-Adapters here are the UNet ones (SD 1.x / 2.x, SDXL)".into(),
@@ -388,6 +406,7 @@ impl Pipeline {
             Self::Sd(p) => Self::Sd(Box::new(p.with_preview_decoder(taesd))),
             Self::Xl(p) => Self::Xl(Box::new(p.with_preview_decoder(taesd))),
             Self::Sd3(p) => Self::Sd3(Box::new(p.with_preview_decoder(taesd))),
+            Self::Flux(p) => Self::Flux(Box::new(p.with_preview_decoder(taesd))),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Stable Diffusion 1.x / 2.x, SDXL and SD3 / SD3.5 text-to-image with a progress bar (SDXL
-//! and SD3 folders are detected from `model_index.json`).
+//! Stable Diffusion 1.x / 2.x, SDXL, SD3 / SD3.5 and FLUX.1 text-to-image with a progress bar
+//! (the pipeline class is detected from `model_index.json`; see also the `flux` example).
 //!
 //! ```text
 //! cargo run --release --example text_to_image -- \

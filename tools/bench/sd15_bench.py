@@ -171,11 +171,12 @@ def transformer_case(model_name):
 
 
 def t5_case(model_name):
-    """The T5 v1.1 XXL encoder on 2 x 256 ids, in bfloat16 (created in bf16: f32's 19 GB does
-    not fit beside the Rust run's model); the same ids as benches/sd3.rs."""
+    """The T5 v1.1 XXL encoder on 2 x 256 ids, in bfloat16 (created in bf16), or float32 with
+    MM_BENCH_TORCH_T5=f32 (19 GB of weights); the same ids as benches/sd3.rs."""
     spec = MODELS[model_name]
     config = transformers.T5Config.from_json_file(FULL / spec["t5"])
-    torch.set_default_dtype(torch.bfloat16)
+    f32 = os.environ.get("MM_BENCH_TORCH_T5") == "f32"
+    torch.set_default_dtype(torch.float32 if f32 else torch.bfloat16)
     model = transformers.T5EncoderModel(config).eval()
     torch.set_default_dtype(torch.float32)
     n = spec["t5_tokens"]

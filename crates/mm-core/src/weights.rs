@@ -292,6 +292,8 @@ impl Weights {
         Ok(Self {
             source: path.display().to_string(),
             tensors,
+            // A tensor of a type that cannot be dequantized fails when it is loaded.
+            unreadable: BTreeMap::new(),
             dtype: DType::F32,
         })
     }

@@ -166,7 +166,7 @@ impl Denoiser for FluxTransformer2DModel {
         self.config().guidance_embeds
     }
 
-    /// About 16 f32 values of the model width per token (see [`DenoiserInfo`]'s estimate).
+    /// About 16 f32 values of the model width per token (the pipelines' memory check's estimate).
     fn activation_bytes(&self, batch: usize, height: usize, width: usize) -> u64 {
         DenoiserInfo::of_flux(self.config()).activation_bytes(batch, height, width)
     }

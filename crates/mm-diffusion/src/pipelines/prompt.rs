@@ -240,6 +240,35 @@ impl PromptEncoder {
     }
 }
 
+/// The longest T5 prompt the SD3 and FLUX pipelines take (diffusers' `check_inputs`).
+pub(crate) const MAX_T5_SEQUENCE_LENGTH: usize = 512;
+
+/// `opts.max_sequence_length` (or `default`), checked to be in `1..=512`.
+pub(crate) fn t5_sequence_length(opts: &GenerateOptions, default: usize) -> Result<usize> {
+    let max_len = opts.max_sequence_length.unwrap_or(default);
+    if max_len == 0 || max_len > MAX_T5_SEQUENCE_LENGTH {
+        return Err(Error::InvalidArgument {
+            name: "max_sequence_length",
+            reason: format!("must be in 1..={MAX_T5_SEQUENCE_LENGTH}, got {max_len}"),
+        });
+    }
+    Ok(max_len)
+}
+
+/// The f32 states `[1, max_len, d_model]` of `text` through a T5 encoder, its tokens padded
+/// or cut to `max_len` (no attention mask, as the diffusers pipelines run it).
+pub(crate) fn t5_states(
+    (tokenizer, model): &(Tokenizer, mm_vision::t5::T5EncoderModel),
+    text: &str,
+    max_len: usize,
+    truncated: &mut Vec<Truncation>,
+    device: &Device,
+) -> Result<Tensor<3>> {
+    let tokenizer = tokenizer.clone().with_max_length(max_len)?;
+    let ids = token_ids(&tokenizer, text, truncated, device)?;
+    Ok(model.forward(ids, None)?.cast(DType::F32))
+}
+
 /// A tokenizer folder (`tokenizer/`, `tokenizer_2/`) of a pipeline: `tokenizer.json`, or the
 /// `vocab.json` + `merges.txt` that diffusers folders ship.
 pub(crate) fn load_tokenizer(pipeline: &Path, component: &'static str) -> Result<Tokenizer> {

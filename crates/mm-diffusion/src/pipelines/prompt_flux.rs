@@ -10,10 +10,11 @@ use mm_vision::t5::{T5Config, T5EncoderModel, tokenizer_file};
 use super::loading::{PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
 use super::prompt::{
-    ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids,
+    ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, t5_sequence_length,
+    t5_states, token_ids,
 };
 use super::prompt_xl::or;
-use crate::{Error, Result};
+use crate::Result;
 
 /// diffusers' default `max_sequence_length` of FLUX's T5 prompt.
 pub const FLUX_MAX_SEQUENCE_LENGTH: usize = 512;
@@ -62,10 +63,8 @@ impl FluxPromptEncoder {
         let (tokenizer, clip) = &self.clip;
         let ids = token_ids(tokenizer, text_clip, truncated, &self.device)?;
         let pooled = clip.forward(ids, None)?.pooler_output.cast(DType::F32);
-        let (tokenizer, t5) = &self.t5;
-        let tokenizer = tokenizer.clone().with_max_length(max_len)?;
-        let ids = token_ids(&tokenizer, text_t5, truncated, &self.device)?;
-        Ok((t5.forward(ids, None)?.cast(DType::F32), pooled))
+        let states = t5_states(&self.t5, text_t5, max_len, truncated, &self.device)?;
+        Ok((states, pooled))
     }
 }
 
@@ -77,13 +76,7 @@ impl TextConditioner for FluxPromptEncoder {
     /// with true classifier-free guidance the negative pair likewise (`negative_prompt_2`
     /// defaulting to `negative_prompt`).
     fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds> {
-        let max_len = opts.max_sequence_length.unwrap_or(FLUX_MAX_SEQUENCE_LENGTH);
-        if max_len == 0 || max_len > FLUX_MAX_SEQUENCE_LENGTH {
-            return Err(Error::InvalidArgument {
-                name: "max_sequence_length",
-                reason: format!("must be in 1..={FLUX_MAX_SEQUENCE_LENGTH}, got {max_len}"),
-            });
-        }
+        let max_len = t5_sequence_length(opts, FLUX_MAX_SEQUENCE_LENGTH)?;
         let mut truncated = Vec::new();
         let prompt = opts.prompt.as_str();
         let texts = [prompt, or(opts.prompt_2.as_deref(), prompt)];

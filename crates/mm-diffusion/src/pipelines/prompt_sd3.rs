@@ -2,7 +2,7 @@
 //! OpenCLIP bigG) and, optionally, the T5 v1.1 XXL encoder, as diffusers'
 //! `StableDiffusion3Pipeline.encode_prompt` uses them.
 
-use burn::tensor::{DType, Device, Int, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use mm_core::tokenizer::Tokenizer;
 use mm_core::weights::Weights;
 use mm_vision::Pretrained;
@@ -12,15 +12,14 @@ use mm_vision::t5::{T5Config, T5EncoderModel, tokenizer_file};
 use super::loading::{ComponentDir, PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
 use super::prompt::{
-    ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, token_ids,
+    ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, t5_sequence_length,
+    t5_states, token_ids,
 };
 use super::prompt_xl::{clip_state, or};
-use crate::{Error, Result};
+use crate::Result;
 
 /// diffusers' default `max_sequence_length` of the T5 prompt.
 pub const SD3_MAX_SEQUENCE_LENGTH: usize = 256;
-/// The longest `max_sequence_length` diffusers accepts.
-pub const SD3_MAX_SEQUENCE_LENGTH_LIMIT: usize = 512;
 
 /// The tokenizers and text encoders of an SD3 pipeline: `tokenizer/` + `text_encoder/`
 /// (CLIP ViT-L with projection), `tokenizer_2/` + `text_encoder_2/` (OpenCLIP bigG with
@@ -134,15 +133,13 @@ impl Sd3PromptEncoder {
     /// T5's states of `text` padded / cut to `max_len` tokens (no attention mask, as
     /// diffusers), or zeros without T5.
     fn t5(&self, text: &str, max_len: usize, truncated: &mut Vec<Truncation>) -> Result<Tensor<3>> {
-        let Some((tokenizer, model)) = &self.t5 else {
-            return Ok(Tensor::zeros(
+        match &self.t5 {
+            Some(t5) => t5_states(t5, text, max_len, truncated, &self.device),
+            None => Ok(Tensor::zeros(
                 [1, max_len, self.joint_attention_dim],
                 &self.device,
-            ));
-        };
-        let tokenizer = tokenizer.clone().with_max_length(max_len)?;
-        let ids: Tensor<2, Int> = token_ids(&tokenizer, text, truncated, &self.device)?;
-        Ok(model.forward(ids, None)?.cast(DType::F32))
+            )),
+        }
     }
 
     /// `[1, 77 + max_len, joint_attention_dim]` states and `[1, pooled]` embeddings of one
@@ -186,13 +183,7 @@ impl TextConditioner for Sd3PromptEncoder {
     /// (`negative_prompt` default `""`, the other two defaulting to it), embedded from the
     /// penultimate CLIP layers whatever `clip_skip` is.
     fn encode_prompts(&self, opts: &GenerateOptions, guided: bool) -> Result<PromptEmbeds> {
-        let max_len = opts.max_sequence_length.unwrap_or(SD3_MAX_SEQUENCE_LENGTH);
-        if max_len == 0 || max_len > SD3_MAX_SEQUENCE_LENGTH_LIMIT {
-            return Err(Error::InvalidArgument {
-                name: "max_sequence_length",
-                reason: format!("must be in 1..={SD3_MAX_SEQUENCE_LENGTH_LIMIT}, got {max_len}"),
-            });
-        }
+        let max_len = t5_sequence_length(opts, SD3_MAX_SEQUENCE_LENGTH)?;
         let mut truncated = Vec::new();
         let prompt = opts.prompt.as_str();
         let texts = [
