@@ -12,6 +12,16 @@
 //! cargo run --release --example flux -- --model black-forest-labs/FLUX.1-dev \
 //!     --prompt "a tiny astronaut hatching from an egg on the moon" \
 //!     --dtype bf16 --memory sequential --out flux-dev.png
+//! # Quantized, as CPU users run FLUX.1 (city96's GGUF files: BFL names, Q8_0 blocks kept in
+//! # memory; the folder gives the configs, CLIP, the VAE and the tokenizers):
+//! cargo run --release --example flux -- --model black-forest-labs/FLUX.1-schnell \
+//!     --transformer-file flux1-schnell-Q8_0.gguf --t5-file t5-v1_1-xxl-encoder-Q8_0.gguf \
+//!     --prompt "A cat holding a sign that says hello world" \
+//!     --steps 4 --guidance 0 --max-sequence-length 256 --memory sequential
+//! # or quantize the folder's safetensors to Q8_0 (or q4_k) as they load:
+//! cargo run --release --example flux -- --model black-forest-labs/FLUX.1-schnell \
+//!     --quantize q8_0 --prompt "a red fox in the snow" --steps 4 --guidance 0 \
+//!     --memory sequential
 //! # the tiny random test pipeline (noise-like images, runs in a second):
 //! cargo run --release --example flux -- --model tests/fixtures/flux-tiny \
 //!     --prompt "a red cat" --steps 4 --width 32 --height 32 --out /tmp/tiny-flux.png

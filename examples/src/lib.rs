@@ -9,6 +9,7 @@ pub mod vlm;
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
+use mm_core::gguf::GgmlType;
 use mm_core::image::canny::{CannyOptions, control_image as canny_control_image};
 use mm_diffusion::controlnet::ControlNetModel;
 use mm_diffusion::ip_adapter::{ImageEncoder, IpAdapterScale};
@@ -60,6 +61,15 @@ pub fn parse_dtype(name: &str) -> Result<DType, AnyError> {
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" => Ok(DType::F16),
         other => Err(format!("unknown dtype '{other}' (expected f32, bf16 or f16)").into()),
+    }
+}
+
+/// Parses `--quantize`: a ggml type that weights can be quantized to (q8_0, q4_k).
+pub fn parse_ggml_type(name: &str) -> Result<GgmlType, AnyError> {
+    match name.to_ascii_lowercase().as_str() {
+        "q8_0" => Ok(GgmlType::Q8_0),
+        "q4_k" => Ok(GgmlType::Q4_K),
+        other => Err(format!("cannot quantize to '{other}' (expected q8_0 or q4_k)").into()),
     }
 }
 
@@ -123,6 +133,19 @@ pub struct DiffusionArgs {
     /// SD3: leave the T5 encoder out (its states become zeros; 9.5 GB less in bf16).
     #[arg(long)]
     pub no_t5: bool,
+    /// SD3 / FLUX: quantize the transformer's (and FLUX's T5's) linear weights as they load:
+    /// q8_0 (about 1.06 bytes per weight) or q4_k (0.56).
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// SD3 / FLUX: the transformer's weights from this file (.safetensors or .gguf, diffusers'
+    /// or the original names: flux1-schnell-Q8_0.gguf, flux1-dev.safetensors) instead of the
+    /// folder's.
+    #[arg(long)]
+    pub transformer_file: Option<PathBuf>,
+    /// FLUX: T5's weights from this file (t5-v1_1-xxl-encoder-Q8_0.gguf, …) instead of the
+    /// folder's `text_encoder_2`.
+    #[arg(long)]
+    pub t5_file: Option<PathBuf>,
     /// SD3.5: skip-layer guidance on these transformer blocks (SD3.5 medium: 7,8,9).
     #[arg(long, value_delimiter = ',')]
     pub slg_layers: Vec<usize>,
@@ -225,14 +248,22 @@ impl DiffusionArgs {
             Memory::Resident => MemoryMode::Resident,
             Memory::Sequential => MemoryMode::Sequential,
         };
-        let options = LoadOptions::new()
+        let mut options = LoadOptions::new()
             .dtype(parse_dtype(&self.dtype)?)
             .memory(memory);
-        Ok(if self.no_t5 {
-            options.without_t5()
-        } else {
-            options
-        })
+        if self.no_t5 {
+            options = options.without_t5();
+        }
+        if let Some(name) = &self.quantize {
+            options = options.quantize(parse_ggml_type(name)?);
+        }
+        if let Some(file) = &self.transformer_file {
+            options = options.component_file("transformer", file);
+        }
+        if let Some(file) = &self.t5_file {
+            options = options.component_file("text_encoder_2", file);
+        }
+        Ok(options)
     }
 }
 
@@ -468,7 +499,7 @@ pub fn run_diffusion_with(
     let mut pipe = attach(Pipeline::load(
         &args.model,
         args.single_file.as_deref(),
-        options,
+        options.clone(),
         &device,
     )?)?;
     if let Some(taesd) = &args.taesd {

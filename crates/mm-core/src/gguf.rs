@@ -38,6 +38,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -198,6 +199,12 @@ impl GgmlType {
     /// Whether [`quantize`] writes this type: F32, F16, BF16, Q8_0 and Q4_K.
     pub fn can_quantize(self) -> bool {
         cpu_quant::can_quantize(self)
+    }
+
+    /// Whether values are stored in blocks sharing a scale (Q8_0, Q4_K, …), not one by one
+    /// (F32, F16, BF16, F64 and the integer types).
+    pub fn is_block_quantized(self) -> bool {
+        self.block_size() > 1
     }
 
     /// The bytes `elements` values take, or `None` when `elements` is not a whole number of
@@ -663,6 +670,36 @@ impl GgufFile {
             }));
         };
         QuantizedMatrix::new(info.ggml_type, [rows, cols], self.bytes_of(info).to_vec())
+    }
+
+    /// The rows `rows` (in order) of a quantized matrix, its blocks copied out of the mapping
+    /// (whose pages are then released): a part of a fused projection kept quantized.
+    pub(crate) fn matrix_rows(&self, name: &str, rows: &[Range<usize>]) -> Result<QuantizedMatrix> {
+        let info = self.dequantizable(name)?;
+        let (&[total, cols], Some(row_bytes)) = (
+            info.shape.as_slice(),
+            info.ggml_type
+                .bytes_for(*info.shape.last().unwrap_or(&0) as u64),
+        ) else {
+            return Err(self.error(GgufError::ShapeMismatch {
+                tensor: name.to_string(),
+                reason: format!("shape {:?} is not a matrix of whole blocks", info.shape),
+            }));
+        };
+        let (bytes, row_bytes) = (self.bytes_of(info), row_bytes as usize);
+        let mut data = Vec::with_capacity(rows.iter().map(|r| r.len()).sum::<usize>() * row_bytes);
+        for r in rows {
+            if r.end > total {
+                return Err(self.error(GgufError::ShapeMismatch {
+                    tensor: name.to_string(),
+                    reason: format!("rows {r:?} of a matrix of {total}"),
+                }));
+            }
+            data.extend_from_slice(&bytes[r.start * row_bytes..r.end * row_bytes]);
+        }
+        self.release(info);
+        let n = data.len() / row_bytes.max(1);
+        QuantizedMatrix::new(info.ggml_type, [n, cols], data)
     }
 
     /// The stored bytes of a tensor (its blocks, as in the file).

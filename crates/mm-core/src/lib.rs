@@ -6,6 +6,8 @@
 //!   Hugging Face → module key remapping and a strict load that reports every problem at once.
 //! - [`gguf`]: GGUF files (llama.cpp / ComfyUI-GGUF quantized weights): metadata, tensors,
 //!   dequantization and quantization of ggml's block formats.
+//! - [`quant`]: linear layers whose weights stay in ggml blocks (from GGUF files, or
+//!   quantized as they load), multiplied without dequantizing whole matrices.
 //! - [`config`]: reading Hugging Face `config.json` files into serde structs.
 //! - [`hub`]: locating a model snapshot on disk (a folder, or a repo id in the local HF cache).
 //! - [`image`] and [`processor`]: decoding images and turning them into normalised tensors the
@@ -39,6 +41,7 @@ pub mod memory;
 pub mod nn;
 pub mod precision;
 pub mod processor;
+pub mod quant;
 mod simd;
 pub mod tokenizer;
 pub mod weights;

@@ -42,6 +42,7 @@ use burn_flex::{Flex, FlexTensor};
 use crate::cpu_conv::{self, Weight};
 use crate::cpu_linear::{self, HalfMatrix};
 use crate::host::{Values, View};
+use crate::quant::quantized_weight;
 
 /// The dtype a model whose weights are stored in `storage` computes in on `device`: f32 on the
 /// flex CPU backend (its f32 arithmetic is the fast one), `storage` elsewhere.
@@ -73,6 +74,15 @@ pub(crate) fn module_device<M: Module>(module: &M) -> Device {
         .unwrap_or_else(Device::flex)
 }
 
+/// The [`compute_dtype`] of a linear layer: f32 for a weight kept quantized
+/// ([`crate::quant`]) on the flex backend, read without dequantizing it.
+pub fn linear_compute_dtype(layer: &Linear) -> DType {
+    match quantized_weight(layer) {
+        Some(_) if layer.weight.lazy_device() == Device::flex() => DType::F32,
+        _ => compute_dtype_of(&layer.weight.val()),
+    }
+}
+
 /// The [`compute_dtype`] of a model whose parameter `weight` is stored as it is.
 pub fn compute_dtype_of<const D: usize>(weight: &Tensor<D>) -> DType {
     compute_dtype(weight.dtype(), &weight.device())
@@ -84,7 +94,8 @@ pub fn module_compute_dtype<M: Module>(module: &M) -> DType {
     struct First(Option<DType>);
     impl ModuleVisitor for First {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if D >= 2 && self.0.is_none() {
+            // A parameter not yet built (a weight kept quantized) is not materialised for this.
+            if D >= 2 && self.0.is_none() && param.is_initialized() {
                 self.0 = Some(compute_dtype_of(&param.val()));
             }
         }
@@ -104,8 +115,22 @@ pub fn is_half(dtype: DType) -> bool {
 /// (2× as fast as `Linear::forward` at the UNet's 8192 × 320 × 2560, whose product copies its
 /// output once more to realign it and adds the bias in another pass), and half weights with
 /// f32 activations the blocked conversion kernel; other mixes cast the weight for the call.
+///
+/// A weight kept quantized ([`crate::quant`]) multiplies f32 activations on the flex backend
+/// through the quantized kernel ([`QuantizedMatrix::forward`](crate::gguf::QuantizedMatrix::forward));
+/// elsewhere it is dequantized once, on first use.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
+    if let Some(matrix) = quantized_weight(layer)
+        && dtype == DType::F32
+        && x.device() == Device::flex()
+        && let Ok(out) = matrix.forward(x.clone())
+    {
+        return match &layer.bias {
+            Some(bias) => out + bias.val().cast(dtype).unsqueeze(),
+            None => out,
+        };
+    }
     let weight = layer.weight.val();
     if weight.dtype() == dtype {
         if dtype == DType::F32 && x.device() == Device::flex() {

@@ -18,10 +18,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use burn_store::{
@@ -29,8 +31,9 @@ use burn_store::{
     PyTorchToBurnAdapter,
 };
 
-use crate::gguf::{self, GgufFile};
+use crate::gguf::{self, GgmlType, GgufFile, QuantizedMatrix};
 use crate::precision::{module_device, storage_dtype};
+use crate::quant;
 use crate::{Error, LoadReport, Result};
 
 type PackTensor = burn_store::burn_pack::Tensor;
@@ -212,7 +215,50 @@ pub struct Weights {
     tensors: BTreeMap<String, PackTensor>,
     /// The tensors of `tensors` stored in a dtype that cannot be read, by current name.
     unreadable: BTreeMap<String, Unreadable>,
+    /// The matrices of `tensors` stored in ggml blocks (GGUF), by current name: a linear
+    /// layer's weight takes them as they are.
+    quantized: BTreeMap<String, QuantRef>,
+    /// The type linear weights are quantized to as they load ([`Weights::quantize`]).
+    quantize: Option<GgmlType>,
     dtype: DType,
+}
+
+/// Rows of a quantized matrix of a GGUF file, in order: a whole tensor, a part of a fused
+/// one, or its halves swapped.
+#[derive(Clone)]
+struct QuantRef {
+    file: Arc<GgufFile>,
+    stored: String,
+    cols: usize,
+    rows: Vec<Range<usize>>,
+}
+
+impl QuantRef {
+    /// The number of rows.
+    fn len(&self) -> usize {
+        self.rows.iter().map(ExactSizeIterator::len).sum()
+    }
+
+    /// The rows `range` of this matrix's rows.
+    fn select(&self, range: Range<usize>) -> Self {
+        let (mut rows, mut at) = (Vec::new(), 0);
+        for r in &self.rows {
+            let (lo, hi) = (range.start.max(at), range.end.min(at + r.len()));
+            if lo < hi {
+                rows.push(r.start + lo - at..r.start + hi - at);
+            }
+            at += r.len();
+        }
+        Self {
+            rows,
+            ..self.clone()
+        }
+    }
+
+    /// The matrix, its blocks copied out of the file.
+    fn matrix(&self) -> Result<QuantizedMatrix> {
+        self.file.matrix_rows(&self.stored, &self.rows)
+    }
 }
 
 impl std::fmt::Debug for Weights {
@@ -283,17 +329,36 @@ impl Weights {
     /// ```
     pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::sync::Arc::new(GgufFile::open(path)?);
+        let file = Arc::new(GgufFile::open(path)?);
         let tensors = file
             .tensors()
             .iter()
             .map(|info| (info.name.clone(), gguf::deferred_tensor(&file, info)))
+            .collect();
+        let quantized = file
+            .tensors()
+            .iter()
+            .filter(|info| info.ggml_type.is_block_quantized() && info.ggml_type.can_dequantize())
+            .filter_map(|info| match info.shape[..] {
+                [rows, cols] => Some((
+                    info.name.clone(),
+                    QuantRef {
+                        file: file.clone(),
+                        stored: info.name.clone(),
+                        cols,
+                        rows: std::iter::once(0..rows).collect(),
+                    },
+                )),
+                _ => None,
+            })
             .collect();
         Ok(Self {
             source: path.display().to_string(),
             tensors,
             // A tensor of a type that cannot be dequantized fails when it is loaded.
             unreadable: BTreeMap::new(),
+            quantized,
+            quantize: None,
             dtype: DType::F32,
         })
     }
@@ -327,6 +392,8 @@ impl Weights {
             source: source.into(),
             tensors,
             unreadable,
+            quantized: BTreeMap::new(),
+            quantize: None,
             dtype: DType::F32,
         })
     }
@@ -406,10 +473,39 @@ impl Weights {
         self.dtype
     }
 
+    /// Quantizes the weights of linear layers to `ggml_type` as they load (see
+    /// [`crate::quant`]): each `[out, in]` matrix whose `in` is a whole number of the type's
+    /// blocks (32 values for Q8_0, 256 for Q4_K) is read, quantized and kept in its blocks,
+    /// one layer at a time; other parameters load as [`Weights::with_dtype`] says. Matrices
+    /// a GGUF file already stores quantized keep their own type. `ggml_type` must be one
+    /// [`GgmlType::can_quantize`] accepts (Q8_0, Q4_K; F16 / BF16 / F32 store no blocks:
+    /// use [`Weights::with_dtype`]).
+    pub fn quantize(mut self, ggml_type: GgmlType) -> Self {
+        self.quantize = Some(ggml_type);
+        self
+    }
+
+    /// The type linear weights are quantized to as they load ([`Weights::quantize`]).
+    pub fn quantization(&self) -> Option<GgmlType> {
+        self.quantize
+    }
+
+    /// The ggml type of a matrix kept in quantized blocks (a GGUF file's Q8_0, Q4_K, …
+    /// tensor); `None` for the others, which load as f32 / f16 / bf16 values.
+    pub fn quantized_type(&self, name: &str) -> Option<GgmlType> {
+        let q = self.quantized.get(name)?;
+        self.file_type(q)
+    }
+
+    /// The stored type of the tensor `q` refers to.
+    fn file_type(&self, q: &QuantRef) -> Option<GgmlType> {
+        q.file.tensor_info(&q.stored).map(|info| info.ggml_type)
+    }
+
     /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
     /// module does not keep, say).
     pub fn rename(self, mut f: impl FnMut(&str) -> Option<String>) -> Self {
-        let mut unreadable = BTreeMap::new();
+        let (mut unreadable, mut quantized) = (BTreeMap::new(), BTreeMap::new());
         let tensors = self
             .tensors
             .into_iter()
@@ -418,6 +514,9 @@ impl Weights {
                 if let Some(u) = self.unreadable.get(&name) {
                     unreadable.insert(new.clone(), u.clone());
                 }
+                if let Some(q) = self.quantized.get(&name) {
+                    quantized.insert(new.clone(), q.clone());
+                }
                 tensor.name = new.clone();
                 Some((new, tensor))
             })
@@ -425,6 +524,7 @@ impl Weights {
         Self {
             tensors,
             unreadable,
+            quantized,
             ..self
         }
     }
@@ -451,7 +551,7 @@ impl Weights {
     /// `None` to leave the tensor as it is. Nothing is read until the tensor is loaded; a shape
     /// with another element count is an error.
     pub fn reshape(self, mut f: impl FnMut(&str, &[usize]) -> Option<Vec<usize>>) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut quantized) = (BTreeMap::new(), self.quantized.clone());
         for (name, tensor) in self.tensors {
             let stored = tensor.shape.to_vec();
             let tensor = match f(&name, &stored) {
@@ -462,6 +562,8 @@ impl Weights {
                             reason: format!("cannot reshape '{name}' from {stored:?} to {shape:?}"),
                         });
                     }
+                    // A reshaped quantized matrix loads dequantized.
+                    quantized.remove(&name);
                     let (dtype, target) = (tensor.dtype, Shape::from(shape));
                     let declared = target.clone();
                     bridge::map_data(tensor, name.clone(), dtype, declared, move |data| {
@@ -473,7 +575,11 @@ impl Weights {
             };
             tensors.insert(name, tensor);
         }
-        Ok(Self { tensors, ..self })
+        Ok(Self {
+            tensors,
+            quantized,
+            ..self
+        })
     }
 
     /// Splits tensors into equal parts along their first dimension (a fused query-key-value
@@ -481,33 +587,76 @@ impl Weights {
     /// the tensor whole. Nothing is read until a part is loaded; a first dimension that the
     /// number of parts does not divide is an error.
     pub fn split(self, mut f: impl FnMut(&str) -> Option<Vec<String>>) -> Result<Self> {
+        let shapes: BTreeMap<String, Vec<usize>> = (self.tensors.iter())
+            .map(|(name, t)| (name.clone(), t.shape.to_vec()))
+            .collect();
+        let (source, mut bad) = (self.source.clone(), None);
+        let split = self.split_rows(|name| {
+            let (parts, shape) = (f(name)?, &shapes[name]);
+            let (rows, n) = (shape.first().copied().unwrap_or(0), parts.len());
+            if n == 0 || rows % n != 0 {
+                let reason = format!("cannot split '{name}' of shape {shape:?} into {n} parts");
+                bad.get_or_insert(reason);
+                return None;
+            }
+            Some(parts.into_iter().map(|p| (p, rows / n)).collect())
+        })?;
+        match bad {
+            Some(reason) => Err(Error::Safetensors {
+                path: source.into(),
+                reason,
+            }),
+            None => Ok(split),
+        }
+    }
+
+    /// Splits tensors into consecutive parts along their first dimension (FLUX's fused
+    /// query-key-value-MLP projection, say). `f(name)` returns the parts as `(name, rows)`, or
+    /// `None` to keep the tensor whole. Nothing is read until a part is loaded (a quantized
+    /// matrix's parts stay quantized); rows that do not add up to the first dimension are an
+    /// error.
+    pub fn split_rows(
+        self,
+        mut f: impl FnMut(&str) -> Option<Vec<(String, usize)>>,
+    ) -> Result<Self> {
         let (mut tensors, mut unreadable) = (BTreeMap::new(), self.unreadable);
+        let mut quantized = self.quantized;
         for (name, tensor) in self.tensors {
             let Some(parts) = f(&name) else {
                 tensors.insert(name, tensor);
                 continue;
             };
-            let mut shape = tensor.shape.to_vec();
-            let n = parts.len();
-            if n == 0 || shape.is_empty() || shape[0] % n != 0 {
+            let shape = tensor.shape.to_vec();
+            let total: usize = parts.iter().map(|(_, rows)| rows).sum();
+            if parts.is_empty() || shape.is_empty() || total != shape[0] || total == 0 {
+                let rows: Vec<usize> = parts.iter().map(|(_, rows)| *rows).collect();
                 return Err(Error::Safetensors {
                     path: self.source.clone().into(),
-                    reason: format!("cannot split '{name}' of shape {shape:?} into {n} parts"),
+                    reason: format!("cannot split '{name}' of shape {shape:?} into rows {rows:?}"),
                 });
             }
-            shape[0] /= n;
             if let Some(u) = unreadable.remove(&name) {
-                unreadable.extend(parts.iter().map(|p| (p.clone(), u.clone())));
+                unreadable.extend(parts.iter().map(|(p, _)| (p.clone(), u.clone())));
             }
-            for (i, part) in parts.into_iter().enumerate() {
-                let (dtype, target) = (tensor.dtype, Shape::from(shape.clone()));
+            let whole = quantized.remove(&name);
+            let mut first = 0;
+            for (part, rows) in parts {
+                let range = first..first + rows;
+                first += rows;
+                if let Some(q) = &whole {
+                    quantized.insert(part.clone(), q.select(range.clone()));
+                }
+                let mut part_shape = shape.clone();
+                part_shape[0] = rows;
+                let (dtype, target) = (tensor.dtype, Shape::from(part_shape));
                 let declared = target.clone();
+                let total = shape[0];
                 let piece =
                     bridge::map_data(tensor.clone(), part.clone(), dtype, declared, move |data| {
                         let bytes = data.as_bytes();
-                        let len = bytes.len() / n;
+                        let row = bytes.len() / total;
                         TensorData::from_bytes_vec(
-                            bytes[i * len..(i + 1) * len].to_vec(),
+                            bytes[range.start * row..range.end * row].to_vec(),
                             target.clone(),
                             dtype,
                         )
@@ -518,6 +667,7 @@ impl Weights {
         Ok(Self {
             tensors,
             unreadable,
+            quantized,
             ..self
         })
     }
@@ -526,12 +676,14 @@ impl Weights {
     /// linear layer's `[out, in]` weight, say). Nothing is read until the tensor is loaded; a
     /// selected tensor that is not 2-D is an error.
     pub fn transpose(self, mut f: impl FnMut(&str) -> bool) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut quantized) = (BTreeMap::new(), self.quantized.clone());
         for (name, tensor) in self.tensors {
             if !f(&name) {
                 tensors.insert(name, tensor);
                 continue;
             }
+            // A transposed quantized matrix loads dequantized.
+            quantized.remove(&name);
             let &[rows, cols] = &tensor.shape.to_vec()[..] else {
                 return Err(Error::Safetensors {
                     path: self.source.clone().into(),
@@ -555,7 +707,11 @@ impl Weights {
             });
             tensors.insert(name, transposed);
         }
-        Ok(Self { tensors, ..self })
+        Ok(Self {
+            tensors,
+            quantized,
+            ..self
+        })
     }
 
     /// Swaps the two halves along the first dimension of the tensors `f` selects (an adaptive
@@ -563,12 +719,16 @@ impl Weights {
     /// diffusers' `swap_scale_shift`). Nothing is read until the tensor is loaded; a selected
     /// tensor whose first dimension is odd is an error.
     pub fn swap_halves(self, mut f: impl FnMut(&str) -> bool) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut quantized) = (BTreeMap::new(), self.quantized.clone());
         for (name, tensor) in self.tensors {
             let shape = tensor.shape.to_vec();
             let tensor = match shape.first() {
                 _ if !f(&name) => tensor,
-                Some(rows) if rows % 2 == 0 => {
+                Some(&rows) if rows % 2 == 0 => {
+                    if let Some(q) = quantized.get_mut(&name) {
+                        let (top, bottom) = (q.select(0..rows / 2), q.select(rows / 2..rows));
+                        q.rows = [bottom.rows, top.rows].concat();
+                    }
                     let (dtype, declared) = (tensor.dtype, tensor.shape.clone());
                     bridge::map_data(tensor, name.clone(), dtype, declared, |data| {
                         let mut bytes = data.as_bytes().to_vec();
@@ -586,7 +746,11 @@ impl Weights {
             };
             tensors.insert(name, tensor);
         }
-        Ok(Self { tensors, ..self })
+        Ok(Self {
+            tensors,
+            quantized,
+            ..self
+        })
     }
 
     /// Adds a tensor that `make` builds when it is loaded (one a checkpoint does not store: an
@@ -604,6 +768,7 @@ impl Weights {
             Ok(make())
         });
         self.unreadable.remove(&name);
+        self.quantized.remove(&name);
         self.tensors.insert(name, tensor);
         self
     }
@@ -652,10 +817,17 @@ impl Weights {
     /// `[out, in]` linear weights); scalar (0-d) tensors load into 1-element parameters.
     /// Enum variants add no segment to a parameter's path, so a `Vec` of an enum of layers
     /// mirrors an `nn.Sequential` of mixed layers (`layers.3.conv.0.weight`).
-    pub fn load_into<M: ModuleSnapshot>(&self, mut module: M) -> Result<M> {
+    ///
+    /// Linear weights stored quantized (a GGUF file's Q8_0, Q4_K, … matrices) or quantized as
+    /// they load ([`Weights::quantize`]) stay in their blocks: see [`crate::quant`].
+    pub fn load_into<M: ModuleSnapshot>(&self, module: M) -> Result<M> {
         self.check_readable()?;
-        let tensors: Vec<PackTensor> = self.tensors.values().map(scalar_as_vector).collect();
         let device = module_device(&module);
+        let (mut module, attached) = self.attach_quantized(module, &device)?;
+        let tensors: Vec<PackTensor> = (self.tensors.iter())
+            .filter(|(name, _)| !attached.contains(*name))
+            .map(|(_, tensor)| scalar_as_vector(tensor))
+            .collect();
         let cast = StorageCast {
             matrices: FloatCastAdapter::to(storage_dtype(self.dtype, 2, &device)),
             vectors: FloatCastAdapter::to(storage_dtype(self.dtype, 1, &device)),
@@ -665,10 +837,9 @@ impl Weights {
 
         let mut report = LoadReport {
             source: self.source.clone(),
-            missing: result
-                .missing
-                .iter()
+            missing: (result.missing.iter())
                 .map(|(p, _)| pytorch_name(p))
+                .filter(|name| !attached.contains(name))
                 .collect(),
             unexpected: result.unused.clone(),
             ..Default::default()
@@ -712,6 +883,67 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// Attaches the quantized matrices of `module`'s linear weights ([`crate::quant`]): the
+    /// GGUF matrices stored quantized, and with [`Weights::quantize`] the others whose width
+    /// is a whole number of blocks. Returns the module and the names of the tensors used. A
+    /// matrix of another shape than its layer's is left to the strict load to report.
+    fn attach_quantized<M: Module>(
+        &self,
+        module: M,
+        device: &Device,
+    ) -> Result<(M, BTreeSet<String>)> {
+        let mut attached = BTreeSet::new();
+        if self.quantized.is_empty() && self.quantize.is_none() {
+            return Ok((module, attached));
+        }
+        let mut matrices = HashMap::new();
+        for (id, name, shape) in linear_weights(&module) {
+            let matrix = match (self.quantized.get(&name), self.tensors.get(&name)) {
+                (Some(q), _) if [q.len(), q.cols] == shape[..] => q.matrix()?,
+                (None, Some(tensor)) if tensor.shape.to_vec() == shape => match self.quantize {
+                    Some(ty) if shape[1] % ty.block_size() == 0 => {
+                        self.quantized_now(ty, &name, tensor, [shape[0], shape[1]])?
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            matrices.insert(id, matrix);
+            attached.insert(name);
+        }
+        let dtype = storage_dtype(self.dtype, 2, device);
+        Ok((quant::attach(module, matrices, dtype), attached))
+    }
+
+    /// The tensor `name` read and quantized to `ty`.
+    fn quantized_now(
+        &self,
+        ty: GgmlType,
+        name: &str,
+        tensor: &PackTensor,
+        [rows, cols]: [usize; 2],
+    ) -> Result<QuantizedMatrix> {
+        let data = bridge::to_data(tensor).map_err(|e| Error::Safetensors {
+            path: self.source.clone().into(),
+            reason: format!("cannot read '{name}': {e}"),
+        })?;
+        let values =
+            data.convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Safetensors {
+                    path: self.source.clone().into(),
+                    reason: format!("cannot read '{name}' as f32: {e:?}"),
+                })?;
+        QuantizedMatrix::quantize(ty, [rows, cols], &values).map_err(|e| match e {
+            Error::InvalidInput(reason) => {
+                Error::InvalidInput(format!("quantizing '{name}': {reason}"))
+            }
+            e => e,
+        })
+    }
+}
+
 /// Casts float tensors of rank ≥ 2 with one adapter and the others with another.
 #[derive(Clone)]
 struct StorageCast {
@@ -749,6 +981,13 @@ pub fn expected_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// The weights of `module`'s linear layers: parameter id, PyTorch name, `[out, in]` shape.
+pub(crate) fn linear_weights<M: Module>(module: &M) -> Vec<(ParamId, String, Vec<usize>)> {
+    let mut collector = ShapeCollector::default();
+    module.visit(&mut collector);
+    collector.linears
+}
+
 /// Walks a module like burn-store's collector with `BurnToPyTorchAdapter`, reading shapes
 /// lazily.
 #[derive(Default)]
@@ -756,20 +995,30 @@ struct ShapeCollector {
     path: Vec<String>,
     containers: Vec<String>,
     out: Vec<(String, Vec<usize>)>,
+    /// The weights of linear layers: id, PyTorch name, `[out, in]` shape.
+    linears: Vec<(ParamId, String, Vec<usize>)>,
 }
 
 impl ShapeCollector {
-    fn push(&mut self, mut shape: Vec<usize>) {
-        let module_type = self
-            .containers
+    /// Whether the parameter being visited is a linear layer's weight.
+    fn is_linear_weight(&self) -> bool {
+        let leaf = self.path.last().map(String::as_str);
+        self.module_type() == Some("Struct:Linear") && leaf == Some("weight")
+    }
+
+    /// The type of the innermost module around the visited parameter.
+    fn module_type(&self) -> Option<&str> {
+        self.containers
             .iter()
             .rev()
             .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
-            .map(String::as_str);
+            .map(String::as_str)
+    }
+
+    fn push(&mut self, mut shape: Vec<usize>) {
         let name = self.path.join(".");
-        let leaf = self.path.last().map(String::as_str).unwrap_or_default();
-        let name = match module_type {
-            Some("Struct:Linear") if leaf == "weight" && shape.len() == 2 => {
+        let name = match self.module_type() {
+            Some("Struct:Linear") if self.is_linear_weight() && shape.len() == 2 => {
                 shape.reverse();
                 name
             }
@@ -799,6 +1048,10 @@ impl ModuleVisitor for ShapeCollector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.push(param.lazy_shape().to_vec());
+        if D == 2 && self.is_linear_weight() {
+            let (name, shape) = self.out.last().cloned().expect("just pushed");
+            self.linears.push((param.id, name, shape));
+        }
     }
 
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {

@@ -51,7 +51,7 @@ fn fixture_pipes() -> Fixture {
     .unwrap();
     let vae = AutoencoderKL::load(format!("{}/vae", path()), &device).unwrap();
     let dir = PipelineDir::resolve(&path()).unwrap();
-    let text_encoder = FluxPromptEncoder::load(&dir, burn::tensor::DType::F32, &device).unwrap();
+    let text_encoder = FluxPromptEncoder::load(&dir, &LoadOptions::new(), &device).unwrap();
     let schnell = Flux::from_parts(
         transformer,
         vae,

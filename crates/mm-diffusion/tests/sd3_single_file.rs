@@ -363,7 +363,7 @@ fn a_float8_t5_is_a_typed_error_unless_t5_is_left_out() {
     // Without T5 the rest of the file loads: the CLIP states are the folder's, T5's zeros.
     let options = LoadOptions::new().without_t5();
     let from_file =
-        StableDiffusion3::from_single_file(&file.0, &sd3_tiny(), options, &dev).unwrap();
+        StableDiffusion3::from_single_file(&file.0, &sd3_tiny(), options.clone(), &dev).unwrap();
     let folder = StableDiffusion3::load_with_options(&sd3_tiny(), options, &dev).unwrap();
     assert!(from_file.prompt_encoder.get().unwrap().t5.is_none());
     let (a, b) = (embeds(&from_file), embeds(&folder));

@@ -131,3 +131,50 @@ fn a_folder_with_only_spiece_model_names_the_conversion() {
     let found = mm_vision::t5::tokenizer_file(&fixture("t5-tokenizer")).unwrap();
     assert!(found.ends_with("tokenizer.json"));
 }
+
+/// A T5 encoder GGUF file in llama.cpp's names (city96's `t5-v1_1-xxl-encoder-Q8_0.gguf`
+/// layout, `tools/reference/gen_flux_gguf.py`): its Q8_0 matrices stay quantized and the
+/// states equal transformers' run on the dequantized values.
+#[test]
+fn gguf_encoder_in_llama_cpp_names_stays_quantized() {
+    let dir = fixture("t5-gguf");
+    let config: T5Config = mm_core::config::read_json(dir.join("config.json")).unwrap();
+    let weights = Weights::open(dir.join("model-q8_0.gguf")).unwrap();
+    assert!(weights.contains("enc.blk.0.attn_rel_b.weight"));
+    let model = T5EncoderModel::from_weights(&config, weights, &device()).unwrap();
+    let mm_vision::t5::T5Layer::SelfAttention(layer) = &model.encoder.block[0].layer[0] else {
+        panic!("layer.0 is the self-attention");
+    };
+    let matrix = mm_core::quant::quantized_weight(&layer.SelfAttention.q).unwrap();
+    assert_eq!(matrix.ggml_type(), mm_core::gguf::GgmlType::Q8_0);
+    let exp = Expected::file(&dir.join("io.safetensors"));
+    let out = model
+        .forward(
+            exp.int::<2>("input_ids"),
+            Some(exp.int::<2>("attention_mask")),
+        )
+        .unwrap();
+    exp.check("out_q8_0", out.clone(), TOL);
+    let reference = exp.float::<3>("out_f32");
+    let scale = reference.clone().abs().max().into_scalar::<f32>();
+    let rel = (out - reference).abs().max().into_scalar::<f32>() / scale;
+    eprintln!("T5 Q8_0 against f32: max error / max |state| = {rel:.2e}");
+}
+
+/// The T5 v1.1 XXL encoder's 219 tensors under llama.cpp's names map onto the model's.
+#[test]
+fn full_size_gguf_names_map_to_the_models_tensors() {
+    let dir = fixture("full").join("t5-v1_1-xxl");
+    let config: T5Config = mm_core::config::read_json(dir.join("config.json")).unwrap();
+    let gguf: Vec<(String, Vec<usize>)> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gguf-tensors.json")).unwrap())
+            .unwrap();
+    assert_eq!(gguf.len(), 219);
+    let mut mapped: Vec<(String, Vec<usize>)> = gguf
+        .into_iter()
+        .map(|(name, shape)| (mm_vision::t5::gguf_t5_name(&name), shape))
+        .collect();
+    mapped.sort();
+    let model = T5EncoderModel::new(&config, &device()).unwrap();
+    assert_eq!(mapped, mm_core::weights::expected_tensors(&model));
+}

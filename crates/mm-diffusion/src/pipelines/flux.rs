@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::component::Component;
 use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
-use super::loading::PipelineDir;
+use super::loading::{DIFFUSERS_WEIGHTS, PipelineDir};
 use super::pipeline::{DiffusionPipeline, LoadOptions, folder_vae, scheduler_config};
 use super::prompt_flux::FluxPromptEncoder;
 use crate::transformer::{
@@ -78,19 +78,21 @@ impl DiffusionPipeline<FluxTransformer2DModel, FluxPromptEncoder> {
                 ),
             });
         }
+        options.check_files(&["transformer", "text_encoder_2"])?;
         let scheduler = scheduler_config(&dir.component("scheduler")?)?;
         let vae = folder_vae(&dir.component("vae")?, options.dtype, device)?;
         let transformer_dir = dir.component("transformer")?;
         let config: FluxTransformer2DConfig = transformer_dir.config()?;
         config.validate()?;
-        let path = transformer_dir.path().to_string_lossy().into_owned();
-        let (dtype, dev) = (options.dtype, device.clone());
+        let (opts, dev, model_config) = (options.clone(), device.clone(), config.clone());
         let transformer = Component::with_mode(options.memory, move || {
-            FluxTransformer2DModel::load_with_dtype(&path, dtype, &dev)
+            let weights =
+                opts.weights("transformer", || transformer_dir.weights(DIFFUSERS_WEIGHTS))?;
+            FluxTransformer2DModel::from_weights(&model_config, weights, &dev)
         })?;
-        let dev = device.clone();
+        let (opts, dev) = (options.clone(), device.clone());
         let text = Component::with_mode(options.memory, move || {
-            FluxPromptEncoder::load(&dir, dtype, &dev)
+            FluxPromptEncoder::load(&dir, &opts, &dev)
         })?;
         let info = DenoiserInfo::of_flux(&config);
         Ok(DiffusionPipeline::assembled(

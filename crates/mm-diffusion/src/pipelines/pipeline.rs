@@ -1,10 +1,12 @@
 //! [`StableDiffusion`]: the components of a Stable Diffusion 1.x / 2.x pipeline and the
 //! denoising loop the text-to-image, img2img and inpainting calls share.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Tensor};
 use image::RgbImage;
+use mm_core::gguf::GgmlType;
 use mm_core::limits::{check_memory, tensor_bytes};
 use mm_core::weights::Weights;
 use mm_schedulers::scheduler::TimestepRequest;
@@ -168,9 +170,10 @@ pub(crate) struct Denoise {
     pub skip: Option<SkipLayerGuidance>,
 }
 
-/// How a pipeline's models are loaded: the dtype their matrices are kept in and the
-/// [`MemoryMode`]. Built with [`LoadOptions::new`] and the chained setters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a pipeline's models are loaded: the dtype their matrices are kept in, the
+/// [`MemoryMode`], quantization and weight files in place of a folder's. Built with
+/// [`LoadOptions::new`] and the chained setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Storage dtype of the weight matrices (`F32`, or `BF16` / `F16` for half the memory;
     /// see [`mm_core::precision`]: on the CPU the arithmetic stays f32). A VAE with
@@ -181,6 +184,15 @@ pub struct LoadOptions {
     /// SD3: whether the T5 encoder is loaded (default true; without it its states are
     /// zeros, as diffusers' `text_encoder_3=None`).
     pub t5: bool,
+    /// SD3 and FLUX: the ggml type the transformer's (and FLUX's T5's) linear weights are
+    /// quantized to as they load (`Q8_0`: about 1.06 bytes per weight; `Q4_K`: 0.56), see
+    /// [`mm_core::quant`]. `None` (default) keeps them in [`dtype`](Self::dtype).
+    pub quantize: Option<GgmlType>,
+    /// Weight files that replace a component's folder weights, by component name (FLUX:
+    /// `transformer`, `text_encoder_2`; SD3: `transformer`): `.safetensors` or `.gguf` files, in diffusers'
+    /// (transformers') names or the originals' (BFL's FLUX names, llama.cpp's T5 names). The
+    /// configs still come from the folder.
+    pub files: BTreeMap<String, PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -196,6 +208,8 @@ impl LoadOptions {
             dtype: DType::F32,
             memory: MemoryMode::Resident,
             t5: true,
+            quantize: None,
+            files: BTreeMap::new(),
         }
     }
 
@@ -216,6 +230,62 @@ impl LoadOptions {
         self.memory = memory;
         self
     }
+
+    /// Quantizes the big models' linear weights as they load (see
+    /// [`quantize`](Self::quantize)).
+    pub fn quantize(mut self, ggml_type: GgmlType) -> Self {
+        self.quantize = Some(ggml_type);
+        self
+    }
+
+    /// Loads `component`'s weights from `path` instead of the folder's (see
+    /// [`files`](Self::files)): `.component_file("transformer", "flux1-schnell-Q8_0.gguf")`.
+    pub fn component_file(mut self, component: &str, path: impl Into<PathBuf>) -> Self {
+        self.files.insert(component.to_string(), path.into());
+        self
+    }
+
+    /// The weights of `component` as these options say: its file from
+    /// [`component_file`](Self::component_file) if given, else `folder`'s; in
+    /// [`dtype`](Self::dtype), quantized as [`quantize`](Self::quantize) says.
+    pub(crate) fn weights(
+        &self,
+        component: &str,
+        folder: impl FnOnce() -> Result<Weights>,
+    ) -> Result<Weights> {
+        let weights = match self.files.get(component) {
+            Some(path) => Weights::open(path)?,
+            None => folder()?,
+        };
+        Ok(self.stored(weights))
+    }
+
+    /// `weights` in [`dtype`](Self::dtype), quantized as [`quantize`](Self::quantize) says.
+    pub(crate) fn stored(&self, weights: Weights) -> Weights {
+        let weights = weights.with_dtype(self.dtype);
+        match self.quantize {
+            Some(ty) => weights.quantize(ty),
+            None => weights,
+        }
+    }
+
+    /// An error naming the first [`component_file`](Self::component_file) whose component
+    /// is not among `supported` (a pipeline that would ignore it).
+    pub(crate) fn check_files(&self, supported: &[&str]) -> Result<()> {
+        match self.files.keys().find(|c| !supported.contains(&c.as_str())) {
+            None => Ok(()),
+            Some(component) => Err(Error::InvalidArgument {
+                name: "files",
+                reason: format!(
+                    "a weights file for '{component}': this pipeline takes files for {}",
+                    match supported {
+                        [] => "no component".to_string(),
+                        _ => supported.join(", "),
+                    }
+                ),
+            }),
+        }
+    }
 }
 
 impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
@@ -235,7 +305,7 @@ impl DiffusionPipeline<UNet2DConditionModel, PromptEncoder> {
     /// [`load`](Self::load) with a storage dtype and a memory mode.
     pub fn load_with_options(model: &str, options: LoadOptions, device: &Device) -> Result<Self> {
         let dir = PipelineDir::resolve(model)?;
-        let parts = FolderParts::open(&dir, options, device)?;
+        let parts = FolderParts::open(&dir, &options, device)?;
         let path = dir.path.clone();
         let (dtype, dev) = (options.dtype, device.clone());
         let prompt_encoder = Component::with_mode(options.memory, move || {
@@ -346,7 +416,8 @@ pub(crate) struct FolderParts {
 }
 
 impl FolderParts {
-    pub(crate) fn open(dir: &PipelineDir, options: LoadOptions, device: &Device) -> Result<Self> {
+    pub(crate) fn open(dir: &PipelineDir, options: &LoadOptions, device: &Device) -> Result<Self> {
+        options.check_files(&[])?;
         let unet_dir = dir.component("unet")?;
         let vae_dir = dir.component("vae")?;
         let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;

@@ -9,6 +9,7 @@ use mm_vision::t5::{T5Config, T5EncoderModel, tokenizer_file};
 
 use super::loading::{PipelineDir, TEXT_ENCODER_WEIGHTS};
 use super::options::GenerateOptions;
+use super::pipeline::LoadOptions;
 use super::prompt::{
     ModelFamily, PromptEmbeds, TextConditioner, Truncation, load_tokenizer, t5_sequence_length,
     t5_states, token_ids,
@@ -31,17 +32,21 @@ pub struct FluxPromptEncoder {
 }
 
 impl FluxPromptEncoder {
-    /// Loads the encoders of a FLUX folder with their matrices in `dtype`.
-    pub fn load(dir: &PipelineDir, dtype: DType, device: &Device) -> Result<Self> {
+    /// Loads the encoders of a FLUX folder with their matrices in `options.dtype`; T5's
+    /// weights from `options`' `text_encoder_2` file when given (a T5 encoder GGUF file,
+    /// say), its linear weights quantized as `options.quantize` says.
+    pub fn load(dir: &PipelineDir, options: &LoadOptions, device: &Device) -> Result<Self> {
         let folder = dir.component("text_encoder")?;
         let config = ClipTextConfig::from_file(&folder.required("config.json")?)?;
-        let weights = folder.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
+        let weights = folder
+            .weights(TEXT_ENCODER_WEIGHTS)?
+            .with_dtype(options.dtype);
         let clip = ClipTextModel::from_weights(&config, weights, device)?;
         dir.component("tokenizer")?;
         let clip_tokenizer = load_tokenizer(&dir.path, "tokenizer")?;
         let folder = dir.component("text_encoder_2")?;
         let config: T5Config = folder.config()?;
-        let weights = folder.weights(TEXT_ENCODER_WEIGHTS)?.with_dtype(dtype);
+        let weights = options.weights("text_encoder_2", || folder.weights(TEXT_ENCODER_WEIGHTS))?;
         let t5 = T5EncoderModel::from_weights(&config, weights, device)?;
         let t5_tokenizer =
             Tokenizer::from_file(tokenizer_file(dir.component("tokenizer_2")?.path())?)?;

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::component::{Component, MemoryMode};
 use super::denoiser::{Conditioning, Denoiser, DenoiserInfo};
-use super::loading::PipelineDir;
+use super::loading::{DIFFUSERS_WEIGHTS, PipelineDir};
 use super::pipeline::{DiffusionPipeline, LoadOptions, folder_vae, pipeline_vae, scheduler_config};
 use super::prompt_sd3::{Sd3PromptEncoder, Sd3TextWeights};
 use crate::single_file::{LdmLayout, SingleFile};
@@ -59,11 +59,16 @@ impl DiffusionPipeline<SD3Transformer2DModel, Sd3PromptEncoder> {
     /// [`load`](Self::load) with a storage dtype, a memory mode and whether T5 is loaded.
     pub fn load_with_options(model: &str, options: LoadOptions, device: &Device) -> Result<Self> {
         let (dir, configs) = sd3_folder(model)?;
+        options.check_files(&["transformer"])?;
         let vae = folder_vae(&dir.component("vae")?, options.dtype, device)?;
-        let path = dir.component("transformer")?.path().to_path_buf();
+        let transformer_dir = dir.component("transformer")?;
         let (dtype, dev) = (options.dtype, device.clone());
-        let transformer =
-            move || SD3Transformer2DModel::load_with_dtype(path.to_string_lossy(), dtype, &dev);
+        let (opts, config) = (options.clone(), configs.transformer.clone());
+        let transformer = move || {
+            let weights =
+                opts.weights("transformer", || transformer_dir.weights(DIFFUSERS_WEIGHTS))?;
+            SD3Transformer2DModel::from_weights(&config, weights, &dev)
+        };
         let (joint, dev) = (configs.transformer.joint_attention_dim, device.clone());
         let text = move || Sd3PromptEncoder::load(&dir, dtype, options.t5, joint, &dev);
         Self::assemble(configs, vae, transformer, text, options.memory, device)
@@ -109,6 +114,7 @@ impl DiffusionPipeline<SD3Transformer2DModel, Sd3PromptEncoder> {
         options: LoadOptions,
         device: &Device,
     ) -> Result<Self> {
+        options.check_files(&[])?;
         let (dir, configs) = sd3_folder(configs)?;
         let vae_dir = dir.component("vae")?;
         let vae_config: AutoencoderKLConfig = vae_dir.config()?;
@@ -131,9 +137,9 @@ impl DiffusionPipeline<SD3Transformer2DModel, Sd3PromptEncoder> {
             t5.check_readable()?;
         }
         let (dtype, dev, config) = (options.dtype, device.clone(), configs.transformer.clone());
-        let load = open.clone();
+        let (load, opts) = (open.clone(), options.clone());
         let transformer = move || {
-            let weights = load()?.transformer.with_dtype(dtype);
+            let weights = opts.stored(load()?.transformer);
             SD3Transformer2DModel::from_weights(&config, weights, &dev)
         };
         let (joint, dev) = (configs.transformer.joint_attention_dim, device.clone());

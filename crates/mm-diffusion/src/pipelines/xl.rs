@@ -87,7 +87,7 @@ impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
             });
         }
         let aesthetics = requires_aesthetics_score(&dir);
-        let parts = FolderParts::open(&dir, options, device)?;
+        let parts = FolderParts::open(&dir, &options, device)?;
         let dev = device.clone();
         let prompt_encoder = Component::with_mode(options.memory, move || {
             XlPromptEncoder::load(&dir, options.dtype, &dev)
@@ -111,6 +111,7 @@ impl DiffusionPipeline<UNet2DConditionModel, XlPromptEncoder> {
         options: LoadOptions,
         device: &Device,
     ) -> Result<Self> {
+        options.check_files(&[])?;
         let dir = PipelineDir::resolve(configs)?;
         let file = file.as_ref().to_path_buf();
         let scheduler_config = scheduler_config(&dir.component("scheduler")?)?;

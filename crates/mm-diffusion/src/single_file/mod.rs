@@ -109,8 +109,10 @@ use mm_core::weights::Weights;
 use crate::unet::UNet2DConditionConfig;
 use crate::{Error, Result};
 
+mod flux;
 mod sd3;
 
+pub use flux::{FLUX_KEY, bfl_flux_name, flux_diffusers_weights, is_bfl_flux};
 pub use sd3::{Sd3Components, Sd3Variant, map_sd3_key, sd3_num_layers, sd3_variant};
 
 const UNET: &str = "model.diffusion_model.";

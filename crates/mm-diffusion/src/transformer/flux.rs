@@ -5,8 +5,9 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use mm_core::gguf::GgmlType;
 use mm_core::nn::{Activation, layer_norm};
-use mm_core::precision::{compute_dtype_of, linear};
+use mm_core::precision::{linear, linear_compute_dtype};
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,7 @@ use super::norm::{AdaLayerNormContinuous, AdaLayerNormZero, NORM_EPS, gate, modu
 use super::rope::Rope;
 use crate::check::check_finite;
 use crate::loading::component;
+use crate::single_file::flux_diffusers_weights;
 use crate::{Error, Result};
 
 /// The base of the rotary embedding's frequencies.
@@ -238,13 +240,55 @@ impl FluxTransformer2DModel {
         Self::from_weights(&config, weights.with_dtype(dtype), device)
     }
 
-    /// Builds the model and loads `weights` strictly.
+    /// Builds the model and loads `weights` strictly: diffusers' names, or Black Forest
+    /// Labs' original ones (`flux1-dev.safetensors`, city96's GGUF files; see
+    /// [`flux_diffusers_weights`]). A GGUF file's quantized matrices stay quantized, and
+    /// [`Weights::quantize`] quantizes the others as they load (see [`mm_core::quant`]).
     pub fn from_weights(
         config: &FluxTransformer2DConfig,
         weights: Weights,
         device: &Device,
     ) -> Result<Self> {
+        let weights = flux_diffusers_weights(weights, config)?;
         Ok(weights.load_into(Self::new(config, device)?)?)
+    }
+
+    /// Loads a transformer file (`.safetensors` or `.gguf`, diffusers' or BFL's names) built
+    /// as `config` says, its matrices in `dtype`, linear weights quantized to `quantize` as
+    /// they load when given (a GGUF file's quantized ones stay as they are).
+    ///
+    /// ```no_run
+    /// use burn::tensor::DType;
+    /// use mm_core::config::read_json;
+    /// use mm_diffusion::transformer::FluxTransformer2DModel;
+    ///
+    /// fn main() -> mm_diffusion::Result<()> {
+    ///     let device = mm_core::device::cpu();
+    ///     let config = read_json("FLUX.1-schnell/transformer/config.json")?;
+    ///     let model = FluxTransformer2DModel::from_file(
+    ///         &config,
+    ///         "flux1-schnell-Q8_0.gguf",
+    ///         DType::BF16,
+    ///         None,
+    ///         &device,
+    ///     )?;
+    ///     # let _ = model;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn from_file(
+        config: &FluxTransformer2DConfig,
+        path: impl AsRef<std::path::Path>,
+        dtype: DType,
+        quantize: Option<GgmlType>,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = Weights::open(path)?.with_dtype(dtype);
+        let weights = match quantize {
+            Some(ty) => weights.quantize(ty),
+            None => weights,
+        };
+        Self::from_weights(config, weights, device)
     }
 
     /// The config the model was built from.
@@ -326,7 +370,7 @@ impl FluxTransformer2DModel {
     pub fn forward(&self, input: FluxInput) -> Result<Tensor<3>> {
         self.validate(&input)?;
         let in_dtype = input.hidden_states.dtype();
-        let dtype = compute_dtype_of(&self.proj_out.weight.val());
+        let dtype = linear_compute_dtype(&self.proj_out);
         let batch = input.hidden_states.dims()[0];
         let n = input.hidden_states.dims()[1];
         // diffusers: `timestep.to(dtype) * 1000` (and the guidance likewise), in the compute dtype.

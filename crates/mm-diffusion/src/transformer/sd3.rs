@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Device, Tensor};
-use mm_core::precision::{compute_dtype_of, linear};
+use mm_core::precision::{linear, linear_compute_dtype};
 use mm_core::weights::Weights;
 
 use super::block::{JointBlockOptions, JointTransformerBlock};
@@ -242,7 +242,7 @@ impl SD3Transformer2DModel {
         self.validate(&input)?;
         let c = &self.config;
         let in_dtype = input.hidden_states.dtype();
-        let dtype = compute_dtype_of(&self.proj_out.weight.val());
+        let dtype = linear_compute_dtype(&self.proj_out);
         let [batch, _, h, w] = input.hidden_states.dims();
         let timestep = match input.timestep.dims()[0] {
             1 if batch > 1 => input.timestep.repeat_dim(0, batch),

@@ -369,8 +369,16 @@ impl Pretrained for T5EncoderModel {
 
     /// Loads the encoder's tensors: `shared.weight` (or only its tied copy
     /// `encoder.embed_tokens.weight`), `encoder.*`; a full T5's `decoder.*` and `lm_head.*` are
-    /// dropped.
+    /// dropped. The llama.cpp names of T5 encoder GGUF files (city96's
+    /// `t5-v1_1-xxl-encoder-Q8_0.gguf`, `enc.blk.<i>.attn_q.weight`, …; see [`gguf_t5_name`])
+    /// are mapped to transformers' names; their quantized matrices stay quantized (see
+    /// [`mm_core::quant`]).
     fn from_weights(config: &T5Config, weights: Weights, device: &Device) -> Result<Self> {
+        let weights = if weights.contains("enc.blk.0.attn_q.weight") {
+            weights.rename(|name| Some(gguf_t5_name(name)))
+        } else {
+            weights
+        };
         let has_shared = weights.names().any(|n| n == "shared.weight");
         let weights = weights.rename(|name| match name {
             "encoder.embed_tokens.weight" if has_shared => None,
@@ -380,6 +388,53 @@ impl Pretrained for T5EncoderModel {
         });
         Ok(weights.load_into(Self::new(config, device)?)?)
     }
+}
+
+/// llama.cpp's T5 encoder modules (after `enc.blk.<i>.`) and transformers' names for them
+/// (after `encoder.block.<i>.`), as ComfyUI-GGUF maps them.
+const GGUF_T5_BLOCK: [(&str, &str); 10] = [
+    ("attn_norm.", "layer.0.layer_norm."),
+    ("attn_q.", "layer.0.SelfAttention.q."),
+    ("attn_k.", "layer.0.SelfAttention.k."),
+    ("attn_v.", "layer.0.SelfAttention.v."),
+    ("attn_o.", "layer.0.SelfAttention.o."),
+    (
+        "attn_rel_b.",
+        "layer.0.SelfAttention.relative_attention_bias.",
+    ),
+    ("ffn_norm.", "layer.1.layer_norm."),
+    ("ffn_gate.", "layer.1.DenseReluDense.wi_0."),
+    ("ffn_up.", "layer.1.DenseReluDense.wi_1."),
+    ("ffn_down.", "layer.1.DenseReluDense.wo."),
+];
+
+/// The transformers name of a tensor of a llama.cpp-style T5 encoder GGUF file:
+/// `token_embd.weight` → `shared.weight`, `enc.output_norm.weight` →
+/// `encoder.final_layer_norm.weight`, `enc.blk.<i>.<module>` → `encoder.block.<i>.<…>` (see
+/// the table in the source: `attn_q` → `layer.0.SelfAttention.q`, `ffn_gate` →
+/// `layer.1.DenseReluDense.wi_0`, …). Other names are kept, so that a strict load reports
+/// them.
+///
+/// ```
+/// use mm_vision::t5::gguf_t5_name;
+/// assert_eq!(gguf_t5_name("enc.blk.3.ffn_up.weight"), "encoder.block.3.layer.1.DenseReluDense.wi_1.weight");
+/// assert_eq!(gguf_t5_name("token_embd.weight"), "shared.weight");
+/// ```
+pub fn gguf_t5_name(name: &str) -> String {
+    match name {
+        "token_embd.weight" => return "shared.weight".into(),
+        "enc.output_norm.weight" => return "encoder.final_layer_norm.weight".into(),
+        _ => {}
+    }
+    let block = name.strip_prefix("enc.blk.").and_then(|rest| {
+        let (i, tail) = rest.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        let (from, to) = GGUF_T5_BLOCK
+            .iter()
+            .find(|(from, _)| tail.starts_with(from))?;
+        Some(format!("encoder.block.{i}.{to}{}", &tail[from.len()..]))
+    });
+    block.unwrap_or_else(|| name.to_string())
 }
 
 /// Where a T5 tokenizer's files are, for the error message of a folder without `tokenizer.json`.

@@ -27,7 +27,12 @@ pub struct Expected(Vec<u8>);
 
 impl Expected {
     pub fn open(model: &str) -> Self {
-        Self(std::fs::read(fixture(model).join("expected.safetensors")).unwrap())
+        Self::file(&fixture(model).join("expected.safetensors"))
+    }
+
+    /// A safetensors file of inputs and outputs under another name.
+    pub fn file(path: &std::path::Path) -> Self {
+        Self(std::fs::read(path).unwrap())
     }
 
     fn raw(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
