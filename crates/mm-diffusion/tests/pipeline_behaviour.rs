@@ -399,3 +399,33 @@ fn oversized_requests_are_refused_up_front() {
         "{err}"
     );
 }
+
+/// The linear previews use the family's latent → RGB map: zeros give the map's offset, and
+/// latents of another width than the family's are a typed error.
+#[test]
+fn linear_previews_follow_the_family() {
+    use mm_diffusion::pipelines::{
+        FLUX_LATENT_RGB_BIAS, ModelFamily, SD3_LATENT_RGB_BIAS, linear_preview,
+    };
+    let zeros = |c| Tensor::<4>::zeros([1, c, 2, 3], &device());
+    for (family, bias) in [
+        (ModelFamily::Flux, FLUX_LATENT_RGB_BIAS),
+        (ModelFamily::StableDiffusion3, SD3_LATENT_RGB_BIAS),
+    ] {
+        let rgb = linear_preview(zeros(16), family).unwrap();
+        assert_eq!(rgb.dims(), [1, 3, 2, 3]);
+        let values: Vec<f32> = rgb.into_data().try_to_vec().unwrap();
+        assert!(
+            values
+                .chunks(6)
+                .zip(bias)
+                .all(|(c, b)| c.iter().all(|v| *v == b))
+        );
+    }
+    let sd = linear_preview(zeros(4), ModelFamily::StableDiffusion).unwrap();
+    assert_eq!(sd.abs().max().into_scalar::<f32>(), 0.0);
+    assert!(matches!(
+        linear_preview(zeros(4), ModelFamily::Flux),
+        Err(Error::Shape { .. })
+    ));
+}

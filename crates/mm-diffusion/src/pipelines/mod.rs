@@ -118,8 +118,8 @@ pub use pipeline::{
     DiffusionPipeline, Generated, Hooks, LoadOptions, SIZE_MULTIPLE, StableDiffusion,
 };
 pub use progress::{
-    Flow, Progress, SD_LATENT_RGB_FACTORS, SD3_LATENT_RGB_BIAS, SD3_LATENT_RGB_FACTORS, StepInfo,
-    linear_preview,
+    FLUX_LATENT_RGB_BIAS, FLUX_LATENT_RGB_FACTORS, Flow, Progress, SD_LATENT_RGB_FACTORS,
+    SD3_LATENT_RGB_BIAS, SD3_LATENT_RGB_FACTORS, StepInfo, linear_preview,
 };
 pub use prompt::{ModelFamily, PromptEmbeds, PromptEncoder, TextConditioner, Truncation};
 pub use prompt_flux::{FLUX_MAX_SEQUENCE_LENGTH, FluxPromptEncoder};

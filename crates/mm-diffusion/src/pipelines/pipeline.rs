@@ -1018,7 +1018,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         let mut counter = StepCounter::new(evaluations, steps, scheduler.order());
         let previewer = match &self.preview_decoder {
             Some(taesd) => Previewer::Tiny(taesd),
-            None => Previewer::Linear,
+            None => Previewer::Linear(self.family()),
         };
         for (i, &t) in timesteps.iter().enumerate() {
             let input = match guidance {

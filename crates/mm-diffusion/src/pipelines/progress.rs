@@ -3,6 +3,7 @@
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 
+use super::prompt::ModelFamily;
 use crate::Result;
 use crate::vae::{Autoencoder, AutoencoderTiny};
 
@@ -50,11 +51,35 @@ pub const SD3_LATENT_RGB_FACTORS: [[f32; 3]; 16] = [
 /// The RGB offset of the SD3 preview map.
 pub const SD3_LATENT_RGB_BIAS: [f32; 3] = [0.2394, 0.2135, 0.1925];
 
+/// The linear map from FLUX.1 latents (16 channels, diffusion scale, unpacked) to RGB in
+/// about `[-1, 1]` (ComfyUI's Flux `latent_rgb_factors`), added to [`FLUX_LATENT_RGB_BIAS`].
+pub const FLUX_LATENT_RGB_FACTORS: [[f32; 3]; 16] = [
+    [-0.0346, 0.0244, 0.0681],
+    [0.0034, 0.0210, 0.0687],
+    [0.0275, -0.0668, -0.0433],
+    [-0.0174, 0.0160, 0.0617],
+    [0.0859, 0.0721, 0.0329],
+    [0.0004, 0.0383, 0.0115],
+    [0.0405, 0.0861, 0.0915],
+    [-0.0236, -0.0185, -0.0259],
+    [-0.0245, 0.0250, 0.1180],
+    [0.1008, 0.0755, -0.0421],
+    [-0.0515, 0.0201, 0.0011],
+    [0.0428, -0.0012, -0.0036],
+    [0.0817, 0.0765, 0.0749],
+    [-0.1264, -0.0522, -0.1103],
+    [-0.0280, -0.0881, -0.0499],
+    [-0.1262, -0.0982, -0.0778],
+];
+
+/// The RGB offset of the FLUX.1 preview map.
+pub const FLUX_LATENT_RGB_BIAS: [f32; 3] = [-0.0329, -0.0718, -0.0851];
+
 /// How previews are made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Previewer<'a> {
-    /// [`SD_LATENT_RGB_FACTORS`]: one pixel per latent, nearly free.
-    Linear,
+    /// The family's linear map ([`linear_preview`]): one pixel per latent, nearly free.
+    Linear(ModelFamily),
     /// A tiny autoencoder (TAESD) decoding the latents at full size.
     Tiny(&'a AutoencoderTiny),
 }
@@ -92,7 +117,7 @@ impl StepInfo<'_> {
             Previewer::Tiny(taesd) => {
                 taesd.decode_latents(taesd.unscale_from_diffusion(self.latents.clone()))?
             }
-            Previewer::Linear => linear_preview(self.latents.clone())?,
+            Previewer::Linear(family) => linear_preview(self.latents.clone(), family)?,
         };
         Ok(mm_core::image::tensor_to_images((rgb + 1.0) / 2.0)?)
     }
@@ -130,18 +155,21 @@ impl StepCounter {
     }
 }
 
-/// Latents to RGB `[b, 3, h, w]` in about `[-1, 1]`, one pixel per latent: `[b, 4, h, w]`
-/// (Stable Diffusion 1.x / 2.x, SDXL) with [`SD_LATENT_RGB_FACTORS`], `[b, 16, h, w]` (SD3)
-/// with [`SD3_LATENT_RGB_FACTORS`] and [`SD3_LATENT_RGB_BIAS`].
-pub fn linear_preview(latents: Tensor<4>) -> Result<Tensor<4>> {
+/// Latents to RGB `[b, 3, h, w]` in about `[-1, 1]`, one pixel per latent, with the linear
+/// map of the model family: `[b, 4, h, w]` (Stable Diffusion 1.x / 2.x, SDXL) with
+/// [`SD_LATENT_RGB_FACTORS`], `[b, 16, h, w]` with [`SD3_LATENT_RGB_FACTORS`] and
+/// [`SD3_LATENT_RGB_BIAS`] (SD3) or [`FLUX_LATENT_RGB_FACTORS`] and [`FLUX_LATENT_RGB_BIAS`]
+/// (FLUX.1, unpacked latents). Latents of another channel count are an error.
+pub fn linear_preview(latents: Tensor<4>, family: ModelFamily) -> Result<Tensor<4>> {
     let [b, c, h, w] = latents.dims();
-    let (factors, bias): (Vec<f32>, [f32; 3]) = match c {
-        16 => (SD3_LATENT_RGB_FACTORS.concat(), SD3_LATENT_RGB_BIAS),
-        _ => {
-            crate::check::check_channels("latents", &latents, 4)?;
+    let (factors, bias): (Vec<f32>, [f32; 3]) = match family {
+        ModelFamily::StableDiffusion | ModelFamily::StableDiffusionXl => {
             (SD_LATENT_RGB_FACTORS.concat(), [0.0; 3])
         }
+        ModelFamily::StableDiffusion3 => (SD3_LATENT_RGB_FACTORS.concat(), SD3_LATENT_RGB_BIAS),
+        ModelFamily::Flux => (FLUX_LATENT_RGB_FACTORS.concat(), FLUX_LATENT_RGB_BIAS),
     };
+    crate::check::check_channels("latents", &latents, factors.len() / 3)?;
     let device = latents.device();
     let factors = Tensor::<2>::from_data(TensorData::new(factors, [c, 3]), &device);
     let bias = Tensor::<1>::from_floats(bias, &device).reshape([1, 1, 3]);
