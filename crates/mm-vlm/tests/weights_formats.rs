@@ -121,3 +121,27 @@ fn tied_embeddings_drop_a_stored_lm_head() {
         .into_scalar();
     assert!(err < 1e-5, "{err}");
 }
+
+/// Any model takes quantized weights: the tiny LLaVA quantized to Q8_0 as it loads (every
+/// linear layer: vision tower, projector, decoder; the embedding table stays f32) gives logits
+/// within Q8_0's rounding of the f32 ones, through the prefill and the one-token decoding path.
+#[test]
+fn q8_0_weights_quantized_as_they_load() {
+    use mm_core::gguf::GgmlType;
+    use mm_core::quant::quantized_weight;
+    let exp = Expected::open(NAME);
+    let dir = fixture(NAME);
+    let config = LlavaConfig::from_file(dir.join("config.json")).unwrap();
+    let weights = Weights::open(&dir).unwrap().quantize(GgmlType::Q8_0);
+    let model = LlavaForConditionalGeneration::from_weights(&config, weights, &device()).unwrap();
+    let lm = &model.language_model.model;
+    for layer in [&lm.layers[0].self_attn.q_proj, &lm.layers[0].mlp.down_proj] {
+        assert_eq!(quantized_weight(layer).unwrap().ggml_type(), GgmlType::Q8_0);
+    }
+    let out = logits(&model, &exp);
+    let reference = exp.float::<3>("logits_2");
+    let scale = reference.clone().abs().max().into_scalar::<f32>();
+    let rel = (out - reference).abs().max().into_scalar::<f32>() / scale;
+    eprintln!("LLaVA Q8_0 logits against f32: max error / max |logit| = {rel:.2e}");
+    assert!(rel < 5e-2, "{rel}");
+}
