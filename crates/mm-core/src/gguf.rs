@@ -15,9 +15,10 @@
 //! Q2_K, Q3_K, Q4_K, Q5_K and Q6_K into f32 values bit-exact with ggml and the `gguf` Python
 //! package; [`quantize`] writes F32, F16, BF16, Q8_0 (bit-exact with `gguf.quants.quantize`)
 //! and Q4_K. [`Weights::open`](crate::weights::Weights::open) loads a `.gguf` file into burn
-//! modules like a safetensors checkpoint, dequantizing each tensor as it is loaded;
-//! [`GgufFile::matrix`] keeps a weight quantized instead, as a [`QuantizedMatrix`] whose
-//! product with f32 activations dequantizes a few rows at a time.
+//! modules like a safetensors checkpoint: the quantized weights of linear layers stay in their
+//! blocks (see [`crate::quant`]), other tensors are dequantized as they load;
+//! [`GgufFile::matrix`] reads one weight as a [`QuantizedMatrix`], whose product with f32
+//! activations dequantizes a few rows at a time.
 //!
 //! ```no_run
 //! # fn main() -> mm_core::Result<()> {

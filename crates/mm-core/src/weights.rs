@@ -2,7 +2,8 @@
 //!
 //! [`Weights`] opens one `.safetensors` file, a sharded checkpoint (through its
 //! `*.safetensors.index.json`), or a model folder holding either; or a GGUF file
-//! ([`Weights::from_gguf`], whose quantized tensors are dequantized as they are loaded). Only the headers are read up
+//! ([`Weights::from_gguf`], whose quantized linear weights stay quantized, see [`crate::quant`];
+//! its other tensors are dequantized as they are loaded). Only the headers are read up
 //! front; each tensor's bytes are read from the file (not memory-mapped: a mapping would keep
 //! every page read resident until the whole load ends, doubling the peak memory of loading a
 //! half-precision checkpoint into f32), converted from the PyTorch layout and cast to the
@@ -315,10 +316,11 @@ impl Weights {
 
     /// Opens a GGUF file (llama.cpp, stable-diffusion.cpp, ComfyUI-GGUF): every tensor under
     /// its stored name, with its PyTorch shape (the GGUF dimensions reversed). Tensors are
-    /// read from the mapped file when they are loaded: quantized ones (Q8_0, Q4_K, …; see
-    /// [`GgmlType::can_dequantize`](crate::gguf::GgmlType::can_dequantize)) dequantized to
-    /// f32, F16 / BF16 / F32 ones as stored; then cast as [`Weights::with_dtype`] says, like
-    /// safetensors tensors. A malformed file is an [`Error::Gguf`] here; a tensor of a type
+    /// read from the mapped file when they are loaded: a quantized matrix (Q8_0, Q4_K, …; see
+    /// [`GgmlType::can_dequantize`](crate::gguf::GgmlType::can_dequantize)) that is a linear
+    /// layer's weight is kept in its blocks ([`crate::quant`]); other quantized tensors are
+    /// dequantized to f32, F16 / BF16 / F32 ones read as stored; then cast as
+    /// [`Weights::with_dtype`] says, like safetensors tensors. A malformed file is an [`Error::Gguf`] here; a tensor of a type
     /// that cannot be dequantized is reported when it is loaded.
     ///
     /// ```no_run
