@@ -42,7 +42,7 @@ pub const XL_INPAINT_STRENGTH: f64 = 0.9999;
 /// fn main() -> mm_diffusion::Result<()> {
 ///     let device = mm_core::device::cpu();
 ///     let options = LoadOptions::new().memory(MemoryMode::Sequential);
-///     let base = StableDiffusionXL::load_with_options("stabilityai/stable-diffusion-xl-base-1.0", options, &device)?;
+///     let base = StableDiffusionXL::load_with_options("stabilityai/stable-diffusion-xl-base-1.0", options.clone(), &device)?;
 ///     let refiner = StableDiffusionXL::load_with_options("stabilityai/stable-diffusion-xl-refiner-1.0", options, &device)?;
 ///     // The chapter's call: DPM++ 2M Karras, 30 steps, guidance 7.5, 1024².
 ///     let opts = GenerateOptions::new("a majestic lion jumping from a big stone at night")
