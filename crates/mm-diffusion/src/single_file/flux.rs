@@ -120,7 +120,7 @@ pub fn bfl_flux_name(name: &str) -> String {
         .unwrap_or_else(|| rest.to_string())
 }
 
-/// `weights` under diffusers' names: a BFL FLUX checkpoint (see the [module](self) docs)
+/// `weights` under diffusers' names: a BFL FLUX checkpoint (names mapped as the `single_file` module docs and [`bfl_flux_name`] say)
 /// renamed, its fused projections split by rows and `final_layer.adaLN_modulation.1`'s
 /// halves swapped, lazily; other weights unchanged. `config` gives the width of the single
 /// blocks' MLP rows.

@@ -32,6 +32,16 @@
 //! names; CLIP-L gets an identity `text_projection.weight`, as diffusers gives it (SD3 uses
 //! its pooled output unprojected).
 //!
+//! FLUX.1 transformers in Black Forest Labs' original names (`flux1-dev.safetensors`, and
+//! city96's GGUF files made from them) are told by [`is_bfl_flux`] and renamed by
+//! [`flux_diffusers_weights`] as diffusers' `convert_flux_transformer_checkpoint_to_diffusers`
+//! does (see [`bfl_flux_name`]): `double_blocks.<i>.img_attn.qkv` and `txt_attn.qkv` split
+//! into `transformer_blocks.<i>.attn.to_{q,k,v}` / `add_{q,k,v}_proj`, `single_blocks.<i>.linear1`
+//! into `single_transformer_blocks.<i>.attn.to_{q,k,v}` and `proj_mlp` (rows 3 × width and
+//! 4 × width), `final_layer.adaLN_modulation.1`'s halves swapped into `norm_out.linear`;
+//! `FluxTransformer2DModel::from_weights` applies it to any weights it is given. Quantized
+//! matrices stay quantized through the split.
+//!
 //! SD 1.x / 2.x files also carry training buffers (the noise schedule, EMA counters) that
 //! inference does not use. [`SingleFile::components`] (SD 1.x / 2.x) and
 //! [`SingleFile::sdxl_components`] (SDXL) rename every tensor lazily — nothing is read until a
