@@ -69,7 +69,7 @@ impl TimestepEmbedding {
 
     /// Adds `cond_proj` from `cond_dim` features (diffusers' `cond_proj_dim`).
     pub fn with_cond_proj(mut self, cond_dim: usize, device: &Device) -> Self {
-        let input = self.linear_1.weight.dims()[0];
+        let input = self.linear_1.weight.lazy_shape().to_vec()[0];
         self.cond_proj = Some(
             LinearConfig::new(cond_dim, input)
                 .with_bias(false)

@@ -52,7 +52,7 @@ impl PackedAttention {
     }
 
     fn project(&self, x: Tensor<3>, part: usize) -> Tensor<4> {
-        let d = self.out_proj.weight.dims()[0];
+        let d = self.out_proj.weight.lazy_shape().to_vec()[0];
         let [batch, seq, _] = x.dims();
         let w = self.in_proj_weight.val().narrow(0, part * d, d);
         let b = self
