@@ -19,13 +19,13 @@ weights in bfloat16 (see crates/mm-diffusion/benches/common); PyTorch stays floa
 
 `--model flux` (part transformer: FLUX.1-schnell's step at 1024x1024, batch 1) times slices
 of the model, `--slices D,S:D,S:...` (double- and single-stream blocks; default
-0,0:2,0:0,4): per slice PyTorch (bf16 weights and arithmetic, `sd15_bench.py --layers`) and
+0,0:1,0:0,2): per slice PyTorch (bf16 weights and arithmetic, `sd15_bench.py --layers`) and
 the Rust bench (`benches/flux.rs`, MM_BENCH_FLUX_LAYERS) with Q8_0 weights and with bf16
 storage (`--flux-rust q8_0,bf16`). Then, per side, a least-squares fit of the slice times
 t(D, S) = t0 + D * t_double + S * t_single (and of the peak RSS likewise) gives the
 embedders + output part, one block of each kind, and the full 19,38 step extrapolated.
 
-    /work/venv/bin/python tools/bench/sd15_compare.py --model flux --slices 0,0:2,0:0,4 \
+    /work/venv/bin/python tools/bench/sd15_compare.py --model flux --slices 0,0:1,0:0,2 \
         --runs 3 --warmup 1
 """
 
@@ -197,7 +197,7 @@ def main():
                         help="untimed calls before the timed ones (0 or 1; SD3: 0 saves minutes)")
     parser.add_argument("--rust-only", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
-    parser.add_argument("--slices", default="0,0:2,0:0,4",
+    parser.add_argument("--slices", default="0,0:1,0:0,2",
                         help="--model flux: the D,S slices (double,single blocks), ':'-separated")
     parser.add_argument("--flux-rust", default="q8_0,bf16",
                         help="--model flux: the Rust weight storages (q8_0, bf16)")

@@ -16,7 +16,7 @@
 //! single-stream blocks (default `19,38`, the full model). Blocks of a kind are identical in
 //! cost, so a step is `t(D, S) = t0 + D·t_double + S·t_single`, with `t0` the embedders, the
 //! RoPE tables and the output norm; `tools/bench/sd15_compare.py --model flux --slices
-//! 0,0:2,0:0,4` times a few slices on both sides and extrapolates the full step from them.
+//! 0,0:1,0:0,2` times a few slices on both sides and extrapolates the full step from them.
 //!
 //! The model is built block by block: each block's random f32 weights are materialised,
 //! quantized (or cast) and dropped before the next, so the f32 model never exists whole.

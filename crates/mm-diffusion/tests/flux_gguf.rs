@@ -90,7 +90,10 @@ fn q8_0_gguf_stays_quantized_and_equals_diffusers_on_its_values() {
     ];
     for layer in norms {
         assert!(quantized_weight(layer).is_some());
-        assert!(!layer.weight.is_initialized(), "a dequantized copy was cached");
+        assert!(
+            !layer.weight.is_initialized(),
+            "a dequantized copy was cached"
+        );
     }
     let rel = relative(out, exp.float("out_f32"));
     eprintln!("Q8_0 against f32: max error / max |out| = {rel:.2e}");
