@@ -24,6 +24,14 @@ processor, AttnProcessor2_0 = sdpa), `--model sd15` (default):
 - transformer: one SD3Transformer2DModel step with CFG, batch 2, 16x128x128 latents
   (1024x1024), 333 x 4096 text states (77 CLIP + 256 T5), pooled [2, 2048], timestep 500;
 - t5: T5EncoderModel (T5 v1.1 XXL) on 2 x 256 ids, bfloat16 weights and arithmetic.
+`--model flux` (FLUX.1-schnell, tests/fixtures/full/flux1-schnell/):
+- transformer: one FluxTransformer2DModel step at 1024x1024, batch 1: packed latents
+  [1, 4096, 64] (img_ids of 128x128 latents), T5 states [1, 256, 4096], pooled [1, 768],
+  timestep 1, no guidance; bfloat16 weights and arithmetic. The full model (11.9 G
+  parameters, 23.8 GB in bf16) does not fit beside anything on a 24 GiB machine:
+  `--layers D,S` (default 19,38) builds D double- and S single-stream blocks, as
+  MM_BENCH_FLUX_LAYERS does for benches/flux.rs; sd15_compare.py --model flux extrapolates
+  the full step from a few such slices.
 
 Warm-up runs, then the median (and min) of N timed runs, in seconds.
 
@@ -49,6 +57,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 FULL = Path(__file__).resolve().parents[2] / "tests/fixtures/full"
+# --model flux: the "double,single" blocks of the slice (--layers).
+FLUX_LAYERS = "19,38"
 
 # The group/name of the matching Rust bench case, per model and part.
 CASES = {
@@ -67,6 +77,10 @@ CASES = {
     "sd3": {
         "transformer": "sd3_transformer/cfg_step_1024",
         "t5": "sd3_text_encoder/t5_xxl_2x256",
+    },
+    # PyTorch computes in bf16; the Rust bench has a Q8_0 (default) and a bf16 case.
+    "flux": {
+        "transformer": "flux_transformer/step_1024_bf16",
     },
 }
 
@@ -87,6 +101,10 @@ MODELS = {
     "sd3": {
         "transformer": "sd3-medium/transformer/config.json", "t5": "t5-v1_1-xxl/config.json",
         "latent": 128, "text_tokens": 333, "t5_tokens": 256,
+    },
+    "flux": {
+        "transformer": "flux1-schnell/transformer/config.json",
+        "latent": 128, "text_tokens": 256,
     },
 }
 
@@ -152,8 +170,51 @@ def text_case(model_name, part="text"):
     return lambda: model(input_ids=ids).last_hidden_state
 
 
+def flux_layers():
+    """(double, single) blocks of the FLUX slice: FLUX_LAYERS, set from --layers."""
+    double, single = (int(n) for n in FLUX_LAYERS.split(","))
+    return double, single
+
+
+def latent_image_ids(h, w):
+    """diffusers' `_prepare_latent_image_ids` for h x w latents: (0, row, column) per packed
+    token."""
+    ids = torch.zeros(h // 2, w // 2, 3)
+    ids[..., 1] += torch.arange(h // 2)[:, None]
+    ids[..., 2] += torch.arange(w // 2)[None, :]
+    return ids.reshape(-1, 3)
+
+
+def flux_case(model_name):
+    """One FLUX.1 transformer step (batch 1, no CFG: schnell) on the --layers slice, built
+    directly in bfloat16 (weights and arithmetic)."""
+    spec = MODELS[model_name]
+    config = json.loads((FULL / spec["transformer"]).read_text())
+    config["num_layers"], config["num_single_layers"] = flux_layers()
+    torch.set_default_dtype(torch.bfloat16)
+    model = diffusers.FluxTransformer2DModel.from_config(config).eval()
+    torch.set_default_dtype(torch.float32)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"FLUX slice {config['num_layers']},{config['num_single_layers']}: "
+          f"{params / 1e9:.2f} G parameters")
+    size, text = spec["latent"], spec["text_tokens"]
+    bf16 = torch.bfloat16
+    latents = torch.randn(1, (size // 2) ** 2, config["in_channels"], dtype=bf16)
+    states = torch.randn(1, text, config["joint_attention_dim"], dtype=bf16)
+    pooled = torch.randn(1, config["pooled_projection_dim"], dtype=bf16)
+    t = torch.tensor([1.0], dtype=bf16)
+    img_ids = latent_image_ids(size, size).to(bf16)
+    txt_ids = torch.zeros(text, 3, dtype=bf16)
+
+    def step():
+        return model(latents, states, pooled, t, img_ids, txt_ids).sample
+    return step
+
+
 def transformer_case(model_name):
-    """One SD3 transformer step with CFG (float32 weights)."""
+    """One SD3 transformer step with CFG (float32 weights), or FLUX's step (see flux_case)."""
+    if model_name == "flux":
+        return flux_case(model_name)
     spec = MODELS[model_name]
     config = json.loads((FULL / spec["transformer"]).read_text())
     model = diffusers.SD3Transformer2DModel.from_config(config).float().eval()
@@ -204,7 +265,11 @@ def main():
     parser.add_argument("--runs", type=int, default=5, help="timed runs")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs")
     parser.add_argument("--json", type=Path, help="also write the median here")
+    parser.add_argument("--layers", default="19,38",
+                        help="--model flux: double,single blocks of the slice (default 19,38)")
     args = parser.parse_args()
+    global FLUX_LAYERS
+    FLUX_LAYERS = args.layers
 
     torch.manual_seed(0)
     if args.part not in CASES[args.model]:

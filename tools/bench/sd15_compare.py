@@ -16,6 +16,17 @@ Rust / PyTorch ratios.
 Run on an otherwise idle machine. MM_BENCH_DTYPE=bf16 in the environment keeps the Rust
 weights in bfloat16 (see crates/mm-diffusion/benches/common); PyTorch stays float32
 (--rust-only skips it).
+
+`--model flux` (part transformer: FLUX.1-schnell's step at 1024x1024, batch 1) times slices
+of the model, `--slices D,S:D,S:...` (double- and single-stream blocks; default
+0,0:1,0:0,2): per slice PyTorch (bf16 weights and arithmetic, `sd15_bench.py --layers`) and
+the Rust bench (`benches/flux.rs`, MM_BENCH_FLUX_LAYERS) with Q8_0 weights and with bf16
+storage (`--flux-rust q8_0,bf16`). Then, per side, a least-squares fit of the slice times
+t(D, S) = t0 + D * t_double + S * t_single (and of the peak RSS likewise) gives the
+embedders + output part, one block of each kind, and the full 19,38 step extrapolated.
+
+    /work/venv/bin/python tools/bench/sd15_compare.py --model flux --slices 0,0:1,0:0,2 \
+        --runs 3 --warmup 1
 """
 
 import argparse
@@ -34,6 +45,9 @@ from sd15_bench import CASES  # noqa: E402
 # The Rust bench binary of each part.
 BENCHES = {"unet": "unet", "vae": "vae", "text": "text_encoder", "text2": "text_encoder",
            "controlnet": "unet", "transformer": "sd3", "t5": "sd3"}
+# FLUX.1-schnell: the full model's blocks, and the Rust bench's case per weight storage.
+FLUX_FULL = (19, 38)
+FLUX_RUST = {"q8_0": "flux_transformer/step_1024_q8_0", "bf16": "flux_transformer/step_1024_bf16"}
 
 
 def run(cmd, **kwargs):
@@ -49,7 +63,7 @@ def run(cmd, **kwargs):
     return text, usage.ru_maxrss * 1024
 
 
-def rust_executables(parts):
+def rust_executables(parts, model="sd15"):
     """mm-diffusion's bench binaries, built first (release). Built workspace-wide: with
     `-p mm-diffusion` cargo resolves burn's features for that package alone and rebuilds it."""
     cmd = ["cargo", "bench", "--workspace", "--no-run", "--message-format=json"]
@@ -60,22 +74,29 @@ def rust_executables(parts):
         if (msg.get("reason") == "compiler-artifact" and msg.get("executable")
                 and "mm-diffusion" in msg["package_id"]):
             exes[msg["target"]["name"]] = msg["executable"]
+    if model == "flux":
+        return {part: exes["flux"] for part in parts}
     return {part: exes[BENCHES[part]] for part in parts}
 
 
-def torch_case(model, part, runs, warmup):
+def torch_case(model, part, runs, warmup, layers=None):
+    """PyTorch's median and peak RSS (`layers`: the FLUX slice, "D,S")."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, "tools/bench/sd15_bench.py", "--model", model, "--part", part,
                "--runs", str(runs), "--warmup", str(warmup), "--json", f.name]
+        if layers is not None:
+            cmd += ["--layers", layers]
         _, rss = run(cmd)
         return json.loads(Path(f.name).read_text())[CASES[model][part]], rss
 
 
-def rust_case(model, part, exe, runs, warmup):
+def rust_case(model, part, exe, runs, warmup, case=None, env_extra=None):
     """SD 1.5: criterion's median; SDXL: the median of `runs` (benches/common's loop). The
-    case's name as a filter, so that the process builds that model alone."""
-    case = CASES[model][part]
-    env = dict(os.environ, MM_BENCH_MODEL=model, MM_BENCH_WARMUP=str(warmup))
+    case's name as a filter, so that the process builds that model alone (`case` overrides
+    the part's, `env_extra` adds to the environment)."""
+    case = case or CASES[model][part]
+    env = dict(os.environ, MM_BENCH_MODEL=model, MM_BENCH_WARMUP=str(warmup),
+               **(env_extra or {}))
     if model == "sd15":
         _, rss = run([exe, "--bench", case], env=env)
         estimates = ROOT / "target/criterion" / case / "new/estimates.json"
@@ -99,6 +120,71 @@ def table(rows):
     return "\n".join(lines)
 
 
+def fit(points):
+    """Least-squares (t0, t_double, t_single) of t = t0 + D * t_double + S * t_single over
+    `points` [(D, S, t)], and the largest residual; needs slices that vary D and S apart."""
+    import numpy as np
+    a = np.array([[1.0, d, s] for d, s, _ in points])
+    y = np.array([t for _, _, t in points])
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return coef, float(np.abs(a @ coef - y).max())
+
+
+def flux_main(args):
+    """--model flux: both sides per slice, then the per-block fit and the full step."""
+    slices = [tuple(int(n) for n in s.split(",")) for s in args.slices.split(":")]
+    storages = args.flux_rust.split(",")
+    exe = rust_executables(["transformer"], "flux")["transformer"]
+    results = []
+    for r in range(args.rounds):
+        rows = []
+        for d, s in slices:
+            layers = f"{d},{s}"
+            torch_result = (None if args.rust_only else
+                            torch_case("flux", "transformer", args.runs, args.warmup, layers))
+            for storage in storages:
+                rust_result = rust_case("flux", "transformer", exe, args.runs, args.warmup,
+                                        case=FLUX_RUST[storage],
+                                        env_extra={"MM_BENCH_FLUX_LAYERS": layers})
+                results.append({"round": r, "slice": [d, s], "storage": storage,
+                                "torch": torch_result, "rust": rust_result})
+                rows.append((f"{layers} (Rust {storage})", torch_result, rust_result))
+        print(f"round {r + 1}\n{table(rows)}\n", flush=True)
+    if len({d for d, _ in slices}) < 2 or len({s for _, s in slices}) < 2 or len(slices) < 3:
+        print("(the fit needs at least 3 slices varying the double and the single blocks)")
+    else:
+        for storage in storages:
+            rows = []
+            per_side = {}
+            for side in ("torch", "rust"):
+                ms = [m for m in results if m["storage"] == storage and m[side] is not None]
+                if not ms:
+                    continue
+                times = {}
+                for m in ms:
+                    times.setdefault(tuple(m["slice"]), []).append(m[side])
+                pts_t = [(d, s, statistics.median(v[0] for v in vs))
+                         for (d, s), vs in times.items()]
+                pts_m = [(d, s, statistics.median(v[1] for v in vs))
+                         for (d, s), vs in times.items()]
+                (t0, td, ts), res_t = fit(pts_t)
+                (m0, md, ms_), res_m = fit(pts_m)
+                full_t = t0 + FLUX_FULL[0] * td + FLUX_FULL[1] * ts
+                full_m = m0 + FLUX_FULL[0] * md + FLUX_FULL[1] * ms_
+                per_side[side] = [(t0, m0), (td, md), (ts, ms_), (full_t, full_m)]
+                print(f"{side} ({storage if side == 'rust' else 'bf16'}): fit residual "
+                      f"max {res_t:.3f} s, {res_m / 1e9:.3f} GB")
+            names = ["embedders + output (t0; RSS: the rest of the process)",
+                     "one double-stream block", "one single-stream block",
+                     f"full step {FLUX_FULL[0]},{FLUX_FULL[1]} (extrapolated)"]
+            for i, name in enumerate(names):
+                rows.append((name, per_side["torch"][i] if "torch" in per_side else None,
+                             per_side["rust"][i]))
+            print(f"fit, Rust {storage}\n{table(rows)}\n")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CASES), default="sd15")
@@ -111,7 +197,14 @@ def main():
                         help="untimed calls before the timed ones (0 or 1; SD3: 0 saves minutes)")
     parser.add_argument("--rust-only", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--slices", default="0,0:1,0:0,2",
+                        help="--model flux: the D,S slices (double,single blocks), ':'-separated")
+    parser.add_argument("--flux-rust", default="q8_0,bf16",
+                        help="--model flux: the Rust weight storages (q8_0, bf16)")
     args = parser.parse_args()
+    if args.model == "flux":
+        flux_main(args)
+        return
     parts = args.parts.split(",") if args.parts else list(CASES[args.model])
     exes = rust_executables(parts)
     results = {part: [] for part in parts}

@@ -120,7 +120,7 @@ fn family_case() -> Option<Case> {
     match common::family() {
         Family::Sd15 => Some(SD15),
         Family::Sdxl => Some(SDXL),
-        Family::Sd3 => None,
+        Family::Sd3 | Family::Flux => None,
     }
 }
 

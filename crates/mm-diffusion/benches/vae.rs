@@ -31,7 +31,7 @@ fn vae_decode(c: &mut Criterion) {
             128,
             800,
         ),
-        Family::Sd3 => return,
+        Family::Sd3 | Family::Flux => return,
     };
     common::run(c, group, name, seconds, || {
         let device = Device::flex();

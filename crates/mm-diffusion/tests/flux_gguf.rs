@@ -81,6 +81,20 @@ fn q8_0_gguf_stays_quantized_and_equals_diffusers_on_its_values() {
     let exp = io();
     let out = forward(&model, &exp);
     exp.check("out_q8_0", out.clone(), TOL);
+    // The step ran on the blocks: no quantized weight was dequantized into a cached copy
+    // (the adaptive norms once read their weight's shape through it: 6.5 GB at full size).
+    let norms = [
+        &model.transformer_blocks[0].norm1.linear,
+        &block.norm.linear,
+        &block.proj_out,
+    ];
+    for layer in norms {
+        assert!(quantized_weight(layer).is_some());
+        assert!(
+            !layer.weight.is_initialized(),
+            "a dequantized copy was cached"
+        );
+    }
     let rel = relative(out, exp.float("out_f32"));
     eprintln!("Q8_0 against f32: max error / max |out| = {rel:.2e}");
     assert!(rel < 2e-2, "Q8_0 relative error {rel}");

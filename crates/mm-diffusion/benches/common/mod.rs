@@ -3,6 +3,7 @@
 //!
 //! Environment:
 //! - `MM_BENCH_MODEL=sdxl` times SDXL base's parts (1024×1024) instead of SD 1.5's (512×512);
+//!   `sd3` and `flux` select the benches of `sd3.rs` and `flux.rs`;
 //! - `MM_BENCH_RUNS=N` replaces criterion by one warm-up call and the median of N timed calls
 //!   (the default for SDXL, with N = 3: a UNet step takes minutes, criterion's minimum of 10
 //!   samples would take most of an hour); `MM_BENCH_JSON=FILE` also writes
@@ -59,19 +60,22 @@ pub enum Family {
     Sdxl,
     /// Stable Diffusion 3 medium at 1024×1024 (`MM_BENCH_MODEL=sd3`).
     Sd3,
+    /// FLUX.1-schnell at 1024×1024 (`MM_BENCH_MODEL=flux`).
+    Flux,
 }
 
-/// `MM_BENCH_MODEL`: `sdxl`, else (unset or `sd15`) SD 1.5.
+/// `MM_BENCH_MODEL`: `sdxl`, `sd3` or `flux`, else (unset or `sd15`) SD 1.5.
 pub fn family() -> Family {
     match std::env::var("MM_BENCH_MODEL").as_deref() {
         Ok("sdxl") => Family::Sdxl,
         Ok("sd3") => Family::Sd3,
+        Ok("flux") => Family::Flux,
         Ok("sd15") | Err(_) => Family::Sd15,
-        Ok(other) => panic!("MM_BENCH_MODEL={other}: expected sd15, sdxl or sd3"),
+        Ok(other) => panic!("MM_BENCH_MODEL={other}: expected sd15, sdxl, sd3 or flux"),
     }
 }
 
-/// The number of timed calls of the median loop (`MM_BENCH_RUNS`; 3 for SDXL and SD3), or
+/// The number of timed calls of the median loop (`MM_BENCH_RUNS`; 3 for SDXL, SD3 and FLUX), or
 /// `None` for criterion.
 fn median_runs() -> Option<usize> {
     match std::env::var("MM_BENCH_RUNS") {
@@ -82,7 +86,7 @@ fn median_runs() -> Option<usize> {
 
 /// Whether the command line's filter (its first positional argument, as criterion reads it)
 /// selects `id`; no filter selects everything.
-fn selected(id: &str) -> bool {
+pub fn selected(id: &str) -> bool {
     // criterion's options that take a value, whose value is not a filter
     const VALUED: [&str; 12] = [
         "--save-baseline",

@@ -43,7 +43,8 @@ impl AdaLayerNormZero {
     /// The modulation vectors of the conditioning `emb` (`[batch, dim]`), in diffusers' order.
     pub fn chunks(&self, emb: Tensor<2>) -> Vec<Tensor<2>> {
         let out = linear(&self.linear, Activation::Silu.forward(emb));
-        let dim = self.linear.weight.dims()[0];
+        // The lazy shape: `dims()` would materialise a quantized weight as a dequantized copy.
+        let dim = self.linear.weight.lazy_shape().to_vec()[0];
         let n = out.dims()[1] / dim;
         out.chunk(n, 1)
     }
