@@ -278,7 +278,10 @@ pub fn read_info(dir: impl AsRef<Path>) -> Result<CatalogInfo> {
     let info: CatalogInfo =
         serde_json::from_str(&text).map_err(|e| not(format!("invalid {CATALOG_FILE}: {e}")))?;
     if info.format != FORMAT {
-        return Err(not(format!("unknown format {} (this version reads {FORMAT})", info.format)));
+        return Err(not(format!(
+            "unknown format {} (this version reads {FORMAT})",
+            info.format
+        )));
     }
     Ok(info)
 }
@@ -512,11 +515,10 @@ impl<E: Embedder, S: VectorStore> Catalog<E, S> {
         options: &SearchOptions,
     ) -> Result<Vec<Hit>> {
         let path = path.as_ref();
-        let image =
-            mm_core::image::load_image_on_white(path).map_err(|e| Error::QueryImage {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let image = mm_core::image::load_image_on_white(path).map_err(|e| Error::QueryImage {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         self.search_image(&image, options)
     }
 
@@ -567,8 +569,15 @@ impl<E: Embedder, S: VectorStore> Catalog<E, S> {
                 let mut text_scores: HashMap<ItemId, f32> =
                     text.iter().map(|h| (h.id, h.score)).collect();
                 let ranked = match fusion {
-                    Fusion::Rrf { k, image: wi, text: wt } => fusion::rrf(&image, &text, k, wi, wt),
-                    Fusion::Weighted { image: wi, text: wt } => {
+                    Fusion::Rrf {
+                        k,
+                        image: wi,
+                        text: wt,
+                    } => fusion::rrf(&image, &text, k, wi, wt),
+                    Fusion::Weighted {
+                        image: wi,
+                        text: wt,
+                    } => {
                         // Complete every candidate's pair of similarities from stored vectors.
                         self.fill_scores(&query, Space::Text, &image_scores, &mut text_scores)?;
                         self.fill_scores(&query, Space::Image, &text_scores, &mut image_scores)?;
@@ -617,7 +626,12 @@ impl<E: Embedder, S: VectorStore> Catalog<E, S> {
             .copied()
             .collect();
         for (id, v) in self.store.vectors(space, &missing)? {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            let norm = v
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
             let dot: f32 = v.iter().zip(query).map(|(a, b)| a * b).sum();
             scores.insert(id, dot / norm);
         }

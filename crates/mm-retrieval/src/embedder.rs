@@ -132,13 +132,21 @@ impl<M: ImageTextModel> Embedder for PipelineEmbedder<M> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        rows(&self.model_id, self.pipeline.embed_texts(texts)?, texts.len())
+        rows(
+            &self.model_id,
+            self.pipeline.embed_texts(texts)?,
+            texts.len(),
+        )
     }
     fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        rows(&self.model_id, self.pipeline.embed_images(images)?, images.len())
+        rows(
+            &self.model_id,
+            self.pipeline.embed_images(images)?,
+            images.len(),
+        )
     }
 }
 

@@ -58,7 +58,10 @@ impl Filter {
     /// let f = mm_retrieval::Filter::any("size", [40, 41, 42]);
     /// # let _ = f;
     /// ```
-    pub fn any<V: Into<Value>>(key: impl Into<String>, values: impl IntoIterator<Item = V>) -> Self {
+    pub fn any<V: Into<Value>>(
+        key: impl Into<String>,
+        values: impl IntoIterator<Item = V>,
+    ) -> Self {
         Self::Any(key.into(), values.into_iter().map(Into::into).collect())
     }
 
@@ -148,7 +151,10 @@ impl Filter {
             return Ok(Self::range(key, bound(lo)?, bound(hi)?));
         }
         if value.contains('|') {
-            return Ok(Self::Any(key.into(), value.split('|').map(scalar).collect()));
+            return Ok(Self::Any(
+                key.into(),
+                value.split('|').map(scalar).collect(),
+            ));
         }
         Ok(Self::Eq(key.into(), scalar(value)))
     }

@@ -18,7 +18,11 @@ pub fn recall_at_k(ranked: &[ItemId], relevant: &HashSet<ItemId>, k: usize) -> f
     if denominator == 0 {
         return 0.0;
     }
-    let found = ranked.iter().take(k).filter(|id| relevant.contains(id)).count();
+    let found = ranked
+        .iter()
+        .take(k)
+        .filter(|id| relevant.contains(id))
+        .count();
     found as f64 / denominator as f64
 }
 
@@ -48,6 +52,10 @@ pub fn overlap_at_k(approx: &[ItemId], exact: &[ItemId], k: usize) -> f64 {
     if truth.is_empty() {
         return 1.0;
     }
-    let found = approx.iter().take(k).filter(|id| truth.contains(id)).count();
+    let found = approx
+        .iter()
+        .take(k)
+        .filter(|id| truth.contains(id))
+        .count();
     found as f64 / truth.len() as f64
 }

@@ -21,17 +21,27 @@ fn embedder() -> TableEmbedder {
 
 fn batch(b: u64) -> Vec<Item> {
     (b * BATCH..(b + 1) * BATCH)
-        .map(|id| Item::new(id).with_text(format!("item {id}")).with_field("batch", b as i64))
+        .map(|id| {
+            Item::new(id)
+                .with_text(format!("item {id}"))
+                .with_field("batch", b as i64)
+        })
         .collect()
 }
 
 /// The child: indexes batches until killed (a no-op in a normal test run).
 #[test]
 fn crash_child() {
-    let Some(dir) = std::env::var_os(ENV) else { return };
+    let Some(dir) = std::env::var_os(ENV) else {
+        return;
+    };
     let embedder = embedder();
     let catalog = Catalog::create(&dir, &embedder).unwrap();
-    let options = IndexOptions { batch_size: BATCH as usize, optimize: false, flush: false };
+    let options = IndexOptions {
+        batch_size: BATCH as usize,
+        optimize: false,
+        flush: false,
+    };
     for b in 0..100_000 {
         catalog.index(&batch(b), &options, None).unwrap();
         println!("ACK {b}");
@@ -42,7 +52,13 @@ fn crash_child() {
 fn killed_while_indexing_loses_nothing_acknowledged() {
     let dir = temp_dir("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(ENV, &dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -68,7 +84,11 @@ fn killed_while_indexing_loses_nothing_acknowledged() {
     let embedder = embedder();
     let catalog = Catalog::open(&dir, &embedder).unwrap();
     let count = catalog.len().unwrap() as u64;
-    assert!(count >= (acked + 1) * BATCH, "{count} items after {} acknowledged", acked + 1);
+    assert!(
+        count >= (acked + 1) * BATCH,
+        "{count} items after {} acknowledged",
+        acked + 1
+    );
     let store = catalog.store();
     let ids: Vec<u64> = (0..(acked + 1) * BATCH).collect();
     use mm_retrieval::VectorStore;
@@ -84,7 +104,9 @@ fn killed_while_indexing_loses_nothing_acknowledged() {
         assert_eq!(hits[0].id, id);
     }
     // The catalogue keeps working after the crash.
-    catalog.index(&batch(10_000), &IndexOptions::default(), None).unwrap();
+    catalog
+        .index(&batch(10_000), &IndexOptions::default(), None)
+        .unwrap();
     drop(catalog);
     std::fs::remove_dir_all(&dir).unwrap();
 }

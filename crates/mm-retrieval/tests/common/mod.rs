@@ -83,7 +83,10 @@ impl TableEmbedder {
         self.images.lock().unwrap().insert(key, v);
     }
     fn fallback(&self, bytes: &[u8]) -> Vec<f32> {
-        Rng::new(mm_retrieval::item::id_from_key(&String::from_utf8_lossy(bytes))).unit(self.dim)
+        Rng::new(mm_retrieval::item::id_from_key(&String::from_utf8_lossy(
+            bytes,
+        )))
+        .unit(self.dim)
     }
 }
 
@@ -98,7 +101,12 @@ impl Embedder for TableEmbedder {
         let table = self.texts.lock().unwrap();
         Ok(texts
             .iter()
-            .map(|t| table.get(*t).cloned().unwrap_or_else(|| self.fallback(t.as_bytes())))
+            .map(|t| {
+                table
+                    .get(*t)
+                    .cloned()
+                    .unwrap_or_else(|| self.fallback(t.as_bytes()))
+            })
             .collect())
     }
     fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
