@@ -492,18 +492,6 @@ impl Weights {
         self.quantize
     }
 
-    /// The ggml type of a matrix kept in quantized blocks (a GGUF file's Q8_0, Q4_K, …
-    /// tensor); `None` for the others, which load as f32 / f16 / bf16 values.
-    pub fn quantized_type(&self, name: &str) -> Option<GgmlType> {
-        let q = self.quantized.get(name)?;
-        self.file_type(q)
-    }
-
-    /// The stored type of the tensor `q` refers to.
-    fn file_type(&self, q: &QuantRef) -> Option<GgmlType> {
-        q.file.tensor_info(&q.stored).map(|info| info.ggml_type)
-    }
-
     /// Renames tensors: `f` returns the new name, or `None` to drop the tensor (a buffer the
     /// module does not keep, say).
     pub fn rename(self, mut f: impl FnMut(&str) -> Option<String>) -> Self {

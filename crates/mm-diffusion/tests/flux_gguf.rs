@@ -114,8 +114,8 @@ fn mixed_types_gguf_equals_diffusers_on_its_values() {
 
 #[test]
 fn quantizing_as_it_loads_equals_the_gguf_quantizer() {
-    // Our Q8_0 quantizer is bit-exact with the gguf package's, so quantizing the f32
-    // checkpoint while it loads gives the Q8_0 file's values.
+    // Our Q8_0 quantizer is bit-exact with the gguf package's, so quantizing the BFL
+    // checkpoint (bf16 values, exact in f32) while it loads gives the Q8_0 file's values.
     let model = load("transformer-bfl.safetensors", Some(GgmlType::Q8_0));
     let to_q = &model.transformer_blocks[0].attn.to_q;
     assert_eq!(quantized_weight(to_q).unwrap().ggml_type(), GgmlType::Q8_0);

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::item::ItemId;
-use crate::store::{Point, ScoredId, SearchParams, Space, VectorStore};
+use crate::store::{Point, ScoredId, SearchParams, Space, VectorStore, check_query};
 
 /// Index settings of an [`EdgeStore`]. The defaults (m 32, ef_construct 256, ef 256: more than
 /// Qdrant's 16 / 100 / 100, since a query's time is dominated by the model's text or image
@@ -271,13 +271,7 @@ impl VectorStore for EdgeStore {
         filter: Option<&Filter>,
         params: SearchParams,
     ) -> Result<Vec<ScoredId>> {
-        if query.len() != self.dim {
-            return Err(Error::InvalidInput(format!(
-                "query vector of width {} in a store of width {}",
-                query.len(),
-                self.dim
-            )));
-        }
+        check_query(query, self.dim)?;
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -34,7 +34,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::item::ItemId;
-use crate::store::{Point, ScoredId, SearchParams, Space, VectorStore};
+use crate::store::{Point, ScoredId, SearchParams, Space, VectorStore, check_query};
 
 /// A catalogue's collection in a Qdrant server. The async client runs on a private
 /// current-thread tokio runtime, so the store is used like the embedded one.
@@ -232,13 +232,7 @@ impl VectorStore for ServerStore {
         filter: Option<&Filter>,
         params: SearchParams,
     ) -> Result<Vec<ScoredId>> {
-        if query.len() != self.dim {
-            return Err(Error::InvalidInput(format!(
-                "query vector of width {} in a store of width {}",
-                query.len(),
-                self.dim
-            )));
-        }
+        check_query(query, self.dim)?;
         if limit == 0 {
             return Ok(Vec::new());
         }

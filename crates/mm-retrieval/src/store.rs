@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::item::ItemId;
 
@@ -99,4 +99,15 @@ pub trait VectorStore {
     /// Builds or refreshes the search indexes (HNSW) where the data has grown; a no-op for
     /// stores that do it in the background.
     fn optimize(&self) -> Result<()>;
+}
+
+/// The check every store makes of a query: its width must be the store's `dim`.
+pub(crate) fn check_query(query: &[f32], dim: usize) -> Result<()> {
+    if query.len() == dim {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "query vector of width {} in a store of width {dim}",
+        query.len()
+    )))
 }

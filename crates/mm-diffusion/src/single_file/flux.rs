@@ -103,7 +103,7 @@ pub fn is_bfl_flux(weights: &Weights) -> bool {
 }
 
 /// The diffusers name of a BFL tensor (prefix removed), before the fused projections are
-/// split (they keep a placeholder module: `attn.qkv`, `attn.add_qkv`, `linear1`); a name the
+/// split (they keep an intermediate module name: `attn.qkv`, `attn.add_qkv`, `linear1`); a name the
 /// mapping does not know is kept, so that a strict load reports it.
 pub fn bfl_flux_name(name: &str) -> String {
     let rest = name.strip_prefix(UNET).unwrap_or(name);
