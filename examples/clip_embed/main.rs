@@ -17,8 +17,9 @@ use serde::Serialize;
 /// Writes L2-normalised CLIP embeddings of images and texts as JSON.
 #[derive(Parser)]
 struct Cli {
-    /// Model folder or Hugging Face repo id (resolved in the local HF cache).
-    #[arg(long, default_value = "openai/clip-vit-base-patch32")]
+    /// Model folder or Hugging Face repo id (resolved in the local HF cache); default: the
+    /// zoo CLIP (`zoo/clip`).
+    #[arg(long, default_value = mm_examples::ZOO_CLIP)]
     model: String,
     /// Images to embed.
     #[arg(long)]

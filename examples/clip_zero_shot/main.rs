@@ -1,8 +1,13 @@
 //! Zero-shot image classification with CLIP.
 //!
 //! ```text
+//! # the zoo CLIP (trained on the shapes world, no download):
+//! cargo run --release --example shapes_world -- --count 1 --start 3 --out shape.png
+//! cargo run --release --example clip_zero_shot -- --image shape.png --template "{}" \
+//!     --labels "a red circle,a blue square,a green star,a yellow triangle"
+//! # a real CLIP:
 //! huggingface-cli download openai/clip-vit-base-patch32
-//! cargo run --release --example clip_zero_shot -- \
+//! cargo run --release --example clip_zero_shot -- --model openai/clip-vit-base-patch32 \
 //!     --image photo.jpg --labels "a cat,a dog,an astronaut"
 //! ```
 
@@ -20,6 +25,6 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     mm_examples::report(run_zero_shot::<ClipModel>(
         Cli::parse().args,
-        "openai/clip-vit-base-patch32",
+        mm_examples::ZOO_CLIP,
     ))
 }

@@ -12,9 +12,10 @@
 //! cargo run --release --example multimodal_search -- query --db products.db --image q.jpg
 //! ```
 //!
-//! Without `--model`, indexing uses the tiny random CLIP of `tests/fixtures/saved/clip`: it
-//! runs without a download, but its answers are noise. Queries use the model the catalogue
-//! was built with (recorded in `DB/catalog.json`) unless `--model` says otherwise.
+//! Without `--model`, indexing uses the zoo CLIP (`zoo/clip`, trained on the shapes world:
+//! it knows colours, shapes and positions, nothing else; `cargo run --release --example
+//! shapes_world` draws such a catalogue). Queries use the model the catalogue was built with
+//! (recorded in `DB/catalog.json`) unless `--model` says otherwise.
 
 use std::path::{Path, PathBuf};
 
@@ -27,12 +28,10 @@ use mm_retrieval::{
     Catalog, Filter, Flow, Fusion, IndexOptions, IndexProgress, Item, SearchMode, SearchOptions,
 };
 
-const FIXTURE_CLIP: &str = "tests/fixtures/saved/clip";
-
 /// Multimodal product search with CLIP / SigLIP and an embedded Qdrant.
 ///
-/// Without `--model`, `index` uses the tiny random CLIP of tests/fixtures/saved/clip: it needs
-/// no download but its answers are noise. For real results pass `--model
+/// Without `--model`, `index` uses the zoo CLIP (zoo/clip), which knows the shapes world's
+/// colours, shapes and positions and nothing else. For real photos pass `--model
 /// openai/clip-vit-base-patch32` (fetched once with `huggingface-cli download
 /// openai/clip-vit-base-patch32`), another CLIP or SigLIP repo id, or a local model folder.
 #[derive(Parser)]
@@ -109,21 +108,9 @@ fn main() -> std::process::ExitCode {
     mm_examples::report(run(Cli::parse()))
 }
 
-/// The tiny CLIP fixture, from the repo root or from this crate's folder.
+/// The zoo CLIP.
 fn default_model() -> String {
-    let local = Path::new(FIXTURE_CLIP);
-    let path = if local.exists() {
-        local.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(FIXTURE_CLIP)
-    };
-    eprintln!(
-        "note: no --model, using the tiny random CLIP of {FIXTURE_CLIP}: the answers are noise \
-         (use --model openai/clip-vit-base-patch32 for real results)"
-    );
-    absolute(&path.to_string_lossy())
+    absolute(mm_examples::ZOO_CLIP)
 }
 
 /// A model argument naming a local folder, made absolute (so that queries from elsewhere find

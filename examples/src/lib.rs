@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub mod draw;
 pub mod vlm;
 
 use burn::tensor::{DType, Device, Tensor};
@@ -20,13 +21,20 @@ use mm_diffusion::pipelines::{
 use mm_diffusion::vae::{Autoencoder, AutoencoderTiny, AutoencoderTinyConfig, TileMode};
 use mm_vision::pipeline::{ImageTextModel, ImageTextPipeline};
 
+/// The zoo's Stable Diffusion pipeline folder (trained by the `train_zoo` example, committed
+/// in `zoo/sd`): the default model of the diffusion examples.
+pub const ZOO_SD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../zoo/sd");
+/// The zoo's CLIP folder (`zoo/clip`): the default model of the CLIP examples.
+pub const ZOO_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../zoo/clip");
+
 /// The error type of the examples: any library error, printed with its message.
 pub type AnyError = Box<dyn std::error::Error>;
 
 /// Options every zero-shot example takes.
 #[derive(Debug, clap::Args)]
 pub struct ZeroShotArgs {
-    /// Model folder or Hugging Face repo id (resolved in the local HF cache).
+    /// Model folder or Hugging Face repo id (resolved in the local HF cache); default: the
+    /// example's (the zoo CLIP for `clip_zero_shot`).
     #[arg(long)]
     pub model: Option<String>,
     /// Image to classify (png, jpeg or webp).
@@ -101,8 +109,9 @@ pub struct DiffusionArgs {
     /// Pipeline folder (diffusers layout) or Hugging Face repo id (resolved in the local HF
     /// cache), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 or
     /// stabilityai/stable-diffusion-xl-base-1.0 (SDXL is detected from model_index.json). With
-    /// `--single-file`, only its configs, tokenizers and scheduler are read.
-    #[arg(long)]
+    /// `--single-file`, only its configs, tokenizers and scheduler are read. Default: the
+    /// tiny zoo pipeline trained on the shapes world (`zoo/sd`), 64² pictures.
+    #[arg(long, default_value = ZOO_SD)]
     pub model: String,
     /// A single-file checkpoint in the CompVis/LDM layout (e.g.
     /// v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors) whose weights replace

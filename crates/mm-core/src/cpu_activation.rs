@@ -8,6 +8,7 @@
 //! (`benches/elementwise.rs`, `tools/bench/elementwise_bench.py`). These kernels overwrite the
 //! input when the tensor owns its storage alone, so they allocate nothing.
 
+use crate::device::runs_cpu_kernels;
 use std::mem::MaybeUninit;
 
 use burn::tensor::{DType, Device, Tensor};
@@ -35,7 +36,7 @@ pub(crate) enum Kind {
 
 /// Whether the kernels of this module take `x`: an f32 tensor of the flex device.
 pub(crate) fn supports<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && x.device() == Device::flex()
+    x.dtype() == DType::F32 && runs_cpu_kernels(&x.device())
 }
 
 /// `kind` applied to `x` (which [`supports`] takes).

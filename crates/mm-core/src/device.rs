@@ -42,3 +42,10 @@ pub fn parse(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+/// Whether this crate's CPU kernels run on `device`: the flex CPU device without autodiff.
+/// On burn's autodiff device (training) every layer runs burn's differentiable operations
+/// instead, which compute the same values (see `mm-train`'s autodiff tests).
+pub fn runs_cpu_kernels(device: &Device) -> bool {
+    *device == Device::flex() && !device.is_autodiff()
+}

@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::device::runs_cpu_kernels;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -906,7 +907,7 @@ impl QuantizedMatrix {
         dims[D - 1] = n;
         let (device, dtype) = (x.device(), x.dtype());
         let rows = cpu_quant::QuantRows::new(self.ggml_type, &self.data, k);
-        if let Some(rows) = rows.filter(|_| dtype == DType::F32 && device == Device::flex()) {
+        if let Some(rows) = rows.filter(|_| dtype == DType::F32 && runs_cpu_kernels(&device)) {
             let values = Values::new(x);
             let out = cpu_linear::matmul(values.as_slice(), m, k, rows, n);
             return Ok(Tensor::from_data(out.into_data(dims), &device));

@@ -1,12 +1,13 @@
 //! Building blocks shared by several models: activations named as in HF configs, and
 //! multi-head attention on top of burn's fused attention kernel.
 
+use crate::device::runs_cpu_kernels;
 use burn::module::Param;
 use burn::nn::GroupNorm;
 use burn::tensor::activation;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Int, Tensor};
+use burn::tensor::{Bool, DType, Int, Tensor};
 
 use crate::cpu_activation::{self, Kind};
 use crate::cpu_attention;
@@ -200,7 +201,7 @@ pub fn scaled_dot_product_attention(
     let device = q.device();
     let (sk, d) = (k.dims()[2], k.dims()[3]);
     let f32s = [q.dtype(), k.dtype(), v.dtype()] == [DType::F32; 3];
-    if f32s && sk > 0 && d > 0 && device == Device::flex() {
+    if f32s && sk > 0 && d > 0 && runs_cpu_kernels(&device) {
         let padding = key_padding.map(|m| {
             let ids: Vec<i64> = m.int().into_data().try_into_vec_as().expect("integer mask");
             ids.into_iter().map(|x| x != 0).collect::<Vec<bool>>()
@@ -251,7 +252,7 @@ pub fn grouped_attention(
     let rep = h / kv_heads;
     let f32s = [q.dtype(), k.dtype(), v.dtype()] == [DType::F32; 3];
     let per_batch = mask.as_ref().is_none_or(|m| m.dims()[1] == 1);
-    if sq == 1 && f32s && per_batch && q.device() == Device::flex() {
+    if sq == 1 && f32s && per_batch && runs_cpu_kernels(&q.device()) {
         let hidden = mask.clone().map(|m| {
             let m = m.reshape([b, sk]).int().into_data();
             let m: Vec<i64> = m.try_into_vec_as().expect("integer mask");

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+use crate::device::runs_cpu_kernels;
 use std::ops::Range;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -78,7 +79,7 @@ pub(crate) fn module_device<M: Module>(module: &M) -> Device {
 /// ([`crate::quant`]) on the flex backend, read without dequantizing it.
 pub fn linear_compute_dtype(layer: &Linear) -> DType {
     match quantized_weight(layer) {
-        Some(_) if layer.weight.lazy_device() == Device::flex() => DType::F32,
+        Some(_) if runs_cpu_kernels(&layer.weight.lazy_device()) => DType::F32,
         _ => compute_dtype_of(&layer.weight.val()),
     }
 }
@@ -123,7 +124,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
     if let Some(matrix) = quantized_weight(layer)
         && dtype == DType::F32
-        && x.device() == Device::flex()
+        && runs_cpu_kernels(&x.device())
         && let Ok(out) = matrix.forward(x.clone())
     {
         return match &layer.bias {
@@ -133,7 +134,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     }
     let weight = layer.weight.val();
     if weight.dtype() == dtype {
-        if dtype == DType::F32 && x.device() == Device::flex() {
+        if dtype == DType::F32 && runs_cpu_kernels(&x.device()) {
             return linear_f32(layer, x);
         }
         return layer.forward(x);
@@ -198,7 +199,7 @@ fn f32_product<const D: usize>(
 pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     let dtype = x.dtype();
     if w.dtype() == dtype {
-        let flex = dtype == DType::F32 && x.device() == Device::flex();
+        let flex = dtype == DType::F32 && runs_cpu_kernels(&x.device());
         return flex
             .then(|| f32_product(&x, w.clone(), None))
             .flatten()
@@ -206,7 +207,7 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     }
     let [m, k] = x.dims();
     let [_, n] = w.dims();
-    let flex = (dtype == DType::F32 && is_half(w.dtype()))
+    let flex = (dtype == DType::F32 && is_half(w.dtype()) && runs_cpu_kernels(&x.device()))
         .then(|| w.clone().try_into_primitive::<Flex>().ok())
         .flatten();
     let Some((w, start, transposed)) = flex.and_then(|t| {
@@ -255,10 +256,15 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// The `(ph, pw)` padding when the CPU kernel handles `layer`'s convolution of `x`.
+/// The `(ph, pw)` padding when the CPU kernel handles `layer`'s convolution of `x` (never
+/// for an `x` on the autodiff device: its gradient must flow).
 fn cpu_conv_padding(layer: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
     let [kh, kw] = layer.kernel_size;
-    if layer.stride != [1, 1] || layer.dilation != [1, 1] || layer.groups != 1 {
+    if !runs_cpu_kernels(&x.device())
+        || layer.stride != [1, 1]
+        || layer.dilation != [1, 1]
+        || layer.groups != 1
+    {
         return None;
     }
     let (ph, pw) = match layer.padding {

@@ -1116,3 +1116,92 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// The parameters whose checkpoints hold a 0-d tensor (burn keeps them as 1-element vectors):
+/// the temperature and bias of CLIP and SigLIP.
+const SCALAR_PARAMETERS: [&str; 2] = ["logit_scale", "logit_bias"];
+
+/// Writes `module`'s parameters to a safetensors file in the PyTorch convention that
+/// [`Weights::load_into`] reads — `[out, in]` linear weights, `weight` / `bias` norm names,
+/// CLIP's `logit_scale` as a 0-d tensor, the `{"format": "pt"}` metadata — so that the file
+/// loads back into the same module, and into transformers / diffusers when the module mirrors
+/// their layout (the crates' models do). Float parameters are written as `dtype`
+/// ([`DType::F32`], [`DType::F16`] or [`DType::BF16`]); integer and boolean buffers as they
+/// are. A quantized linear weight is written dequantized.
+///
+/// ```
+/// # fn main() -> mm_core::Result<()> {
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{DType, Device};
+/// use mm_core::weights::{save_safetensors, Weights};
+/// let device = Device::flex();
+/// let layer = LinearConfig::new(3, 2).init(&device);
+/// let path = std::env::temp_dir().join("mm-save-doc.safetensors");
+/// save_safetensors(&layer, &path, DType::F32)?;
+/// assert_eq!(Weights::open(&path)?.shape("weight"), Some(vec![2, 3]));
+/// # Ok(()) }
+/// ```
+pub fn save_safetensors<M: ModuleSnapshot>(
+    module: &M,
+    path: impl AsRef<Path>,
+    dtype: DType,
+) -> Result<()> {
+    let path = path.as_ref();
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::InvalidInput(format!(
+            "weights can be saved as F32, F16 or BF16, not {dtype:?}"
+        )));
+    }
+    let adapter: Box<dyn ModuleAdapter> = Box::new(burn_store::BurnToPyTorchAdapter);
+    let mut tensors = Vec::new();
+    for tensor in module.collect(None, Some(adapter), true) {
+        let name = pytorch_name(&tensor.name);
+        let data = bridge::to_data(&tensor)
+            .map_err(|e| Error::InvalidInput(format!("parameter {name} cannot be read: {e}")))?;
+        let data = if data.dtype().is_float() {
+            data.convert_dtype(dtype)
+        } else {
+            data
+        };
+        let mut shape = data.shape().to_vec();
+        if shape == [1] && SCALAR_PARAMETERS.iter().any(|s| name.ends_with(s)) {
+            shape.clear();
+        }
+        let st_dtype = match data.dtype() {
+            DType::F32 => safetensors::Dtype::F32,
+            DType::F16 => safetensors::Dtype::F16,
+            DType::BF16 => safetensors::Dtype::BF16,
+            DType::I64 => safetensors::Dtype::I64,
+            DType::I32 => safetensors::Dtype::I32,
+            DType::Bool(_) | DType::U8 => safetensors::Dtype::U8,
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "parameter {name} has dtype {other:?}, which is not saved"
+                )));
+            }
+        };
+        tensors.push((name, st_dtype, shape, data.into_bytes()));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
+}

@@ -444,14 +444,44 @@ impl ShapesWorld {
                 objects.swap(0, 1);
             }
         }
-        let caption = caption(&objects, background, rng.below(4));
-        let image = self.render(&objects, background);
+        let template = rng.below(4);
+        self.compose(objects, background, template)
+    }
+
+    /// The sample of `objects` on `background`, captioned with template `template` (0 to 3,
+    /// taken modulo 4): for building variants of drawn samples (a contrast set that changes
+    /// one attribute).
+    pub fn compose(&self, objects: Vec<Object>, background: Background, template: u64) -> Sample {
         Sample {
-            image,
-            caption,
+            image: self.render(&objects, background),
+            caption: caption(&objects, background, template % 4),
             objects,
             background,
         }
+    }
+
+    /// Sample `index` of `split` and, after it, a copy whose first object has another shape
+    /// (still a pair of `split`), otherwise identical: a hard negative for contrastive
+    /// training, which random batches almost never hold (colour, position, size and
+    /// background already tell most captions apart).
+    pub fn shape_contrast(&self, split: Split, index: u64) -> [Sample; 2] {
+        let sample = self.sample(split, index);
+        let pairs = match split {
+            Split::Train => &self.train,
+            Split::HeldOut => &self.held_out,
+        };
+        let first = sample.objects[0];
+        let others: Vec<ShapeKind> = ShapeKind::ALL
+            .into_iter()
+            .filter(|&s| s != first.shape && pairs.contains(&(first.color, s)))
+            .collect();
+        let mut objects = sample.objects.clone();
+        if !others.is_empty() {
+            objects[0].shape = others[(index as usize / 7) % others.len()];
+        }
+        let template = Rng::new(index).below(4);
+        let variant = self.compose(objects, sample.background, template);
+        [sample, variant]
     }
 
     /// An object of `pair` at `position`, its size and jitter drawn from `rng`.
@@ -538,7 +568,7 @@ fn caption(objects: &[Object], background: Background, template: u64) -> String 
 }
 
 /// `word` with its indefinite article ("a red", "an orange").
-fn article(word: &str) -> String {
+pub(crate) fn article(word: &str) -> String {
     let vowel = word.starts_with(['a', 'e', 'i', 'o', 'u']);
     format!("{} {word}", if vowel { "an" } else { "a" })
 }

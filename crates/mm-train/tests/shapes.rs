@@ -133,3 +133,28 @@ fn bad_settings_are_typed_errors() {
         ));
     }
 }
+
+#[test]
+fn shape_contrast_changes_only_the_shape() {
+    let world = ShapesWorld::new(WorldConfig::default()).unwrap();
+    for i in 0..200 {
+        let [a, b] = world.shape_contrast(Split::Train, i);
+        let drawn = world.sample(Split::Train, i);
+        assert_eq!((&a.caption, &a.objects), (&drawn.caption, &drawn.objects));
+        assert_ne!(a.objects[0].shape, b.objects[0].shape);
+        assert!(
+            world
+                .train_pairs()
+                .contains(&(b.objects[0].color, b.objects[0].shape))
+        );
+        assert_eq!(a.objects[0].color, b.objects[0].color);
+        assert_eq!(a.objects[0].center, b.objects[0].center);
+        assert_eq!(a.objects[1..], b.objects[1..]);
+        assert_eq!(a.background, b.background);
+        assert!(
+            b.caption.contains(b.objects[0].shape.name()),
+            "{}",
+            b.caption
+        );
+    }
+}

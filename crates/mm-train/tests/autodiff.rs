@@ -1,0 +1,248 @@
+//! Every model trains on burn's autodiff device: the CPU kernels step aside for burn's
+//! differentiable operations, the forward values equal the kernel path's, and the gradients
+//! equal finite differences.
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use mm_core::config::read_json;
+use mm_diffusion::unet::UNet2DConditionModel;
+use mm_diffusion::vae::AutoencoderKL;
+use mm_vision::clip::ClipModel;
+
+fn fixture(path: &str) -> String {
+    format!("{}/../../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let a = a.into_data().try_to_vec::<f32>().unwrap();
+    let b = b.into_data().try_to_vec::<f32>().unwrap();
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn clip_trains() {
+    let device = Device::flex().autodiff();
+    let config = read_json::<mm_vision::clip::ClipConfig>(std::path::Path::new(&fixture(
+        "clip-tiny-gelu/config.json",
+    )))
+    .unwrap();
+    let model = ClipModel::new(&config, &device).unwrap();
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(vec![96i64, 5, 6, 97, 96, 2, 3, 97], [2, 4]),
+        &device,
+    );
+    let size = config.vision_config.image_size;
+    let pixels = Tensor::<4>::random([2, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+    let out = model.forward(ids.clone(), None, pixels.clone()).unwrap();
+    let loss = out.logits_per_text.clone().powf_scalar(2.0).mean();
+    let grads = loss.backward();
+    // Every parameter gets a gradient, down to the first layers of both towers.
+    let nonzero =
+        |g: Option<Tensor<2>>| g.is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0);
+    assert!(
+        nonzero(model.text_projection.weight.val().grad(&grads)),
+        "text_projection"
+    );
+    assert!(
+        nonzero(
+            model
+                .text_model
+                .embeddings
+                .token_embedding
+                .weight
+                .val()
+                .grad(&grads)
+        ),
+        "token embedding"
+    );
+    assert!(
+        nonzero(
+            model
+                .vision_model
+                .embeddings
+                .position_embedding
+                .weight
+                .val()
+                .grad(&grads)
+        ),
+        "position embedding"
+    );
+    let patch = model
+        .vision_model
+        .embeddings
+        .patch_embedding
+        .weight
+        .val()
+        .grad(&grads);
+    assert!(
+        patch.is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0),
+        "patch embedding"
+    );
+    let plain = model.valid();
+    let d = Device::flex();
+    let ref_out = plain.forward(ids.inner(), None, pixels.inner()).unwrap();
+    let diff = max_diff(out.logits_per_text.inner(), ref_out.logits_per_text);
+    eprintln!("clip autodiff vs kernel: {diff:e}");
+    assert!(diff < 1e-4);
+    let _ = d;
+}
+
+#[test]
+fn vae_and_unet_train() {
+    let device = Device::flex().autodiff();
+    let config = read_json::<mm_diffusion::vae::AutoencoderKLConfig>(std::path::Path::new(
+        &fixture("vae-kl-tiny/config.json"),
+    ))
+    .unwrap();
+    let vae = AutoencoderKL::new(&config, &device).unwrap();
+    let x = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let post = vae.encode(x.clone()).unwrap();
+    let rec = vae.decode(post.mean.clone()).unwrap();
+    let loss = (rec.clone() - x.clone()).powf_scalar(2.0).mean();
+    let grads = loss.backward();
+    assert!(vae.decoder.conv_out.weight.val().grad(&grads).is_some());
+    let plain = vae.valid();
+    let r2 = plain.decode(plain.encode(x.inner()).unwrap().mean).unwrap();
+    eprintln!("vae autodiff vs kernel: {:e}", max_diff(rec.inner(), r2));
+
+    let config = read_json::<mm_diffusion::unet::UNet2DConditionConfig>(std::path::Path::new(
+        &fixture("unet-sd1-tiny/config.json"),
+    ))
+    .unwrap();
+    let unet = UNet2DConditionModel::new(&config, &device).unwrap();
+    let s = Tensor::<4>::random([2, 4, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<1>::from_floats([10.0, 500.0], &device);
+    let c = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+    let eps = unet.forward(s.clone(), t.clone(), c.clone()).unwrap();
+    let grads = eps.clone().powf_scalar(2.0).mean().backward();
+    assert!(unet.conv_in.weight.val().grad(&grads).is_some());
+    let plain = unet.valid();
+    let e2 = plain.forward(s.inner(), t.inner(), c.inner()).unwrap();
+    eprintln!("unet autodiff vs kernel: {:e}", max_diff(eps.inner(), e2));
+    let _ = Module::num_params(&plain);
+}
+
+/// `f` on the autodiff device equals `f` on the kernel path, and its input gradient equals
+/// central finite differences of the kernel path at a few coordinates.
+fn check<const D: usize, const E: usize>(
+    name: &str,
+    x: Tensor<D>,
+    f: impl Fn(Tensor<D>) -> Tensor<E>,
+) {
+    let plain = Device::flex();
+    let x = x.inner();
+    let y = f(x.clone());
+    let weights = Tensor::<E>::random(y.shape(), Distribution::Normal(0.0, 1.0), &plain);
+    let loss =
+        |x: Tensor<D>| -> f64 { f64::from((f(x) * weights.clone()).sum().into_scalar::<f32>()) };
+
+    let xa = x.clone().autodiff().require_grad();
+    let ya = f(xa.clone());
+    let value_diff = max_diff(
+        ya.clone().inner().flatten::<1>(0, E - 1),
+        y.flatten::<1>(0, E - 1),
+    );
+    let grads = (ya * weights.clone().autodiff()).sum().backward();
+    let grad = xa
+        .grad(&grads)
+        .expect("a gradient")
+        .flatten::<1>(0, D - 1)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+
+    let n = x.shape().num_elements();
+    let flat = x.clone().flatten::<1>(0, D - 1);
+    let shape = x.shape();
+    let h = 1e-2f32;
+    let mut worst: f64 = 0.0;
+    for k in 0..5 {
+        let i = (k * 7919 + 13) % n;
+        let bump = |s: f32| {
+            let mut v = flat.clone().into_data().try_to_vec::<f32>().unwrap();
+            v[i] += s;
+            Tensor::<1>::from_data(TensorData::new(v, [n]), &plain).reshape(shape.clone())
+        };
+        let numeric = (loss(bump(h)) - loss(bump(-h))) / (2.0 * f64::from(h));
+        let err = (numeric - f64::from(grad[i])).abs() / (1.0 + numeric.abs());
+        worst = worst.max(err);
+    }
+    eprintln!(
+        "{name}: autodiff vs kernel {value_diff:e}, gradient vs finite differences {worst:.2e}"
+    );
+    assert!(value_diff < 1e-4, "{name}: values differ by {value_diff}");
+    assert!(worst < 2e-2, "{name}: gradient off by {worst}");
+}
+
+#[test]
+fn every_kernel_path_has_burns_gradients() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{GroupNormConfig, LinearConfig, PaddingConfig2d};
+    use mm_core::nn::{Activation, geglu, group_norm, layer_norm, scaled_dot_product_attention};
+    use mm_core::precision::{conv2d, linear};
+
+    let d = Device::flex();
+    let normal = |shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &d)
+    };
+    let x3 = normal(vec![2 * 5 * 16]).reshape([2, 5, 16]);
+    let x4 = normal(vec![2 * 8 * 6 * 6]).reshape([2, 8, 6, 6]);
+    for act in [
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Silu,
+    ] {
+        check(&format!("{act:?}"), x3.clone(), |x| act.forward(x));
+    }
+    check("geglu", x3.clone(), geglu);
+    check("layer_norm", x3.clone(), |x| layer_norm(x, 1e-5));
+    let norm = GroupNormConfig::new(4, 8).init(&d);
+    check("group_norm + silu", x4.clone(), |x| {
+        group_norm(
+            &norm.clone().to_device(&x.device()),
+            x,
+            Some(Activation::Silu),
+        )
+    });
+    let layer = LinearConfig::new(16, 12).init(&d);
+    check("linear", x3.clone(), |x| {
+        linear(&layer.clone().to_device(&x.device()), x)
+    });
+    let conv = Conv2dConfig::new([8, 4], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&d);
+    check("conv2d 3x3", x4.clone(), |x| {
+        conv2d(&conv.clone().to_device(&x.device()), x)
+    });
+    let q = normal(vec![2 * 2 * 5 * 8]).reshape([2, 2, 5, 8]);
+    let kv = normal(vec![2 * 2 * 7 * 8]).reshape([2, 2, 7, 8]);
+    check("attention", q.clone(), |q| {
+        let kv = kv.clone().to_device(&q.device());
+        scaled_dot_product_attention(q, kv.clone(), kv, None, false)
+    });
+    let half = mm_core::precision::with_storage_dtype(layer.clone(), burn::tensor::DType::BF16);
+    check("linear, bf16 weights", x3.clone(), |x| {
+        linear(&half.clone().to_device(&x.device()), x)
+    });
+    let half_conv = mm_core::precision::with_storage_dtype(conv.clone(), burn::tensor::DType::BF16);
+    check("conv2d 3x3, bf16 weights", x4.clone(), |x| {
+        conv2d(&half_conv.clone().to_device(&x.device()), x)
+    });
+    let x32 = normal(vec![3 * 32]).reshape([3, 32]);
+    let q8 = mm_core::quant::quantize_linears(
+        LinearConfig::new(32, 12).init(&d),
+        mm_core::gguf::GgmlType::Q8_0,
+    )
+    .unwrap();
+    check("linear, Q8_0 weights", x32, |x| {
+        linear(&q8.clone().to_device(&x.device()), x)
+    });
+    check("causal attention", q.clone(), |q| {
+        scaled_dot_product_attention(q.clone(), q.clone(), q, None, true)
+    });
+}
