@@ -43,13 +43,13 @@ struct Cli {
     #[arg(long, default_value_t = 1600)]
     clip_steps: usize,
     /// Autoencoder steps.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1200)]
     vae_steps: usize,
     /// UNet steps.
-    #[arg(long, default_value_t = 1600)]
+    #[arg(long, default_value_t = 2400)]
     unet_steps: usize,
     /// Batch sizes of the CLIP, autoencoder and UNet runs.
-    #[arg(long, value_delimiter = ',', default_values_t = [64, 8, 32])]
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 8, 8])]
     batch: Vec<usize>,
     /// Peak learning rates of the CLIP, autoencoder and UNet runs.
     #[arg(long, value_delimiter = ',', default_values_t = [1e-3, 2e-3, 1e-3])]
@@ -141,7 +141,7 @@ fn run() -> Result<(), AnyError> {
         let started = Instant::now();
         let vae = AutoencoderKL::load(sd_dir.join("vae").to_string_lossy(), &plain)?;
         let text = ClipTextModel::load(sd_dir.join("text_encoder").to_string_lossy(), &plain)?;
-        let unet_config = config(cli.unet_steps, cli.lr[2], "unet").with_ema(0.999);
+        let unet_config = config(cli.unet_steps, cli.lr[2], "unet").with_ema(0.995);
         let trained = zoo::train_unet(
             &batcher,
             &vae,
@@ -174,7 +174,7 @@ fn bar(part: &str, steps: usize) -> impl FnMut(StepReport) -> bool {
         let s = smoothed.map_or(report.loss, |s: f64| 0.98 * s + 0.02 * report.loss);
         smoothed = Some(s);
         bar.set_position(report.step as u64 + 1);
-        if bar.is_hidden() && (report.step + 1) % 50 == 0 {
+        if bar.is_hidden() && (report.step + 1).is_multiple_of(50) {
             eprintln!(
                 "{} step {} loss {s:.5} lr {:.2e}",
                 bar.prefix(),

@@ -66,7 +66,8 @@ def main():
         model = getattr(pipe, name)
         _, info = type(model).from_pretrained(os.path.join(ZOO, "sd"), subfolder=name, output_loading_info=True)
         strict(info, f"zoo/sd/{name}")
-    latents = torch.randn(1, 4, 8, 8)
+    size = pipe.unet.config.sample_size
+    latents = torch.randn(1, pipe.unet.config.in_channels, size, size)
     with torch.no_grad():
         image = pipe(
             PROMPT,

@@ -298,7 +298,7 @@ pub fn padding_mask(attention_mask: Tensor<2, Int>) -> Tensor<2, Bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     /// The CPU kernel must agree with burn's fused kernel, padding and causal masks included,
     /// on contiguous tensors and on the strided views `split_heads` makes (read in place), its

@@ -121,7 +121,7 @@ pub fn resume<M: Module + ModuleSnapshot + Clone>(
     fresh: M,
     optimizer: ModuleOptimizer,
 ) -> Result<Resumed<M>> {
-    let state: TrainState = mm_core::config::read_json(&dir.join(STATE))?;
+    let state: TrainState = mm_core::config::read_json(dir.join(STATE))?;
     let fresh = stable_param_ids(fresh);
     let model = Weights::open(dir.join(MODEL))?.load_into(fresh.clone())?;
     let ema = if dir.join(EMA).is_file() {

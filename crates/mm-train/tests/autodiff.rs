@@ -246,3 +246,73 @@ fn every_kernel_path_has_burns_gradients() {
         scaled_dot_product_attention(q.clone(), q.clone(), q, None, true)
     });
 }
+
+/// Forward and backward through the other encoders and the LLaVA language decoder: every
+/// one trains, and its autodiff forward equals its kernel forward.
+#[test]
+fn siglip_t5_and_the_llava_decoder_train() {
+    use mm_vision::siglip::{SiglipConfig, SiglipModel};
+    use mm_vision::t5::{T5Config, T5EncoderModel};
+    use mm_vlm::config::LlavaConfig;
+    use mm_vlm::kv_cache::KvCache;
+    use mm_vlm::llama::LlamaForCausalLM;
+
+    let device = Device::flex().autodiff();
+    let ids = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [2, 4]), &device);
+    let config: SiglipConfig =
+        read_json(std::path::Path::new(&fixture("siglip-tiny/config.json"))).unwrap();
+    let siglip = SiglipModel::new(&config, &device).unwrap();
+    let size = config.vision_config.image_size;
+    let pixels = Tensor::<4>::random([2, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+    let text = ids(vec![5, 6, 7, 8, 9, 10, 11, 12]);
+    let out = siglip.forward(text.clone(), None, pixels.clone()).unwrap();
+    let grads = out.loss().backward();
+    assert!(siglip.logit_scale.val().grad(&grads).is_some());
+    let plain = siglip
+        .valid()
+        .forward(text.inner(), None, pixels.inner())
+        .unwrap();
+    let d = max_diff(out.logits_per_text.inner(), plain.logits_per_text);
+    eprintln!("siglip autodiff vs kernel: {d:e}");
+    assert!(d < 1e-4);
+
+    let config: T5Config =
+        read_json(std::path::Path::new(&fixture("t5-tiny/config.json"))).unwrap();
+    let t5 = T5EncoderModel::new(&config, &device).unwrap();
+    let text = ids(vec![5, 6, 7, 1, 9, 10, 11, 1]);
+    let states = t5.forward(text.clone(), None).unwrap();
+    let grads = states.clone().powi_scalar(2).mean().backward();
+    assert!(t5.shared.weight.val().grad(&grads).is_some());
+    let d = max_diff(
+        states.inner(),
+        t5.valid().forward(text.inner(), None).unwrap(),
+    );
+    eprintln!("t5 autodiff vs kernel: {d:e}");
+    assert!(d < 1e-4);
+
+    let config: LlavaConfig =
+        read_json(std::path::Path::new(&fixture("llava-tiny/config.json"))).unwrap();
+    let decoder = LlamaForCausalLM::new(&config.text_config, false, &device);
+    let text = ids(vec![1, 20, 30, 40, 1, 50, 60, 70]);
+    let logits = decoder
+        .forward(text.clone(), None, &mut KvCache::new())
+        .unwrap();
+    let loss = mm_train::objectives::causal_lm_loss(logits.clone(), text.clone()).unwrap();
+    let grads = loss.backward();
+    assert!(
+        decoder
+            .model
+            .embed_tokens
+            .weight
+            .val()
+            .grad(&grads)
+            .is_some()
+    );
+    let plain = decoder
+        .valid()
+        .forward(text.inner(), None, &mut KvCache::new())
+        .unwrap();
+    let d = max_diff(logits.inner(), plain);
+    eprintln!("llama decoder autodiff vs kernel: {d:e}");
+    assert!(d < 1e-4);
+}
