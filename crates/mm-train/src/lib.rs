@@ -25,7 +25,7 @@
 //! use mm_train::train::{TrainConfig, fit};
 //!
 //! let device = Device::flex().autodiff();
-//! let config: AutoencoderKLConfig = mm_core::config::read_json("vae/config.json".as_ref())?;
+//! let config: AutoencoderKLConfig = mm_core::config::read_json("vae/config.json")?;
 //! let vae = AutoencoderKL::new(&config, &device)?;
 //! let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Uniform(-1.0, 1.0), &device);
 //! let trained = fit(vae, &TrainConfig::new(100, 1e-3).with_ema(0.999), |vae, _step| {
