@@ -708,11 +708,10 @@ pub fn roundtrip(
         start.elapsed() - encoded
     );
 
-    let mse: f32 = (decoded.clone() - pixels)
-        .powi_scalar(2)
-        .mean()
-        .into_scalar();
-    println!("PSNR {:.2} dB", 10.0 * (1.0 / mse).log10());
+    println!(
+        "PSNR {:.2} dB",
+        mm_train::eval::psnr(decoded.clone(), pixels)
+    );
     if let Some(out) = &args.out {
         let [recon] = <[_; 1]>::try_from(mm_core::image::tensor_to_images(decoded)?)
             .map_err(|_| "expected one image")?;

@@ -114,6 +114,11 @@ pub struct Resumed<M> {
     pub state: TrainState,
 }
 
+/// Whether `dir` holds a checkpoint written by [`save`].
+pub fn exists(dir: &Path) -> bool {
+    dir.join(STATE).is_file()
+}
+
 /// Reads a checkpoint folder written by [`save`] into `fresh` (a model of the same config,
 /// on the training device) and `optimizer` (configured as for the saved run).
 pub fn resume<M: Module + ModuleSnapshot + Clone>(

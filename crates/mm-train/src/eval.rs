@@ -27,11 +27,6 @@ pub struct AttributeScores {
 }
 
 impl AttributeScores {
-    /// The fraction with all three right (for per-image scores), or the mean of the three.
-    pub fn mean(&self) -> f64 {
-        (self.color + self.shape + self.position) / 3.0
-    }
-
     fn add(&mut self, hits: [bool; 3]) {
         self.color += f64::from(u8::from(hits[0]));
         self.shape += f64::from(u8::from(hits[1]));
@@ -97,8 +92,24 @@ pub fn clip_scores(
     objects: &[Object],
     device: &Device,
 ) -> Result<AttributeScores> {
+    let image_embeds = image_embeddings(clip, images, device)?;
+    clip_attribute_scores(clip, batcher, image_embeds, objects, device)
+}
+
+/// The CLIP's normalised embeddings of `images`, `[n, projection_dim]`.
+fn image_embeddings(clip: &ClipModel, images: &[RgbImage], device: &Device) -> Result<Tensor<2>> {
     let pixels = clip_normalize(images_to_tensor(images, device)?);
-    let image_embeds = l2_normalize(clip.image_features(pixels)?);
+    Ok(l2_normalize(clip.image_features(pixels)?))
+}
+
+/// [`clip_scores`] from the images' normalised embeddings.
+fn clip_attribute_scores(
+    clip: &ClipModel,
+    batcher: &Batcher,
+    image_embeds: Tensor<2>,
+    objects: &[Object],
+    device: &Device,
+) -> Result<AttributeScores> {
     let mut scores = AttributeScores::default();
     for (i, o) in objects.iter().enumerate() {
         let colors: Vec<String> = Color::ALL
@@ -213,9 +224,8 @@ pub fn guidance_report(
     steps: usize,
 ) -> Result<GuidanceReport> {
     let device = pipeline.device().clone();
-    let mut images = Vec::new();
-    let (mut all, mut flat, mut objects) = (0usize, Vec::new(), Vec::new());
-    let mut prompts = Vec::new();
+    let (mut images, mut flat, mut objects, mut prompts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for sample in samples {
         let o = sample.objects[0];
         let prompt = describe(o.color, o.shape, o.position);
@@ -229,7 +239,6 @@ pub fn guidance_report(
                 .text_to_image(&opts, Hooks::new())?
                 .images
                 .remove(0);
-            all += usize::from(analyser_hits(&image, &o).iter().all(|h| *h));
             flat.push(image.clone());
             objects.push(o);
             prompts.push(prompt.clone());
@@ -237,10 +246,17 @@ pub fn guidance_report(
         }
         images.push(row);
     }
-    let analyser = analyser_scores(&flat, &objects);
-    let clip_attributes = clip_scores(clip, batcher, &flat, &objects, &device)?;
-    let pixels = clip_normalize(images_to_tensor(&flat, &device)?);
-    let image_embeds = l2_normalize(clip.image_features(pixels)?);
+    let hits: Vec<[bool; 3]> = flat
+        .iter()
+        .zip(&objects)
+        .map(|(image, object)| analyser_hits(image, object))
+        .collect();
+    let mut analyser = AttributeScores::default();
+    hits.iter().for_each(|&h| analyser.add(h));
+    let all = hits.iter().filter(|h| h.iter().all(|&x| x)).count();
+    let image_embeds = image_embeddings(clip, &flat, &device)?;
+    let clip_attributes =
+        clip_attribute_scores(clip, batcher, image_embeds.clone(), &objects, &device)?;
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let text_embeds = l2_normalize(clip.text_features(batcher.ids(&refs, &device)?, None)?);
     let clip_score = f64::from(
@@ -251,7 +267,7 @@ pub fn guidance_report(
     );
     Ok(GuidanceReport {
         guidance,
-        analyser,
+        analyser: analyser.scaled(flat.len()),
         all_right: all as f64 / flat.len().max(1) as f64,
         clip: clip_attributes,
         clip_score,

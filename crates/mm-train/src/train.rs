@@ -123,7 +123,7 @@ where
     let mut ema = config.ema_decay.map(|d| Ema::new(&model, d));
     let mut start = 0;
     if let Some((dir, _)) = &config.checkpoint
-        && dir.join("state.json").is_file()
+        && checkpoint::exists(dir)
     {
         let resumed = checkpoint::resume(dir, model, optimizer)?;
         model = resumed.model;
