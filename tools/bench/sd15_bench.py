@@ -43,6 +43,7 @@ memory.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -265,6 +266,9 @@ def main():
     parser.add_argument("--runs", type=int, default=5, help="timed runs")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs")
     parser.add_argument("--json", type=Path, help="also write the median here")
+    parser.add_argument("--autocast", choices=["bf16"],
+                        help="run the case under torch.autocast('cpu', dtype=torch.bfloat16): "
+                             "bf16 products (linear, conv, matmul, attention) on f32 weights")
     parser.add_argument("--layers", default="19,38",
                         help="--model flux: double,single blocks of the slice (default 19,38)")
     args = parser.parse_args()
@@ -282,7 +286,11 @@ def main():
     print(f"torch threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})")
     print(f"timing: {args.warmup} warm-up + median of {args.runs} runs\n")
 
-    with torch.no_grad():
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast
+                else contextlib.nullcontext())
+    if args.autocast:
+        print("autocast: bfloat16\n")
+    with torch.no_grad(), autocast:
         for _ in range(args.warmup):
             case()
         times = []

@@ -12,6 +12,11 @@ Rust / PyTorch ratios.
 
     /root/venvs/mmref/bin/python tools/bench/sd15_compare.py [--model sd15|sdxl]
         [--parts unet,vae,text] [--rounds 1] [--runs 5] [--rust-only] [--json FILE]
+        [--compute f32,bf16]
+
+`--compute f32,bf16` adds the bf16 rows: PyTorch under `torch.autocast("cpu",
+dtype=torch.bfloat16)` and Rust with `MM_BENCH_COMPUTE=bf16` (bf16 products, f32 sums), and
+prints each part's Rust bf16 time against PyTorch's f32 and bf16 times.
 
 Run on an otherwise idle machine. MM_BENCH_DTYPE=bf16 in the environment keeps the Rust
 weights in bfloat16 (see crates/mm-diffusion/benches/common); PyTorch stays float32
@@ -79,13 +84,16 @@ def rust_executables(parts, model="sd15"):
     return {part: exes[BENCHES[part]] for part in parts}
 
 
-def torch_case(model, part, runs, warmup, layers=None):
-    """PyTorch's median and peak RSS (`layers`: the FLUX slice, "D,S")."""
+def torch_case(model, part, runs, warmup, layers=None, compute="f32"):
+    """PyTorch's median and peak RSS (`layers`: the FLUX slice, "D,S"; `compute` bf16: under
+    torch.autocast("cpu", dtype=torch.bfloat16))."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, "tools/bench/sd15_bench.py", "--model", model, "--part", part,
                "--runs", str(runs), "--warmup", str(warmup), "--json", f.name]
         if layers is not None:
             cmd += ["--layers", layers]
+        if compute == "bf16":
+            cmd += ["--autocast", "bf16"]
         _, rss = run(cmd)
         return json.loads(Path(f.name).read_text())[CASES[model][part]], rss
 
@@ -197,6 +205,10 @@ def main():
                         help="untimed calls before the timed ones (0 or 1; SD3: 0 saves minutes)")
     parser.add_argument("--rust-only", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--compute", default="f32",
+                        help="comma-separated arithmetic of both sides: f32 (PyTorch f32, Rust "
+                             "f32), bf16 (PyTorch under torch.autocast bf16, Rust with "
+                             "MM_BENCH_COMPUTE=bf16)")
     parser.add_argument("--slices", default="0,0:1,0:0,2",
                         help="--model flux: the D,S slices (double,single blocks), ':'-separated")
     parser.add_argument("--flux-rust", default="q8_0,bf16",
@@ -207,23 +219,38 @@ def main():
         return
     parts = args.parts.split(",") if args.parts else list(CASES[args.model])
     exes = rust_executables(parts)
-    results = {part: [] for part in parts}
+    computes = args.compute.split(",")
+    labels = [part if compute == "f32" else f"{part} ({compute})"
+              for part in parts for compute in computes]
+    results = {label: [] for label in labels}
     for r in range(args.rounds):
         rows = []
         for part in parts:
-            torch_result = (None if args.rust_only
-                            else torch_case(args.model, part, args.runs, args.warmup))
-            rust_result = rust_case(args.model, part, exes[part], args.runs, args.warmup)
-            results[part].append({"torch": torch_result, "rust": rust_result})
-            rows.append((part, torch_result, rust_result))
+            for compute in computes:
+                label = part if compute == "f32" else f"{part} ({compute})"
+                torch_result = (None if args.rust_only else
+                                torch_case(args.model, part, args.runs, args.warmup,
+                                           compute=compute))
+                rust_result = rust_case(args.model, part, exes[part], args.runs, args.warmup,
+                                        env_extra={"MM_BENCH_COMPUTE": compute})
+                results[label].append({"torch": torch_result, "rust": rust_result})
+                rows.append((label, torch_result, rust_result))
         print(f"round {r + 1}\n{table(rows)}\n", flush=True)
     summary = []
-    for part in parts:
+    for label in labels:
         med = [None if m0[side] is None else
-               tuple(statistics.median(m[side][i] for m in results[part]) for i in range(2))
-               for m0 in results[part][:1] for side in ("torch", "rust")]
-        summary.append((part, *med))
+               tuple(statistics.median(m[side][i] for m in results[label]) for i in range(2))
+               for m0 in results[label][:1] for side in ("torch", "rust")]
+        summary.append((label, *med))
     print(f"medians over {args.rounds} round(s)\n{table(summary)}")
+    # bf16 against PyTorch's f32: the issue's "<= 0.6x PyTorch's f32 time".
+    by_label = {label: (torch, rust) for label, torch, rust in summary}
+    for part in parts:
+        f32_row, bf16_row = by_label.get(part), by_label.get(f"{part} (bf16)")
+        if f32_row and bf16_row and f32_row[0] is not None and bf16_row[0] is not None:
+            rust = bf16_row[1][0]
+            print(f"{part}: Rust bf16 / PyTorch f32 = {rust / f32_row[0][0]:.2f}, "
+                  f"Rust bf16 / PyTorch bf16 = {rust / bf16_row[0][0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

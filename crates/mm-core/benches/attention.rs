@@ -8,6 +8,8 @@
 //! 128) over 640 cached positions held in a larger buffer, as `mm-vlm`'s key/value cache holds
 //! them: `mm_core::nn::grouped_attention` reads them in place; burn's kernel gets the same view.
 //!
+//! `*/mm_bf16_compute` runs this crate's kernel with bf16 products (`autocast`).
+//!
 //! `cargo bench -p mm-core --bench attention`; `MM_BENCH_QUICK=1` for one short pass.
 
 use burn::tensor::module::attention;
@@ -15,6 +17,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mm_core::nn::{grouped_attention, scaled_dot_product_attention};
+use mm_core::precision::{ComputeDtype, autocast, compute_error};
 
 /// (name, batch, heads, query tokens, key tokens, head dim, causal)
 const CASES: [(&str, usize, usize, usize, usize, usize, bool); 5] = [
@@ -42,25 +45,19 @@ fn bench(c: &mut Criterion) {
         let rand =
             |s: usize| Tensor::<4>::random([b, h, s, d], Distribution::Normal(0.0, 1.0), &device);
         let (q, k, v) = (rand(sq), rand(sk), rand(sk));
-        let ours = scaled_dot_product_attention(q.clone(), k.clone(), v.clone(), None, causal);
+        let ours = || scaled_dot_product_attention(q.clone(), k.clone(), v.clone(), None, causal);
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: causal,
         };
         let burn = attention(q.clone(), k.clone(), v.clone(), None, None, options);
-        let diff = (ours - burn).abs().max().into_scalar::<f32>();
+        let diff = (ours() - burn).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-4, "{name}: kernels differ by {diff}");
-        group.bench_function(format!("{name}/mm"), |bch| {
-            bch.iter(|| {
-                sync(scaled_dot_product_attention(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    None,
-                    causal,
-                ))
-            })
+        group.bench_function(format!("{name}/mm"), |bch| bch.iter(|| sync(ours())));
+        println!("{name}: bf16 vs f32 compute: {}", compute_error(ours));
+        group.bench_function(format!("{name}/mm_bf16_compute"), |bch| {
+            bch.iter(|| autocast(ComputeDtype::Bf16, || sync(ours())))
         });
         group.bench_function(format!("{name}/burn"), |bch| {
             bch.iter(|| {

@@ -2,13 +2,15 @@
 //! kernel for f32 stride-1 convolutions on flex) against burn-flex's `Conv2d::forward`, at the
 //! shapes of Stable Diffusion 1.5's UNet with classifier-free guidance (batch 2, 512² images).
 //!
+//! `*/mm_bf16_compute`: the same kernel with bf16 products (`autocast`).
+//!
 //! `cargo bench -p mm-core --bench conv`; `MM_BENCH_QUICK=1` for one short pass.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use mm_core::precision::conv2d;
+use mm_core::precision::{ComputeDtype, autocast, compute_error, conv2d};
 
 /// (name, channels in, channels out, side, kernel)
 const CASES: [(&str, usize, usize, usize, usize); 4] = [
@@ -50,6 +52,11 @@ fn bench(c: &mut Criterion) {
         let half = mm_core::precision::with_storage_dtype(layer.clone(), DType::BF16);
         group.bench_function(format!("{name}/mm_bf16_weights"), |b| {
             b.iter(|| sync(conv2d(&half, x.clone())))
+        });
+        let error = compute_error(|| conv2d(&layer, x.clone()));
+        println!("{name}: bf16 vs f32 compute: {error}");
+        group.bench_function(format!("{name}/mm_bf16_compute"), |b| {
+            b.iter(|| autocast(ComputeDtype::Bf16, || sync(conv2d(&layer, x.clone()))))
         });
         group.bench_function(format!("{name}/burn"), |b| {
             b.iter(|| sync(layer.forward(x.clone())))

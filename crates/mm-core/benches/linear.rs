@@ -2,13 +2,15 @@
 //! weights (this crate's kernel), stored `[in, out]` as burn's `Linear` holds them and `[out,
 //! in]` (a tied language-model head), and with f32 weights (one `gemm` into a fresh buffer),
 //! against burn-flex's own bf16 × bf16 and f32 × f32 products, at a 7B Llama's MLP width (one
-//! token, decoding, and 128 tokens, a prompt) and a UNet feed-forward width.
+//! token, decoding, and 128 tokens, a prompt) and a UNet feed-forward width; and the same
+//! products with bf16 arithmetic (`autocast(ComputeDtype::Bf16, ..)`: `vdpbf16ps` where the
+//! CPU has AVX512-BF16), from f32 and from bf16 weights.
 //!
 //! `cargo bench -p mm-core --bench linear`; `MM_BENCH_QUICK=1` for one short pass.
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use mm_core::precision::matmul;
+use mm_core::precision::{ComputeDtype, autocast, compute_error, matmul};
 
 fn sync(t: Tensor<2>) -> f32 {
     t.cast(DType::F32).sum().into_scalar::<f32>()
@@ -65,6 +67,15 @@ fn case(
         });
         group.bench_function(format!("{m}x{k}x{n}/mm_f32"), |b| {
             b.iter(|| sync(matmul(x.clone(), w.clone())))
+        });
+        let error = compute_error(|| matmul(x.clone(), w.clone()));
+        println!("{m}x{k}x{n}: bf16 vs f32 compute: {error}");
+        let bf16 = |w: &Tensor<2>| autocast(ComputeDtype::Bf16, || matmul(x.clone(), w.clone()));
+        group.bench_function(format!("{m}x{k}x{n}/mm_f32_weights_bf16_compute"), |b| {
+            b.iter(|| sync(bf16(&w)))
+        });
+        group.bench_function(format!("{m}x{k}x{n}/mm_bf16_weights_bf16_compute"), |b| {
+            b.iter(|| sync(bf16(&w16)))
         });
     }
 }

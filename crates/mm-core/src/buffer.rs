@@ -267,7 +267,7 @@ impl SharedOut {
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(ptr: *const u8, bytes: usize) {
+pub(crate) fn advise_huge_pages(ptr: *const u8, bytes: usize) {
     const HUGE: usize = 2 << 20;
     if bytes < HUGE_PAGE_MIN {
         return;
@@ -284,7 +284,7 @@ fn advise_huge_pages(ptr: *const u8, bytes: usize) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_ptr: *const u8, _bytes: usize) {}
+pub(crate) fn advise_huge_pages(_ptr: *const u8, _bytes: usize) {}
 
 #[cfg(test)]
 mod tests {

@@ -49,8 +49,8 @@ use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_store::bridge;
 use memmap2::Mmap;
 
-use crate::cpu_linear;
-use crate::cpu_quant;
+use crate::cpu::linear;
+use crate::cpu::quant;
 use crate::host::Values;
 use crate::{Error, Result};
 
@@ -195,12 +195,12 @@ impl GgmlType {
     /// Whether [`GgufFile::dequantize`] and [`dequantize`] read this type: F32, F16, BF16,
     /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
     pub fn can_dequantize(self) -> bool {
-        cpu_quant::can_dequantize(self)
+        quant::can_dequantize(self)
     }
 
     /// Whether [`quantize`] writes this type: F32, F16, BF16, Q8_0 and Q4_K.
     pub fn can_quantize(self) -> bool {
-        cpu_quant::can_quantize(self)
+        quant::can_quantize(self)
     }
 
     /// Whether values are stored in blocks sharing a scale (Q8_0, Q4_K, …), not one by one
@@ -718,7 +718,7 @@ impl GgufFile {
         let n = info.num_elements();
         crate::limits::check_memory(format_args!("dequantizing '{name}'"), n as u64 * 4)?;
         let mut out = vec![0.0f32; n];
-        cpu_quant::dequantize(info.ggml_type, self.bytes_of(info), &mut out);
+        quant::dequantize(info.ggml_type, self.bytes_of(info), &mut out);
         Ok(out)
     }
 
@@ -888,7 +888,7 @@ impl QuantizedMatrix {
     /// The values in f32, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.shape[0] * self.shape[1]];
-        cpu_quant::dequantize(self.ggml_type, &self.data, &mut out);
+        quant::dequantize(self.ggml_type, &self.data, &mut out);
         out
     }
 
@@ -906,10 +906,11 @@ impl QuantizedMatrix {
         let m = dims[..D - 1].iter().product::<usize>();
         dims[D - 1] = n;
         let (device, dtype) = (x.device(), x.dtype());
-        let rows = cpu_quant::QuantRows::new(self.ggml_type, &self.data, k);
+        let rows = quant::QuantRows::new(self.ggml_type, &self.data, k);
         if let Some(rows) = rows.filter(|_| dtype == DType::F32 && runs_cpu_kernels(&device)) {
             let values = Values::new(x);
-            let out = cpu_linear::matmul(values.as_slice(), m, k, rows, n);
+            let compute = crate::precision::autocast_dtype();
+            let out = linear::matmul(values.as_slice(), m, k, rows, n, compute);
             return Ok(Tensor::from_data(out.into_data(dims), &device));
         }
         let w = Tensor::<2>::from_data(TensorData::new(self.dequantize(), self.shape), &device);
@@ -974,7 +975,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
         "bytes",
     )?;
     let mut out = vec![0.0f32; blocks * ty.block_size()];
-    cpu_quant::dequantize(ty, bytes, &mut out);
+    quant::dequantize(ty, bytes, &mut out);
     Ok(out)
 }
 
@@ -1008,7 +1009,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         }
     }
     let mut out = vec![0u8; blocks * ty.type_size()];
-    cpu_quant::quantize(ty, values, &mut out);
+    quant::quantize(ty, values, &mut out);
     Ok(out)
 }
 

@@ -24,12 +24,7 @@
 
 mod buffer;
 pub mod config;
-mod cpu_activation;
-mod cpu_attention;
-mod cpu_conv;
-mod cpu_linear;
-mod cpu_norm;
-mod cpu_quant;
+mod cpu;
 pub mod device;
 pub mod error;
 pub mod gguf;
@@ -42,7 +37,6 @@ pub mod nn;
 pub mod precision;
 pub mod processor;
 pub mod quant;
-mod simd;
 pub mod tokenizer;
 pub mod weights;
 

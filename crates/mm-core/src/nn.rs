@@ -9,9 +9,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor};
 
-use crate::cpu_activation::{self, Kind};
-use crate::cpu_attention;
-use crate::cpu_norm;
+use crate::cpu::{self, activation::Kind};
 use serde::{Deserialize, Serialize};
 
 /// The activation functions named by the `hidden_act` field of Hugging Face configs.
@@ -43,9 +41,9 @@ impl Activation {
     /// place when the tensor owns its storage alone.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         if let Some(kind) = self.kind()
-            && cpu_activation::supports(&x)
+            && cpu::activation::supports(&x)
         {
-            return cpu_activation::apply(x, kind);
+            return cpu::activation::apply(x, kind);
         }
         match self {
             Activation::Gelu => activation::gelu(x),
@@ -79,7 +77,7 @@ pub fn group_norm<const D: usize>(
     act: Option<Activation>,
 ) -> Tensor<D> {
     let kind = act.and_then(Activation::kind);
-    let (y, activated) = if cpu_activation::supports(&x) && D > 2 {
+    let (y, activated) = if cpu::activation::supports(&x) && D > 2 {
         // The affine parameters as host values: read only here, where the kernel runs on the
         // CPU (on a GPU device this would be a read-back per call).
         let values = |p: &Option<Param<Tensor<1>>>| {
@@ -92,14 +90,14 @@ pub fn group_norm<const D: usize>(
             })
         };
         let (gamma, beta) = (values(&norm.gamma), values(&norm.beta));
-        let p = cpu_norm::GroupNorm {
+        let p = cpu::norm::GroupNorm {
             groups: norm.num_groups,
             gamma: gamma.as_deref(),
             beta: beta.as_deref(),
             epsilon: norm.epsilon,
             act: kind,
         };
-        (cpu_norm::group_norm(x, &p), kind.is_some())
+        (cpu::norm::group_norm(x, &p), kind.is_some())
     } else {
         (norm.forward(x), false)
     };
@@ -125,16 +123,16 @@ pub fn group_norm<const D: usize>(
 pub fn layer_norm<const D: usize>(x: Tensor<D>, epsilon: f64) -> Tensor<D> {
     let dims = x.dims();
     let width = dims[D - 1];
-    if cpu_activation::supports(&x) && width > 0 {
+    if cpu::activation::supports(&x) && width > 0 {
         let rows = dims[..D - 1].iter().product::<usize>();
-        let p = cpu_norm::GroupNorm {
+        let p = cpu::norm::GroupNorm {
             groups: 1,
             gamma: None,
             beta: None,
             epsilon,
             act: None,
         };
-        return cpu_norm::group_norm(x.reshape([rows, 1, width]), &p).reshape(dims);
+        return cpu::norm::group_norm(x.reshape([rows, 1, width]), &p).reshape(dims);
     }
     let centered = x.clone() - x.mean_dim(D - 1);
     let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
@@ -144,8 +142,8 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, epsilon: f64) -> Tensor<D> {
 /// diffusers' GEGLU gate on `[.., 2·n]`: the first half of the last axis times the exact GELU
 /// of the second half, as `[.., n]` (one fused pass for f32 tensors on the flex backend).
 pub fn geglu<const D: usize>(h: Tensor<D>) -> Tensor<D> {
-    if cpu_activation::supports(&h) {
-        return cpu_activation::geglu(h);
+    if cpu::activation::supports(&h) {
+        return cpu::activation::geglu(h);
     }
     let n = h.dims()[D - 1] / 2;
     h.clone().narrow(D - 1, 0, n) * activation::gelu(h.narrow(D - 1, n, n))
@@ -206,7 +204,7 @@ pub fn scaled_dot_product_attention(
             let ids: Vec<i64> = m.int().into_data().try_into_vec_as().expect("integer mask");
             ids.into_iter().map(|x| x != 0).collect::<Vec<bool>>()
         });
-        return cpu_attention::attention_tensors(q, k, v, padding.as_deref(), causal);
+        return cpu::attention::attention_tensors(q, k, v, padding.as_deref(), causal);
     }
     let [b, h, sq, _] = q.dims();
     let mask = key_padding.map(|m| m.reshape([b, 1, 1, sk]).expand([b, h, sq, sk]));
@@ -258,7 +256,8 @@ pub fn grouped_attention(
             let m: Vec<i64> = m.try_into_vec_as().expect("integer mask");
             m.into_iter().map(|x| x != 0).collect::<Vec<bool>>()
         });
-        let out = cpu_attention::decode_tensors(q.clone(), k.clone(), v.clone(), hidden.as_deref());
+        let out =
+            cpu::attention::decode_tensors(q.clone(), k.clone(), v.clone(), hidden.as_deref());
         if let Some(out) = out {
             return out;
         }
@@ -374,7 +373,7 @@ mod tests {
             burn::tensor::TensorData::new(hidden, [b, 1, 1, sk]),
             &device,
         );
-        let kernel = cpu_attention::decode_tensors(q.clone(), k.clone(), v.clone(), None);
+        let kernel = cpu::attention::decode_tensors(q.clone(), k.clone(), v.clone(), None);
         assert!(kernel.is_some(), "strided f32 views go through the kernel");
         let rep = h / kv_heads;
         let repeat = |x: Tensor<4>| {

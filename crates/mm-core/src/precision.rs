@@ -31,6 +31,7 @@
 //! ```
 
 use crate::device::runs_cpu_kernels;
+use std::cell::Cell;
 use std::ops::Range;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -40,8 +41,8 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, Device, Int, Tensor};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::cpu_conv::{self, Weight};
-use crate::cpu_linear::{self, HalfMatrix};
+use crate::cpu::conv::{self, Weight};
+use crate::cpu::linear::{self, HalfMatrix};
 use crate::host::{Values, View};
 use crate::quant::quantized_weight;
 
@@ -53,6 +54,142 @@ pub fn compute_dtype(storage: DType, device: &Device) -> DType {
     } else {
         storage
     }
+}
+
+/// The arithmetic of the matrix products (linear layers, convolutions, attention) on the flex
+/// CPU backend, chosen per call with [`autocast`].
+///
+/// - [`ComputeDtype::F32`] (the default): f32 products, whatever the weights' storage dtype.
+/// - [`ComputeDtype::Bf16`]: both operands of each product rounded to bfloat16 (to nearest,
+///   ties to even) and the sums kept in f32 — what `torch.autocast("cpu",
+///   dtype=torch.bfloat16)` does for PyTorch's linear layers, convolutions and matmuls. On
+///   CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and
+///   later) it runs on `vdpbf16ps`, twice the multiply-adds per instruction of f32; elsewhere a
+///   portable kernel gives the same results (within a rounding of the sums) but no speed-up.
+///   Everything else — norms, softmax, activations, residual additions, the one-token decoding
+///   products — stays f32. Weights stored in bf16
+///   ([`Weights::with_dtype`](crate::weights::Weights::with_dtype)) are used as they are.
+///
+/// Other backends (and burn's autodiff device) compute as their tensors' dtype says; the
+/// setting does not apply there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ComputeDtype {
+    /// f32 products.
+    #[default]
+    F32,
+    /// bf16 products with f32 accumulation.
+    Bf16,
+}
+
+thread_local! {
+    static AUTOCAST: Cell<ComputeDtype> = const { Cell::new(ComputeDtype::F32) };
+}
+
+/// Runs `f` with the CPU kernels' matrix products in `dtype` (on this thread; the setting
+/// before is restored afterwards, also when `f` panics). The pipelines of `mm-diffusion` and
+/// `mm-vlm` take a `compute_dtype` option that wraps their model calls in this.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use mm_core::precision::{ComputeDtype, autocast, linear};
+///
+/// let device = Device::flex();
+/// let layer = LinearConfig::new(256, 64).init(&device);
+/// let x = Tensor::<2>::random([32, 256], Distribution::Normal(0.0, 1.0), &device);
+/// let f32 = linear(&layer, x.clone());
+/// let bf16 = autocast(ComputeDtype::Bf16, || linear(&layer, x));
+/// // bf16 keeps about 3 significant digits of each operand; the sums are f32.
+/// let err: f32 = (f32.clone() - bf16).abs().max().into_scalar();
+/// assert!(err < 0.05 * f32.abs().max().into_scalar::<f32>());
+/// ```
+pub fn autocast<R>(dtype: ComputeDtype, f: impl FnOnce() -> R) -> R {
+    let _scope = Autocast::enter(dtype);
+    f()
+}
+
+/// The scope of an [`autocast`] setting, for code that cannot wrap its work in a closure: the
+/// setting holds on this thread until the value is dropped, which restores the one before.
+///
+/// ```
+/// use mm_core::precision::{Autocast, ComputeDtype, autocast_dtype};
+///
+/// {
+///     let _bf16 = Autocast::enter(ComputeDtype::Bf16);
+///     assert_eq!(autocast_dtype(), ComputeDtype::Bf16);
+/// }
+/// assert_eq!(autocast_dtype(), ComputeDtype::F32);
+/// ```
+#[must_use = "the setting ends when the value is dropped"]
+pub struct Autocast {
+    before: ComputeDtype,
+}
+
+impl Autocast {
+    /// Sets `dtype` on this thread until the returned value is dropped.
+    pub fn enter(dtype: ComputeDtype) -> Self {
+        Self {
+            before: AUTOCAST.replace(dtype),
+        }
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        AUTOCAST.set(self.before);
+    }
+}
+
+/// How far the output of a computation with bf16 products is from the f32 one:
+/// [`compute_error`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ComputeError {
+    /// `max |bf16 − f32| / max |f32|`.
+    pub max_relative: f32,
+    /// `rms(bf16 − f32) / rms(f32)`.
+    pub rms_relative: f32,
+}
+
+impl std::fmt::Display for ComputeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max |Δ| / max |f32| {:.2e}, rms(Δ) / rms(f32) {:.2e}",
+            self.max_relative, self.rms_relative
+        )
+    }
+}
+
+/// Runs `output` with f32 and with bf16 products ([`autocast`]) and measures how far apart
+/// the two results are: the quality check of [`ComputeDtype::Bf16`] for a model or a layer.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use mm_core::precision::{compute_error, linear};
+///
+/// let device = Device::flex();
+/// let layer = LinearConfig::new(512, 512).init(&device);
+/// let x = Tensor::<2>::random([64, 512], Distribution::Normal(0.0, 1.0), &device);
+/// let error = compute_error(|| linear(&layer, x.clone()));
+/// // Each operand rounded to 8 significant bits: about 2⁻⁹ relative per product.
+/// assert!(error.rms_relative < 1e-2, "{error}");
+/// ```
+pub fn compute_error<const D: usize>(output: impl Fn() -> Tensor<D>) -> ComputeError {
+    let reference = autocast(ComputeDtype::F32, &output);
+    let rounded = autocast(ComputeDtype::Bf16, &output);
+    let rms = |t: Tensor<D>| t.powi_scalar(2).mean().sqrt().into_scalar::<f32>();
+    let max = |t: Tensor<D>| t.abs().max().into_scalar::<f32>();
+    let diff = rounded - reference.clone();
+    ComputeError {
+        max_relative: max(diff.clone()) / max(reference.clone()),
+        rms_relative: rms(diff) / rms(reference),
+    }
+}
+
+/// The arithmetic [`autocast`] selected on this thread.
+pub fn autocast_dtype() -> ComputeDtype {
+    AUTOCAST.get()
 }
 
 /// The dtype a parameter of rank `rank` is stored in when a model's weights are kept in
@@ -160,7 +297,7 @@ fn linear_f32<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `x[.., k] · w[k, n] (+ bias)` for f32 tensors of the flex device through
-/// [`cpu_linear::matmul_f32`], reading them where they lie (`w` with any strides, a
+/// [`linear::matmul_f32`], reading them where they lie (`w` with any strides, a
 /// transposed view included); `None` when `x` or the bias is not contiguous, or a tensor is
 /// not an f32 tensor of the flex device.
 fn f32_product<const D: usize>(
@@ -185,7 +322,8 @@ fn f32_product<const D: usize>(
     }
     let [rs, cs] = w.strides();
     let m = x_values.len() / k;
-    let out = cpu_linear::matmul_f32(x_values, m, k, w.data(), (rs, cs), n, bias);
+    let compute = autocast_dtype();
+    let out = linear::matmul_f32(x_values, m, k, w.data(), (rs, cs), n, bias, compute);
     let mut shape = x.dims();
     shape[D - 1] = n;
     Some(Tensor::from_data(out.into_data(shape), &x.device()))
@@ -231,7 +369,7 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         DType::BF16 => HalfMatrix::bf16(&w.storage()[start..end], transposed),
         _ => HalfMatrix::f16(&w.storage()[start..end], transposed),
     };
-    let out = cpu_linear::matmul(x, m, k, half, n);
+    let out = linear::matmul(x, m, k, half, n, autocast_dtype());
     Tensor::from_data(out.into_data([m, n]), &device)
 }
 
@@ -285,7 +423,7 @@ fn cpu_conv_weight(layer: &Conv2d) -> Option<(FlexTensor, Range<usize>)> {
     Some((w, start..end))
 }
 
-/// The convolution through [`cpu_conv`](crate::cpu_conv); `w` and `range` come from
+/// The convolution through [`cpu_conv`](crate::cpu::conv); `w` and `range` come from
 /// [`cpu_conv_weight`].
 fn cpu_conv(
     layer: &Conv2d,
@@ -306,7 +444,7 @@ fn cpu_conv(
         .map(|b| b.val().cast(DType::F32).into_data());
     let device = x.device();
     let data = Values::new(x);
-    let conv = cpu_conv::Conv {
+    let conv = conv::Conv {
         x: data.as_slice(),
         weight,
         bias: bias
@@ -321,9 +459,10 @@ fn cpu_conv(
         kw,
         ph,
         pw,
+        compute: autocast_dtype(),
     };
     let (ho, wo) = conv.out_size();
-    let out = cpu_conv::conv2d(&conv);
+    let out = conv::conv2d(&conv);
     Tensor::from_data(out.into_data([batch, o, ho, wo]), &device)
 }
 

@@ -63,7 +63,21 @@ fn text_encoder(c: &mut Criterion) {
     };
     if common::family() == Family::Sd15 {
         common::run(c, "sd15_text_encoder", "encode_2x77", 20, || {
-            timed(2, device, clip("sd15-single-file/text_encoder/config.json"))
+            let config = config("sd15-single-file/text_encoder/config.json");
+            let model = ClipTextModel::new(&config, device).unwrap();
+            let model = common::with_bench_dtype(model);
+            let ids = prompt_ids().repeat(2);
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 77]), device);
+            common::bf16_error("sd15_text_encoder/encode_2x77", || {
+                model
+                    .forward(ids.clone(), None)
+                    .expect("encode")
+                    .last_hidden_state
+            });
+            timed(2, device, move |ids| {
+                let out = model.forward(ids, None).expect("encode");
+                out.last_hidden_state.sum().into_scalar::<f32>()
+            })
         });
         return;
     }

@@ -131,6 +131,8 @@ fn unet_step(c: &mut Criterion) {
         let device = Device::flex();
         let unet = case.model(&device);
         let input = case.input(2, case.latent, true, &device);
+        let id = format!("{}/{}", case.group, case.name);
+        common::bf16_error(&id, || unet.forward_with(input.clone()).expect("step"));
         move || {
             black_box(guide(unet.forward_with(input.clone()).expect("step")));
         }

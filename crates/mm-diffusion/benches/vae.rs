@@ -46,6 +46,9 @@ fn vae_decode(c: &mut Criterion) {
             Distribution::Normal(0.0, 1.0),
             &device,
         );
+        common::bf16_error(&format!("{group}/{name}"), || {
+            vae.decode(latents.clone()).expect("decode")
+        });
         move || {
             let image = vae.decode(latents.clone()).expect("decode");
             black_box(image.sum().into_scalar::<f32>());

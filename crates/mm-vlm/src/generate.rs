@@ -26,6 +26,7 @@
 //! ```
 
 use burn::tensor::Tensor;
+use mm_core::precision::{Autocast, ComputeDtype};
 use mm_core::tokenizer::Tokenizer;
 
 use crate::kv_cache::KvCache;
@@ -59,6 +60,10 @@ pub struct GenerationConfig {
     /// A row ends once its decoded continuation contains one of these (needs a tokenizer in
     /// the [`Streamer`]).
     pub stop_strings: Vec<String>,
+    /// The arithmetic of the matrix products on the flex CPU backend: f32 (the default), or
+    /// bf16 with f32 sums ([`ComputeDtype::Bf16`]) for the vision tower, the projector and the
+    /// prompt's prefill (a one-token decoding step reads each weight once and stays f32).
+    pub compute_dtype: ComputeDtype,
 }
 
 impl Default for GenerationConfig {
@@ -82,6 +87,7 @@ impl GenerationConfig {
             eos_token_ids: None,
             pad_token_id: 0,
             stop_strings: Vec::new(),
+            compute_dtype: ComputeDtype::F32,
         }
     }
 
@@ -91,6 +97,12 @@ impl GenerationConfig {
             do_sample: true,
             ..Self::greedy()
         }
+    }
+
+    /// Sets the arithmetic of the matrix products ([`GenerationConfig::compute_dtype`]).
+    pub fn with_compute_dtype(mut self, dtype: ComputeDtype) -> Self {
+        self.compute_dtype = dtype;
+        self
     }
 
     /// Sets `max_new_tokens`.
@@ -428,6 +440,7 @@ pub fn generate_from_embeds(
     mut streamer: Option<&mut Streamer<'_>>,
 ) -> Result<Generation> {
     config.validate()?;
+    let _compute = Autocast::enter(config.compute_dtype);
     let [b, s, _] = embeds.dims();
     if s == 0 {
         return Err(Error::EmptyPrompt);

@@ -196,6 +196,7 @@ pub trait VisionLanguageModel: Sized {
         config: &GenerationConfig,
         streamer: Option<&mut Streamer<'_>>,
     ) -> Result<Generation> {
+        let _compute = mm_core::precision::Autocast::enter(config.compute_dtype);
         let mask = attention_mask.as_ref().map(mask_rows).transpose()?;
         let prompt = id_rows(&input_ids)?;
         let embeds = self.inputs_embeds(input_ids, images)?;

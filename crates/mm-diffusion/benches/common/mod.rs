@@ -11,6 +11,10 @@
 //! - `MM_BENCH_WARMUP=0` skips the warm-up call of the median loop (an SD3 step at 1024²
 //!   takes minutes; the models are materialised by a small call before timing anyway);
 //! - `MM_BENCH_DTYPE=bf16|f16` stores the weight matrices in half precision;
+//! - `MM_BENCH_COMPUTE=bf16` runs the timed call under `autocast(ComputeDtype::Bf16, ..)`
+//!   (bf16 products with f32 sums, see `mm_core::precision::ComputeDtype`);
+//! - `MM_BENCH_ERROR=1` also prints, before timing, how far the case's output computed with
+//!   bf16 products is from the f32 one (relative to the output's largest value, and RMS);
 //! - `MM_BENCH_POOL_MIB=N` limits the pool of recycled buffers.
 //!
 //! A positional argument (`cargo bench --workspace --bench text_encoder -- clip_bigg`) selects
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use burn::tensor::DType;
 use criterion::Criterion;
-use mm_core::precision::with_storage_dtype;
+use mm_core::precision::{ComputeDtype, autocast, compute_error, with_storage_dtype};
 
 /// A file of the full-size configs under the workspace's `tests/fixtures/full/`.
 pub fn full_config(relative: &str) -> PathBuf {
@@ -48,6 +52,23 @@ pub fn with_bench_dtype<M: Module>(module: M) -> M {
         Ok("bf16") => with_storage_dtype(module, DType::BF16),
         Ok("f16") => with_storage_dtype(module, DType::F16),
         _ => module,
+    }
+}
+
+/// `MM_BENCH_COMPUTE`: `bf16`, else (unset or `f32`) f32.
+fn compute_dtype() -> ComputeDtype {
+    match std::env::var("MM_BENCH_COMPUTE").as_deref() {
+        Ok("bf16") => ComputeDtype::Bf16,
+        Ok("f32") | Err(_) => ComputeDtype::F32,
+        Ok(other) => panic!("MM_BENCH_COMPUTE={other}: expected f32 or bf16"),
+    }
+}
+
+/// With `MM_BENCH_ERROR=1`: how far `output` with bf16 products is from the f32 one
+/// (`mm_core::precision::compute_error`), printed.
+pub fn bf16_error<const D: usize>(id: &str, output: impl Fn() -> burn::tensor::Tensor<D>) {
+    if std::env::var_os("MM_BENCH_ERROR").is_some() && selected(id) {
+        println!("{id}: bf16 vs f32 compute: {}", compute_error(output));
     }
 }
 
@@ -154,7 +175,8 @@ pub fn run<F: FnMut()>(
     if !selected(&id) {
         return;
     }
-    let mut f = setup();
+    let (mut setup_f, compute) = (setup(), compute_dtype());
+    let mut f = move || autocast(compute, &mut setup_f);
     let bench = std::env::args().any(|a| a == "--bench");
     if let (true, Some(runs)) = (bench, median_runs()) {
         median_of(&id, runs, &mut f);

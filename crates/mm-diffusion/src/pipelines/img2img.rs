@@ -1,6 +1,7 @@
 //! Image-to-image: diffusers' `StableDiffusionImg2ImgPipeline.__call__`.
 
 use burn::tensor::Tensor;
+use mm_core::precision::Autocast;
 
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
@@ -85,6 +86,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         hooks: Hooks<'_>,
     ) -> Result<Generated> {
         let call = Call::Img2Img;
+        let _compute = Autocast::enter(opts.compute_dtype);
         self.check_options(opts, call)?;
         if opts.latents.is_some() {
             return Err(Error::InvalidArgument {

@@ -3,6 +3,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
+use mm_core::precision::Autocast;
 
 use super::denoiser::Denoiser;
 use super::options::GenerateOptions;
@@ -82,6 +83,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
         hooks: Hooks<'_>,
     ) -> Result<Generated> {
         let call = Call::Inpaint;
+        let _compute = Autocast::enter(opts.compute_dtype);
         if let family @ (ModelFamily::StableDiffusion3 | ModelFamily::Flux) = self.family() {
             return Err(Error::InvalidArgument {
                 name: "inpaint",

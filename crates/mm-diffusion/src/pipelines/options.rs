@@ -2,6 +2,7 @@
 
 use burn::tensor::Tensor;
 use image::RgbImage;
+use mm_core::precision::ComputeDtype;
 
 use super::control::ControlInput;
 use super::prompt::ModelFamily;
@@ -110,6 +111,11 @@ pub struct GenerateOptions {
     /// IP-Adapter: precomputed image embeddings, one per adapter, instead of images
     /// (diffusers' `ip_adapter_image_embeds`).
     pub ip_adapter_image_embeds: Option<Vec<ImageEmbeds>>,
+    /// The arithmetic of the matrix products of every model the call runs (text encoders,
+    /// denoiser, ControlNets, VAE) on the flex CPU backend: f32 (the default), or bf16 with
+    /// f32 sums ([`ComputeDtype::Bf16`], like `torch.autocast("cpu", dtype=torch.bfloat16)`
+    /// around a diffusers call; about 1.6× as fast on CPUs with AMX).
+    pub compute_dtype: ComputeDtype,
 }
 
 /// Skip-layer guidance (SD3.5 medium's recommended `skip_guidance_layers` are `[7, 8, 9]`):
@@ -230,6 +236,7 @@ impl GenerateOptions {
             guess_mode: false,
             ip_adapter_image: Vec::new(),
             ip_adapter_image_embeds: None,
+            compute_dtype: ComputeDtype::F32,
         }
     }
 
@@ -412,6 +419,12 @@ impl GenerateOptions {
     /// SD3: sets `max_sequence_length` (T5 tokens).
     pub fn max_sequence_length(mut self, tokens: usize) -> Self {
         self.max_sequence_length = Some(tokens);
+        self
+    }
+
+    /// Sets the arithmetic of the models' matrix products ([`GenerateOptions::compute_dtype`]).
+    pub fn compute_dtype(mut self, dtype: ComputeDtype) -> Self {
+        self.compute_dtype = dtype;
         self
     }
 

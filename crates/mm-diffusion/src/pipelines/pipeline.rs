@@ -770,6 +770,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// [`TextConditioner::encode_prompts`]); an on-demand text encoder is loaded for it and
     /// dropped after.
     pub fn encode_prompt(&self, opts: &GenerateOptions) -> Result<PromptEmbeds> {
+        let _compute = mm_core::precision::Autocast::enter(opts.compute_dtype);
         self.encode_prompt_for(opts, Call::TextToImage)
     }
 

@@ -7,6 +7,7 @@ use super::prompt::TextConditioner;
 use super::xl::cut_end;
 use crate::vae::Autoencoder;
 use crate::{Error, Result};
+use mm_core::precision::Autocast;
 
 impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// Generates `num_images_per_prompt` images for `opts.prompt`, as diffusers'
@@ -23,6 +24,7 @@ impl<U: Denoiser, T: TextConditioner> DiffusionPipeline<U, T> {
     /// denoiser, a cancel from the progress callback.
     pub fn text_to_image(&self, opts: &GenerateOptions, hooks: Hooks<'_>) -> Result<Generated> {
         let call = Call::TextToImage;
+        let _compute = Autocast::enter(opts.compute_dtype);
         self.check_options(opts, call)?;
         if self.micro.is_some_and(|m| m.aesthetics) {
             return Err(Error::InvalidArgument {

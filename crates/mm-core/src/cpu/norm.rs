@@ -11,8 +11,8 @@
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::cpu_activation::{self, Kind};
-use crate::simd::dispatch;
+use crate::cpu::activation::{self, Kind};
+use crate::cpu::simd::dispatch;
 
 /// The normalisation: `groups` groups of the channels (axis 1), optional per-channel `gamma`
 /// and `beta`, then an optional activation.
@@ -24,12 +24,12 @@ pub(crate) struct GroupNorm<'a> {
     pub act: Option<Kind>,
 }
 
-/// `x` (`[batch, channels, ..]`, which [`cpu_activation::supports`] takes) normalised.
+/// `x` (`[batch, channels, ..]`, which [`activation::supports`] takes) normalised.
 pub(crate) fn group_norm<const D: usize>(x: Tensor<D>, p: &GroupNorm) -> Tensor<D> {
     let dims = x.dims();
     let (channels, spatial) = (dims[1], dims[2..].iter().product::<usize>());
     let group = channels / p.groups * spatial;
-    cpu_activation::map_in_place(x, |x| {
+    activation::map_in_place(x, |x| {
         x.par_chunks_mut(group).enumerate().for_each(|(task, g)| {
             normalise(g, (task % p.groups) * (channels / p.groups), spatial, p)
         })
@@ -52,7 +52,7 @@ fn normalise(x: &mut [f32], c0: usize, spatial: usize, p: &GroupNorm) {
         let scale = rstd * gamma;
         affine(channel, scale as f32, (beta - mean * scale) as f32);
         if let Some(kind) = p.act {
-            cpu_activation::run(channel, kind);
+            activation::run(channel, kind);
         }
     }
 }

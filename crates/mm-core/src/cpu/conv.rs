@@ -22,11 +22,13 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::buffer::{self, Buffer, SharedOut};
-use crate::cpu_linear::{HalfMatrix, gemm_f32};
+use crate::cpu::bf16;
+use crate::cpu::gemm::{Matrix, Operand, Packed, Product};
+use crate::cpu::linear::HalfMatrix;
+use crate::precision::ComputeDtype;
 
 /// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
 /// half-precision weight): freshly allocated, their page faults cost as much as a convolution
@@ -39,6 +41,10 @@ struct Scratch {
     /// The tap-major weight ([`Strategy::Taps`]) or the stacked windows
     /// ([`Strategy::Stacked`]).
     work: Vec<f32>,
+    /// [`Strategy::Taps`] in bf16: each tap's weight and the padded input as bf16 pairs,
+    /// packed once for all the taps' products.
+    packed_weight: Vec<u32>,
+    packed_input: Vec<u32>,
 }
 
 thread_local! {
@@ -67,6 +73,8 @@ pub(crate) struct Conv<'a> {
     pub kw: usize,
     pub ph: usize,
     pub pw: usize,
+    /// The arithmetic of the products.
+    pub compute: ComputeDtype,
 }
 
 impl Conv<'_> {
@@ -136,6 +144,8 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
         acc,
         weight,
         work,
+        packed_weight,
+        packed_input,
     } = scratch;
     let weight = match p.weight {
         Weight::F32(w) => w,
@@ -154,7 +164,16 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
         Strategy::Taps => {
             let work = sized(work, weight.len());
             tap_major(weight, p.c, p.kh * p.kw, work);
-            let acc = layout.per_tap(p, work, padded, acc);
+            let operands = match p.compute {
+                ComputeDtype::F32 => Taps::F32 {
+                    weight: work,
+                    padded,
+                },
+                ComputeDtype::Bf16 => {
+                    Taps::packed(p, &layout, work, padded, packed_weight, packed_input)
+                }
+            };
+            let acc = layout.per_tap(p, &operands, acc);
             layout.extract(p, acc, layout.plane, out);
         }
         Strategy::Stacked => {
@@ -192,22 +211,22 @@ fn pointwise(p: &Conv, weight: &[f32], out: &mut [MaybeUninit<f32>]) {
         // SAFETY: this task alone writes columns c0..c1 of image b's [o, hw] output
         // (row-major), which the bias fill above wrote when it is read; the weight is [o, c]
         // and the input image [c, hw], both row-major.
-        unsafe {
-            let dst = out.at(b * p.o * hw + c0);
-            let (columns, bias) = (c1 - c0, p.bias.is_some());
-            gemm_f32(
-                p.o,
-                columns,
-                p.c,
-                dst,
-                hw,
-                bias,
-                weight,
-                image,
-                (hw, 1),
-                Parallelism::None,
-            );
-        }
+        let product = Product {
+            m: p.o,
+            n: c1 - c0,
+            k: p.c,
+            // SAFETY: this task alone writes columns c0..c1 of image b's [o, hw] output
+            // (row-major), which the bias fill above wrote when it is read.
+            dst: unsafe { out.at(b * p.o * hw + c0) },
+            dst_rs: hw,
+            accumulate: p.bias.is_some(),
+            lhs: Operand::new(weight, p.c, 1).into(),
+            rhs: Operand::new(image, hw, 1).into(),
+            scale: 1.0,
+            parallel: false,
+        };
+        // SAFETY: as above; the weight is [o, c] and the input image [c, hw], both row-major.
+        unsafe { product.run(p.compute) };
     });
 }
 
@@ -276,13 +295,7 @@ impl Layout {
     /// The columns are split evenly between the threads, each running its taps with a
     /// single-threaded `gemm` (measured against one multi-threaded `gemm` per tap, 3 alternating
     /// runs each: 58.0–59.3 against 60.7–62.6 ms at 320 channels × 64², the same at 640 × 32²).
-    fn per_tap<'a>(
-        &self,
-        p: &Conv,
-        weight: &[f32],
-        padded: &[f32],
-        acc: &'a mut Vec<f32>,
-    ) -> &'a [f32] {
+    fn per_tap<'a>(&self, p: &Conv, operands: &Taps, acc: &'a mut Vec<f32>) -> &'a [f32] {
         let Conv { batch, c, o, .. } = *p;
         let taps = p.kh * p.kw;
         let cols = (batch - 1) * self.plane + self.n;
@@ -293,34 +306,22 @@ impl Layout {
             let (c0, c1) = (cols * part / parts, cols * (part + 1) / parts);
             for t in 0..taps {
                 let first = t == 0;
-                // SAFETY: this part alone writes columns c0..c1 of `acc` ([o, cols]); the
-                // weight view [o, c] has strides (c·taps, 1) from `t · c`; the window [c, cols]
-                // has row stride `batch · plane` from `offset(t)`, and its last element
-                // (c-1)·batch·plane + offset(t) + cols - 1 ≤ c·batch·plane - 1 because
-                // offset(t) + n ≤ hp·wp + kw - 1 = plane.
-                unsafe {
-                    gemm::gemm(
-                        o,
-                        c1 - c0,
-                        c,
-                        out.at(c0),
-                        1,
-                        cols as isize,
-                        !first,
-                        weight.as_ptr().add(t * c),
-                        1,
-                        (c * taps) as isize,
-                        padded.as_ptr().add(self.offset(p, t) + c0),
-                        1,
-                        (batch * self.plane) as isize,
-                        if first { 0.0 } else { 1.0 },
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                let (lhs, rhs) = operands.tap(p, self, t, c0);
+                let product = Product {
+                    m: o,
+                    n: c1 - c0,
+                    k: c,
+                    // SAFETY: this part alone writes columns c0..c1 of `acc` ([o, cols]).
+                    dst: unsafe { out.at(c0) },
+                    dst_rs: cols,
+                    accumulate: !first,
+                    lhs,
+                    rhs,
+                    scale: 1.0,
+                    parallel: false,
+                };
+                // SAFETY: the operands of `Taps::tap` hold what the product reads.
+                unsafe { product.run(p.compute) };
             }
         });
         acc
@@ -356,30 +357,20 @@ impl Layout {
         let k = p.c * p.kh * p.kw;
         let cols = p.batch * self.n;
         let acc = sized(acc, p.o * cols);
+        let product = Product {
+            m: p.o,
+            n: cols,
+            k,
+            dst: acc.as_mut_ptr(),
+            dst_rs: cols,
+            accumulate: false,
+            lhs: Operand::new(weight, k, 1).into(),
+            rhs: Operand::new(stacked, cols, 1).into(),
+            scale: 1.0,
+            parallel: true,
+        };
         // SAFETY: `acc` is [o, cols], the weight [o, k] and `stacked` [k, cols], row-major.
-        unsafe {
-            gemm::gemm(
-                p.o,
-                cols,
-                k,
-                acc.as_mut_ptr(),
-                1,
-                cols as isize,
-                false,
-                weight.as_ptr(),
-                1,
-                k as isize,
-                stacked.as_ptr(),
-                1,
-                cols as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
-        }
+        unsafe { product.run(p.compute) };
         acc
     }
 
@@ -400,6 +391,85 @@ impl Layout {
                     }
                 }
             });
+    }
+}
+
+/// The operands of [`Strategy::Taps`]'s products: the tap-major weight and the padded input
+/// in f32, or both packed once as bf16 pairs.
+enum Taps<'a> {
+    F32 {
+        weight: &'a [f32],
+        padded: &'a [f32],
+    },
+    Bf16 {
+        /// Per tap, `o_pad` rows of `depth` words.
+        weight: &'a [u32],
+        o_pad: usize,
+        depth: usize,
+        /// `depth` pair-rows of `width` words.
+        input: &'a [u32],
+        width: usize,
+    },
+}
+
+impl<'a> Taps<'a> {
+    /// Packs the tap-major weight (`[o, taps, c]`) per tap and the padded input (`[c, batch ·
+    /// plane]`) into `weight` and `input`.
+    fn packed(
+        p: &Conv,
+        layout: &Layout,
+        tap_major: &[f32],
+        padded: &[f32],
+        weight: &'a mut Vec<u32>,
+        input: &'a mut Vec<u32>,
+    ) -> Self {
+        let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
+        let depth = bf16::depth(c);
+        let o_pad = o.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS;
+        bf16::zeroed(weight, taps * o_pad * depth);
+        weight
+            .par_chunks_mut(depth.max(1))
+            .enumerate()
+            .filter(|(row, _)| row % o_pad < o)
+            .for_each(|(row, words)| {
+                let (t, r) = (row / o_pad, row % o_pad);
+                bf16::pack_row(&tap_major[(r * taps + t) * c..][..c], words);
+            });
+        let cols = p.batch * layout.plane;
+        bf16::pack_pair_rows(padded, c, cols, cols, depth, input);
+        Taps::Bf16 {
+            weight,
+            o_pad,
+            depth,
+            input,
+            width: cols + bf16::NR,
+        }
+    }
+
+    /// The weight of tap `t` (`[o, c]`) and the window of the input it multiplies (`[c,
+    /// cols]` from column `c0`).
+    fn tap(&self, p: &Conv, layout: &Layout, t: usize, c0: usize) -> (Matrix, Matrix) {
+        let (c, taps) = (p.c, p.kh * p.kw);
+        // The window [c, cols] starts at column offset(t) of the padded rows; its last
+        // element (c-1)·batch·plane + offset(t) + cols - 1 ≤ c·batch·plane - 1 because
+        // offset(t) + n ≤ hp·wp + kw - 1 = plane.
+        let start = layout.offset(p, t) + c0;
+        match *self {
+            Taps::F32 { weight, padded } => (
+                Operand::new(&weight[t * c..], c * taps, 1).into(),
+                Operand::new(&padded[start..], p.batch * layout.plane, 1).into(),
+            ),
+            Taps::Bf16 {
+                weight,
+                o_pad,
+                depth,
+                input,
+                width,
+            } => (
+                Packed::new(&weight[t * o_pad * depth..], depth).into(),
+                Packed::new(&input[start..], width).into(),
+            ),
+        }
     }
 }
 
@@ -505,6 +575,7 @@ mod tests {
                 kw,
                 ph,
                 pw,
+                compute: ComputeDtype::F32,
             };
             for (want, label) in [(direct(&p, &weight), "f32"), (direct(&p, &rounded), "bf16")] {
                 if label == "bf16" {
@@ -527,6 +598,19 @@ mod tests {
                         "{strategy:?} {label} {c}x{h}x{w} k{kh}x{kw} p{ph},{pw}: {err}"
                     );
                 }
+            }
+            // bf16 products: the convolution of the rounded input by the rounded weight.
+            let x_rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+            let want = direct(&Conv { x: &x_rounded, ..p }, &rounded);
+            p.weight = Weight::F32(&weight);
+            p.compute = ComputeDtype::Bf16;
+            for strategy in [Strategy::Taps, Strategy::Stacked, Strategy::choose(&p)] {
+                let err = conv2d_with(&p, strategy)
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(err < 1e-4, "{strategy:?} bf16 compute {c}x{h}x{w}: {err}");
             }
         }
     }

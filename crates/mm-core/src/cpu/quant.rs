@@ -17,9 +17,9 @@ use std::ops::Range;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::cpu_linear::{self, Columns};
+use crate::cpu::linear::{self, Columns};
+use crate::cpu::simd::dispatch;
 use crate::gguf::GgmlType;
-use crate::simd::dispatch;
 
 /// Values per K-quant super-block.
 const QK_K: usize = 256;
@@ -276,7 +276,7 @@ fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
 }
 
 /// A `[k, n]` weight stored as its `[n, k]` transpose (a linear layer's `[out, in]`) in rows
-/// of ggml blocks, for [`cpu_linear::matmul`]: a block of `nb` columns is `nb` stored rows,
+/// of ggml blocks, for [`linear::matmul`]: a block of `nb` columns is `nb` stored rows,
 /// dequantized into the scratch buffer of the task that multiplies them.
 #[derive(Clone, Copy)]
 pub(crate) struct QuantRows<'a> {
@@ -323,14 +323,14 @@ impl Columns for QuantRows<'_> {
                 f32_dots(scratch, x, k, m, out);
             },
         );
-        cpu_linear::untranspose(&out_t, m, n)
+        linear::untranspose(&out_t, m, n)
     }
 }
 
 dispatch! {
     /// `out[j, i] = x[i, :] · w[j, :]` for f32 rows `w` (`[out.len() / m, k]`).
     fn f32_dots(w: &[f32], x: &[f32], k: usize, m: usize, out: &mut [f32]) -> () {
-        cpu_linear::dots(w, x, k, m, out, |v| v)
+        linear::dots(w, x, k, m, out, |v| v)
     }
 }
 

@@ -16,7 +16,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use crate::buffer;
-use crate::simd::{dispatch, exp};
+use crate::cpu::simd::{dispatch, exp};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;

@@ -13,12 +13,13 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use burn::tensor::{bf16, f16};
-use gemm::Parallelism;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::buffer::{self, Buffer, SharedOut};
-use crate::simd::dispatch;
+use crate::cpu::gemm::{Operand, Product};
+use crate::cpu::simd::dispatch;
+use crate::precision::ComputeDtype;
 
 /// The stored format of half-precision values.
 #[derive(Clone, Copy)]
@@ -119,8 +120,15 @@ const ROW_BLOCK: usize = 512;
 /// inputs on a 2 MiB-L2 Xeon: 1 MiB took 1.2×, 4 MiB 1.1× as long).
 const BLOCK_BYTES: usize = 2 << 20;
 
-/// `x[m, k] · w[k, n]` as a row-major `[m, n]` f32 buffer.
-pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: impl Columns, n: usize) -> Buffer {
+/// `x[m, k] · w[k, n]` as a row-major `[m, n]` f32 buffer, the products in `compute`.
+pub(crate) fn matmul(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: impl Columns,
+    n: usize,
+    compute: ComputeDtype,
+) -> Buffer {
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n].into();
     }
@@ -139,25 +147,24 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: impl Columns, n: usize) -
             |scratch: &mut Vec<f32>, task| {
                 let (n0, m0) = ((task % col_blocks) * cols, (task / col_blocks) * ROW_BLOCK);
                 let (nb, mb) = (cols.min(n - n0), ROW_BLOCK.min(m - m0));
-                let strides = w.columns(k, n, n0..n0 + nb, scratch);
-                // SAFETY: each task writes only its own block (rows m0.., columns n0..) of
-                // `out`, all of it (the gemm does not read it).
-                unsafe {
-                    let dst = out_ptr.at(m0 * n + n0);
-                    let x = &x[m0 * k..(m0 + mb) * k];
-                    gemm_f32(
-                        mb,
-                        nb,
-                        k,
-                        dst,
-                        n,
-                        false,
-                        x,
-                        scratch,
-                        strides,
-                        Parallelism::None,
-                    );
-                }
+                let (rs, cs) = w.columns(k, n, n0..n0 + nb, scratch);
+                let product = Product {
+                    m: mb,
+                    n: nb,
+                    k,
+                    // SAFETY: each task writes only its own block (rows m0.., columns n0..)
+                    // of `out`, all of it (the product does not read it).
+                    dst: unsafe { out_ptr.at(m0 * n + n0) },
+                    dst_rs: n,
+                    accumulate: false,
+                    lhs: Operand::new(&x[m0 * k..(m0 + mb) * k], k, 1).into(),
+                    rhs: Operand::new(scratch, rs, cs).into(),
+                    scale: 1.0,
+                    parallel: false,
+                };
+                // SAFETY: as above; `x` holds rows m0..m0 + mb and `scratch` the block's
+                // columns at the strides `columns` returned.
+                unsafe { product.run(compute) };
             },
         );
     };
@@ -165,11 +172,12 @@ pub(crate) fn matmul(x: &[f32], m: usize, k: usize, w: impl Columns, n: usize) -
     unsafe { buffer::init_with(m * n, write) }
 }
 
-/// `x[m, k] · w[k, n] + bias` for f32 values, as a row-major `[m, n]` buffer; `w` is read
-/// with `w_strides` (row, column), so a transposed view needs no copy. One multi-threaded
-/// gemm writes straight into the output, which is first filled with the bias (burn-flex
-/// allocates its product through a byte vector that is then copied to realign it, and adds the
-/// bias in another pass).
+/// `x[m, k] · w[k, n] + bias` for f32 values, as a row-major `[m, n]` buffer, the products
+/// in `compute`; `w` is read with `w_strides` (row, column), so a transposed view needs no
+/// copy. One multi-threaded gemm writes straight into the output, which is first filled with
+/// the bias (burn-flex allocates its product through a byte vector that is then copied to
+/// realign it, and adds the bias in another pass).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_f32(
     x: &[f32],
     m: usize,
@@ -178,6 +186,7 @@ pub(crate) fn matmul_f32(
     w_strides: (usize, usize),
     n: usize,
     bias: Option<&[f32]>,
+    compute: ComputeDtype,
 ) -> Buffer {
     let write = |out: &mut [MaybeUninit<f32>]| {
         if let Some(bias) = bias {
@@ -197,44 +206,39 @@ pub(crate) fn matmul_f32(
         // weight. Measured, 2 threads (own split / columns, ms): 154 × 768 × 768 (a CLIP
         // text layer) 1.08 / 0.74, 154 × 3072 × 768 3.76 / 2.72, 50 × 768 × 3072 2.98 / 1.33,
         // 512 × 5120 × 1280 24.3 / 22.8; with more rows than columns it made no difference
-        // or lost (8192 × 320 × 320: 5.58 / 5.88).
+        // or lost (8192 × 320 × 320: 5.58 / 5.88). The bf16 product splits its own work
+        // without repacking, by blocks of rows and columns.
         let threads = rayon::current_num_threads();
-        let parts = if m <= n {
+        let parts = if m <= n && compute == ComputeDtype::F32 {
             threads.min(n / 16).max(1)
         } else {
             1
-        };
-        let parallelism = if parts == 1 {
-            Parallelism::Rayon(0)
-        } else {
-            Parallelism::None
         };
         let out = SharedOut(out.as_mut_ptr().cast::<f32>());
         (0..parts).into_par_iter().for_each(|part| {
             let (c0, c1) = (n * part / parts / 16 * 16, n * (part + 1) / parts / 16 * 16);
             let c1 = if part + 1 == parts { n } else { c1 };
-            // SAFETY: `out` holds `m` rows of `n`, of which this part alone writes columns
-            // c0..c1; `x` holds `m · k` values and `w` `k` rows of `n` at the given strides.
-            // Without a bias the gemm does not read `out` (it writes every element); with
+            let product = Product {
+                m,
+                n: c1 - c0,
+                k,
+                // SAFETY: `out` holds `m` rows of `n`, of which this part alone writes
+                // columns c0..c1.
+                dst: unsafe { out.at(c0) },
+                dst_rs: n,
+                accumulate: bias.is_some(),
+                lhs: Operand::new(x, k, 1).into(),
+                rhs: Operand::new(&w[c0 * w_strides.1..], w_strides.0, w_strides.1).into(),
+                scale: 1.0,
+                parallel: parts == 1,
+            };
+            // SAFETY: `x` holds `m · k` values and `w` `k` rows of `n` at the given strides.
+            // Without a bias the product does not read `out` (it writes every element); with
             // one, `out` was filled with it just above.
-            unsafe {
-                let w = &w[c0 * w_strides.1..];
-                gemm_f32(
-                    m,
-                    c1 - c0,
-                    k,
-                    out.at(c0),
-                    n,
-                    bias.is_some(),
-                    x,
-                    w,
-                    w_strides,
-                    parallelism,
-                );
-            }
+            unsafe { product.run(compute) };
         });
     };
-    // SAFETY: `write` writes every element, by the bias fill or by the gemm.
+    // SAFETY: `write` writes every element, by the bias fill or by the product.
     unsafe { buffer::init_with(m * n, write) }
 }
 
@@ -480,51 +484,6 @@ dispatch! {
     }
 }
 
-/// `dst[m, n] (row stride dst_rs) = x[m, k] · w[k, n]` (`w_strides`: row, column), or
-/// `+=` with `accumulate` (onto values already in `dst`).
-///
-/// # Safety
-/// `dst` must be valid for `m` rows of `dst_rs` elements (initialised when `accumulate`),
-/// `x` hold `m · k` values and `w` `k` rows at its strides.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    x: &[f32],
-    w: &[f32],
-    w_strides: (usize, usize),
-    parallelism: Parallelism,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            w_strides.1 as isize,
-            w_strides.0 as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
 /// Converts `dst.len() / cols` rows of `cols` values from `src` (row stride `stride`).
 #[inline(always)]
 fn convert_rows(src: &[u16], stride: usize, cols: usize, dst: &mut [f32], f: impl Fn(u16) -> f32) {
@@ -606,7 +565,7 @@ mod tests {
             (HalfMatrix::f16(&wh, false), &exact_h),
             (HalfMatrix::f16(&wht, true), &exact_h),
         ] {
-            let got = matmul(&x, m, k, w, n);
+            let got = matmul(&x, m, k, w, n, ComputeDtype::F32);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k)

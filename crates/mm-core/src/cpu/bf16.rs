@@ -1,0 +1,958 @@
+//! Matrix products in bfloat16 with f32 accumulation: both operands rounded to bf16 (to
+//! nearest, ties to even) as they are packed, every product of two bf16 values exact in f32,
+//! and the sums kept in f32.
+//!
+//! Three micro-kernels, picked at run time ([`Kernel::best`]):
+//!
+//! - **AMX** (Intel Sapphire Rapids and later): `tdpbf16ps` adds 16 × 16 sums of 32 products
+//!   per instruction out of tile registers — 16 times the multiply-adds of an AVX-512 FMA.
+//! - **AVX512-BF16** (AMD Zen 4 and later, Intel Cooper Lake): `vdpbf16ps` multiplies 16
+//!   pairs of bf16 values and adds both products to 16 f32 sums.
+//! - **portable**: the same packed operands through ordinary vector code compiled for
+//!   AVX-512, AVX2+FMA and plain x86 ([`dispatch`]), adding the two exact products of a pair
+//!   in `vdpbf16ps`'s order (the odd one, then the even one).
+//!
+//! All three multiply the same bf16 values and add exact products in f32; they differ only in
+//! the order of the additions (and the native instructions flush subnormals to zero), so their
+//! results agree within a rounding of the sums (tested).
+//!
+//! Layouts: both operands hold pairs of consecutive `k` values in one 32-bit word (the low half
+//! the even `k`). The left operand is row-major (a row's pairs in a row, `lda` words apart), the
+//! right one pair-rows (pair `p` of every column in a row, `ldb` words apart): an AMX tile is
+//! 16 rows of 16 words of either, a vector kernel broadcasts one left word against two
+//! 16-word vectors of the right. The right operand is packed in panels of [`NR`] columns
+//! (`ldb = NR`), unless the caller packed it once for several products ([`Matrix::Packed`]).
+
+use std::cell::Cell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::gemm::{Matrix, Operand, Packed, Product};
+use super::simd::dispatch;
+
+/// Rows of a micro-tile of the vector kernels.
+const MR: usize = 8;
+/// Rows of a micro-tile of the AMX kernel: two tiles of 16 rows. Packed left operands have
+/// their rows rounded up to it.
+pub(crate) const AMX_ROWS: usize = 32;
+/// Columns of a micro-tile: two 16-lane vectors, or two AMX tiles of 16 columns. Packed right
+/// operands hold this many readable columns past the last one.
+pub(crate) const NR: usize = 32;
+/// `k` pairs per block (a multiple of 16, an AMX tile's depth): a right panel of 192 × 32
+/// words is 24 KiB (L1).
+const KC: usize = 192;
+/// Rows per task (a multiple of [`AMX_ROWS`]).
+const MC: usize = 128;
+/// Columns per task (a multiple of [`NR`]).
+const NC: usize = 512;
+
+/// Which micro-kernel multiplies the packed operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AMX tiles (`tdpbf16ps`).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
+    /// `vdpbf16ps` (AVX512-BF16).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
+    /// Exact bf16 products added in f32 by ordinary vector code.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs (AMX where the CPU has it and Linux grants the
+    /// process its tile state; `MM_CPU_NO_AMX` in the environment skips it).
+    pub fn best() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::env::var_os("MM_CPU_NO_AMX").is_none() && amx::available() {
+                    return Kernel::Amx;
+                }
+                if avx512bf16() {
+                    return Kernel::Avx512Bf16;
+                }
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// Every kernel this CPU runs.
+    #[cfg(test)]
+    pub fn available() -> Vec<Self> {
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512bf16() {
+                kernels.push(Kernel::Avx512Bf16);
+            }
+            if amx::available() {
+                kernels.push(Kernel::Amx);
+            }
+        }
+        kernels
+    }
+
+    /// Rows of the kernel's micro-tile.
+    fn rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => AMX_ROWS,
+            _ => MR,
+        }
+    }
+
+    /// The packed operands' pairs per row (left) or rows (right) for `k`: its pairs, rounded
+    /// up to a whole AMX tile for the AMX kernel (the extra pairs are zeros).
+    pub fn depth(self, k: usize) -> usize {
+        let pairs = k.div_ceil(2);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => pairs.div_ceil(16) * 16,
+            _ => pairs,
+        }
+    }
+
+    /// Computes `t` (`rows` = [`Kernel::rows`]).
+    ///
+    /// # Safety
+    /// The kernel must be one [`Kernel::best`] or [`Kernel::available`] gave; the pointers
+    /// of `t` must address what is read and written; for AMX, [`Tiles::begin`] ran on this
+    /// thread and `t.kc` is a multiple of 16.
+    #[inline(always)]
+    unsafe fn tile(self, t: Tile) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Amx => amx::tile(t),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512Bf16 => tile_avx512bf16(t),
+                Kernel::Portable => tile_portable(t),
+            }
+        }
+    }
+}
+
+/// One micro-tile's work: `out[rows × NR] = [out +] a · b` over `kc` pairs, `a` holding the
+/// kernel's `rows` rows `lda` words apart, `b` `kc` rows of (at least) [`NR`] words `ldb`
+/// apart, `out` `rows` rows of `NR` f32 values `ldo` apart; `accumulate` adds to `out`.
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    ldb: usize,
+    kc: usize,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+}
+
+/// Whether the CPU has AVX512F and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+fn avx512bf16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+// SAFETY: an operand is a read-only view that the caller of `Product::run` keeps valid and
+// unchanged for the product; the destination is written by one task per block.
+unsafe impl Send for Operand {}
+// SAFETY: as above.
+unsafe impl Sync for Operand {}
+// SAFETY: as above.
+unsafe impl Send for Packed {}
+// SAFETY: as above.
+unsafe impl Sync for Packed {}
+// SAFETY: as above.
+unsafe impl Sync for Product {}
+
+thread_local! {
+    /// Packed right and left operands kept between calls on a thread (fresh allocations of
+    /// this size fault every page in). Taken out while in use, so a nested product on the same
+    /// thread (a stolen rayon task) gets its own.
+    static RIGHT: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    static LEFT: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+}
+
+/// `p` in bf16 with f32 sums through `kernel`.
+///
+/// # Safety
+/// As [`Product::run`]; packed operands must have been packed for this kernel's
+/// [`Kernel::depth`].
+pub(crate) unsafe fn gemm(p: &Product, kernel: Kernel) {
+    let Product { m, n, k, .. } = *p;
+    if let Matrix::F32(lhs) = p.lhs {
+        assert_eq!(lhs.cs, 1, "the left operand's rows are contiguous");
+    }
+    let depth = kernel.depth(k);
+    let mut scratch = RIGHT.take();
+    let right = match p.rhs {
+        Matrix::Packed(packed) => packed,
+        Matrix::F32(rhs) => {
+            zeroed(&mut scratch, n.div_ceil(NR) * depth * NR);
+            let pack = |column: &mut Vec<u32>, (j, panel): (usize, &mut [u32])| {
+                // SAFETY: the caller guarantees `rhs` addresses k × n elements.
+                unsafe { pack_right(rhs, k, n, j * NR, panel, column) }
+            };
+            let chunk = (depth * NR).max(1);
+            if p.parallel {
+                let chunks = scratch.par_chunks_mut(chunk).enumerate();
+                chunks.for_each_init(Vec::new, pack);
+            } else {
+                let mut column = Vec::new();
+                let chunks = scratch.chunks_mut(chunk).enumerate();
+                chunks.for_each(|c| pack(&mut column, c));
+            }
+            Packed {
+                ptr: scratch.as_ptr(),
+                ld: NR,
+                panel: depth * NR,
+            }
+        }
+    };
+    // Tasks of MC rows by NC columns; with rows enough for every thread, a task takes all the
+    // columns of its rows, which it then packs once.
+    let row_blocks = m.div_ceil(MC);
+    let width = if !p.parallel || row_blocks >= 4 * rayon::current_num_threads() {
+        n.div_ceil(NR) * NR
+    } else {
+        NC
+    };
+    let col_blocks = n.div_ceil(width);
+    let task = |t: usize| {
+        let (i0, j0) = ((t / col_blocks) * MC, (t % col_blocks) * width);
+        let mut left = LEFT.take();
+        // SAFETY: forwarded from the caller; the tasks write disjoint blocks of `dst`.
+        unsafe { block(p, kernel, right, &mut left, i0, j0..n.min(j0 + width)) };
+        LEFT.set(left);
+    };
+    if p.parallel {
+        (0..row_blocks * col_blocks).into_par_iter().for_each(task);
+    } else {
+        (0..row_blocks * col_blocks).for_each(task);
+    }
+    RIGHT.set(scratch);
+}
+
+/// Rows `i0..` (up to [`MC`]) and columns `cols` of the product; the left rows are packed
+/// into `left` unless they come packed.
+///
+/// # Safety
+/// As [`gemm`], and no other thread writes this block of `dst`.
+unsafe fn block(
+    p: &Product,
+    kernel: Kernel,
+    right: Packed,
+    left: &mut Vec<u32>,
+    i0: usize,
+    cols: Range<usize>,
+) {
+    let depth = kernel.depth(p.k);
+    let (mb, mr) = (MC.min(p.m - i0), kernel.rows());
+    let lhs = match p.lhs {
+        Matrix::Packed(packed) => Packed {
+            // SAFETY: row i0 of the packed rows.
+            ptr: unsafe { packed.ptr.add(i0 * packed.ld) },
+            ..packed
+        },
+        Matrix::F32(lhs) => {
+            zeroed(left, mb.div_ceil(mr) * mr * depth);
+            for (r, words) in left.chunks_exact_mut(depth.max(1)).enumerate() {
+                if r < mb {
+                    // SAFETY: the caller guarantees `lhs` addresses m × k elements, with
+                    // unit column stride (`Product::run`).
+                    pack_row(unsafe { lhs.row(i0 + r, 0, p.k) }, words);
+                } else {
+                    words.fill(0);
+                }
+            }
+            Packed {
+                ptr: left.as_ptr(),
+                ld: depth,
+                panel: 0,
+            }
+        }
+    };
+    let _tiles = Tiles::begin(kernel);
+    let mut acc = [0.0f32; AMX_ROWS * NR];
+    for k0 in (0..depth.max(1)).step_by(KC) {
+        let kc = KC.min(depth - k0);
+        let accumulate = k0 > 0 || p.accumulate;
+        for j in cols.clone().step_by(NR) {
+            let b = right.right_at(k0, j);
+            for i in (0..mb).step_by(mr) {
+                let a = lhs.left_at(i, k0);
+                let (rows, width) = ((mb - i).min(mr), (cols.end - j).min(NR));
+                // SAFETY: element (i0 + i, j) of `dst`, in this task's block.
+                let dst = unsafe { p.dst.add((i0 + i) * p.dst_rs + j) };
+                if rows == mr && width == NR && p.scale == 1.0 {
+                    // A whole tile, unscaled: the sums go straight into `dst`.
+                    if kc > 0 {
+                        // SAFETY: the tile's rows and columns lie in this task's block; the
+                        // operands hold `mr` rows and NR columns (zeros or spare ones past
+                        // the ends) of `kc` pairs from `k0`.
+                        unsafe {
+                            kernel.tile(Tile {
+                                a,
+                                lda: lhs.ld,
+                                b,
+                                ldb: right.ld,
+                                kc,
+                                out: dst,
+                                ldo: p.dst_rs,
+                                accumulate,
+                            })
+                        };
+                    } else if !accumulate {
+                        // SAFETY: as above.
+                        unsafe { zero_rows(dst, p.dst_rs, rows, width) };
+                    }
+                    continue;
+                }
+                if kc == 0 {
+                    acc.fill(0.0);
+                } else {
+                    // SAFETY: as above, into `acc` (AMX_ROWS × NR).
+                    unsafe {
+                        kernel.tile(Tile {
+                            a,
+                            lda: lhs.ld,
+                            b,
+                            ldb: right.ld,
+                            kc,
+                            out: acc.as_mut_ptr(),
+                            ldo: NR,
+                            accumulate: false,
+                        })
+                    };
+                }
+                for (r, sums) in acc.chunks_exact(NR).take(rows).enumerate() {
+                    // SAFETY: row i0 + i + r, columns j..j + width of `dst`, in this
+                    // task's block.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(dst.add(r * p.dst_rs), width) };
+                    store(dst, &sums[..width], p.scale, !accumulate);
+                }
+            }
+        }
+    }
+}
+
+/// Zeros `rows` rows of `width` values `ld` apart from `dst`.
+///
+/// # Safety
+/// They must be writable.
+unsafe fn zero_rows(dst: *mut f32, ld: usize, rows: usize, width: usize) {
+    for r in 0..rows {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::ptr::write_bytes(dst.add(r * ld), 0, width) };
+    }
+}
+
+impl Packed {
+    /// The word of pair `q` of row `r` of a left operand (row-major).
+    #[inline(always)]
+    fn left_at(self, r: usize, q: usize) -> *const u32 {
+        self.ptr.wrapping_add(r * self.ld + q)
+    }
+
+    /// The word of pair `q` of column `j` of a right operand: pair-rows, in panels of [`NR`]
+    /// columns `panel` words apart when packed by [`gemm`] (`panel` 0: one panel).
+    #[inline(always)]
+    fn right_at(self, q: usize, j: usize) -> *const u32 {
+        let offset = if self.panel == 0 {
+            q * self.ld + j
+        } else {
+            (j / NR) * self.panel + q * self.ld + j % NR
+        };
+        self.ptr.wrapping_add(offset)
+    }
+}
+
+/// The AMX tile configuration of this thread while a block is computed: loaded by
+/// [`Tiles::begin`] for the AMX kernel, released when dropped.
+struct Tiles(bool);
+
+impl Tiles {
+    fn begin(kernel: Kernel) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx {
+            // SAFETY: the AMX kernel is only chosen where the CPU and the OS support it.
+            unsafe { amx::configure() };
+            return Tiles(true);
+        }
+        let _ = kernel;
+        Tiles(false)
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.0 {
+            // SAFETY: as in `begin`.
+            unsafe { amx::release() };
+        }
+    }
+}
+
+dispatch! {
+    /// `dst = scale · sums`, or `+=` unless `overwrite`.
+    fn store(dst: &mut [f32], sums: &[f32], scale: f32, overwrite: bool) -> () {
+        if overwrite {
+            for (d, &s) in dst.iter_mut().zip(sums) {
+                *d = scale * s;
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(sums) {
+                *d += scale * s;
+            }
+        }
+    }
+}
+
+/// `v` as `len` zeros, its allocation advised as transparent huge pages when it grows (the
+/// packed operands are read in tiles of 16 rows far apart: with 4 KiB pages, every row of a
+/// tile is another TLB entry).
+pub(crate) fn zeroed(v: &mut Vec<u32>, len: usize) {
+    v.clear();
+    if v.capacity() < len {
+        *v = Vec::with_capacity(len);
+        crate::buffer::advise_huge_pages(v.as_ptr().cast(), len * 4);
+    }
+    v.resize(len, 0);
+}
+
+/// f32 → bf16 bits, rounded to nearest (ties to even); NaN stays NaN.
+#[inline(always)]
+pub(crate) fn round(x: f32) -> u32 {
+    let bits = x.to_bits();
+    let rounded = (bits + 0x7fff + ((bits >> 16) & 1)) >> 16;
+    if x.is_nan() {
+        (bits >> 16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+/// Two values as one word of a pair: `lo` in the low half.
+#[inline(always)]
+pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
+    round(lo) | (round(hi) << 16)
+}
+
+dispatch! {
+    /// `words[p] = pair(src[2p], src[2p + 1])` (a zero for the odd `k`'s missing partner).
+    fn pair_up(src: &[f32], words: &mut [u32]) -> () {
+        let pairs = src.chunks_exact(2);
+        let odd = pairs.remainder();
+        for (w, v) in words.iter_mut().zip(pairs) {
+            *w = pair(v[0], v[1]);
+        }
+        if let ([last], Some(w)) = (odd, words.get_mut(src.len() / 2)) {
+            *w = round(*last);
+        }
+    }
+}
+
+dispatch! {
+    /// `words[c] = pair(even[c], odd[c])`.
+    fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) -> () {
+        for ((w, &e), &o) in words.iter_mut().zip(even).zip(odd) {
+            *w = pair(e, o);
+        }
+    }
+}
+
+/// The packed depth (pairs per row or rows of pairs) of a `k`-deep operand for this CPU's
+/// kernel.
+pub(crate) fn depth(k: usize) -> usize {
+    Kernel::best().depth(k)
+}
+
+/// One row of a left operand for [`Matrix::Packed`]: the pairs of `src` into `words`, zeros
+/// after them. A packed left operand holds its rows `ld` words apart and readable rows up to
+/// the next multiple of [`AMX_ROWS`] (zeros).
+pub(crate) fn pack_row(src: &[f32], words: &mut [u32]) {
+    pair_up(src, words);
+    words[src.len().div_ceil(2)..].fill(0);
+}
+
+/// A right operand for [`Matrix::Packed`]: the `k` rows of `cols` values of `src` (`ld`
+/// apart, unit stride) as `depth` ([`depth`]) pair-rows of `cols + NR` words (zeros past `k`
+/// and `cols`), the row length its `ld`.
+pub(crate) fn pack_pair_rows(
+    src: &[f32],
+    k: usize,
+    ld: usize,
+    cols: usize,
+    depth: usize,
+    out: &mut Vec<u32>,
+) {
+    let width = cols + NR;
+    zeroed(out, depth * width);
+    out.par_chunks_mut(width)
+        .take(k.div_ceil(2))
+        .enumerate()
+        .for_each(|(q, words)| pair_row(src, k, ld, cols, q, words));
+}
+
+/// [`pack_pair_rows`] into `words` (zeros, `width` words per pair-row), on this thread.
+pub(crate) fn pack_pair_rows_into(
+    src: &[f32],
+    k: usize,
+    ld: usize,
+    cols: usize,
+    width: usize,
+    words: &mut [u32],
+) {
+    for (q, words) in words.chunks_mut(width).take(k.div_ceil(2)).enumerate() {
+        pair_row(src, k, ld, cols, q, words);
+    }
+}
+
+/// Pair-row `q` of [`pack_pair_rows`]: rows `2q` and `2q + 1` of `src`.
+fn pair_row(src: &[f32], k: usize, ld: usize, cols: usize, q: usize, words: &mut [u32]) {
+    let even = &src[2 * q * ld..2 * q * ld + cols];
+    if 2 * q + 1 < k {
+        let odd = &src[(2 * q + 1) * ld..(2 * q + 1) * ld + cols];
+        pair_rows(even, odd, &mut words[..cols]);
+    } else {
+        pair_up_even(even, &mut words[..cols]);
+    }
+}
+
+/// The right operand `[k, cols]` whose column `j` is row `j` of `src` (`k` values, rows `ld`
+/// apart: a transposed matrix) as pair-rows into `words` (zeros, `width` words per pair-row),
+/// on this thread; `column` is scratch.
+pub(crate) fn pack_pair_columns_into(
+    src: &[f32],
+    cols: usize,
+    ld: usize,
+    k: usize,
+    width: usize,
+    words: &mut [u32],
+    column: &mut Vec<u32>,
+) {
+    column.resize(k.div_ceil(2), 0);
+    for j in 0..cols {
+        pair_up(&src[j * ld..j * ld + k], column);
+        for (w, &v) in words[j..].iter_mut().step_by(width).zip(column.iter()) {
+            *w = v;
+        }
+    }
+}
+
+/// `words[c] = pair(even[c], 0)`.
+fn pair_up_even(even: &[f32], words: &mut [u32]) {
+    for (w, &e) in words.iter_mut().zip(even) {
+        *w = round(e);
+    }
+}
+
+/// The right operand's columns `j0..j0 + NR` as `[depth][NR]` words (zeros past `k` and `n`);
+/// `column` is scratch for `k.div_ceil(2)` words.
+///
+/// # Safety
+/// `rhs` must address `k × n` elements.
+unsafe fn pack_right(
+    rhs: Operand,
+    k: usize,
+    n: usize,
+    j0: usize,
+    panel: &mut [u32],
+    column: &mut Vec<u32>,
+) {
+    let cols = NR.min(n - j0);
+    if cols < NR {
+        panel.fill(0);
+    }
+    let pairs = k.div_ceil(2);
+    panel[pairs * NR..].fill(0);
+    if rhs.cs == 1 {
+        // Rows contiguous: two rows at a time.
+        for (q, words) in panel.chunks_exact_mut(NR).take(pairs).enumerate() {
+            // SAFETY: rows 2q (and 2q + 1) < k, columns j0..j0 + cols < n.
+            let even = unsafe { rhs.row(2 * q, j0, cols) };
+            if 2 * q + 1 < k {
+                // SAFETY: as above.
+                let odd = unsafe { rhs.row(2 * q + 1, j0, cols) };
+                pair_rows(even, odd, &mut words[..cols]);
+            } else {
+                pair_up_even(even, &mut words[..cols]);
+            }
+        }
+    } else if rhs.rs == 1 {
+        // Columns contiguous (a transposed weight): each column down, then spread out.
+        let transposed = Operand {
+            rs: rhs.cs,
+            cs: 1,
+            ..rhs
+        };
+        column.resize(pairs, 0);
+        for c in 0..cols {
+            // SAFETY: column j0 + c < n, rows 0..k.
+            pair_up(unsafe { transposed.row(j0 + c, 0, k) }, column);
+            for (w, &v) in panel.iter_mut().skip(c).step_by(NR).zip(column.iter()) {
+                *w = v;
+            }
+        }
+    } else {
+        for (q, words) in panel.chunks_exact_mut(NR).take(pairs).enumerate() {
+            for (c, w) in words.iter_mut().take(cols).enumerate() {
+                // SAFETY: rows < k and columns j0 + c < n, inside the operand.
+                let get = |r: usize| {
+                    if r < k {
+                        unsafe { rhs.at(r, j0 + c) }
+                    } else {
+                        0.0
+                    }
+                };
+                *w = pair(get(2 * q), get(2 * q + 1));
+            }
+        }
+    }
+}
+
+/// The low (even-`k`) value of a pair, in f32.
+#[inline(always)]
+fn lo(w: u32) -> f32 {
+    f32::from_bits(w << 16)
+}
+
+/// The high (odd-`k`) value of a pair, in f32.
+#[inline(always)]
+fn hi(w: u32) -> f32 {
+    f32::from_bits(w & 0xffff_0000)
+}
+
+/// The portable micro-kernel ([`Kernel::tile`] with [`MR`] rows): per pair, the odd product
+/// and then the even one added to each sum (both exact in f32), as `vdpbf16ps` does.
+///
+/// # Safety
+/// As [`Kernel::tile`].
+unsafe fn tile_portable(t: Tile) {
+    let mut sums = [[0.0f32; NR]; MR];
+    for (r, row) in sums.iter_mut().enumerate() {
+        if t.accumulate {
+            // SAFETY: row r of `out` holds NR values.
+            row.copy_from_slice(unsafe { std::slice::from_raw_parts(t.out.add(r * t.ldo), NR) });
+        }
+    }
+    // SAFETY: `a` holds MR rows of `kc` words, `b` `kc` rows of NR words.
+    let (a, b) = unsafe {
+        (
+            std::array::from_fn::<_, MR, _>(|r| {
+                std::slice::from_raw_parts(t.a.add(r * t.lda), t.kc)
+            }),
+            (0..t.kc).map(|q| std::slice::from_raw_parts(t.b.add(q * t.ldb), NR)),
+        )
+    };
+    for (q, bw) in b.enumerate() {
+        let words: [u32; MR] = std::array::from_fn(|r| a[r][q]);
+        portable_step(&words, bw, &mut sums);
+    }
+    for (r, row) in sums.iter().enumerate() {
+        // SAFETY: row r of `out` holds NR values.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), t.out.add(r * t.ldo), NR) };
+    }
+}
+
+dispatch! {
+    /// One pair of [`tile_portable`]: `sums[r][c] += hi·hi, then += lo·lo`.
+    fn portable_step(a: &[u32; MR], b: &[u32], sums: &mut [[f32; NR]; MR]) -> () {
+        for (row, &aw) in sums.iter_mut().zip(a) {
+            let (al, ah) = (lo(aw), hi(aw));
+            for (s, &w) in row.iter_mut().zip(b) {
+                *s = (*s + ah * hi(w)) + al * lo(w);
+            }
+        }
+    }
+}
+
+/// The `vdpbf16ps` micro-kernel ([`Kernel::tile`] with [`MR`] rows): [`MR`] × 2
+/// accumulators of 16 lanes; per pair, two loads of the right operand and one broadcast of
+/// each left row's word.
+///
+/// # Safety
+/// As [`Kernel::tile`]; the CPU has AVX512F and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile_avx512bf16(t: Tile) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's guarantees; a broadcast word is a pair of bf16 values, and
+    // `__m512bh` is 32 of them (the same bits).
+    unsafe {
+        let mut sums = [[_mm512_setzero_ps(); 2]; MR];
+        if t.accumulate {
+            for (r, s) in sums.iter_mut().enumerate() {
+                s[0] = _mm512_loadu_ps(t.out.add(r * t.ldo));
+                s[1] = _mm512_loadu_ps(t.out.add(r * t.ldo + 16));
+            }
+        }
+        for q in 0..t.kc {
+            let bw = t.b.add(q * t.ldb);
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bw.cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bw.add(16).cast()));
+            for (r, s) in sums.iter_mut().enumerate() {
+                let w = *t.a.add(r * t.lda + q);
+                let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(w as i32));
+                s[0] = _mm512_dpbf16_ps(s[0], a, b0);
+                s[1] = _mm512_dpbf16_ps(s[1], a, b1);
+            }
+        }
+        for (r, s) in sums.iter().enumerate() {
+            _mm512_storeu_ps(t.out.add(r * t.ldo), s[0]);
+            _mm512_storeu_ps(t.out.add(r * t.ldo + 16), s[1]);
+        }
+    }
+}
+
+/// The AMX kernel, in inline assembly (Rust has no stable AMX intrinsics): tiles 0–3 hold a
+/// 32 × 32 block of sums, 4–5 two 16-row slices of the left operand, 6–7 two 16-column
+/// slices of the right one; each `tdpbf16ps` adds 16 × 16 sums of 32 products.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::Tile;
+    use std::arch::asm;
+
+    /// Whether the CPU has AMX-BF16 and Linux lets this process use the tile registers
+    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once).
+    pub fn available() -> bool {
+        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *GRANTED.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 || !cfg!(target_os = "linux") {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+            const XFEATURE_XTILEDATA: u64 = 18;
+            const SYS_ARCH_PRCTL: i64 = 158;
+            let ret: i64;
+            // SAFETY: the arch_prctl system call with two integer arguments; it only changes
+            // which extended states this process may use.
+            unsafe {
+                asm!(
+                    "syscall",
+                    inlateout("rax") SYS_ARCH_PRCTL => ret,
+                    in("rdi") ARCH_REQ_XCOMP_PERM,
+                    in("rsi") XFEATURE_XTILEDATA,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            ret == 0
+        })
+    }
+
+    /// The tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    const CONFIG: Config = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+            t += 1;
+        }
+        Config(c)
+    };
+
+    /// Loads [`CONFIG`] on this thread.
+    ///
+    /// # Safety
+    /// [`available`] must be true.
+    pub unsafe fn configure() {
+        // SAFETY: a valid 64-byte configuration.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    }
+
+    /// Releases the tiles of this thread.
+    ///
+    /// # Safety
+    /// [`available`] must be true.
+    pub unsafe fn release() {
+        // SAFETY: always valid once AMX is granted.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// [`super::Kernel::tile`] with 32 rows.
+    ///
+    /// # Safety
+    /// As there; [`configure`] ran on this thread and `t.kc` is a multiple of 16.
+    #[inline(always)]
+    pub unsafe fn tile(t: Tile) {
+        let (sa, sb, so) = (t.lda * 4, t.ldb * 4, t.ldo * 4);
+        let c = t.out;
+        // SAFETY: the caller's guarantees; every load and store stays inside the operands
+        // and `out` (32 rows of 32 values).
+        unsafe {
+            let (c1, c2, c3) = (c.add(16), c.add(16 * t.ldo), c.add(16 * t.ldo + 16));
+            if t.accumulate {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {so}]",
+                    "tileloadd tmm1, [{c1} + {so}]",
+                    "tileloadd tmm2, [{c2} + {so}]",
+                    "tileloadd tmm3, [{c3} + {so}]",
+                    c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+                    so = in(reg) so,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            for s in (0..t.kc).step_by(16) {
+                let a0 = t.a.add(s);
+                let b0 = t.b.add(s * t.ldb);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}]",
+                    "tileloadd tmm5, [{a1} + {sa}]",
+                    "tileloadd tmm6, [{b0} + {sb}]",
+                    "tileloadd tmm7, [{b1} + {sb}]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.add(16 * t.lda),
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(16),
+                    sa = in(reg) sa,
+                    sb = in(reg) sb,
+                    options(nostack, readonly)
+                );
+            }
+            asm!(
+                "tilestored [{c0} + {so}], tmm0",
+                "tilestored [{c1} + {so}], tmm1",
+                "tilestored [{c2} + {so}], tmm2",
+                "tilestored [{c3} + {so}], tmm3",
+                c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+                so = in(reg) so,
+                options(nostack)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf(x: f32) -> f64 {
+        f64::from(f32::from_bits(round(x) << 16))
+    }
+
+    /// Values of both signs and a spread of magnitudes, not representable in bf16.
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0;
+                v * (1.0 + (i % 5) as f32 * 0.37)
+            })
+            .collect()
+    }
+
+    /// Runs `dst = scale · a · b (+ dst)` with both storage orders of `b` and compares it with
+    /// the exact product of the bf16-rounded operands.
+    fn check(m: usize, k: usize, n: usize, accumulate: bool, parallel: bool) {
+        let a = values(m * k, 1);
+        let b = values(k * n, 2);
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let scale = 0.5;
+        let mut outputs = Vec::new();
+        for kernel in Kernel::available() {
+            for (rhs, rs, cs) in [(&b, n, 1), (&bt, 1, k)] {
+                let mut dst: Vec<f32> = values(m * (n + 3), 3);
+                let before = dst.clone();
+                let p = Product {
+                    m,
+                    n,
+                    k,
+                    dst: dst.as_mut_ptr(),
+                    dst_rs: n + 3,
+                    accumulate,
+                    lhs: Operand::new(&a, k, 1).into(),
+                    rhs: Operand::new(rhs, rs, cs).into(),
+                    scale,
+                    parallel,
+                };
+                // SAFETY: the operands and `dst` hold the sizes the product addresses.
+                unsafe { gemm(&p, kernel) };
+                for i in 0..m {
+                    for j in 0..n + 3 {
+                        let got = f64::from(dst[i * (n + 3) + j]);
+                        if j >= n {
+                            assert_eq!(got, f64::from(before[i * (n + 3) + j]), "padding");
+                            continue;
+                        }
+                        let exact: f64 = (0..k).map(|c| bf(a[i * k + c]) * bf(b[c * n + j])).sum();
+                        let base = if accumulate {
+                            f64::from(before[i * (n + 3) + j])
+                        } else {
+                            0.0
+                        };
+                        let want = base + f64::from(scale) * exact;
+                        let bound: f64 = (0..k)
+                            .map(|c| (bf(a[i * k + c]) * bf(b[c * n + j])).abs())
+                            .sum::<f64>()
+                            * 1e-6
+                            + 1e-6 * base.abs();
+                        assert!(
+                            (got - want).abs() <= bound + 1e-12,
+                            "{kernel:?} {m}x{k}x{n} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+                outputs.push(dst);
+            }
+        }
+        // Every kernel and layout gives the same sums (the same order of additions).
+        for o in &outputs[1..] {
+            let diff = o
+                .iter()
+                .zip(&outputs[0])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff <= 1e-5, "{m}x{k}x{n}: kernels differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn matches_the_exact_product_of_the_rounded_operands() {
+        check(1, 1, 1, false, false);
+        check(3, 5, 7, false, false); // every remainder
+        check(MR, 2 * KC, NR, true, false); // whole tiles, two k blocks
+        check(MC + 9, 2 * KC + 3, NC + 33, false, true); // several tasks
+        check(17, 40, 75, true, true);
+        check(4, 0, 5, true, false);
+        check(4, 0, 5, false, false);
+    }
+
+    #[test]
+    fn rounds_to_nearest_even() {
+        assert_eq!(round(1.0), 0x3f80);
+        // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties to the even 1.
+        assert_eq!(round(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(round(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(round(-2.5), 0xc020);
+        assert_eq!(round(f32::INFINITY), 0x7f80);
+        assert_eq!(round(f32::MAX), 0x7f80); // overflows to infinity
+        assert!(f32::from_bits(round(f32::NAN) << 16).is_nan());
+    }
+}
