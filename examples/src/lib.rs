@@ -227,7 +227,9 @@ pub fn parse_compute(name: &str) -> Result<ComputeDtype, String> {
     match name {
         "f32" => Ok(ComputeDtype::F32),
         "bf16" => Ok(ComputeDtype::Bf16),
-        other => Err(format!("unknown compute dtype '{other}' (expected f32 or bf16)")),
+        other => Err(format!(
+            "unknown compute dtype '{other}' (expected f32 or bf16)"
+        )),
     }
 }
 
