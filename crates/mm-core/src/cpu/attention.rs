@@ -219,10 +219,12 @@ pub(crate) fn attention(p: &Problem) -> Buffer {
                 // output product (bf16 pairs, rows `depth` words apart), not back into `scores`.
                 let probs = packed.as_ref().map(|_| {
                     let depth = bf16::depth(sk);
-                    bf16::zeroed(probs, n.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS * depth);
+                    let len = n.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS * depth;
+                    let (rows, spare) = bf16::sized(probs, len).split_at_mut(n * depth);
+                    spare.fill(0);
                     let rows = scores
                         .chunks_exact_mut(sk)
-                        .zip(probs.chunks_exact_mut(depth));
+                        .zip(rows.chunks_exact_mut(depth));
                     norms.extend(rows.enumerate().map(|(i, (row, words))| {
                         exp_row_bf16(row, visible(i), padding, scale, words)
                     }));
@@ -419,10 +421,13 @@ fn exp_row_bf16(
     scale: f32,
     words: &mut [u32],
 ) -> f32 {
-    words.fill(0);
     let Some(max) = masked_max(&mut row[..visible], padding) else {
+        words.fill(0);
         return 0.0;
     };
+    // Zeros where `exp_sub_sum_pairs` writes no whole words: its tail (which it ORs into)
+    // and the keys not visible.
+    words[visible / (2 * simd::LANES) * simd::LANES..].fill(0);
     1.0 / simd::exp_sub_sum_pairs(&row[..visible], max, scale, words)
 }
 
@@ -446,7 +451,7 @@ mod simd {
     use crate::cpu::simd::{dispatch, exp};
 
     /// Lanes of the partial accumulators: wide enough for AVX-512.
-    const LANES: usize = 16;
+    pub(super) const LANES: usize = 16;
 
     dispatch! {
         /// The largest value (`-inf` for an empty or all `-inf` slice).

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::buffer::{self, Buffer, SharedOut};
 use crate::cpu::bf16;
-use crate::cpu::gemm::{Matrix, Operand, Packed, Product};
+use crate::cpu::gemm::{Operand, Packed, Product};
 use crate::cpu::linear::HalfMatrix;
 use crate::precision::ComputeDtype;
 
@@ -112,7 +112,9 @@ impl Strategy {
         }
         let (ho, _) = p.out_size();
         let columns = p.batch * ho * (p.w + 2 * p.pw);
-        if columns <= STACK_RATIO * p.o {
+        // In bf16 the taps are summed in the kernel's registers (`Layout::reduced`), which
+        // reads each operand once: no stacking.
+        if columns <= STACK_RATIO * p.o && p.compute == ComputeDtype::F32 {
             Strategy::Stacked
         } else {
             Strategy::Taps
@@ -162,18 +164,18 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
     let padded = layout.pad(p, padded);
     match strategy {
         Strategy::Taps => {
-            let work = sized(work, weight.len());
-            tap_major(weight, p.c, p.kh * p.kw, work);
-            let operands = match p.compute {
-                ComputeDtype::F32 => Taps::F32 {
-                    weight: work,
-                    padded,
-                },
+            let acc = match p.compute {
+                ComputeDtype::F32 => {
+                    let work = sized(work, weight.len());
+                    tap_major(weight, p.c, p.kh * p.kw, work);
+                    layout.per_tap(p, work, padded, acc)
+                }
                 ComputeDtype::Bf16 => {
-                    Taps::packed(p, &layout, work, padded, packed_weight, packed_input)
+                    let taps =
+                        PackedTaps::new(p, &layout, weight, padded, packed_weight, packed_input);
+                    layout.reduced(p, &taps, acc)
                 }
             };
-            let acc = layout.per_tap(p, &operands, acc);
             layout.extract(p, acc, layout.plane, out);
         }
         Strategy::Stacked => {
@@ -295,10 +297,16 @@ impl Layout {
     /// The columns are split evenly between the threads, each running its taps with a
     /// single-threaded `gemm` (measured against one multi-threaded `gemm` per tap, 3 alternating
     /// runs each: 58.0–59.3 against 60.7–62.6 ms at 320 channels × 64², the same at 640 × 32²).
-    fn per_tap<'a>(&self, p: &Conv, operands: &Taps, acc: &'a mut Vec<f32>) -> &'a [f32] {
+    fn per_tap<'a>(
+        &self,
+        p: &Conv,
+        weight: &[f32],
+        padded: &[f32],
+        acc: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
         let Conv { batch, c, o, .. } = *p;
         let taps = p.kh * p.kw;
-        let cols = (batch - 1) * self.plane + self.n;
+        let cols = self.columns(p);
         let acc = sized(acc, o * cols);
         let parts = rayon::current_num_threads().min(cols.div_ceil(64)).max(1);
         let out = SharedOut(acc.as_mut_ptr());
@@ -306,7 +314,10 @@ impl Layout {
             let (c0, c1) = (cols * part / parts, cols * (part + 1) / parts);
             for t in 0..taps {
                 let first = t == 0;
-                let (lhs, rhs) = operands.tap(p, self, t, c0);
+                // The window [c, cols] starts at column offset(t) of the padded rows; its last
+                // element (c-1)·batch·plane + offset(t) + cols - 1 ≤ c·batch·plane - 1 because
+                // offset(t) + n ≤ hp·wp + kw - 1 = plane.
+                let window = &padded[self.offset(p, t) + c0..];
                 let product = Product {
                     m: o,
                     n: c1 - c0,
@@ -315,15 +326,48 @@ impl Layout {
                     dst: unsafe { out.at(c0) },
                     dst_rs: cols,
                     accumulate: !first,
-                    lhs,
-                    rhs,
+                    lhs: Operand::new(&weight[t * c..], c * taps, 1).into(),
+                    rhs: Operand::new(window, batch * self.plane, 1).into(),
                     scale: 1.0,
                     parallel: false,
                 };
-                // SAFETY: the operands of `Taps::tap` hold what the product reads.
+                // SAFETY: the weight slice is [o, c] (rows c·taps apart), the window [c, cols]
+                // (rows batch·plane apart) inside `padded`.
                 unsafe { product.run(p.compute) };
             }
         });
+        acc
+    }
+
+    /// The accumulator's columns of [`Strategy::Taps`]: every image's `plane`, the last one's
+    /// cut to its `n` output columns.
+    fn columns(&self, p: &Conv) -> usize {
+        (p.batch - 1) * self.plane + self.n
+    }
+
+    /// [`Strategy::Taps`] in bf16: `acc` (`[o, cols]` as in [`Layout::per_tap`]) = the sum
+    /// over the taps of each tap's packed weight by its window of the packed input, the sums
+    /// of an output tile kept in the kernel's registers across all the taps.
+    fn reduced<'a>(&self, p: &Conv, taps: &PackedTaps, acc: &'a mut Vec<f32>) -> &'a [f32] {
+        let cols = self.columns(p);
+        let acc = sized(acc, p.o * cols);
+        let offsets: Vec<usize> = (0..p.kh * p.kw).map(|t| self.offset(p, t)).collect();
+        let reduction = bf16::Reduction {
+            m: p.o,
+            n: cols,
+            depth: taps.depth,
+            a: Packed::new(taps.weight, p.kh * p.kw * taps.depth),
+            a_step: taps.depth,
+            b: Packed::new(taps.input, taps.width),
+            b_offsets: &offsets,
+            dst: acc.as_mut_ptr(),
+            dst_rs: cols,
+        };
+        // SAFETY: `acc` is [o, cols]; the weight holds o_pad (o rounded up to AMX_ROWS) rows
+        // of every tap's `depth` words, packed for the best kernel; the input's pair-rows are
+        // `width` = batch·plane + NR words, and a window's last column offset(t) + cols - 1
+        // is below batch·plane (see `per_tap`).
+        unsafe { bf16::reduce(&reduction, bf16::Kernel::best()) };
         acc
     }
 
@@ -394,81 +438,58 @@ impl Layout {
     }
 }
 
-/// The operands of [`Strategy::Taps`]'s products: the tap-major weight and the padded input
-/// in f32, or both packed once as bf16 pairs.
-enum Taps<'a> {
-    F32 {
-        weight: &'a [f32],
-        padded: &'a [f32],
-    },
-    Bf16 {
-        /// Per tap, `o_pad` rows of `depth` words.
-        weight: &'a [u32],
-        o_pad: usize,
-        depth: usize,
-        /// `depth` pair-rows of `width` words.
-        input: &'a [u32],
-        width: usize,
-    },
+/// The operands of [`Strategy::Taps`] in bf16: the weight and the padded input, each packed
+/// once as bf16 pairs.
+struct PackedTaps<'a> {
+    /// `o_pad` rows (`o` rounded up to [`bf16::AMX_ROWS`], zeros past `o`) of `taps · depth`
+    /// words: output channel `r`'s weights for tap `t` from word `t · depth` of row `r`.
+    weight: &'a [u32],
+    depth: usize,
+    /// `depth` pair-rows of `width` words.
+    input: &'a [u32],
+    width: usize,
 }
 
-impl<'a> Taps<'a> {
-    /// Packs the tap-major weight (`[o, taps, c]`) per tap and the padded input (`[c, batch ·
-    /// plane]`) into `weight` and `input`.
-    fn packed(
+impl<'a> PackedTaps<'a> {
+    /// Packs the weight as stored (`[o, c, taps]`) and the padded input (`[c, batch · plane]`)
+    /// into `weight` and `input`.
+    fn new(
         p: &Conv,
         layout: &Layout,
-        tap_major: &[f32],
+        stored: &[f32],
         padded: &[f32],
         weight: &'a mut Vec<u32>,
         input: &'a mut Vec<u32>,
     ) -> Self {
         let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
         let depth = bf16::depth(c);
+        let row = (taps * depth).max(1);
         let o_pad = o.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS;
-        bf16::zeroed(weight, taps * o_pad * depth);
-        weight
-            .par_chunks_mut(depth.max(1))
+        bf16::sized(weight, o_pad * row)
+            .par_chunks_mut(row)
             .enumerate()
-            .filter(|(row, _)| row % o_pad < o)
-            .for_each(|(row, words)| {
-                let (t, r) = (row / o_pad, row % o_pad);
-                bf16::pack_row(&tap_major[(r * taps + t) * c..][..c], words);
+            .for_each_init(Vec::new, |tap_major, (r, words)| {
+                if r >= o {
+                    return words.fill(0);
+                }
+                // The channel's [c, taps] weights tap-major in cache, then each tap's c
+                // values paired.
+                let tap_major = sized(tap_major, c * taps);
+                transpose(&stored[r * c * taps..][..c * taps], taps, tap_major);
+                for (src, words) in tap_major
+                    .chunks_exact(c.max(1))
+                    .zip(words.chunks_mut(depth.max(1)))
+                {
+                    bf16::pack_row(src, words);
+                }
             });
         let cols = p.batch * layout.plane;
         bf16::pack_pair_rows(padded, c, cols, cols, depth, input);
-        Taps::Bf16 {
+        Self {
             weight,
-            o_pad,
             depth,
             input,
             width: cols + bf16::NR,
-        }
-    }
-
-    /// The weight of tap `t` (`[o, c]`) and the window of the input it multiplies (`[c,
-    /// cols]` from column `c0`).
-    fn tap(&self, p: &Conv, layout: &Layout, t: usize, c0: usize) -> (Matrix, Matrix) {
-        let (c, taps) = (p.c, p.kh * p.kw);
-        // The window [c, cols] starts at column offset(t) of the padded rows; its last
-        // element (c-1)·batch·plane + offset(t) + cols - 1 ≤ c·batch·plane - 1 because
-        // offset(t) + n ≤ hp·wp + kw - 1 = plane.
-        let start = layout.offset(p, t) + c0;
-        match *self {
-            Taps::F32 { weight, padded } => (
-                Operand::new(&weight[t * c..], c * taps, 1).into(),
-                Operand::new(&padded[start..], p.batch * layout.plane, 1).into(),
-            ),
-            Taps::Bf16 {
-                weight,
-                o_pad,
-                depth,
-                input,
-                width,
-            } => (
-                Packed::new(&weight[t * o_pad * depth..], depth).into(),
-                Packed::new(&input[start..], width).into(),
-            ),
         }
     }
 }
@@ -489,13 +510,17 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 fn tap_major(src: &[f32], c: usize, taps: usize, dst: &mut [f32]) {
     dst.par_chunks_mut(c * taps)
         .zip(src.par_chunks(c * taps))
-        .for_each(|(dst, src)| {
-            for (t, dst) in dst.chunks_exact_mut(c).enumerate() {
-                for (d, s) in dst.iter_mut().zip(src[t..].iter().step_by(taps)) {
-                    *d = *s;
-                }
-            }
-        });
+        .for_each(|(dst, src)| transpose(src, taps, dst));
+}
+
+/// `dst[t · c + i] = src[i · taps + t]`: one output channel's `[c, taps]` weights tap-major.
+fn transpose(src: &[f32], taps: usize, dst: &mut [f32]) {
+    let c = src.len() / taps;
+    for (i, src) in src.chunks_exact(taps).enumerate() {
+        for (t, &s) in src.iter().enumerate() {
+            dst[t * c + i] = s;
+        }
+    }
 }
 
 #[cfg(test)]
