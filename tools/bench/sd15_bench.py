@@ -269,6 +269,10 @@ def main():
     parser.add_argument("--autocast", choices=["bf16"],
                         help="run the case under torch.autocast('cpu', dtype=torch.bfloat16): "
                              "bf16 products (linear, conv, matmul, attention) on f32 weights")
+    parser.add_argument("--autocast-scope", choices=["run", "call"], default="run",
+                        help="run: one autocast block around the warm-up and the timed calls "
+                             "(autocast keeps the weights' bf16 casts between calls); call: a "
+                             "block per call (every call casts its weights)")
     parser.add_argument("--layers", default="19,38",
                         help="--model flux: double,single blocks of the slice (default 19,38)")
     args = parser.parse_args()
@@ -286,18 +290,25 @@ def main():
     print(f"torch threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})")
     print(f"timing: {args.warmup} warm-up + median of {args.runs} runs\n")
 
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast
+    def autocast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast
                 else contextlib.nullcontext())
+
+    per_call = args.autocast_scope == "call"
     if args.autocast:
-        print("autocast: bfloat16\n")
-    with torch.no_grad(), autocast:
+        print(f"autocast: bfloat16, one block per {'call' if per_call else 'run'}\n")
+    outer, inner = ((contextlib.nullcontext, autocast) if per_call
+                    else (autocast, contextlib.nullcontext))
+    with torch.no_grad(), outer():
         for _ in range(args.warmup):
-            case()
+            with inner():
+                case()
         times = []
         for _ in range(args.runs):
-            start = time.perf_counter()
-            case()
-            times.append(time.perf_counter() - start)
+            with inner():
+                start = time.perf_counter()
+                case()
+                times.append(time.perf_counter() - start)
     med, best = statistics.median(times), min(times)
     name = CASES[args.model][args.part]
     print(f"{name}  median {med:8.3f} s   min {best:8.3f} s")

@@ -16,7 +16,11 @@ Rust / PyTorch ratios.
 
 `--compute f32,bf16` adds the bf16 rows: PyTorch under `torch.autocast("cpu",
 dtype=torch.bfloat16)` and Rust with `MM_BENCH_COMPUTE=bf16` (bf16 products, f32 sums), and
-prints each part's Rust bf16 time against PyTorch's f32 and bf16 times.
+prints each part's Rust bf16 time against PyTorch's f32 and bf16 times. Both sides run all
+their calls in one autocast scope, which keeps the weights' bf16 copies from the warm-up
+on (a pipeline inside one scope: every step after the first); `bf16-call` runs each call in
+a scope of its own instead (every call converts its weights: a text encoder's one call per
+generation).
 
 Run on an otherwise idle machine. MM_BENCH_DTYPE=bf16 in the environment keeps the Rust
 weights in bfloat16 (see crates/mm-diffusion/benches/common); PyTorch stays float32
@@ -92,8 +96,10 @@ def torch_case(model, part, runs, warmup, layers=None, compute="f32"):
                "--runs", str(runs), "--warmup", str(warmup), "--json", f.name]
         if layers is not None:
             cmd += ["--layers", layers]
-        if compute == "bf16":
+        if compute in ("bf16", "bf16-call"):
             cmd += ["--autocast", "bf16"]
+        if compute == "bf16-call":
+            cmd += ["--autocast-scope", "call"]
         _, rss = run(cmd)
         return json.loads(Path(f.name).read_text())[CASES[model][part]], rss
 
@@ -208,7 +214,8 @@ def main():
     parser.add_argument("--compute", default="f32",
                         help="comma-separated arithmetic of both sides: f32 (PyTorch f32, Rust "
                              "f32), bf16 (PyTorch under torch.autocast bf16, Rust with "
-                             "MM_BENCH_COMPUTE=bf16)")
+                             "MM_BENCH_COMPUTE=bf16, one scope for all calls), bf16-call (a "
+                             "scope per call)")
     parser.add_argument("--slices", default="0,0:1,0:0,2",
                         help="--model flux: the D,S slices (double,single blocks), ':'-separated")
     parser.add_argument("--flux-rust", default="q8_0,bf16",
@@ -231,8 +238,11 @@ def main():
                 torch_result = (None if args.rust_only else
                                 torch_case(args.model, part, args.runs, args.warmup,
                                            compute=compute))
+                env_extra = {"MM_BENCH_COMPUTE": compute.removesuffix("-call")}
+                if compute == "bf16-call":
+                    env_extra["MM_BENCH_SCOPE"] = "call"
                 rust_result = rust_case(args.model, part, exes[part], args.runs, args.warmup,
-                                        env_extra={"MM_BENCH_COMPUTE": compute})
+                                        env_extra=env_extra)
                 results[label].append({"torch": torch_result, "rust": rust_result})
                 rows.append((label, torch_result, rust_result))
         print(f"round {r + 1}\n{table(rows)}\n", flush=True)
@@ -246,11 +256,12 @@ def main():
     # bf16 against PyTorch's f32: the issue's "<= 0.6x PyTorch's f32 time".
     by_label = {label: (torch, rust) for label, torch, rust in summary}
     for part in parts:
-        f32_row, bf16_row = by_label.get(part), by_label.get(f"{part} (bf16)")
-        if f32_row and bf16_row and f32_row[0] is not None and bf16_row[0] is not None:
-            rust = bf16_row[1][0]
-            print(f"{part}: Rust bf16 / PyTorch f32 = {rust / f32_row[0][0]:.2f}, "
-                  f"Rust bf16 / PyTorch bf16 = {rust / bf16_row[0][0]:.2f}")
+        for compute in ("bf16", "bf16-call"):
+            f32_row, bf16_row = by_label.get(part), by_label.get(f"{part} ({compute})")
+            if f32_row and bf16_row and f32_row[0] is not None and bf16_row[0] is not None:
+                rust = bf16_row[1][0]
+                print(f"{part}: Rust {compute} / PyTorch f32 = {rust / f32_row[0][0]:.2f}, "
+                      f"Rust {compute} / PyTorch {compute} = {rust / bf16_row[0][0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

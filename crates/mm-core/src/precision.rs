@@ -31,8 +31,10 @@
 //! ```
 
 use crate::device::runs_cpu_kernels;
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
+use std::sync::Arc;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::PaddingConfig2d;
@@ -43,6 +45,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use crate::cpu::conv::{self, Weight};
 use crate::cpu::linear::{self, HalfMatrix};
+use crate::cpu::packed::{Cacheable, WeightCache};
 use crate::host::{Values, View};
 use crate::quant::quantized_weight;
 
@@ -63,9 +66,10 @@ pub fn compute_dtype(storage: DType, device: &Device) -> DType {
 /// - [`ComputeDtype::Bf16`]: both operands of each product rounded to bfloat16 (to nearest,
 ///   ties to even) and the sums kept in f32 — what `torch.autocast("cpu",
 ///   dtype=torch.bfloat16)` does for PyTorch's linear layers, convolutions and matmuls. On
-///   CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and
-///   later) it runs on `vdpbf16ps`, twice the multiply-adds per instruction of f32; elsewhere a
-///   portable kernel gives the same results (within a rounding of the sums) but no speed-up.
+///   CPUs with AMX (Intel Sapphire Rapids and later) the products run on its tiles, several
+///   times f32's multiply-adds per cycle; with AVX512-BF16 alone (AMD Zen 4, Intel Cooper
+///   Lake) on `vdpbf16ps`; elsewhere a portable kernel gives the same results (within a
+///   rounding of the sums) but no speed-up.
 ///   Everything else — norms, softmax, activations, residual additions, the one-token decoding
 ///   products — stays f32. Weights stored in bf16
 ///   ([`Weights::with_dtype`](crate::weights::Weights::with_dtype)) are used as they are.
@@ -83,11 +87,19 @@ pub enum ComputeDtype {
 
 thread_local! {
     static AUTOCAST: Cell<ComputeDtype> = const { Cell::new(ComputeDtype::F32) };
+    /// The packed weights of the outermost bf16 scope on this thread.
+    static WEIGHTS: RefCell<Option<Arc<WeightCache>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with the CPU kernels' matrix products in `dtype` (on this thread; the setting
 /// before is restored afterwards, also when `f` panics). The pipelines of `mm-diffusion` and
 /// `mm-vlm` take a `compute_dtype` option that wraps their model calls in this.
+///
+/// In bf16, the outermost scope keeps every f32 weight that a linear layer or a convolution
+/// packs to bf16 until it ends, as `torch.autocast` keeps its casts: a denoising loop run in
+/// one scope packs its weights at the first step only. It costs the memory of the packed
+/// copies (half the f32 weights' size) for the length of the scope, and holds each cached
+/// weight's tensor alive meanwhile.
 ///
 /// ```
 /// use burn::nn::LinearConfig;
@@ -123,13 +135,18 @@ pub fn autocast<R>(dtype: ComputeDtype, f: impl FnOnce() -> R) -> R {
 #[must_use = "the setting ends when the value is dropped"]
 pub struct Autocast {
     before: ComputeDtype,
+    /// Set when this scope made the thread's weight cache: the cache before (none).
+    cache_before: Option<Option<Arc<WeightCache>>>,
 }
 
 impl Autocast {
-    /// Sets `dtype` on this thread until the returned value is dropped.
+    /// Sets `dtype` on this thread until the returned value is dropped (the outermost bf16
+    /// scope also keeps the packed weights meanwhile: [`autocast`]).
     pub fn enter(dtype: ComputeDtype) -> Self {
+        let outermost = dtype == ComputeDtype::Bf16 && WEIGHTS.with_borrow(Option::is_none);
         Self {
             before: AUTOCAST.replace(dtype),
+            cache_before: outermost.then(|| WEIGHTS.replace(Some(Arc::default()))),
         }
     }
 }
@@ -137,6 +154,18 @@ impl Autocast {
 impl Drop for Autocast {
     fn drop(&mut self) {
         AUTOCAST.set(self.before);
+        if let Some(before) = self.cache_before.take() {
+            WEIGHTS.set(before);
+        }
+    }
+}
+
+/// The packed weights of this thread's bf16 scope, when its products are bf16.
+fn weight_cache() -> Option<Arc<WeightCache>> {
+    if autocast_dtype() == ComputeDtype::Bf16 {
+        WEIGHTS.with_borrow(Clone::clone)
+    } else {
+        None
     }
 }
 
@@ -293,17 +322,22 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// takes `Linear::forward`.
 fn linear_f32<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let bias = layer.bias.as_ref().map(|b| b.val());
-    f32_product(&x, layer.weight.val(), bias).unwrap_or_else(|| layer.forward(x))
+    let weight = layer.weight.val();
+    let kept = weight.clone();
+    let owner = move || Box::new(kept.clone()) as Box<dyn Any + Send>;
+    f32_product(&x, weight, bias, Some(&owner)).unwrap_or_else(|| layer.forward(x))
 }
 
 /// `x[.., k] · w[k, n] (+ bias)` for f32 tensors of the flex device through
 /// [`linear::matmul_f32`], reading them where they lie (`w` with any strides, a
 /// transposed view included); `None` when `x` or the bias is not contiguous, or a tensor is
-/// not an f32 tensor of the flex device.
+/// not an f32 tensor of the flex device. A weight with an `owner` (cloning its tensor) is
+/// packed into the scope's cache in bf16 ([`autocast`]).
 fn f32_product<const D: usize>(
     x: &Tensor<D>,
     w: Tensor<2>,
     bias: Option<Tensor<1>>,
+    owner: Option<&(dyn Fn() -> Box<dyn Any + Send> + Sync)>,
 ) -> Option<Tensor<D>> {
     let [k, n] = w.dims();
     let input = View::new(x.clone())?;
@@ -323,7 +357,15 @@ fn f32_product<const D: usize>(
     let [rs, cs] = w.strides();
     let m = x_values.len() / k;
     let compute = autocast_dtype();
-    let out = linear::matmul_f32(x_values, m, k, w.data(), (rs, cs), n, bias, compute);
+    let cacheable = owner
+        .zip(weight_cache())
+        .map(|(owner, cache)| Cacheable { cache, owner });
+    let weight = linear::F32Weight {
+        values: w.data(),
+        strides: (rs, cs),
+        cacheable,
+    };
+    let out = linear::matmul_f32(x_values, m, k, weight, n, bias, compute);
     let mut shape = x.dims();
     shape[D - 1] = n;
     Some(Tensor::from_data(out.into_data(shape), &x.device()))
@@ -339,7 +381,7 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     if w.dtype() == dtype {
         let flex = dtype == DType::F32 && runs_cpu_kernels(&x.device());
         return flex
-            .then(|| f32_product(&x, w.clone(), None))
+            .then(|| f32_product(&x, w.clone(), None, None))
             .flatten()
             .unwrap_or_else(|| x.matmul(w));
     }
@@ -444,6 +486,8 @@ fn cpu_conv(
         .map(|b| b.val().cast(DType::F32).into_data());
     let device = x.device();
     let data = Values::new(x);
+    let kept = w.clone();
+    let owner = move || Box::new(kept.clone()) as Box<dyn Any + Send>;
     let conv = conv::Conv {
         x: data.as_slice(),
         weight,
@@ -460,6 +504,10 @@ fn cpu_conv(
         ph,
         pw,
         compute: autocast_dtype(),
+        cacheable: weight_cache().map(|cache| Cacheable {
+            cache,
+            owner: &owner,
+        }),
     };
     let (ho, wo) = conv.out_size();
     let out = conv::conv2d(&conv);
@@ -514,6 +562,49 @@ mod tests {
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The outermost bf16 scope keeps the packed weights: the calls after the first give the
+    /// results of a fresh scope, each layer's weight its own, an f32 scope inside computes in
+    /// f32, and the cache ends with the scope.
+    #[test]
+    fn bf16_scope_keeps_packed_weights() {
+        let device = Device::flex();
+        let layer = LinearConfig::new(64, 48).init(&device);
+        let other = LinearConfig::new(64, 48).init(&device);
+        let conv = Conv2dConfig::new([8, 8], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = Tensor::<2>::random([32, 64], Distribution::Normal(0.0, 1.0), &device);
+        let image = Tensor::<4>::random([2, 8, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+        let fresh = |f: &dyn Fn() -> Tensor<2>| autocast(ComputeDtype::Bf16, f);
+        let (once, other_once) = (
+            fresh(&|| linear(&layer, x.clone())),
+            fresh(&|| linear(&other, x.clone())),
+        );
+        let conv_once = autocast(ComputeDtype::Bf16, || conv2d(&conv, image.clone()));
+        let f32 = linear(&layer, x.clone());
+        {
+            let _scope = Autocast::enter(ComputeDtype::Bf16);
+            assert!(weight_cache().is_some());
+            // Met once, twice (packed into the cache), then taken from it.
+            for _ in 0..3 {
+                assert_eq!(max_diff(linear(&layer, x.clone()), once.clone()), 0.0);
+                assert_eq!(max_diff(linear(&other, x.clone()), other_once.clone()), 0.0);
+                assert_eq!(
+                    max_diff(conv2d(&conv, image.clone()), conv_once.clone()),
+                    0.0
+                );
+                let inner = autocast(ComputeDtype::F32, || linear(&layer, x.clone()));
+                assert_eq!(max_diff(inner, f32.clone()), 0.0);
+            }
+            assert!(max_diff(once.clone(), f32.clone()) > 0.0, "bf16 rounds");
+        }
+        assert!(weight_cache().is_none());
+        assert!(
+            WEIGHTS.with_borrow(Option::is_none),
+            "the scope's cache is dropped"
+        );
     }
 
     /// The CPU convolution kernel (and the fallback for what it does not handle) agrees with

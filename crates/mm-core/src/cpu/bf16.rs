@@ -216,7 +216,6 @@ pub(crate) unsafe fn gemm(p: &Product, kernel: Kernel) {
     if let Matrix::F32(lhs) = p.lhs {
         assert_eq!(lhs.cs, 1, "the left operand's rows are contiguous");
     }
-    let depth = kernel.depth(k);
     if let Matrix::F32(rhs) = p.rhs
         && m <= STREAM_ROWS
     {
@@ -227,25 +226,9 @@ pub(crate) unsafe fn gemm(p: &Product, kernel: Kernel) {
     let right = match p.rhs {
         Matrix::Packed(packed) => packed,
         Matrix::F32(rhs) => {
-            zeroed(&mut scratch, n.div_ceil(NR) * depth * NR);
-            let pack = |column: &mut Vec<u32>, (j, panel): (usize, &mut [u32])| {
-                // SAFETY: the caller guarantees `rhs` addresses k × n elements.
-                unsafe { pack_right(rhs, k, n, j * NR, panel, column) }
-            };
-            let chunk = (depth * NR).max(1);
-            if p.parallel {
-                let chunks = scratch.par_chunks_mut(chunk).enumerate();
-                chunks.for_each_init(Vec::new, pack);
-            } else {
-                let mut column = Vec::new();
-                let chunks = scratch.chunks_mut(chunk).enumerate();
-                chunks.for_each(|c| pack(&mut column, c));
-            }
-            Packed {
-                ptr: scratch.as_ptr(),
-                ld: NR,
-                panel: depth * NR,
-            }
+            // SAFETY: forwarded from the caller.
+            unsafe { pack_panels_for(kernel, rhs, k, n, p.parallel, &mut scratch) };
+            panels_for(kernel, &scratch, k)
         }
     };
     // Tasks of MC rows by NC columns; with rows enough for every thread, a task takes all the
@@ -270,6 +253,67 @@ pub(crate) unsafe fn gemm(p: &Product, kernel: Kernel) {
         (0..row_blocks * col_blocks).for_each(task);
     }
     RIGHT.set(scratch);
+}
+
+/// A right operand `rhs` (`k × n`) packed into `words` as the bf16 products of
+/// [`Kernel::best`] read it: panels of [`NR`] columns (zeros past `n`), each its depth of
+/// pair-rows ([`panels`] views them).
+///
+/// # Safety
+/// `rhs` must address `k × n` elements.
+pub(crate) unsafe fn pack_panels(
+    rhs: Operand,
+    k: usize,
+    n: usize,
+    parallel: bool,
+    words: &mut Vec<u32>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { pack_panels_for(Kernel::best(), rhs, k, n, parallel, words) }
+}
+
+/// The packed operand in `words`, as [`pack_panels`] packed it for depth `k`.
+pub(crate) fn panels(words: &[u32], k: usize) -> Packed {
+    panels_for(Kernel::best(), words, k)
+}
+
+/// [`pack_panels`] for `kernel`.
+///
+/// # Safety
+/// As [`pack_panels`].
+unsafe fn pack_panels_for(
+    kernel: Kernel,
+    rhs: Operand,
+    k: usize,
+    n: usize,
+    parallel: bool,
+    words: &mut Vec<u32>,
+) {
+    let depth = kernel.depth(k);
+    zeroed(words, n.div_ceil(NR) * depth * NR);
+    let pack = |column: &mut Vec<u32>, (j, panel): (usize, &mut [u32])| {
+        // SAFETY: the caller guarantees `rhs` addresses k × n elements.
+        unsafe { pack_right(rhs, k, n, j * NR, panel, column) }
+    };
+    let chunk = (depth * NR).max(1);
+    if parallel {
+        let chunks = words.par_chunks_mut(chunk).enumerate();
+        chunks.for_each_init(Vec::new, pack);
+    } else {
+        let mut column = Vec::new();
+        let chunks = words.chunks_mut(chunk).enumerate();
+        chunks.for_each(|c| pack(&mut column, c));
+    }
+}
+
+/// [`panels`] for `kernel`.
+fn panels_for(kernel: Kernel, words: &[u32], k: usize) -> Packed {
+    let depth = kernel.depth(k);
+    Packed {
+        ptr: words.as_ptr(),
+        ld: NR,
+        panel: depth * NR,
+    }
 }
 
 /// Rows up to which [`gemm`] packs an f32 right operand panel by panel as it goes

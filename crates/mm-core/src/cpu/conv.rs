@@ -28,6 +28,7 @@ use crate::buffer::{self, Buffer, SharedOut};
 use crate::cpu::bf16;
 use crate::cpu::gemm::{Operand, Packed, Product};
 use crate::cpu::linear::HalfMatrix;
+use crate::cpu::packed::{Cacheable, Key, Packing};
 use crate::precision::ComputeDtype;
 
 /// Buffers kept between calls on a thread (the padded input, the accumulator, a converted
@@ -75,6 +76,8 @@ pub(crate) struct Conv<'a> {
     pub pw: usize,
     /// The arithmetic of the products.
     pub compute: ComputeDtype,
+    /// In bf16, the autocast scope's cache, which may keep an f32 weight packed.
+    pub cacheable: Option<Cacheable<'a>>,
 }
 
 impl Conv<'_> {
@@ -171,8 +174,23 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
                     layout.per_tap(p, work, padded, acc)
                 }
                 ComputeDtype::Bf16 => {
-                    let taps =
-                        PackedTaps::new(p, &layout, weight, padded, packed_weight, packed_input);
+                    // An f32 weight packed once per autocast scope; else into the scratch.
+                    let cached = match (p.weight, &p.cacheable) {
+                        (Weight::F32(stored), Some(cacheable)) => {
+                            let (o, c, taps) = (p.o, p.c, p.kh * p.kw);
+                            let key = Key::new(stored, Packing::Taps { o, c, taps });
+                            cacheable.words(key, |words| pack_weight(p, stored, words))
+                        }
+                        _ => None,
+                    };
+                    let packed = match &cached {
+                        Some(words) => words.as_slice(),
+                        None => {
+                            pack_weight(p, weight, packed_weight);
+                            packed_weight.as_slice()
+                        }
+                    };
+                    let taps = PackedTaps::new(p, &layout, packed, padded, packed_input);
                     layout.reduced(p, &taps, acc)
                 }
             };
@@ -451,40 +469,18 @@ struct PackedTaps<'a> {
 }
 
 impl<'a> PackedTaps<'a> {
-    /// Packs the weight as stored (`[o, c, taps]`) and the padded input (`[c, batch · plane]`)
-    /// into `weight` and `input`.
+    /// The operands of `p`: its weight as [`pack_weight`] packed it, and the padded input
+    /// (`[c, batch · plane]`) packed into `input`.
     fn new(
         p: &Conv,
         layout: &Layout,
-        stored: &[f32],
+        weight: &'a [u32],
         padded: &[f32],
-        weight: &'a mut Vec<u32>,
         input: &'a mut Vec<u32>,
     ) -> Self {
-        let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
-        let depth = bf16::depth(c);
-        let row = (taps * depth).max(1);
-        let o_pad = o.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS;
-        bf16::sized(weight, o_pad * row)
-            .par_chunks_mut(row)
-            .enumerate()
-            .for_each_init(Vec::new, |tap_major, (r, words)| {
-                if r >= o {
-                    return words.fill(0);
-                }
-                // The channel's [c, taps] weights tap-major in cache, then each tap's c
-                // values paired.
-                let tap_major = sized(tap_major, c * taps);
-                transpose(&stored[r * c * taps..][..c * taps], taps, tap_major);
-                for (src, words) in tap_major
-                    .chunks_exact(c.max(1))
-                    .zip(words.chunks_mut(depth.max(1)))
-                {
-                    bf16::pack_row(src, words);
-                }
-            });
+        let depth = bf16::depth(p.c);
         let cols = p.batch * layout.plane;
-        bf16::pack_pair_rows(padded, c, cols, cols, depth, input);
+        bf16::pack_pair_rows(padded, p.c, cols, cols, depth, input);
         Self {
             weight,
             depth,
@@ -492,6 +488,31 @@ impl<'a> PackedTaps<'a> {
             width: cols + bf16::NR,
         }
     }
+}
+
+/// The weight of [`Strategy::Taps`] in bf16 as [`PackedTaps`] holds it, packed from its stored
+/// layout (`[o, c, taps]`) into `words`.
+fn pack_weight(p: &Conv, stored: &[f32], words: &mut Vec<u32>) {
+    let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
+    let depth = bf16::depth(c);
+    let row = (taps * depth).max(1);
+    let o_pad = o.div_ceil(bf16::AMX_ROWS) * bf16::AMX_ROWS;
+    bf16::sized(words, o_pad * row)
+        .par_chunks_mut(row)
+        .enumerate()
+        .for_each_init(Vec::new, |tap_major, (r, words)| {
+            if r >= o {
+                return words.fill(0);
+            }
+            // The channel's [c, taps] weights tap-major in cache, then each tap's c values
+            // paired.
+            let tap_major = sized(tap_major, c * taps);
+            transpose(&stored[r * c * taps..][..c * taps], taps, tap_major);
+            let rows = tap_major.chunks_exact(c.max(1));
+            for (src, words) in rows.zip(words.chunks_mut(depth.max(1))) {
+                bf16::pack_row(src, words);
+            }
+        });
 }
 
 /// The first `len` values of a scratch buffer, which grows to `len` when shorter but never
@@ -526,6 +547,7 @@ fn transpose(src: &[f32], taps: usize, dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::packed::WeightCache;
     use burn::tensor::bf16;
     use half::slice::HalfBitsSliceExt;
 
@@ -601,6 +623,7 @@ mod tests {
                 ph,
                 pw,
                 compute: ComputeDtype::F32,
+                cacheable: None,
             };
             for (want, label) in [(direct(&p, &weight), "f32"), (direct(&p, &rounded), "bf16")] {
                 if label == "bf16" {
@@ -626,7 +649,14 @@ mod tests {
             }
             // bf16 products: the convolution of the rounded input by the rounded weight.
             let x_rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
-            let want = direct(&Conv { x: &x_rounded, ..p }, &rounded);
+            let want = direct(
+                &Conv {
+                    x: &x_rounded,
+                    cacheable: None,
+                    ..p
+                },
+                &rounded,
+            );
             p.weight = Weight::F32(&weight);
             p.compute = ComputeDtype::Bf16;
             for strategy in [Strategy::Taps, Strategy::Stacked, Strategy::choose(&p)] {
@@ -636,6 +666,20 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0, f32::max);
                 assert!(err < 1e-4, "{strategy:?} bf16 compute {c}x{h}x{w}: {err}");
+            }
+            let cache = std::sync::Arc::new(WeightCache::default());
+            let owner = || Box::new(()) as Box<dyn std::any::Any + Send>;
+            let cached = Conv {
+                cacheable: Some(Cacheable {
+                    cache: cache.clone(),
+                    owner: &owner,
+                }),
+                ..p
+            };
+            // Met once (packed into the scratch), twice (into the cache), then from it.
+            let uncached = conv2d_with(&p, Strategy::Taps);
+            for _ in 0..3 {
+                assert_eq!(&conv2d_with(&cached, Strategy::Taps)[..], &uncached[..]);
             }
         }
     }

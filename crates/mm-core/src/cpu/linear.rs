@@ -17,7 +17,9 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::buffer::{self, Buffer, SharedOut};
+use crate::cpu::bf16::{pack_panels, panels};
 use crate::cpu::gemm::{Operand, Product};
+use crate::cpu::packed::{Cacheable, Key, Packing};
 use crate::cpu::simd::dispatch;
 use crate::precision::ComputeDtype;
 
@@ -175,18 +177,24 @@ pub(crate) fn matmul(
 /// Rows from which a layer with f32 weights computes in bf16 when asked to (below, in f32).
 const BF16_MIN_ROWS: usize = 16;
 
+/// The f32 weight `[k, n]` of [`matmul_f32`]: its values, read with `strides` (row,
+/// column), and the autocast scope's cache when it may keep the weight packed.
+pub(crate) struct F32Weight<'a> {
+    pub values: &'a [f32],
+    pub strides: (usize, usize),
+    pub cacheable: Option<Cacheable<'a>>,
+}
+
 /// `x[m, k] · w[k, n] + bias` for f32 values, as a row-major `[m, n]` buffer, the products
-/// in `compute`; `w` is read with `w_strides` (row, column), so a transposed view needs no
-/// copy. One multi-threaded gemm writes straight into the output, which is first filled with
-/// the bias (burn-flex allocates its product through a byte vector that is then copied to
-/// realign it, and adds the bias in another pass).
-#[allow(clippy::too_many_arguments)]
+/// in `compute`; `w` is read with its strides, so a transposed view needs no copy. One
+/// multi-threaded gemm writes straight into the output, which is first filled with the bias
+/// (burn-flex allocates its product through a byte vector that is then copied to realign it,
+/// and adds the bias in another pass). In bf16, a cacheable weight is packed once per scope.
 pub(crate) fn matmul_f32(
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[f32],
-    w_strides: (usize, usize),
+    w: F32Weight,
     n: usize,
     bias: Option<&[f32]>,
     compute: ComputeDtype,
@@ -198,6 +206,19 @@ pub(crate) fn matmul_f32(
         ComputeDtype::F32
     } else {
         compute
+    };
+    let (values, w_strides) = (w.values, w.strides);
+    let packed = match (&w.cacheable, compute) {
+        (Some(cacheable), ComputeDtype::Bf16) => {
+            let (rs, cs) = w_strides;
+            let key = Key::new(values, Packing::Panels { k, n, rs, cs });
+            cacheable.words(key, |words| {
+                let weight = Operand::new(values, w_strides.0, w_strides.1);
+                // SAFETY: the weight's view addresses k × n elements of `values`.
+                unsafe { pack_panels(weight, k, n, true, words) };
+            })
+        }
+        _ => None,
     };
     let write = |out: &mut [MaybeUninit<f32>]| {
         if let Some(bias) = bias {
@@ -239,7 +260,13 @@ pub(crate) fn matmul_f32(
                 dst_rs: n,
                 accumulate: bias.is_some(),
                 lhs: Operand::new(x, k, 1).into(),
-                rhs: Operand::new(&w[c0 * w_strides.1..], w_strides.0, w_strides.1).into(),
+                rhs: match &packed {
+                    // bf16 runs as one part (c0 = 0).
+                    Some(words) => panels(words, k).into(),
+                    None => {
+                        Operand::new(&values[c0 * w_strides.1..], w_strides.0, w_strides.1).into()
+                    }
+                },
                 scale: 1.0,
                 parallel: parts == 1,
             };

@@ -9,6 +9,7 @@
 //! - [`attention`]: blocked softmax attention and the one-query decoding step.
 //! - [`activation`], [`norm`]: element-wise activations, group and layer norm.
 //! - [`simd`]: run-time dispatch between AVX-512, AVX2 and plain code.
+//! - [`packed`]: the bf16-packed weights of an autocast scope.
 
 pub(crate) mod activation;
 pub(crate) mod attention;
@@ -17,5 +18,6 @@ pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod linear;
 pub(crate) mod norm;
+pub(crate) mod packed;
 pub(crate) mod quant;
 pub(crate) mod simd;

@@ -11,8 +11,12 @@
 //! - `MM_BENCH_WARMUP=0` skips the warm-up call of the median loop (an SD3 step at 1024²
 //!   takes minutes; the models are materialised by a small call before timing anyway);
 //! - `MM_BENCH_DTYPE=bf16|f16` stores the weight matrices in half precision;
-//! - `MM_BENCH_COMPUTE=bf16` runs the timed call under `autocast(ComputeDtype::Bf16, ..)`
-//!   (bf16 products with f32 sums, see `mm_core::precision::ComputeDtype`);
+//! - `MM_BENCH_COMPUTE=bf16` runs the calls under `autocast(ComputeDtype::Bf16, ..)` (bf16
+//!   products with f32 sums, see `mm_core::precision::ComputeDtype`), all of them in one
+//!   scope, which keeps the weights packed to bf16 from the first call on — as
+//!   `tools/bench/sd15_bench.py --autocast bf16` runs PyTorch's calls in one
+//!   `torch.autocast` block, which keeps its weights' bf16 casts; `MM_BENCH_SCOPE=call` opens
+//!   a scope per call instead (every call packs its weights, like a fresh block per call);
 //! - `MM_BENCH_ERROR=1` also prints, before timing, how far the case's output computed with
 //!   bf16 products is from the f32 one (relative to the output's largest value, and RMS);
 //! - `MM_BENCH_POOL_MIB=N` limits the pool of recycled buffers.
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use burn::tensor::DType;
 use criterion::Criterion;
-use mm_core::precision::{ComputeDtype, autocast, compute_error, with_storage_dtype};
+use mm_core::precision::{Autocast, ComputeDtype, autocast, compute_error, with_storage_dtype};
 
 /// A file of the full-size configs under the workspace's `tests/fixtures/full/`.
 pub fn full_config(relative: &str) -> PathBuf {
@@ -176,6 +180,8 @@ pub fn run<F: FnMut()>(
         return;
     }
     let (mut setup_f, compute) = (setup(), compute_dtype());
+    let per_call = std::env::var("MM_BENCH_SCOPE").as_deref() == Ok("call");
+    let _scope = (!per_call).then(|| Autocast::enter(compute));
     let mut f = move || autocast(compute, &mut setup_f);
     let bench = std::env::args().any(|a| a == "--bench");
     if let (true, Some(runs)) = (bench, median_runs()) {
