@@ -95,11 +95,13 @@ thread_local! {
 /// before is restored afterwards, also when `f` panics). The pipelines of `mm-diffusion` and
 /// `mm-vlm` take a `compute_dtype` option that wraps their model calls in this.
 ///
-/// In bf16, the outermost scope keeps every f32 weight that a linear layer or a convolution
-/// packs to bf16 until it ends, as `torch.autocast` keeps its casts: a denoising loop run in
-/// one scope packs its weights at the first step only. It costs the memory of the packed
-/// copies (half the f32 weights' size) for the length of the scope, and holds each cached
-/// weight's tensor alive meanwhile.
+/// In bf16, the outermost scope keeps the f32 weights that its linear layers and
+/// convolutions pack to bf16 until it ends, as `torch.autocast` keeps its casts: a weight
+/// met a second time is packed into the scope's cache and read from there after that, so a
+/// denoising loop run in one scope packs no weights from its third step on (a weight used
+/// once costs nothing more). It costs the memory of the packed copies (half the f32
+/// weights' size) for the length of the scope, and holds each cached weight's tensor alive
+/// meanwhile.
 ///
 /// ```
 /// use burn::nn::LinearConfig;

@@ -63,8 +63,9 @@ pub struct GenerationConfig {
     /// The arithmetic of the matrix products on the flex CPU backend: f32 (the default), or
     /// bf16 with f32 sums ([`ComputeDtype::Bf16`]) for the vision tower, the projector and the
     /// prompt's prefill (a one-token decoding step reads each weight once and stays f32). In
-    /// bf16, f32 weights are packed to bf16 once and kept until the generation returns (half
-    /// their size more memory meanwhile; weights stored in bf16 are used as they are).
+    /// bf16, f32 weights used more than once are packed to bf16 into a cache at their second
+    /// use and kept until the generation returns (up to half their size more memory
+    /// meanwhile; weights stored in bf16 are used as they are).
     pub compute_dtype: ComputeDtype,
 }
 

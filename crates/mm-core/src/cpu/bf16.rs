@@ -378,18 +378,12 @@ unsafe fn stream(p: &Product, kernel: Kernel, rhs: Operand) {
             // Rows contiguous: the task's columns as one panel of pair-rows, read row by row.
             let width = cols.div_ceil(NR) * NR;
             let words = sized(&mut panels, depth * width);
-            let pairs = k.div_ceil(2);
+            let rs = rhs.rs as usize;
+            let len = if k == 0 { 0 } else { (k - 1) * rs + cols };
             // SAFETY: the caller guarantees `rhs` addresses k × n elements (rows `rs` apart).
-            let src = unsafe {
-                std::slice::from_raw_parts(rhs.ptr.add(j0), (k - 1) * rhs.rs as usize + cols)
-            };
+            let src = unsafe { std::slice::from_raw_parts(rhs.ptr.add(j0), len) };
             for (q, words) in words.chunks_exact_mut(width).enumerate() {
-                if q < pairs {
-                    pair_row(src, k, rhs.rs as usize, cols, q, words);
-                    words[cols..].fill(0);
-                } else {
-                    words.fill(0);
-                }
+                padded_pair_row(src, k, rs, cols, q, words);
             }
             Packed::new(&panels, width)
         } else {
@@ -792,14 +786,18 @@ pub(crate) fn pack_pair_rows(
     sized(out, depth * width)
         .par_chunks_mut(width)
         .enumerate()
-        .for_each(|(q, words)| {
-            if q < k.div_ceil(2) {
-                pair_row(src, k, ld, cols, q, words);
-                words[cols..].fill(0);
-            } else {
-                words.fill(0);
-            }
-        });
+        .for_each(|(q, words)| padded_pair_row(src, k, ld, cols, q, words));
+}
+
+/// Pair-row `q` of [`pack_pair_rows`] into all of `words`: zeros past `cols`, and all zeros
+/// for a pair past `k`.
+fn padded_pair_row(src: &[f32], k: usize, ld: usize, cols: usize, q: usize, words: &mut [u32]) {
+    if q < k.div_ceil(2) {
+        pair_row(src, k, ld, cols, q, words);
+        words[cols..].fill(0);
+    } else {
+        words.fill(0);
+    }
 }
 
 /// [`pack_pair_rows`] into `words` (zeros, `width` words per pair-row), on this thread.

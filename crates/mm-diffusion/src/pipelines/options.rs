@@ -115,9 +115,10 @@ pub struct GenerateOptions {
     /// denoiser, ControlNets, VAE) on the flex CPU backend: f32 (the default), or bf16 with
     /// f32 sums ([`ComputeDtype::Bf16`], like `torch.autocast("cpu", dtype=torch.bfloat16)`
     /// around a diffusers call; on CPUs with AMX, SD 1.5's UNet step takes about half and its
-    /// VAE decode 0.4× the f32 time). In bf16 the f32 weights are packed to bf16 once for the
-    /// call and kept until it returns, as autocast keeps its casts: the call holds half the
-    /// f32 weights' size more memory meanwhile.
+    /// VAE decode 0.4× the f32 time). In bf16 the f32 weights used more than once (the
+    /// denoiser's) are packed to bf16 into a cache at their second use and kept until the call
+    /// returns, as autocast keeps its casts: up to half the f32 weights' size more memory
+    /// meanwhile.
     pub compute_dtype: ComputeDtype,
 }
 
