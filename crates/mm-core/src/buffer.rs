@@ -21,6 +21,8 @@ use std::sync::Mutex;
 use burn::tensor::{DType, Shape, TensorData};
 use burn_std::{AccessError, AccessPolicy, AllocationController, AllocationProperty, Bytes};
 
+use crate::aligned::AlignedVec;
+
 /// The size from which a fresh buffer is advised as huge pages: 4 MiB.
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
@@ -33,7 +35,7 @@ const DEFAULT_POOL_LIMIT: usize = 1 << 30;
 
 /// Idle buffers, oldest first, and the accounting that keeps them from raising the peak.
 struct Pool {
-    idle: Vec<Vec<f32>>,
+    idle: Vec<AlignedVec<f32>>,
     /// The idle buffers' capacity, in bytes.
     bytes: usize,
     /// The capacity of the pooled-size buffers handed out and not back yet, in bytes.
@@ -73,7 +75,7 @@ impl Pool {
     /// buffers at most a quarter larger than asked still missed 1.04 / 1.22 GB of fresh
     /// buffers per pass, at most twice as large 0.86 / 0.64 GB; any larger buffer, 10 / 8 MB on
     /// the second pass and none from the third on.
-    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
+    fn take(&mut self, len: usize) -> Option<AlignedVec<f32>> {
         let fit = (self.idle.iter().enumerate())
             .filter(|(_, v)| v.capacity() >= len)
             .min_by_key(|(_, v)| v.capacity())
@@ -96,7 +98,7 @@ impl Pool {
 
     /// Takes back a live buffer for reuse, dropping the oldest idle buffers to stay within the
     /// limit (or `v` itself when it alone exceeds it).
-    fn put(&mut self, mut v: Vec<f32>) {
+    fn put(&mut self, mut v: AlignedVec<f32>) {
         let size = bytes(&v);
         self.live = self.live.saturating_sub(size);
         if size > self.limit {
@@ -125,7 +127,7 @@ impl Pool {
     }
 }
 
-fn bytes(v: &Vec<f32>) -> usize {
+fn bytes(v: &AlignedVec<f32>) -> usize {
     v.capacity() * size_of::<f32>()
 }
 
@@ -151,16 +153,16 @@ pub(crate) fn pooled_bytes() -> usize {
     pool().bytes
 }
 
-/// An empty vector with room for `len` f32 values: an idle buffer of the pool when one fits,
-/// else a fresh one, its pages advised as huge pages when it is large. The caller writes the
-/// values and sets the length.
-fn with_capacity(len: usize) -> Vec<f32> {
+/// An empty vector with room for `len` f32 values, on a cache line ([`crate::aligned`]): an
+/// idle buffer of the pool when one fits, else a fresh one, its pages advised as huge pages
+/// when it is large. The caller writes the values and sets the length.
+fn with_capacity(len: usize) -> AlignedVec<f32> {
     if len * size_of::<f32>() >= POOL_MIN
         && let Some(v) = pool().take(len)
     {
         return v;
     }
-    let v: Vec<f32> = Vec::with_capacity(len);
+    let v = AlignedVec::<f32>::with_capacity(len);
     advise_huge_pages(v.as_ptr().cast(), len * size_of::<f32>());
     v
 }
@@ -168,7 +170,7 @@ fn with_capacity(len: usize) -> Vec<f32> {
 /// f32 values that go back to the pool when dropped (large ones): a kernel's output, or its
 /// scratch. [`Buffer::into_data`] hands the storage to a tensor, which recycles it in turn.
 #[derive(Debug)]
-pub(crate) struct Buffer(Vec<f32>);
+pub(crate) struct Buffer(AlignedVec<f32>);
 
 impl Buffer {
     /// The values as the storage of an f32 tensor of `shape`, without a copy.
@@ -181,11 +183,17 @@ impl Buffer {
 }
 
 impl From<Vec<f32>> for Buffer {
+    /// The values copied into aligned storage (outputs small enough that a copy costs little,
+    /// such as a product's few rows).
     fn from(values: Vec<f32>) -> Self {
-        if bytes(&values) >= POOL_MIN {
-            pool().add_live(bytes(&values));
+        // SAFETY: `init_with` gets the values' copy, every element.
+        unsafe {
+            init_with(values.len(), |out| {
+                for (d, &v) in out.iter_mut().zip(&values) {
+                    d.write(v);
+                }
+            })
         }
-        Self(values)
     }
 }
 
@@ -212,7 +220,7 @@ impl Drop for Buffer {
 
 impl AllocationController for Buffer {
     fn alloc_align(&self) -> usize {
-        align_of::<f32>()
+        crate::aligned::ALIGN
     }
 
     fn property(&self) -> AllocationProperty {
@@ -292,49 +300,57 @@ mod tests {
     use burn::tensor::{Device, Tensor};
 
     /// `len` values' capacity from `p`, as `with_capacity` gets it.
-    fn take(p: &mut Pool, len: usize) -> Vec<f32> {
-        p.take(len).unwrap_or_else(|| Vec::with_capacity(len))
+    fn take(p: &mut Pool, len: usize) -> AlignedVec<f32> {
+        p.take(len)
+            .unwrap_or_else(|| AlignedVec::with_capacity(len))
     }
 
+    /// The idle buffers' capacities, in units of [`U`] values.
     fn idle(p: &Pool) -> Vec<usize> {
-        p.idle.iter().map(Vec::capacity).collect()
+        p.idle.iter().map(|v| v.capacity() / U).collect()
     }
 
-    /// The pool hands back the smallest idle buffer that fits; it frees the oldest idle buffers when they would raise the peak of idle and live
-    /// bytes above the live peak, or exceed its limit.
+    /// Values per unit of the sizes below: a line's, so that capacities are what was asked.
+    const U: usize = 16;
+    /// Bytes per unit.
+    const B: usize = U * 4;
+
+    /// The pool hands back the smallest idle buffer that fits; it frees the oldest idle buffers
+    /// when they would raise the peak of idle and live bytes above the live peak, or exceed its
+    /// limit.
     #[test]
     fn pool_reuses_the_best_fit_without_raising_the_peak() {
-        let mut p = Pool::new(1000 * 4);
-        let first: Vec<Vec<f32>> = [300, 100, 200].map(|len| take(&mut p, len)).into();
+        let mut p = Pool::new(1000 * B);
+        let first: Vec<AlignedVec<f32>> = [300, 100, 200].map(|n| take(&mut p, n * U)).into();
         assert!(p.idle.is_empty());
-        assert_eq!((p.live, p.peak), (600 * 4, 600 * 4));
+        assert_eq!((p.live, p.peak), (600 * B, 600 * B));
         first.into_iter().for_each(|v| p.put(v));
         assert_eq!(
             (idle(&p), p.bytes, p.live),
-            (vec![300, 100, 200], 600 * 4, 0)
+            (vec![300, 100, 200], 600 * B, 0)
         );
         // 200 is the least that fits 180 (100 is too small), 100 the least that fits 50.
-        let v = take(&mut p, 180);
-        assert_eq!((v.capacity(), v.len()), (200, 0));
-        assert_eq!((p.bytes, p.live), (400 * 4, 200 * 4));
-        let small = take(&mut p, 50);
-        assert_eq!((idle(&p), p.live), (vec![300], 300 * 4));
+        let v = take(&mut p, 180 * U);
+        assert_eq!((v.capacity(), v.len()), (200 * U, 0));
+        assert_eq!((p.bytes, p.live), (400 * B, 200 * B));
+        let small = take(&mut p, 50 * U);
+        assert_eq!((idle(&p), p.live), (vec![300], 300 * B));
         // None fits 400: a fresh buffer, a new live peak (700), and no idle byte may stay.
-        let large = take(&mut p, 400);
-        assert_eq!((idle(&p), p.live, p.peak), (vec![], 700 * 4, 700 * 4));
+        let large = take(&mut p, 400 * U);
+        assert_eq!((idle(&p), p.live, p.peak), (vec![], 700 * B, 700 * B));
         for v in [v, small, large] {
             p.put(v);
         }
         assert_eq!(
             (idle(&p), p.bytes, p.live),
-            (vec![200, 100, 400], 700 * 4, 0)
+            (vec![200, 100, 400], 700 * B, 0)
         );
         // The limit of 1000: more than it alone is not kept; 1000 idle + 100 drops the oldest.
-        p.put(Vec::with_capacity(300));
-        p.put(Vec::with_capacity(2000));
-        assert_eq!(p.bytes, 1000 * 4);
-        p.put(Vec::with_capacity(100));
-        assert_eq!((idle(&p), p.bytes), (vec![100, 400, 300, 100], 900 * 4));
+        p.put(AlignedVec::with_capacity(300 * U));
+        p.put(AlignedVec::with_capacity(2000 * U));
+        assert_eq!(p.bytes, 1000 * B);
+        p.put(AlignedVec::with_capacity(100 * U));
+        assert_eq!((idle(&p), p.bytes), (vec![100, 400, 300, 100], 900 * B));
         p.evict_to(0);
         assert!(p.idle.is_empty());
         assert_eq!(p.bytes, 0);

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod aligned;
 mod buffer;
 pub mod config;
 mod cpu;

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::buffer::{self, Buffer, SharedOut};
 use crate::cpu::bf16;
 use crate::cpu::gemm::{self, Matrix, Packed, Product};
@@ -163,13 +164,13 @@ pub(crate) fn attention(p: &Problem) -> Buffer {
         let out = SharedOut(out.as_mut_ptr().cast::<f32>());
         let out_rs = heads * dv;
         (0..bh * blocks).into_par_iter().for_each_init(
-            <(Vec<f32>, Vec<f32>, Vec<u32>)>::default,
+            <(AlignedVec<f32>, Vec<f32>, AlignedVec<u32>)>::default,
             |(scores, norms, probs), task| {
                 let (h, blk) = (task / blocks, task % blocks);
                 let (b, hh) = (h / heads, h % heads);
                 let r0 = blk * rows;
                 let n = rows.min(sq - r0);
-                scores.resize(n * sk, 0.0);
+                let scores = scores.sized(n * sk);
                 let q = &p.q.head(b, hh)[r0 * p.q.row()..];
                 let (keys, values): (Matrix, Matrix) = match &packed {
                     Some(packed) => packed.operands(h),
@@ -275,8 +276,8 @@ pub(crate) fn attention(p: &Problem) -> Buffer {
 /// operand `[d, sk]` of the score product, the values as the right operand `[sk, dv]` of the
 /// output product.
 struct PackedHeads {
-    keys: Vec<u32>,
-    values: Vec<u32>,
+    keys: AlignedVec<u32>,
+    values: AlignedVec<u32>,
     /// Words per head, and per pair-row.
     key_head: usize,
     key_width: usize,
@@ -291,7 +292,7 @@ impl PackedHeads {
         let key_head = bf16::depth(d) * key_width;
         let value_head = bf16::depth(sk) * value_width;
         let heads = p.batch * p.heads;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let (mut keys, mut values) = (AlignedVec::new(), AlignedVec::new());
         bf16::zeroed(&mut keys, heads * key_head);
         bf16::zeroed(&mut values, heads * value_head);
         keys.par_chunks_mut(key_head.max(1))
@@ -428,7 +429,44 @@ fn exp_row_bf16(
     // Zeros where `exp_sub_sum_pairs` writes no whole words: its tail (which it ORs into)
     // and the keys not visible.
     words[visible / (2 * simd::LANES) * simd::LANES..].fill(0);
-    1.0 / simd::exp_sub_sum_pairs(&row[..visible], max, scale, words)
+    1.0 / exp_pairs(&row[..visible], max, scale, words)
+}
+
+/// [`simd::exp_sub_sum_pairs`], rounding 32 exponentials to bf16 pairs per instruction where
+/// the CPU can ([`bf16::native_rounding`]).
+fn exp_pairs(x: &[f32], shift: f32, scale: f32, words: &mut [u32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if bf16::native_rounding() {
+        // SAFETY: the CPU has the features `exp_pairs_native` is compiled for.
+        return unsafe { exp_pairs_native(x, shift, scale, words) };
+    }
+    simd::exp_sub_sum_pairs(x, shift, scale, words)
+}
+
+/// [`exp_pairs`] with AVX-512 and AVX512-BF16: whole chunks of 32 here, the rest through
+/// [`simd::exp_sub_sum_pairs`].
+///
+/// # Safety
+/// The CPU has AVX512F, AVX512BW and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn exp_pairs_native(x: &[f32], shift: f32, scale: f32, words: &mut [u32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(32);
+    let tail = chunks.remainder();
+    let done = x.len() - tail.len();
+    for (c, w) in chunks.zip(words.chunks_exact_mut(16)) {
+        let mut e = [0.0f32; 32];
+        for (e, &v) in e.iter_mut().zip(c) {
+            *e = crate::cpu::simd::exp((v - shift) * scale);
+        }
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a += e[i] + e[i + 16];
+        }
+        // SAFETY: the caller's CPU has the features; `w` holds 16 words.
+        unsafe { bf16::native::store_pairs(&e, w) };
+    }
+    acc.iter().sum::<f32>() + simd::exp_sub_sum_pairs(tail, shift, scale, &mut words[done / 2..])
 }
 
 /// The largest score of `row` after the padding keys are set to `-inf`, or `None` when every
@@ -597,6 +635,20 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The probabilities rounded in hardware are the portable code's, and their sums agree
+    /// to f32 rounding (added in another order).
+    #[test]
+    fn probabilities_match_across_roundings() {
+        let x = values(4096 + 45, 7);
+        let (shift, scale) = (x.iter().copied().fold(f32::MIN, f32::max), 0.3);
+        let words = x.len().div_ceil(2);
+        let (mut fast, mut plain) = (vec![0; words], vec![0; words]);
+        let sum = exp_pairs(&x, shift, scale, &mut fast);
+        let want = simd::exp_sub_sum_pairs(&x, shift, scale, &mut plain);
+        assert_eq!(fast, plain);
+        assert!((sum - want).abs() <= 1e-6 * want, "{sum} vs {want}");
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {

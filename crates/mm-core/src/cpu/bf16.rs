@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Matrix, Operand, Packed, Product};
 use super::simd::dispatch;
+use crate::aligned::AlignedVec;
 
 /// Rows of a micro-tile of the vector kernels.
 const MR: usize = 8;
@@ -202,8 +203,8 @@ thread_local! {
     /// Packed right and left operands kept between calls on a thread (fresh allocations of
     /// this size fault every page in). Taken out while in use, so a nested product on the same
     /// thread (a stolen rayon task) gets its own.
-    static RIGHT: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
-    static LEFT: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    static RIGHT: Cell<AlignedVec<u32>> = const { Cell::new(AlignedVec::new()) };
+    static LEFT: Cell<AlignedVec<u32>> = const { Cell::new(AlignedVec::new()) };
 }
 
 /// `p` in bf16 with f32 sums through `kernel`.
@@ -266,7 +267,7 @@ pub(crate) unsafe fn pack_panels(
     k: usize,
     n: usize,
     parallel: bool,
-    words: &mut Vec<u32>,
+    words: &mut AlignedVec<u32>,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { pack_panels_for(Kernel::best(), rhs, k, n, parallel, words) }
@@ -287,7 +288,7 @@ unsafe fn pack_panels_for(
     k: usize,
     n: usize,
     parallel: bool,
-    words: &mut Vec<u32>,
+    words: &mut AlignedVec<u32>,
 ) {
     let depth = kernel.depth(k);
     zeroed(words, n.div_ceil(NR) * depth * NR);
@@ -445,7 +446,7 @@ unsafe fn block(
     p: &Product,
     kernel: Kernel,
     right: Packed,
-    left: &mut Vec<u32>,
+    left: &mut AlignedVec<u32>,
     i0: usize,
     cols: Range<usize>,
 ) {
@@ -696,7 +697,7 @@ dispatch! {
 }
 
 /// `v` as `len` zeros (see [`sized`]).
-pub(crate) fn zeroed(v: &mut Vec<u32>, len: usize) {
+pub(crate) fn zeroed(v: &mut AlignedVec<u32>, len: usize) {
     v.clear();
     sized(v, len);
 }
@@ -705,15 +706,12 @@ pub(crate) fn zeroed(v: &mut Vec<u32>, len: usize) {
 /// so that whoever overwrites every word writes them once; a new allocation is advised as
 /// transparent huge pages (the packed operands are read in tiles of 16 rows far apart: with
 /// 4 KiB pages, every row of a tile is another TLB entry).
-pub(crate) fn sized(v: &mut Vec<u32>, len: usize) -> &mut [u32] {
+pub(crate) fn sized(v: &mut AlignedVec<u32>, len: usize) -> &mut [u32] {
     if v.capacity() < len {
-        *v = Vec::with_capacity(len);
+        *v = AlignedVec::with_capacity(len);
         crate::buffer::advise_huge_pages(v.as_ptr().cast(), len * 4);
     }
-    if v.len() < len {
-        v.resize(len, 0);
-    }
-    &mut v[..len]
+    v.sized(len)
 }
 
 /// f32 → bf16 bits, rounded to nearest (ties to even); NaN stays NaN.
@@ -734,9 +732,104 @@ pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
     round(lo) | (round(hi) << 16)
 }
 
+/// `words[p] = pair(src[2p], src[2p + 1])` (a zero for the odd `k`'s missing partner):
+/// with `vcvtne2ps2bf16` where the CPU has AVX512-BF16 (32 values per instruction), else
+/// [`pair_up_vector`].
+pub(crate) fn pair_up(src: &[f32], words: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if native_rounding() {
+        let bulk = (src.len() / 32).min(words.len() / 16);
+        // SAFETY: the CPU has AVX512F, AVX512BW and AVX512-BF16; the slices hold `bulk`
+        // chunks.
+        unsafe { native::pair_up(&src[..32 * bulk], &mut words[..16 * bulk]) };
+        return pair_up_vector(&src[32 * bulk..], &mut words[16 * bulk..]);
+    }
+    pair_up_vector(src, words)
+}
+
+/// Whether the CPU rounds to bf16 in hardware (AVX512-BF16, with AVX512BW for the
+/// interleaving of [`pair_rows`]). Its conversions round to nearest even as [`round`] does,
+/// and flush subnormal values (below 1.2e-38) to zero, as the AMX and `vdpbf16ps` products
+/// do.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn native_rounding() -> bool {
+    avx512bf16() && std::arch::is_x86_feature_detected!("avx512bw")
+}
+
+/// The conversions of [`pair_up`], [`pair_rows`] and attention's probabilities in
+/// AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod native {
+    use std::arch::x86_64::*;
+
+    /// 32 values as 16 pairs: the first 16 values' bf16 in the low half of the 64 bytes.
+    #[inline(always)]
+    unsafe fn pairs(lo: __m512, hi: __m512) -> __m512i {
+        // SAFETY: the caller's CPU has AVX512-BF16; `__m512bh` and `__m512i` are 64 bytes.
+        unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)) }
+    }
+
+    /// [`super::pair_up`] on whole chunks: `src` 32 values per 16 words.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F, AVX512BW and AVX512-BF16; `src.len() == 2 · words.len()`, a
+    /// multiple of 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pair_up(src: &[f32], words: &mut [u32]) {
+        for (s, w) in src.chunks_exact(32).zip(words.chunks_exact_mut(16)) {
+            // SAFETY: 32 values read, 16 words written.
+            unsafe {
+                let (lo, hi) = (
+                    _mm512_loadu_ps(s.as_ptr()),
+                    _mm512_loadu_ps(s.as_ptr().add(16)),
+                );
+                _mm512_storeu_si512(w.as_mut_ptr().cast(), pairs(lo, hi));
+            }
+        }
+    }
+
+    /// [`super::pair_rows`] on whole chunks of 16 words.
+    ///
+    /// # Safety
+    /// As [`pair_up`]; the three slices are as long, a multiple of 16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) {
+        // Even value c to 16-bit lane 2c, odd value c to lane 2c + 1.
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let rows = even.chunks_exact(16).zip(odd.chunks_exact(16));
+        for ((e, o), w) in rows.zip(words.chunks_exact_mut(16)) {
+            // SAFETY: 16 values of each row read, 16 words written.
+            unsafe {
+                let both = pairs(_mm512_loadu_ps(e.as_ptr()), _mm512_loadu_ps(o.as_ptr()));
+                let words = _mm512_permutexvar_epi16(interleave, both);
+                _mm512_storeu_si512(w.as_mut_ptr().cast(), words);
+            }
+        }
+    }
+
+    /// 32 values as 16 pairs into `words`.
+    ///
+    /// # Safety
+    /// As [`pair_up`]; `words` holds 16 words.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn store_pairs(e: &[f32; 32], words: &mut [u32]) {
+        // SAFETY: 32 values read, 16 words written.
+        unsafe {
+            let (lo, hi) = (
+                _mm512_loadu_ps(e.as_ptr()),
+                _mm512_loadu_ps(e.as_ptr().add(16)),
+            );
+            _mm512_storeu_si512(words.as_mut_ptr().cast(), pairs(lo, hi));
+        }
+    }
+}
+
 dispatch! {
-    /// `words[p] = pair(src[2p], src[2p + 1])` (a zero for the odd `k`'s missing partner).
-    fn pair_up(src: &[f32], words: &mut [u32]) -> () {
+    /// [`pair_up`] in ordinary vector code.
+    fn pair_up_vector(src: &[f32], words: &mut [u32]) -> () {
         let pairs = src.chunks_exact(2);
         let odd = pairs.remainder();
         for (w, v) in words.iter_mut().zip(pairs) {
@@ -748,9 +841,23 @@ dispatch! {
     }
 }
 
+/// `words[c] = pair(even[c], odd[c])`: natively where the CPU rounds to bf16
+/// ([`native_rounding`]), else [`pair_rows_vector`].
+pub(crate) fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) {
+    let len = words.len().min(even.len()).min(odd.len());
+    #[cfg(target_arch = "x86_64")]
+    if native_rounding() {
+        let bulk = len / 16 * 16;
+        // SAFETY: the CPU has the features; the three slices hold `bulk` values.
+        unsafe { native::pair_rows(&even[..bulk], &odd[..bulk], &mut words[..bulk]) };
+        return pair_rows_vector(&even[bulk..len], &odd[bulk..len], &mut words[bulk..len]);
+    }
+    pair_rows_vector(&even[..len], &odd[..len], &mut words[..len])
+}
+
 dispatch! {
-    /// `words[c] = pair(even[c], odd[c])`.
-    fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) -> () {
+    /// [`pair_rows`] in ordinary vector code.
+    fn pair_rows_vector(even: &[f32], odd: &[f32], words: &mut [u32]) -> () {
         for ((w, &e), &o) in words.iter_mut().zip(even).zip(odd) {
             *w = pair(e, o);
         }
@@ -780,7 +887,7 @@ pub(crate) fn pack_pair_rows(
     ld: usize,
     cols: usize,
     depth: usize,
-    out: &mut Vec<u32>,
+    out: &mut AlignedVec<u32>,
 ) {
     let width = cols + NR;
     sized(out, depth * width)
@@ -1024,6 +1131,7 @@ unsafe fn tile_avx512bf16(t: Tile) {
 mod amx {
     use super::Tile;
     use std::arch::asm;
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 
     /// Whether the CPU has AMX-BF16 and Linux lets this process use the tile registers
     /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once).
@@ -1126,13 +1234,24 @@ mod amx {
                 for s in (0..t.kc).step_by(16) {
                     let a0 = a.add(s);
                     let b0 = b.add(s * t.ldb);
+                    // The right operand's next 16 pair-rows into L1 (its rows lie far apart,
+                    // past what the hardware prefetchers follow); the left one's next words
+                    // are the next cache line of each row.
+                    let next = b0.wrapping_add(16 * t.ldb);
+                    for r in 0..16 {
+                        let row = next.wrapping_add(r * t.ldb).cast::<i8>();
+                        _mm_prefetch::<_MM_HINT_T0>(row);
+                        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+                    }
+                    // Each load as late as the products allow: tiles are not renamed, so a
+                    // load waits for the products that still read the tile it replaces.
                     asm!(
                         "tileloadd tmm4, [{a0} + {sa}]",
-                        "tileloadd tmm5, [{a1} + {sa}]",
                         "tileloadd tmm6, [{b0} + {sb}]",
-                        "tileloadd tmm7, [{b1} + {sb}]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {sa}]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
                         a0 = in(reg) a0,
@@ -1164,6 +1283,30 @@ mod tests {
 
     fn bf(x: f32) -> f64 {
         f64::from(f32::from_bits(round(x) << 16))
+    }
+
+    /// Where the CPU rounds in hardware, its pairs are the portable code's, bit for bit: ties
+    /// to even, infinities, a NaN, an odd count (the last value alone).
+    #[test]
+    fn native_rounding_matches_the_portable_rounding() {
+        #[cfg(target_arch = "x86_64")]
+        if native_rounding() {
+            let tie = |m: f32| 1.0 + m * 2f32.powi(-8);
+            let mut src = values(1000, 4);
+            src.extend([tie(1.0), tie(3.0), -tie(1.0), f32::MAX, -0.0, 1e-30]);
+            src.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+            let pairs = src.len().div_ceil(2);
+            let (mut native, mut portable) = (vec![0; pairs], vec![0; pairs]);
+            pair_up(&src, &mut native);
+            pair_up_vector(&src, &mut portable);
+            assert_eq!(native, portable);
+            let (even, odd) = src.split_at(pairs);
+            let len = odd.len();
+            let (mut native, mut portable) = (vec![0; len], vec![0; len]);
+            pair_rows(&even[..len], odd, &mut native);
+            pair_rows_vector(&even[..len], odd, &mut portable);
+            assert_eq!(native, portable);
+        }
     }
 
     /// Values of both signs and a spread of magnitudes, not representable in bf16.
@@ -1275,7 +1418,7 @@ mod tests {
                     pack_row(&a[(s * m + r) * k..][..k], words);
                 }
             }
-            let mut right = Vec::new();
+            let mut right = AlignedVec::new();
             pack_pair_rows(&b, k, cols, cols, depth, &mut right);
             let ld = n + 2;
             let mut dst = vec![f32::NAN; m * ld];

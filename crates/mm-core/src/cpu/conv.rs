@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::buffer::{self, Buffer, SharedOut};
 use crate::cpu::bf16;
 use crate::cpu::gemm::{Operand, Packed, Product};
@@ -36,16 +37,16 @@ use crate::precision::ComputeDtype;
 /// of Stable Diffusion's deepest level. They hold at most the largest layer's sizes.
 #[derive(Default)]
 struct Scratch {
-    padded: Vec<f32>,
-    acc: Vec<f32>,
-    weight: Vec<f32>,
+    padded: AlignedVec<f32>,
+    acc: AlignedVec<f32>,
+    weight: AlignedVec<f32>,
     /// The tap-major weight ([`Strategy::Taps`]) or the stacked windows
     /// ([`Strategy::Stacked`]).
-    work: Vec<f32>,
+    work: AlignedVec<f32>,
     /// [`Strategy::Taps`] in bf16: each tap's weight and the padded input as bf16 pairs,
     /// packed once for all the taps' products.
-    packed_weight: Vec<u32>,
-    packed_input: Vec<u32>,
+    packed_weight: AlignedVec<u32>,
+    packed_input: AlignedVec<u32>,
 }
 
 thread_local! {
@@ -155,7 +156,7 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
     let weight = match p.weight {
         Weight::F32(w) => w,
         Weight::Half(half) => {
-            let weight = sized(weight, half.bits.len());
+            let weight = weight.sized(half.bits.len());
             half.all_to_f32(weight);
             weight
         }
@@ -169,7 +170,7 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
         Strategy::Taps => {
             let acc = match p.compute {
                 ComputeDtype::F32 => {
-                    let work = sized(work, weight.len());
+                    let work = work.sized(weight.len());
                     tap_major(weight, p.c, p.kh * p.kw, work);
                     layout.per_tap(p, work, padded, acc)
                 }
@@ -184,10 +185,10 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
                         _ => None,
                     };
                     let packed = match &cached {
-                        Some(words) => words.as_slice(),
+                        Some(words) => &words[..],
                         None => {
                             pack_weight(p, weight, packed_weight);
-                            packed_weight.as_slice()
+                            &packed_weight[..]
                         }
                     };
                     let taps = PackedTaps::new(p, &layout, packed, padded, packed_input);
@@ -280,7 +281,7 @@ impl Layout {
 
     /// Copies the input into `padded` as `[c, batch, plane]`, zero-padded (the buffer is
     /// reused between calls: every value is written).
-    fn pad<'a>(&self, p: &Conv, padded: &'a mut Vec<f32>) -> &'a [f32] {
+    fn pad<'a>(&self, p: &Conv, padded: &'a mut AlignedVec<f32>) -> &'a [f32] {
         let Conv {
             batch,
             c,
@@ -290,7 +291,7 @@ impl Layout {
             pw,
             ..
         } = *p;
-        let padded = sized(padded, c * batch * self.plane);
+        let padded = padded.sized(c * batch * self.plane);
         padded
             .par_chunks_mut(self.plane)
             .enumerate()
@@ -320,12 +321,12 @@ impl Layout {
         p: &Conv,
         weight: &[f32],
         padded: &[f32],
-        acc: &'a mut Vec<f32>,
+        acc: &'a mut AlignedVec<f32>,
     ) -> &'a [f32] {
         let Conv { batch, c, o, .. } = *p;
         let taps = p.kh * p.kw;
         let cols = self.columns(p);
-        let acc = sized(acc, o * cols);
+        let acc = acc.sized(o * cols);
         let parts = rayon::current_num_threads().min(cols.div_ceil(64)).max(1);
         let out = SharedOut(acc.as_mut_ptr());
         (0..parts).into_par_iter().for_each(|part| {
@@ -363,12 +364,14 @@ impl Layout {
         (p.batch - 1) * self.plane + self.n
     }
 
-    /// [`Strategy::Taps`] in bf16: `acc` (`[o, cols]` as in [`Layout::per_tap`]) = the sum
-    /// over the taps of each tap's packed weight by its window of the packed input, the sums
-    /// of an output tile kept in the kernel's registers across all the taps.
-    fn reduced<'a>(&self, p: &Conv, taps: &PackedTaps, acc: &'a mut Vec<f32>) -> &'a [f32] {
-        let cols = self.columns(p);
-        let acc = sized(acc, p.o * cols);
+    /// [`Strategy::Taps`] in bf16: `acc` (`[o, cols]` as in [`Layout::per_tap`], its rows
+    /// padded to a multiple of 16 values) = the sum over the taps of each tap's packed weight
+    /// by its window of the packed input, the sums of an output tile kept in the kernel's
+    /// registers across all the taps.
+    fn reduced<'a>(&self, p: &Conv, taps: &PackedTaps, acc: &'a mut AlignedVec<f32>) -> &'a [f32] {
+        // Rows a whole number of cache lines apart, so that every tile row stored starts one.
+        let (cols, rs) = (self.columns(p), self.columns(p).next_multiple_of(16));
+        let acc = acc.sized(p.o * rs);
         let offsets: Vec<usize> = (0..p.kh * p.kw).map(|t| self.offset(p, t)).collect();
         let reduction = bf16::Reduction {
             m: p.o,
@@ -379,9 +382,9 @@ impl Layout {
             b: Packed::new(taps.input, taps.width),
             b_offsets: &offsets,
             dst: acc.as_mut_ptr(),
-            dst_rs: cols,
+            dst_rs: rs,
         };
-        // SAFETY: `acc` is [o, cols]; the weight holds o_pad (o rounded up to AMX_ROWS) rows
+        // SAFETY: `acc` is [o, rs]; the weight holds o_pad (o rounded up to AMX_ROWS) rows
         // of every tap's `depth` words, packed for the best kernel; the input's pair-rows are
         // `width` = batch·plane + NR words, and a window's last column offset(t) + cols - 1
         // is below batch·plane (see `per_tap`).
@@ -391,10 +394,10 @@ impl Layout {
 
     /// [`Strategy::Stacked`]: the windows as `[c · taps, batch · n]` rows (row `ic · taps + t`,
     /// the order of the stored weight's columns).
-    fn stack<'a>(&self, p: &Conv, padded: &[f32], stacked: &'a mut Vec<f32>) -> &'a [f32] {
+    fn stack<'a>(&self, p: &Conv, padded: &[f32], stacked: &'a mut AlignedVec<f32>) -> &'a [f32] {
         let Conv { batch, c, .. } = *p;
         let taps = p.kh * p.kw;
-        let stacked = sized(stacked, c * taps * batch * self.n);
+        let stacked = stacked.sized(c * taps * batch * self.n);
         stacked
             .par_chunks_mut(batch * self.n)
             .enumerate()
@@ -414,11 +417,11 @@ impl Layout {
         p: &Conv,
         weight: &[f32],
         stacked: &[f32],
-        acc: &'a mut Vec<f32>,
+        acc: &'a mut AlignedVec<f32>,
     ) -> &'a [f32] {
         let k = p.c * p.kh * p.kw;
         let cols = p.batch * self.n;
-        let acc = sized(acc, p.o * cols);
+        let acc = acc.sized(p.o * cols);
         let product = Product {
             m: p.o,
             n: cols,
@@ -436,8 +439,9 @@ impl Layout {
         acc
     }
 
-    /// Drops the padding columns of `acc` (`[o, cols]`, image `b` from column `b · image`) and
-    /// adds the bias, into `out` (`[batch, o, h_out, w_out]`, every element written).
+    /// Drops the padding columns of `acc` (`[o, cols]` or wider rows, image `b` from column
+    /// `b · image`) and adds the bias, into `out` (`[batch, o, h_out, w_out]`, every element
+    /// written).
     fn extract(&self, p: &Conv, acc: &[f32], image: usize, out: &mut [MaybeUninit<f32>]) {
         let (ho, wo) = p.out_size();
         let cols = acc.len() / p.o;
@@ -476,7 +480,7 @@ impl<'a> PackedTaps<'a> {
         layout: &Layout,
         weight: &'a [u32],
         padded: &[f32],
-        input: &'a mut Vec<u32>,
+        input: &'a mut AlignedVec<u32>,
     ) -> Self {
         let depth = bf16::depth(p.c);
         let cols = p.batch * layout.plane;
@@ -492,7 +496,7 @@ impl<'a> PackedTaps<'a> {
 
 /// The weight of [`Strategy::Taps`] in bf16 as [`PackedTaps`] holds it, packed from its stored
 /// layout (`[o, c, taps]`) into `words`.
-fn pack_weight(p: &Conv, stored: &[f32], words: &mut Vec<u32>) {
+fn pack_weight(p: &Conv, stored: &[f32], words: &mut AlignedVec<u32>) {
     let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
     let depth = bf16::depth(c);
     let row = (taps * depth).max(1);
@@ -500,28 +504,19 @@ fn pack_weight(p: &Conv, stored: &[f32], words: &mut Vec<u32>) {
     bf16::sized(words, o_pad * row)
         .par_chunks_mut(row)
         .enumerate()
-        .for_each_init(Vec::new, |tap_major, (r, words)| {
+        .for_each_init(AlignedVec::new, |tap_major, (r, words)| {
             if r >= o {
                 return words.fill(0);
             }
             // The channel's [c, taps] weights tap-major in cache, then each tap's c values
             // paired.
-            let tap_major = sized(tap_major, c * taps);
+            let tap_major = tap_major.sized(c * taps);
             transpose(&stored[r * c * taps..][..c * taps], taps, tap_major);
             let rows = tap_major.chunks_exact(c.max(1));
             for (src, words) in rows.zip(words.chunks_mut(depth.max(1))) {
                 bf16::pack_row(src, words);
             }
         });
-}
-
-/// The first `len` values of a scratch buffer, which grows to `len` when shorter but never
-/// shrinks, so that going from a small layer back to a large one writes no zeros.
-fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-    &mut buffer[..len]
 }
 
 /// The weight `[o, c, taps]` rearranged as `[o, taps, c]`, so that each tap's `[o, c]` slice

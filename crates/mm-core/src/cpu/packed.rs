@@ -17,6 +17,8 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use crate::aligned::AlignedVec;
+
 /// What identifies a packed weight: its storage's address and length, and the packing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
@@ -60,14 +62,18 @@ pub(crate) struct Cacheable<'a> {
 
 impl Cacheable<'_> {
     /// The words packed for `key` (see [`WeightCache::words`]).
-    pub fn words(&self, key: Key, pack: impl FnOnce(&mut Vec<u32>)) -> Option<Arc<Vec<u32>>> {
+    pub fn words(
+        &self,
+        key: Key,
+        pack: impl FnOnce(&mut AlignedVec<u32>),
+    ) -> Option<Arc<AlignedVec<u32>>> {
         self.cache.words(key, self.owner, pack)
     }
 }
 
 /// One packed weight and the tensor whose storage it was packed from.
 struct Entry {
-    words: Arc<Vec<u32>>,
+    words: Arc<AlignedVec<u32>>,
     _owner: Box<dyn Any + Send>,
 }
 
@@ -92,8 +98,8 @@ impl WeightCache {
         &self,
         key: Key,
         owner: impl FnOnce() -> Box<dyn Any + Send>,
-        pack: impl FnOnce(&mut Vec<u32>),
-    ) -> Option<Arc<Vec<u32>>> {
+        pack: impl FnOnce(&mut AlignedVec<u32>),
+    ) -> Option<Arc<AlignedVec<u32>>> {
         {
             let mut entries = self.lock();
             if let Some(entry) = entries.packed.get(&key) {
@@ -105,7 +111,7 @@ impl WeightCache {
         }
         // Packed outside the lock: the packing runs on rayon's threads, and one of them
         // could take another layer's task that asks the cache meanwhile.
-        let mut words = Vec::new();
+        let mut words = AlignedVec::new();
         pack(&mut words);
         let words = Arc::new(words);
         let entry = Entry {
@@ -138,12 +144,12 @@ mod tests {
                 || Box::new(()),
                 |w| {
                     packs += 1;
-                    w.push(values[0] as u32)
+                    w.resize(1, values[0] as u32)
                 },
             );
             // Met once: not packed here; twice: packed; then kept.
             let want = (round >= 2).then(|| vec![values[0] as u32]);
-            assert_eq!(words.as_deref(), want.as_ref());
+            assert_eq!(words.as_deref().map(|w| &w[..]), want.as_deref());
         }
         assert_eq!(packs, 2);
         // Another layout of the same storage is another entry.
