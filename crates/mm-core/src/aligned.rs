@@ -135,17 +135,6 @@ impl<T: Word> Default for AlignedVec<T> {
     }
 }
 
-impl<T: Word> From<&[T]> for AlignedVec<T> {
-    fn from(values: &[T]) -> Self {
-        let mut v = Self::with_capacity(values.len());
-        for (d, &s) in v.spare_capacity_mut().iter_mut().zip(values) {
-            d.write(s);
-        }
-        v.len = values.len();
-        v
-    }
-}
-
 impl<T: Word> Deref for AlignedVec<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
@@ -189,11 +178,9 @@ mod tests {
         assert_eq!((v.len(), v.capacity()), (2, capacity));
         v.clear();
         assert!(v.is_empty());
-        let f = AlignedVec::<f32>::from(&[1.0f32, 2.0, 3.0][..]);
-        assert_eq!(&f[..], &[1.0, 2.0, 3.0]);
-        assert_eq!(f.as_ptr() as usize % ALIGN, 0);
         let mut u = AlignedVec::<f32>::with_capacity(17);
         assert_eq!(u.capacity(), 32);
+        assert_eq!(u.as_ptr() as usize % ALIGN, 0);
         u.spare_capacity_mut()[..3].iter_mut().for_each(|v| {
             v.write(0.5);
         });

@@ -325,9 +325,14 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 fn linear_f32<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let bias = layer.bias.as_ref().map(|b| b.val());
     let weight = layer.weight.val();
-    let kept = weight.clone();
-    let owner = move || Box::new(kept.clone()) as Box<dyn Any + Send>;
+    let owner = owner(weight.clone());
     f32_product(&x, weight, bias, Some(&owner)).unwrap_or_else(|| layer.forward(x))
+}
+
+/// The owner of a weight's cache entry ([`Cacheable`]): makes clones of its tensor, which keep
+/// the storage the entry's key names alive.
+fn owner<T: Clone + Send + Sync + 'static>(weight: T) -> impl Fn() -> Box<dyn Any + Send> + Sync {
+    move || Box::new(weight.clone())
 }
 
 /// `x[.., k] · w[k, n] (+ bias)` for f32 tensors of the flex device through
@@ -488,8 +493,7 @@ fn cpu_conv(
         .map(|b| b.val().cast(DType::F32).into_data());
     let device = x.device();
     let data = Values::new(x);
-    let kept = w.clone();
-    let owner = move || Box::new(kept.clone()) as Box<dyn Any + Send>;
+    let owner = owner(w.clone());
     let conv = conv::Conv {
         x: data.as_slice(),
         weight,

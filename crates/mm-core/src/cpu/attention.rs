@@ -463,8 +463,8 @@ unsafe fn exp_pairs_native(x: &[f32], shift: f32, scale: f32, words: &mut [u32])
         for (i, a) in acc.iter_mut().enumerate() {
             *a += e[i] + e[i + 16];
         }
-        // SAFETY: the caller's CPU has the features; `w` holds 16 words.
-        unsafe { bf16::native::store_pairs(&e, w) };
+        // SAFETY: the caller's CPU has the features; 32 values into 16 words.
+        unsafe { bf16::native::pair_up(&e, w) };
     }
     acc.iter().sum::<f32>() + simd::exp_sub_sum_pairs(tail, shift, scale, &mut words[done / 2..])
 }

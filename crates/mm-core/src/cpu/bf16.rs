@@ -809,22 +809,6 @@ pub(crate) mod native {
             }
         }
     }
-
-    /// 32 values as 16 pairs into `words`.
-    ///
-    /// # Safety
-    /// As [`pair_up`]; `words` holds 16 words.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub unsafe fn store_pairs(e: &[f32; 32], words: &mut [u32]) {
-        // SAFETY: 32 values read, 16 words written.
-        unsafe {
-            let (lo, hi) = (
-                _mm512_loadu_ps(e.as_ptr()),
-                _mm512_loadu_ps(e.as_ptr().add(16)),
-            );
-            _mm512_storeu_si512(words.as_mut_ptr().cast(), pairs(lo, hi));
-        }
-    }
 }
 
 dispatch! {

@@ -370,7 +370,8 @@ impl Layout {
     /// registers across all the taps.
     fn reduced<'a>(&self, p: &Conv, taps: &PackedTaps, acc: &'a mut AlignedVec<f32>) -> &'a [f32] {
         // Rows a whole number of cache lines apart, so that every tile row stored starts one.
-        let (cols, rs) = (self.columns(p), self.columns(p).next_multiple_of(16));
+        let cols = self.columns(p);
+        let rs = cols.next_multiple_of(16);
         let acc = acc.sized(p.o * rs);
         let offsets: Vec<usize> = (0..p.kh * p.kw).map(|t| self.offset(p, t)).collect();
         let reduction = bf16::Reduction {
