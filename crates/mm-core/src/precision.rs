@@ -424,8 +424,9 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 
 /// `layer.forward(x)` for any weight dtype: with weights in another dtype than `x`, they are
 /// cast to `x`'s for the call (one layer at a time, so the f32 copy is transient). f32
-/// convolutions with stride 1 (symmetric padding, no dilation or groups) on the flex backend
-/// use this crate's implicit-GEMM kernel (1.15–1.27× as fast as burn-flex's at Stable
+/// convolutions with stride 1 (symmetric padding, no dilation or groups) on the flex backend,
+/// and in bf16 products ([`ComputeDtype::Bf16`]) those with equal strides too, use this
+/// crate's implicit-GEMM kernel (1.15–1.27× as fast as burn-flex's at Stable
 /// Diffusion's 3×3 shapes, `benches/conv.rs`; 1×1 kernels as one product per image, as fast
 /// as burn-flex's, into a recycled buffer, see [`crate::memory`]).
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -447,8 +448,12 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// for an `x` on the autodiff device: its gradient must flow).
 fn cpu_conv_padding(layer: &Conv2d, x: &Tensor<4>) -> Option<(usize, usize)> {
     let [kh, kw] = layer.kernel_size;
+    // Strides above 1 in bf16 products only.
+    let [sy, sx] = layer.stride;
+    let strided = sy != 1 && autocast_dtype() == ComputeDtype::Bf16;
     if !runs_cpu_kernels(&x.device())
-        || layer.stride != [1, 1]
+        || sy != sx
+        || (sy != 1 && !strided)
         || layer.dilation != [1, 1]
         || layer.groups != 1
     {
@@ -509,6 +514,7 @@ fn cpu_conv(
         kw,
         ph,
         pw,
+        stride: layer.stride[0],
         compute: autocast_dtype(),
         cacheable: weight_cache().map(|cache| Cacheable {
             cache,
@@ -614,7 +620,8 @@ mod tests {
     }
 
     /// The CPU convolution kernel (and the fallback for what it does not handle) agrees with
-    /// burn's `Conv2d::forward`, for f32 and half-precision weights.
+    /// burn's `Conv2d::forward`, for f32 and half-precision weights, and in bf16 products
+    /// (strides of 2 included) with burn's on the bf16-rounded input and weight.
     #[test]
     fn conv2d_agrees_with_burn() {
         let device = Device::flex();
@@ -624,7 +631,8 @@ mod tests {
             ([1, 1], [1, 1], PaddingConfig2d::Valid),
             ([3, 3], [1, 1], PaddingConfig2d::Same),
             ([3, 3], [1, 1], PaddingConfig2d::Valid),
-            ([3, 3], [2, 2], PaddingConfig2d::Explicit(1, 1, 1, 1)), // burn's path
+            // burn's path in f32, this crate's in bf16 products
+            ([3, 3], [2, 2], PaddingConfig2d::Explicit(1, 1, 1, 1)),
         ] {
             let layer = Conv2dConfig::new([5, 6], kernel)
                 .with_stride(stride)
@@ -639,6 +647,15 @@ mod tests {
                 let err = max_diff(conv2d(&half, x.clone()), want);
                 assert!(err < 1e-5, "{dtype:?} {kernel:?} {stride:?}: {err}");
             }
+            // The weight rounded, the bias not (the products add it in f32).
+            let rounded = cast_params(with_storage_dtype(layer.clone(), DType::BF16), DType::F32);
+            let want = rounded.forward(x.clone().cast(DType::BF16).cast(DType::F32));
+            let got = autocast(ComputeDtype::Bf16, || conv2d(&layer, x.clone()));
+            let err = max_diff(got, want);
+            assert!(
+                err < 1e-5,
+                "bf16 products {kernel:?} {stride:?} {padding:?}: {err}"
+            );
         }
     }
 

@@ -140,11 +140,11 @@ impl Kernel {
     }
 }
 
-/// One micro-tile's work: `out[rows × NR] = [out +] Σ_s a_s · b_s` over `kc` pairs per
+/// One micro-tile's work: `out[rows × NR] = start + Σ_s a_s · b_s` over `kc` pairs per
 /// segment `s < segments`, `a_s` (at `a + s · a_step`) holding the kernel's `rows` rows `lda`
 /// words apart, `b_s` (at `b + b_offsets[s]`) `kc` rows of (at least) [`NR`] words `ldb`
-/// apart, `out` `rows` rows of `NR` f32 values `ldo` apart; `accumulate` adds to `out`. The
-/// sums stay in registers across the segments (a convolution's taps, [`reduce`]).
+/// apart, `out` `rows` rows of `NR` f32 values `ldo` apart. The sums stay in registers across
+/// the segments (a convolution's taps, [`reduce`]).
 #[derive(Clone, Copy)]
 struct Tile {
     a: *const u32,
@@ -157,7 +157,25 @@ struct Tile {
     kc: usize,
     out: *mut f32,
     ldo: usize,
-    accumulate: bool,
+    start: Start,
+}
+
+/// What the sums of a [`Tile`] start from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Zero,
+    /// The values in `out` (the products are added to them).
+    Out,
+    /// A value per row (a bias): row `r`'s at word `16 · r`, repeated over the 16 words (an
+    /// AMX tile of 16 rows × 16 values).
+    Rows(*const f32),
+}
+
+impl Start {
+    /// [`Start::Out`] when `accumulate`, else [`Start::Zero`].
+    fn accumulate(accumulate: bool) -> Self {
+        if accumulate { Start::Out } else { Start::Zero }
+    }
 }
 
 /// The `b_offsets` of a one-segment [`Tile`].
@@ -416,12 +434,12 @@ unsafe fn stream(p: &Product, kernel: Kernel, rhs: Operand) {
                     // SAFETY: element (i, j0 + j) of `dst`.
                     out: unsafe { p.dst.add(i * p.dst_rs + j0 + j) },
                     ldo: p.dst_rs,
-                    accumulate: p.accumulate,
+                    start: Start::accumulate(p.accumulate),
                 };
-                let (rows, width) = ((m - i).min(mr), (cols - j).min(NR));
+                let size = ((m - i).min(mr), (cols - j).min(NR));
                 // SAFETY: the operands hold `mr` rows and NR columns (zeros past the ends) of
                 // `depth` pairs; this task alone writes columns j0..j0 + cols of `dst`.
-                unsafe { put(kernel, tile, rows, width, p.scale, &mut acc) };
+                unsafe { put(kernel, tile, size, p.scale, &mut acc) };
             }
         }
         RIGHT.set(panels);
@@ -496,13 +514,13 @@ unsafe fn block(
                     // SAFETY: element (i0 + i, j) of `dst`, in this task's block.
                     out: unsafe { p.dst.add((i0 + i) * p.dst_rs + j) },
                     ldo: p.dst_rs,
-                    accumulate,
+                    start: Start::accumulate(accumulate),
                 };
-                let (rows, width) = ((mb - i).min(mr), (cols.end - j).min(NR));
+                let size = ((mb - i).min(mr), (cols.end - j).min(NR));
                 // SAFETY: the tile's rows and columns lie in this task's block; the operands
                 // hold `mr` rows and NR columns (zeros or spare ones past the ends) of `kc`
                 // pairs from `k0`.
-                unsafe { put(kernel, tile, rows, width, p.scale, &mut acc) };
+                unsafe { put(kernel, tile, size, p.scale, &mut acc) };
             }
         }
     }
@@ -517,46 +535,50 @@ unsafe fn block(
 unsafe fn put(
     kernel: Kernel,
     t: Tile,
-    rows: usize,
-    width: usize,
+    (rows, width): (usize, usize),
     scale: f32,
     acc: &mut [f32; AMX_ROWS * NR],
 ) {
-    if rows == kernel.rows() && width == NR && scale == 1.0 {
+    let empty = t.kc == 0 || t.segments == 0;
+    if rows == kernel.rows() && width == NR && scale == 1.0 && !empty {
         // A whole tile, unscaled: the sums go straight into the output.
-        if t.kc > 0 && t.segments > 0 {
-            // SAFETY: forwarded from the caller.
-            unsafe { kernel.tile(t) };
-        } else if !t.accumulate {
-            // SAFETY: as above.
-            unsafe { zero_rows(t.out, t.ldo, rows, width) };
-        }
-        return;
+        // SAFETY: forwarded from the caller.
+        return unsafe { kernel.tile(t) };
     }
-    if t.kc == 0 || t.segments == 0 {
-        acc.fill(0.0);
+    let into_acc = Tile {
+        out: acc.as_mut_ptr(),
+        ldo: NR,
+        start: match t.start {
+            Start::Out => Start::Zero,
+            start => start,
+        },
+        ..t
+    };
+    if empty {
+        for (r, row) in acc.chunks_exact_mut(NR).enumerate() {
+            // SAFETY: a `Rows` start holds a value for each of the kernel's rows.
+            row.fill(match into_acc.start {
+                Start::Rows(values) => unsafe { *values.add(16 * r) },
+                _ => 0.0,
+            });
+        }
     } else {
-        let into_acc = Tile {
-            out: acc.as_mut_ptr(),
-            ldo: NR,
-            accumulate: false,
-            ..t
-        };
         // SAFETY: as above, into `acc` (AMX_ROWS × NR).
         unsafe { kernel.tile(into_acc) };
     }
     for (r, sums) in acc.chunks_exact(NR).take(rows).enumerate() {
         // SAFETY: row r, columns 0..width of the output, written by this thread alone.
         let dst = unsafe { std::slice::from_raw_parts_mut(t.out.add(r * t.ldo), width) };
-        store(dst, &sums[..width], scale, !t.accumulate);
+        store(dst, &sums[..width], scale, t.start != Start::Out);
     }
 }
 
 /// A sum of products over shifted windows of one packed right operand, such as a
-/// convolution's taps: `dst[m, n] = Σ_s a_s · b_s` over `depth` pairs each, `a_s` the packed
-/// left operand `a` moved by `s · a_step` words, `b_s` the packed right operand `b` moved by
-/// `b_offsets[s]` words. Every product's sums stay in the kernel's registers across the
-/// segments, and `dst` (row-major, rows `dst_rs` apart) is written once.
+/// convolution's taps: for each of `images` images, `dst[m, n] = bias + Σ_s a_s · b_s` over
+/// `depth` pairs each, `a_s` the packed left operand `a` moved by `s · a_step` words, `b_s`
+/// the packed right operand `b` moved by `b_offsets[s]` words (and by `b_image` words per
+/// image). Every product's sums stay in the kernel's registers across the segments, and `dst`
+/// (row-major, rows `dst_rs` apart, images `dst_image` values apart) is written once.
 pub(crate) struct Reduction<'a> {
     pub m: usize,
     pub n: usize,
@@ -565,8 +587,13 @@ pub(crate) struct Reduction<'a> {
     pub a_step: usize,
     pub b: Packed,
     pub b_offsets: &'a [usize],
+    pub images: usize,
+    pub b_image: usize,
+    /// A value per row added to its sums.
+    pub bias: Option<&'a [f32]>,
     pub dst: *mut f32,
     pub dst_rs: usize,
+    pub dst_image: usize,
 }
 
 // SAFETY: as for `Product`.
@@ -580,23 +607,37 @@ const REDUCE_COLS: usize = 256;
 /// Computes `r` through `kernel`, split between rayon's threads.
 ///
 /// # Safety
-/// `dst` must be valid for `m` rows of `dst_rs` elements, written by nobody else meanwhile;
-/// `a` must hold, for every segment, rows up to `m` rounded up to [`AMX_ROWS`] of `depth`
-/// words (packed for `kernel`'s [`Kernel::depth`]), and `b` `depth` pair-rows with [`NR`]
-/// readable words past column `n - 1` of every segment's window.
+/// `dst` must be valid for `images` blocks of `m` rows of `dst_rs` elements, written by
+/// nobody else meanwhile; `a` must hold, for every segment, rows up to `m` rounded up to
+/// [`AMX_ROWS`] of `depth` words (packed for `kernel`'s [`Kernel::depth`]), and `b`, for every
+/// image, `depth` pair-rows with [`NR`] readable words past column `n - 1` of every segment's
+/// window; `bias` holds `m` values.
 pub(crate) unsafe fn reduce(r: &Reduction, kernel: Kernel) {
     if r.m == 0 || r.n == 0 {
         return;
     }
     let col_blocks = r.n.div_ceil(REDUCE_COLS);
-    let tasks = r.m.div_ceil(REDUCE_ROWS) * col_blocks;
-    (0..tasks).into_par_iter().for_each(|task| {
+    let blocks = r.m.div_ceil(REDUCE_ROWS) * col_blocks;
+    (0..r.images * blocks).into_par_iter().for_each(|task| {
+        let (image, block) = (task / blocks, task % blocks);
         let (i0, j0) = (
-            (task / col_blocks) * REDUCE_ROWS,
-            (task % col_blocks) * REDUCE_COLS,
+            (block / col_blocks) * REDUCE_ROWS,
+            (block % col_blocks) * REDUCE_COLS,
         );
         let (i1, j1) = (r.m.min(i0 + REDUCE_ROWS), r.n.min(j0 + REDUCE_COLS));
+        let (b, dst) = (
+            r.b.right_at(0, image * r.b_image),
+            r.dst.wrapping_add(image * r.dst_image),
+        );
         let mr = kernel.rows();
+        // The task's biases as the tiles start from them (`Start::Rows`).
+        let mut rows = AlignedVec::<f32>::new();
+        if let Some(bias) = r.bias {
+            let rows = rows.sized(REDUCE_ROWS * 16);
+            for (row, &b) in rows.chunks_exact_mut(16).zip(&bias[i0..i1]) {
+                row.fill(b);
+            }
+        }
         let _tiles = Tiles::begin(kernel);
         let mut acc = [0.0f32; AMX_ROWS * NR];
         for j in (j0..j1).step_by(NR) {
@@ -605,33 +646,25 @@ pub(crate) unsafe fn reduce(r: &Reduction, kernel: Kernel) {
                     a: r.a.left_at(i, 0),
                     lda: r.a.ld,
                     a_step: r.a_step,
-                    b: r.b.right_at(0, j),
+                    b: b.wrapping_add(j),
                     ldb: r.b.ld,
                     b_offsets: r.b_offsets.as_ptr(),
                     segments: r.b_offsets.len(),
                     kc: r.depth,
-                    // SAFETY: element (i, j) of `dst`, in this task's block.
-                    out: unsafe { r.dst.add(i * r.dst_rs + j) },
+                    // SAFETY: element (i, j) of the image's `dst`, in this task's block.
+                    out: unsafe { dst.add(i * r.dst_rs + j) },
                     ldo: r.dst_rs,
-                    accumulate: false,
+                    start: match r.bias {
+                        Some(_) => Start::Rows(rows[(i - i0) * 16..].as_ptr()),
+                        None => Start::Zero,
+                    },
                 };
-                let (rows, width) = ((i1 - i).min(mr), (j1 - j).min(NR));
+                let size = ((i1 - i).min(mr), (j1 - j).min(NR));
                 // SAFETY: the caller's guarantees; this task alone writes its block.
-                unsafe { put(kernel, tile, rows, width, 1.0, &mut acc) };
+                unsafe { put(kernel, tile, size, 1.0, &mut acc) };
             }
         }
     });
-}
-
-/// Zeros `rows` rows of `width` values `ld` apart from `dst`.
-///
-/// # Safety
-/// They must be writable.
-unsafe fn zero_rows(dst: *mut f32, ld: usize, rows: usize, width: usize) {
-    for r in 0..rows {
-        // SAFETY: forwarded from the caller.
-        unsafe { std::ptr::write_bytes(dst.add(r * ld), 0, width) };
-    }
 }
 
 impl Packed {
@@ -788,10 +821,10 @@ pub(crate) mod native {
         }
     }
 
-    /// [`super::pair_rows`] on whole chunks of 16 words.
+    /// [`super::pair_rows`]: 16 words per step, the last step masked.
     ///
     /// # Safety
-    /// As [`pair_up`]; the three slices are as long, a multiple of 16.
+    /// The CPU has AVX512F, AVX512BW and AVX512-BF16; the three slices are as long.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) {
         // Even value c to 16-bit lane 2c, odd value c to lane 2c + 1.
@@ -799,13 +832,14 @@ pub(crate) mod native {
             31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
             4, 19, 3, 18, 2, 17, 1, 16, 0,
         );
-        let rows = even.chunks_exact(16).zip(odd.chunks_exact(16));
-        for ((e, o), w) in rows.zip(words.chunks_exact_mut(16)) {
-            // SAFETY: 16 values of each row read, 16 words written.
+        for c in (0..words.len()).step_by(16) {
+            let mask = (u32::MAX >> (32 - (words.len() - c).min(16))) as __mmask16;
+            // SAFETY: the lanes of `mask` address values c.. of the three slices.
             unsafe {
-                let both = pairs(_mm512_loadu_ps(e.as_ptr()), _mm512_loadu_ps(o.as_ptr()));
-                let words = _mm512_permutexvar_epi16(interleave, both);
-                _mm512_storeu_si512(w.as_mut_ptr().cast(), words);
+                let e = _mm512_maskz_loadu_ps(mask, even.as_ptr().add(c));
+                let o = _mm512_maskz_loadu_ps(mask, odd.as_ptr().add(c));
+                let words_c = _mm512_permutexvar_epi16(interleave, pairs(e, o));
+                _mm512_mask_storeu_epi32(words.as_mut_ptr().add(c).cast(), mask, words_c);
             }
         }
     }
@@ -831,10 +865,8 @@ pub(crate) fn pair_rows(even: &[f32], odd: &[f32], words: &mut [u32]) {
     let len = words.len().min(even.len()).min(odd.len());
     #[cfg(target_arch = "x86_64")]
     if native_rounding() {
-        let bulk = len / 16 * 16;
-        // SAFETY: the CPU has the features; the three slices hold `bulk` values.
-        unsafe { native::pair_rows(&even[..bulk], &odd[..bulk], &mut words[..bulk]) };
-        return pair_rows_vector(&even[bulk..len], &odd[bulk..len], &mut words[bulk..len]);
+        // SAFETY: the CPU has the features; the three slices are `len` long.
+        return unsafe { native::pair_rows(&even[..len], &odd[..len], &mut words[..len]) };
     }
     pair_rows_vector(&even[..len], &odd[..len], &mut words[..len])
 }
@@ -864,8 +896,9 @@ pub(crate) fn pack_row(src: &[f32], words: &mut [u32]) {
 
 /// A right operand for [`Matrix::Packed`]: the `k` rows of `cols` values of `src` (`ld`
 /// apart, unit stride) as `depth` ([`depth`]) pair-rows of `cols + NR` words (zeros past `k`
-/// and `cols`), the row length its `ld`.
-pub(crate) fn pack_pair_rows(
+/// and `cols`), the row length its `ld` (the tests' reference packing).
+#[cfg(test)]
+fn pack_pair_rows(
     src: &[f32],
     k: usize,
     ld: usize,
@@ -938,7 +971,7 @@ pub(crate) fn pack_pair_columns_into(
 }
 
 /// `words[c] = pair(even[c], 0)`.
-fn pair_up_even(even: &[f32], words: &mut [u32]) {
+pub(crate) fn pair_up_even(even: &[f32], words: &mut [u32]) {
     for (w, &e) in words.iter_mut().zip(even) {
         *w = round(e);
     }
@@ -1028,9 +1061,13 @@ fn hi(w: u32) -> f32 {
 unsafe fn tile_portable(t: Tile) {
     let mut sums = [[0.0f32; NR]; MR];
     for (r, row) in sums.iter_mut().enumerate() {
-        if t.accumulate {
-            // SAFETY: row r of `out` holds NR values.
-            row.copy_from_slice(unsafe { std::slice::from_raw_parts(t.out.add(r * t.ldo), NR) });
+        // SAFETY: row r of `out` holds NR values; a `Rows` start a value for every row.
+        match t.start {
+            Start::Zero => {}
+            Start::Out => {
+                row.copy_from_slice(unsafe { std::slice::from_raw_parts(t.out.add(r * t.ldo), NR) })
+            }
+            Start::Rows(values) => row.fill(unsafe { *values.add(16 * r) }),
         }
     }
     for s in 0..t.segments {
@@ -1081,10 +1118,14 @@ unsafe fn tile_avx512bf16(t: Tile) {
     // `__m512bh` is 32 of them (the same bits).
     unsafe {
         let mut sums = [[_mm512_setzero_ps(); 2]; MR];
-        if t.accumulate {
-            for (r, s) in sums.iter_mut().enumerate() {
-                s[0] = _mm512_loadu_ps(t.out.add(r * t.ldo));
-                s[1] = _mm512_loadu_ps(t.out.add(r * t.ldo + 16));
+        for (r, s) in sums.iter_mut().enumerate() {
+            match t.start {
+                Start::Zero => {}
+                Start::Out => {
+                    s[0] = _mm512_loadu_ps(t.out.add(r * t.ldo));
+                    s[1] = _mm512_loadu_ps(t.out.add(r * t.ldo + 16));
+                }
+                Start::Rows(values) => *s = [_mm512_set1_ps(*values.add(16 * r)); 2],
             }
         }
         for segment in 0..t.segments {
@@ -1113,7 +1154,7 @@ unsafe fn tile_avx512bf16(t: Tile) {
 /// slices of the right one; each `tdpbf16ps` adds 16 × 16 sums of 32 products.
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::Tile;
+    use super::{Start, Tile};
     use std::arch::asm;
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 
@@ -1194,8 +1235,8 @@ mod amx {
         // and `out` (32 rows of 32 values).
         unsafe {
             let (c1, c2, c3) = (c.add(16), c.add(16 * t.ldo), c.add(16 * t.ldo + 16));
-            if t.accumulate {
-                asm!(
+            match t.start {
+                Start::Out => asm!(
                     "tileloadd tmm0, [{c0} + {so}]",
                     "tileloadd tmm1, [{c1} + {so}]",
                     "tileloadd tmm2, [{c2} + {so}]",
@@ -1203,15 +1244,25 @@ mod amx {
                     c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
                     so = in(reg) so,
                     options(nostack, readonly)
-                );
-            } else {
-                asm!(
+                ),
+                // Rows 0-15 of both column halves from the first 16 values, rows 16-31 from
+                // the next 16.
+                Start::Rows(values) => asm!(
+                    "tileloadd tmm0, [{v0} + {sv}]",
+                    "tileloadd tmm1, [{v0} + {sv}]",
+                    "tileloadd tmm2, [{v1} + {sv}]",
+                    "tileloadd tmm3, [{v1} + {sv}]",
+                    v0 = in(reg) values, v1 = in(reg) values.add(16 * 16),
+                    sv = in(reg) 64usize,
+                    options(nostack, readonly)
+                ),
+                Start::Zero => asm!(
                     "tilezero tmm0",
                     "tilezero tmm1",
                     "tilezero tmm2",
                     "tilezero tmm3",
                     options(nostack, nomem)
-                );
+                ),
             }
             for segment in 0..t.segments {
                 let (a, b) = t.segment(segment);
@@ -1389,9 +1440,11 @@ mod tests {
     fn reduce_sums_the_segments_products() {
         let (m, n, k) = (AMX_ROWS + 37, REDUCE_COLS + 45, 45);
         let offsets = [0, 5, 33];
-        let cols = n + 33;
+        // Two images, each `cols` columns of the right operand.
+        let (images, cols) = (2, n + 33);
         let a = values(offsets.len() * m * k, 4); // [segment, m, k]
-        let b = values(k * cols, 5); // [k, cols]
+        let b = values(k * images * cols, 5); // [k, images · cols]
+        let bias = values(m, 6);
         let rows = m.div_ceil(AMX_ROWS) * AMX_ROWS;
         for kernel in Kernel::available() {
             let depth = kernel.depth(k);
@@ -1403,37 +1456,47 @@ mod tests {
                 }
             }
             let mut right = AlignedVec::new();
-            pack_pair_rows(&b, k, cols, cols, depth, &mut right);
+            let width = images * cols;
+            pack_pair_rows(&b, k, width, width, depth, &mut right);
             let ld = n + 2;
-            let mut dst = vec![f32::NAN; m * ld];
-            let r = Reduction {
-                m,
-                n,
-                depth,
-                a: Packed::new(&left, row),
-                a_step: depth,
-                b: Packed::new(&right, cols + NR),
-                b_offsets: &offsets,
-                dst: dst.as_mut_ptr(),
-                dst_rs: ld,
-            };
-            // SAFETY: the operands are packed as `reduce` reads them, `dst` is [m, ld].
-            unsafe { reduce(&r, kernel) };
-            for i in 0..m {
-                for j in 0..ld {
-                    let got = f64::from(dst[i * ld + j]);
+            let mut dst = vec![f32::NAN; images * m * ld];
+            for with_bias in [false, true] {
+                let r = Reduction {
+                    m,
+                    n,
+                    depth,
+                    a: Packed::new(&left, row),
+                    a_step: depth,
+                    b: Packed::new(&right, width + NR),
+                    b_offsets: &offsets,
+                    images,
+                    b_image: cols,
+                    bias: with_bias.then_some(&bias[..]),
+                    dst: dst.as_mut_ptr(),
+                    dst_rs: ld,
+                    dst_image: m * ld,
+                };
+                // SAFETY: the operands are packed as `reduce` reads them, `dst` is
+                // [images, m, ld].
+                unsafe { reduce(&r, kernel) };
+                for (image, i, j) in
+                    (0..images * m * ld).map(|e| (e / (m * ld), e / ld % m, e % ld))
+                {
+                    let got = f64::from(dst[(image * m + i) * ld + j]);
                     if j >= n {
                         assert!(got.is_nan(), "padding");
                         continue;
                     }
                     let terms = offsets.iter().enumerate().flat_map(|(s, &off)| {
                         let (a, b) = (&a, &b);
-                        (0..k).map(move |c| bf(a[(s * m + i) * k + c]) * bf(b[c * cols + j + off]))
+                        let column = image * cols + j + off;
+                        (0..k).map(move |c| bf(a[(s * m + i) * k + c]) * bf(b[c * width + column]))
                     });
-                    let (want, bound) = terms.fold((0.0, 0.0), |(w, b), t| (w + t, b + t.abs()));
+                    let base = if with_bias { f64::from(bias[i]) } else { 0.0 };
+                    let (want, bound) = terms.fold((base, 0.0), |(w, b), t| (w + t, b + t.abs()));
                     assert!(
-                        (got - want).abs() <= bound * 1e-6 + 1e-12,
-                        "{kernel:?} [{i},{j}]: {got} vs {want}"
+                        (got - want).abs() <= bound * 1e-6 + 1e-6 * base.abs() + 1e-12,
+                        "{kernel:?} image {image} [{i},{j}]: {got} vs {want}"
                     );
                 }
             }

@@ -1,12 +1,12 @@
-//! Stride-1 2-D convolution on the CPU, for f32 tensors on the flex backend, as matrix
-//! products over shifted views of the padded input.
+//! 2-D convolution on the CPU, for f32 tensors on the flex backend, as matrix products over
+//! shifted views of the input: stride 1 with f32 products, any stride with bf16 products.
 //!
 //! burn-flex lowers a convolution to an explicit im2col matrix (`kh · kw` copies of the input)
-//! or to a direct loop. Here the input is copied once, zero-padded, as `[channels, batch,
-//! Hp · Wp]` rows; for the tap `(ky, kx)` the input pixels that output `(y, x)` needs sit at
-//! the fixed offset `ky · Wp + kx` from `y · Wp + x`, and the output is laid out with the padded
-//! row width `Wp` (the `Wp - W_out` extra columns per row are dropped at the end). Two ways to
-//! multiply ([`Strategy`]):
+//! or to a direct loop. Here, with f32 products, the input is copied once, zero-padded, as
+//! `[channels, batch, Hp · Wp]` rows; for the tap `(ky, kx)` the input pixels that output
+//! `(y, x)` needs sit at the fixed offset `ky · Wp + kx` from `y · Wp + x`, and the output is
+//! laid out with the padded row width `Wp` (the `Wp - W_out` extra columns per row are dropped
+//! at the end). Two ways to multiply ([`Strategy`]):
 //!
 //! - large feature maps: every tap is one `gemm` of its `[out, in]` weight slice by a
 //!   contiguous window of the padded rows (no copy of the input per tap), accumulated; the
@@ -14,6 +14,10 @@
 //! - small feature maps (deep levels, where the weight dominates): the `kh · kw` windows are
 //!   stacked as rows of one matrix and multiplied by the weight as stored in one `gemm`, which
 //!   packs the weight once instead of once per tap.
+//!
+//! With bf16 products the input is packed once per phase `(ky mod stride, kx)`, each tap a
+//! window of its phase at an offset that keeps the AMX tile loads on cache lines, the taps
+//! summed in the kernel's registers and the output written where it lies ([`phases`]).
 //!
 //! A 1 × 1 kernel without padding needs no padded copy: one `gemm` per image reads the input
 //! where it lies. Its output, like every output here, is a pooled [`Buffer`] (burn-flex's
@@ -43,10 +47,9 @@ struct Scratch {
     /// The tap-major weight ([`Strategy::Taps`]) or the stacked windows
     /// ([`Strategy::Stacked`]).
     work: AlignedVec<f32>,
-    /// [`Strategy::Taps`] in bf16: each tap's weight and the padded input as bf16 pairs,
-    /// packed once for all the taps' products.
+    /// [`Strategy::Phases`]: the weight and the input's phases as bf16 pairs.
     packed_weight: AlignedVec<u32>,
-    packed_input: AlignedVec<u32>,
+    phases: AlignedVec<u32>,
 }
 
 thread_local! {
@@ -61,7 +64,8 @@ pub(crate) enum Weight<'a> {
 }
 
 /// The problem: `x` is `[batch, c, h, w]`, `weight` `[o, c, kh, kw]`, both contiguous;
-/// padding `(ph, pw)` on both sides of each axis.
+/// padding `(ph, pw)` on both sides of each axis; `stride` along both (above 1 only with bf16
+/// products).
 pub(crate) struct Conv<'a> {
     pub x: &'a [f32],
     pub weight: Weight<'a>,
@@ -75,6 +79,7 @@ pub(crate) struct Conv<'a> {
     pub kw: usize,
     pub ph: usize,
     pub pw: usize,
+    pub stride: usize,
     /// The arithmetic of the products.
     pub compute: ComputeDtype,
     /// In bf16, the autocast scope's cache, which may keep an f32 weight packed.
@@ -85,8 +90,8 @@ impl Conv<'_> {
     /// The output height and width.
     pub fn out_size(&self) -> (usize, usize) {
         (
-            self.h + 2 * self.ph + 1 - self.kh,
-            self.w + 2 * self.pw + 1 - self.kw,
+            (self.h + 2 * self.ph - self.kh) / self.stride + 1,
+            (self.w + 2 * self.pw - self.kw) / self.stride + 1,
         )
     }
 }
@@ -103,6 +108,9 @@ enum Strategy {
     Stacked,
     /// A 1 × 1 kernel without padding: one `gemm` per image, straight from the input.
     Pointwise,
+    /// bf16 products: the input packed once per phase, the taps summed in the kernel's
+    /// registers, the output written in place ([`phases`]).
+    Phases,
 }
 
 impl Strategy {
@@ -111,14 +119,15 @@ impl Strategy {
     /// threads (taps / stacked, ms): 320 channels at 64 × 64 (ratio 26) 63.7 / 71.2; 640 at
     /// 32 × 32 (3.4) 63.7 / 63.8; 1,280 at 16 × 16 (0.45) 76.9 / 63.7.
     fn choose(p: &Conv) -> Self {
-        if p.kh * p.kw == 1 && p.ph + p.pw == 0 {
+        if p.kh * p.kw == 1 && p.ph + p.pw == 0 && p.stride == 1 {
             return Strategy::Pointwise;
+        }
+        if p.compute == ComputeDtype::Bf16 {
+            return Strategy::Phases;
         }
         let (ho, _) = p.out_size();
         let columns = p.batch * ho * (p.w + 2 * p.pw);
-        // In bf16 the taps are summed in the kernel's registers (`Layout::reduced`), which
-        // reads each operand once: no stacking.
-        if columns <= STACK_RATIO * p.o && p.compute == ComputeDtype::F32 {
+        if columns <= STACK_RATIO * p.o {
             Strategy::Stacked
         } else {
             Strategy::Taps
@@ -151,7 +160,7 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
         weight,
         work,
         packed_weight,
-        packed_input,
+        phases: packed_input,
     } = scratch;
     let weight = match p.weight {
         Weight::F32(w) => w,
@@ -161,48 +170,41 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
             weight
         }
     };
-    if strategy == Strategy::Pointwise {
-        return pointwise(p, weight, out);
-    }
-    let layout = Layout::new(p);
-    let padded = layout.pad(p, padded);
     match strategy {
-        Strategy::Taps => {
-            let acc = match p.compute {
-                ComputeDtype::F32 => {
-                    let work = work.sized(weight.len());
-                    tap_major(weight, p.c, p.kh * p.kw, work);
-                    layout.per_tap(p, work, padded, acc)
+        Strategy::Pointwise => pointwise(p, weight, out),
+        Strategy::Phases => {
+            // An f32 weight packed once per autocast scope; else into the scratch.
+            let cached = match (p.weight, &p.cacheable) {
+                (Weight::F32(stored), Some(cacheable)) => {
+                    let (o, c, taps) = (p.o, p.c, p.kh * p.kw);
+                    let key = Key::new(stored, Packing::Taps { o, c, taps });
+                    cacheable.words(key, |words| pack_weight(p, stored, words))
                 }
-                ComputeDtype::Bf16 => {
-                    // An f32 weight packed once per autocast scope; else into the scratch.
-                    let cached = match (p.weight, &p.cacheable) {
-                        (Weight::F32(stored), Some(cacheable)) => {
-                            let (o, c, taps) = (p.o, p.c, p.kh * p.kw);
-                            let key = Key::new(stored, Packing::Taps { o, c, taps });
-                            cacheable.words(key, |words| pack_weight(p, stored, words))
-                        }
-                        _ => None,
-                    };
-                    let packed = match &cached {
-                        Some(words) => &words[..],
-                        None => {
-                            pack_weight(p, weight, packed_weight);
-                            &packed_weight[..]
-                        }
-                    };
-                    let taps = PackedTaps::new(p, &layout, packed, padded, packed_input);
-                    layout.reduced(p, &taps, acc)
+                _ => None,
+            };
+            let packed = match &cached {
+                Some(words) => &words[..],
+                None => {
+                    pack_weight(p, weight, packed_weight);
+                    &packed_weight[..]
                 }
             };
-            layout.extract(p, acc, layout.plane, out);
+            phases(p, packed, packed_input, out);
         }
-        Strategy::Stacked => {
-            let stacked = layout.stack(p, padded, work);
-            let acc = layout.stacked(p, weight, stacked, acc);
-            layout.extract(p, acc, layout.n, out);
+        Strategy::Taps | Strategy::Stacked => {
+            assert_eq!(p.stride, 1, "f32 convolutions of stride 1");
+            let layout = Layout::new(p);
+            let padded = layout.pad(p, padded);
+            let (acc, image) = if strategy == Strategy::Taps {
+                let work = work.sized(weight.len());
+                tap_major(weight, p.c, p.kh * p.kw, work);
+                (layout.per_tap(p, work, padded, acc), layout.plane)
+            } else {
+                let stacked = layout.stack(p, padded, work);
+                (layout.stacked(p, weight, stacked, acc), layout.n)
+            };
+            layout.extract(p, acc, image, out);
         }
-        Strategy::Pointwise => unreachable!("handled above"),
     }
 }
 
@@ -364,35 +366,6 @@ impl Layout {
         (p.batch - 1) * self.plane + self.n
     }
 
-    /// [`Strategy::Taps`] in bf16: `acc` (`[o, cols]` as in [`Layout::per_tap`], its rows
-    /// padded to a multiple of 16 values) = the sum over the taps of each tap's packed weight
-    /// by its window of the packed input, the sums of an output tile kept in the kernel's
-    /// registers across all the taps.
-    fn reduced<'a>(&self, p: &Conv, taps: &PackedTaps, acc: &'a mut AlignedVec<f32>) -> &'a [f32] {
-        // Rows a whole number of cache lines apart, so that every tile row stored starts one.
-        let cols = self.columns(p);
-        let rs = cols.next_multiple_of(16);
-        let acc = acc.sized(p.o * rs);
-        let offsets: Vec<usize> = (0..p.kh * p.kw).map(|t| self.offset(p, t)).collect();
-        let reduction = bf16::Reduction {
-            m: p.o,
-            n: cols,
-            depth: taps.depth,
-            a: Packed::new(taps.weight, p.kh * p.kw * taps.depth),
-            a_step: taps.depth,
-            b: Packed::new(taps.input, taps.width),
-            b_offsets: &offsets,
-            dst: acc.as_mut_ptr(),
-            dst_rs: rs,
-        };
-        // SAFETY: `acc` is [o, rs]; the weight holds o_pad (o rounded up to AMX_ROWS) rows
-        // of every tap's `depth` words, packed for the best kernel; the input's pair-rows are
-        // `width` = batch·plane + NR words, and a window's last column offset(t) + cols - 1
-        // is below batch·plane (see `per_tap`).
-        unsafe { bf16::reduce(&reduction, bf16::Kernel::best()) };
-        acc
-    }
-
     /// [`Strategy::Stacked`]: the windows as `[c · taps, batch · n]` rows (row `ic · taps + t`,
     /// the order of the stored weight's columns).
     fn stack<'a>(&self, p: &Conv, padded: &[f32], stacked: &'a mut AlignedVec<f32>) -> &'a [f32] {
@@ -461,42 +434,120 @@ impl Layout {
     }
 }
 
-/// The operands of [`Strategy::Taps`] in bf16: the weight and the padded input, each packed
-/// once as bf16 pairs.
-struct PackedTaps<'a> {
-    /// `o_pad` rows (`o` rounded up to [`bf16::AMX_ROWS`], zeros past `o`) of `taps · depth`
-    /// words: output channel `r`'s weights for tap `t` from word `t · depth` of row `r`.
-    weight: &'a [u32],
-    depth: usize,
-    /// `depth` pair-rows of `width` words.
-    input: &'a [u32],
-    width: usize,
+/// [`Strategy::Phases`]: the convolution in bf16 products, with `weight` as [`pack_weight`]
+/// packs it and the input packed into `words`, into `out` (every element written).
+///
+/// Output `(y, x)` reads input `(s·y + ky - ph, s·x + kx - pw)` for tap `(ky, kx)` at stride
+/// `s`. The input is packed once per phase `(ky mod s, kx)`: the phase's rows `r` hold the
+/// input row `s·r + ky mod s - ph` at the columns `s·x + kx - pw` for `x < w_out` (zeros
+/// outside the input), so the tap reads its phase at rows `y + ky / s`: a window at the fixed
+/// offset `(ky / s) · w_out` from the output's position `y · w_out + x`. The output is laid out
+/// as the input's phases are, so each image's `[o, h_out · w_out]` is written where it lies,
+/// and with `w_out` a multiple of 16 every window starts on a cache line, as the AMX tile
+/// loads want (rows straddling two lines cost 30 % at 320 channels × 64²).
+fn phases(p: &Conv, weight: &[u32], words: &mut AlignedVec<u32>, out: &mut [MaybeUninit<f32>]) {
+    let Conv {
+        batch,
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        ph,
+        pw,
+        stride: s,
+        ..
+    } = *p;
+    let (ho, wo) = p.out_size();
+    let depth = bf16::depth(c);
+    // Rows of a phase and values per image (a whole number of cache lines).
+    let rows = ho + (kh - 1) / s;
+    let plane = (rows * wo).next_multiple_of(16);
+    let width = batch * plane + bf16::NR;
+    let phase_rows = s.min(kh);
+    let words = bf16::sized(words, phase_rows * kw * depth * width);
+    words.par_chunks_mut(width).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(even, odd), (i, words)| {
+            let (phase, q) = (i / depth, i % depth);
+            let (py, kx) = (phase / kw, phase % kw);
+            // The output columns x0..x1 read inside the input.
+            let x0 = pw.saturating_sub(kx).div_ceil(s).min(wo);
+            let x1 = (w + pw).saturating_sub(kx).div_ceil(s).clamp(x0, wo);
+            let (images, tail) = words.split_at_mut(batch * plane);
+            tail.fill(0);
+            for (b, image) in images.chunks_exact_mut(plane).enumerate() {
+                let (image, pad) = image.split_at_mut(rows * wo);
+                pad.fill(0);
+                for (r, row) in image.chunks_exact_mut(wo).enumerate() {
+                    let iy = (s * r + py).checked_sub(ph).filter(|&iy| iy < h);
+                    let Some(iy) = iy.filter(|_| 2 * q < c) else {
+                        row.fill(0);
+                        continue;
+                    };
+                    row[..x0].fill(0);
+                    row[x1..].fill(0);
+                    // Channel ic's values at the columns s·x + kx - pw, x in x0..x1.
+                    let row_of = |ic: usize| &p.x[((b * c + ic) * h + iy) * w..][..w];
+                    let start = s * x0 + kx - pw;
+                    let columns = |ic, gathered| strided(row_of(ic), start, s, x1 - x0, gathered);
+                    let dst = &mut row[x0..x1];
+                    if 2 * q + 1 < c {
+                        bf16::pair_rows(columns(2 * q, even), columns(2 * q + 1, odd), dst);
+                    } else {
+                        bf16::pair_up_even(columns(2 * q, even), dst);
+                    }
+                }
+            }
+        },
+    );
+    let offsets: Vec<usize> = (0..kh * kw)
+        .map(|t| {
+            let (ky, kx) = (t / kw, t % kw);
+            ((ky % s) * kw + kx) * depth * width + (ky / s) * wo
+        })
+        .collect();
+    let reduction = bf16::Reduction {
+        m: p.o,
+        n: ho * wo,
+        depth,
+        a: Packed::new(weight, kh * kw * depth),
+        a_step: depth,
+        b: Packed::new(words, width),
+        b_offsets: &offsets,
+        images: batch,
+        b_image: plane,
+        bias: p.bias,
+        dst: out.as_mut_ptr().cast(),
+        dst_rs: ho * wo,
+        dst_image: p.o * ho * wo,
+    };
+    // SAFETY: `out` is [batch, o, ho·wo]; the weight holds o rounded up to AMX_ROWS rows of
+    // every tap's `depth` words, packed for the best kernel; each phase's pair-rows are
+    // `width` words, image b's from word b·plane, and a window's last column
+    // (ky / s)·wo + ho·wo - 1 lies below rows·wo ≤ plane, with NR words after the last image.
+    unsafe { bf16::reduce(&reduction, bf16::Kernel::best()) };
 }
 
-impl<'a> PackedTaps<'a> {
-    /// The operands of `p`: its weight as [`pack_weight`] packed it, and the padded input
-    /// (`[c, batch · plane]`) packed into `input`.
-    fn new(
-        p: &Conv,
-        layout: &Layout,
-        weight: &'a [u32],
-        padded: &[f32],
-        input: &'a mut AlignedVec<u32>,
-    ) -> Self {
-        let depth = bf16::depth(p.c);
-        let cols = p.batch * layout.plane;
-        bf16::pack_pair_rows(padded, p.c, cols, cols, depth, input);
-        Self {
-            weight,
-            depth,
-            input,
-            width: cols + bf16::NR,
-        }
+/// `len` values of `src` from `start`, `s` apart: in place for `s` = 1, else gathered.
+fn strided<'a>(
+    src: &'a [f32],
+    start: usize,
+    s: usize,
+    len: usize,
+    gathered: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if s == 1 {
+        return &src[start..start + len];
     }
+    gathered.clear();
+    gathered.extend(src[start..].iter().step_by(s).take(len));
+    gathered
 }
 
-/// The weight of [`Strategy::Taps`] in bf16 as [`PackedTaps`] holds it, packed from its stored
-/// layout (`[o, c, taps]`) into `words`.
+/// The weight of [`Strategy::Phases`], packed from its stored layout (`[o, c, taps]`) into
+/// `words`: `o` rounded up to [`bf16::AMX_ROWS`] rows (zeros past `o`) of `taps · depth` words,
+/// output channel `r`'s weights for tap `t` from word `t · depth` of row `r`.
 fn pack_weight(p: &Conv, stored: &[f32], words: &mut AlignedVec<u32>) {
     let (c, o, taps) = (p.c, p.o, p.kh * p.kw);
     let depth = bf16::depth(c);
@@ -559,7 +610,7 @@ mod tests {
                         for ic in 0..p.c {
                             for ky in 0..p.kh {
                                 for kx in 0..p.kw {
-                                    let (iy, ix) = (y + ky, x + kx);
+                                    let (iy, ix) = (y * p.stride + ky, x * p.stride + kx);
                                     if iy < p.ph
                                         || ix < p.pw
                                         || iy - p.ph >= p.h
@@ -583,14 +634,20 @@ mod tests {
 
     #[test]
     fn matches_a_direct_convolution() {
-        for &(batch, c, h, w, o, kh, kw, ph, pw, bias) in &[
-            (2, 3, 7, 5, 4, 3, 3, 1, 1, true),
-            (1, 5, 6, 9, 3, 1, 1, 0, 0, false),
-            (2, 5, 6, 9, 3, 1, 1, 0, 0, true),
-            (1, 3, 4, 4, 2, 1, 1, 1, 1, true), // 1 × 1 with padding
-            (2, 2, 8, 8, 3, 5, 5, 2, 2, true),
-            (1, 4, 5, 6, 2, 3, 3, 0, 0, true), // valid: the output shrinks
-            (1, 3, 4, 4, 2, 3, 1, 1, 0, false), // rectangular kernel
+        for &(batch, c, h, w, o, kh, kw, ph, pw, stride, bias) in &[
+            (2, 3, 7, 5, 4, 3, 3, 1, 1, 1, true),
+            (1, 5, 6, 9, 3, 1, 1, 0, 0, 1, false),
+            (2, 5, 6, 9, 3, 1, 1, 0, 0, 1, true),
+            (1, 3, 4, 4, 2, 1, 1, 1, 1, 1, true), // 1 × 1 with padding
+            (2, 2, 8, 8, 3, 5, 5, 2, 2, 1, true),
+            (1, 4, 5, 6, 2, 3, 3, 0, 0, 1, true), // valid: the output shrinks
+            (1, 3, 4, 4, 2, 3, 1, 1, 0, 1, false), // rectangular kernel
+            (2, 37, 16, 16, 70, 3, 3, 1, 1, 1, true), // whole and partial tiles
+            // Strides of 2 (bf16 products only): odd and even sizes, a 1 × 1 kernel.
+            (2, 6, 9, 8, 5, 3, 3, 1, 1, 2, true),
+            (1, 34, 16, 16, 33, 3, 3, 1, 1, 2, false),
+            (1, 4, 7, 6, 3, 1, 1, 0, 0, 2, true),
+            (1, 3, 8, 7, 2, 4, 4, 1, 1, 3, true),
         ] {
             let x: Vec<f32> = (0..batch * c * h * w)
                 .map(|i| ((i * 31 % 17) as f32 - 8.0) / 7.0)
@@ -618,10 +675,15 @@ mod tests {
                 kw,
                 ph,
                 pw,
+                stride,
                 compute: ComputeDtype::F32,
                 cacheable: None,
             };
-            for (want, label) in [(direct(&p, &weight), "f32"), (direct(&p, &rounded), "bf16")] {
+            let f32_cases = if stride == 1 { 2 } else { 0 };
+            for (want, label) in [(direct(&p, &weight), "f32"), (direct(&p, &rounded), "bf16")]
+                .into_iter()
+                .take(f32_cases)
+            {
                 if label == "bf16" {
                     p.weight = Weight::Half(half);
                 }
@@ -655,13 +717,22 @@ mod tests {
             );
             p.weight = Weight::F32(&weight);
             p.compute = ComputeDtype::Bf16;
-            for strategy in [Strategy::Taps, Strategy::Stacked, Strategy::choose(&p)] {
+            let strategies = [Strategy::Phases, Strategy::choose(&p)].into_iter().chain(
+                (stride == 1)
+                    .then_some([Strategy::Taps, Strategy::Stacked])
+                    .into_iter()
+                    .flatten(),
+            );
+            for strategy in strategies {
                 let err = conv2d_with(&p, strategy)
                     .iter()
                     .zip(&want)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0, f32::max);
-                assert!(err < 1e-4, "{strategy:?} bf16 compute {c}x{h}x{w}: {err}");
+                assert!(
+                    err < 1e-4,
+                    "{strategy:?} bf16 compute {c}x{h}x{w} k{kh} s{stride}: {err}"
+                );
             }
             let cache = std::sync::Arc::new(WeightCache::default());
             let owner = || Box::new(()) as Box<dyn std::any::Any + Send>;
@@ -673,9 +744,9 @@ mod tests {
                 ..p
             };
             // Met once (packed into the scratch), twice (into the cache), then from it.
-            let uncached = conv2d_with(&p, Strategy::Taps);
+            let uncached = conv2d_with(&p, Strategy::Phases);
             for _ in 0..3 {
-                assert_eq!(&conv2d_with(&cached, Strategy::Taps)[..], &uncached[..]);
+                assert_eq!(&conv2d_with(&cached, Strategy::Phases)[..], &uncached[..]);
             }
         }
     }
