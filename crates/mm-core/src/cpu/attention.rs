@@ -444,29 +444,46 @@ fn exp_pairs(x: &[f32], shift: f32, scale: f32, words: &mut [u32]) -> f32 {
 }
 
 /// [`exp_pairs`] with AVX-512 and AVX512-BF16: whole chunks of 32 here, the rest through
-/// [`simd::exp_sub_sum_pairs`].
+/// [`simd::exp_sub_sum_pairs`]; the exponentials are [`exp_bf16`](crate::cpu::simd::exp_bf16)'s, bit for bit.
 ///
 /// # Safety
 /// The CPU has AVX512F, AVX512BW and AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn exp_pairs_native(x: &[f32], shift: f32, scale: f32, words: &mut [u32]) -> f32 {
-    let mut acc = [0.0f32; 16];
+    use crate::cpu::simd::reduction::*;
+    use std::arch::x86_64::*;
+    let set = _mm512_set1_ps;
+    let exp = |v: __m512| {
+        let x = _mm512_max_ps(
+            _mm512_mul_ps(_mm512_sub_ps(v, set(shift)), set(scale)),
+            set(-87.0),
+        );
+        let n = _mm512_sub_ps(_mm512_fmadd_ps(x, set(LOG2E), set(ROUND)), set(ROUND));
+        let r = _mm512_fnmadd_ps(n, set(LN2_LO), _mm512_fnmadd_ps(n, set(LN2_HI), x));
+        let mut p = set(EXP_BF16[0]);
+        for c in &EXP_BF16[1..] {
+            p = _mm512_fmadd_ps(p, r, set(*c));
+        }
+        let p = _mm512_fmadd_ps(_mm512_fmadd_ps(p, r, set(1.0)), r, set(1.0));
+        // p · 2ⁿ: exact, as the portable code's product by the power's bits (n ≥ -126).
+        _mm512_scalef_ps(p, n)
+    };
+    let mut acc = _mm512_setzero_ps();
     let chunks = x.chunks_exact(32);
     let tail = chunks.remainder();
     let done = x.len() - tail.len();
     for (c, w) in chunks.zip(words.chunks_exact_mut(16)) {
-        let mut e = [0.0f32; 32];
-        for (e, &v) in e.iter_mut().zip(c) {
-            *e = crate::cpu::simd::exp((v - shift) * scale);
+        // SAFETY: 32 values read, 16 words written.
+        unsafe {
+            let lo = exp(_mm512_loadu_ps(c.as_ptr()));
+            let hi = exp(_mm512_loadu_ps(c.as_ptr().add(16)));
+            acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
+            let pairs = crate::cpu::bf16::native::pairs(lo, hi);
+            _mm512_storeu_si512(w.as_mut_ptr().cast(), pairs);
         }
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a += e[i] + e[i + 16];
-        }
-        // SAFETY: the caller's CPU has the features; 32 values into 16 words.
-        unsafe { bf16::native::pair_up(&e, w) };
     }
-    acc.iter().sum::<f32>() + simd::exp_sub_sum_pairs(tail, shift, scale, &mut words[done / 2..])
+    _mm512_reduce_add_ps(acc) + simd::exp_sub_sum_pairs(tail, shift, scale, &mut words[done / 2..])
 }
 
 /// The largest score of `row` after the padding keys are set to `-inf`, or `None` when every
@@ -486,7 +503,7 @@ fn masked_max(row: &mut [f32], padding: Option<&[bool]>) -> Option<f32> {
 /// Vectorised kernels, compiled for AVX-512 and AVX2+FMA and picked at run time.
 mod simd {
     use crate::cpu::bf16;
-    use crate::cpu::simd::{dispatch, exp};
+    use crate::cpu::simd::{dispatch, exp, exp_bf16};
 
     /// Lanes of the partial accumulators: wide enough for AVX-512.
     pub(super) const LANES: usize = 16;
@@ -515,7 +532,8 @@ mod simd {
             let tail = chunks.remainder();
             for (c, w) in chunks.zip(words.chunks_exact_mut(LANES)) {
                 for ((a, w), v) in acc.iter_mut().zip(w).zip(c.chunks_exact(2)) {
-                    let (e0, e1) = (exp((v[0] - shift) * scale), exp((v[1] - shift) * scale));
+                    let e = |v: f32| exp_bf16((v - shift) * scale);
+                    let (e0, e1) = (e(v[0]), e(v[1]));
                     *a += e0 + e1;
                     *w = bf16::pair(e0, e1);
                 }
@@ -523,7 +541,7 @@ mod simd {
             let words = &mut words[(x.len() - tail.len()) / 2..];
             let mut sum = 0.0;
             for (i, &v) in tail.iter().enumerate() {
-                let e = exp((v - shift) * scale);
+                let e = exp_bf16((v - shift) * scale);
                 sum += e;
                 words[i / 2] |= bf16::round(e) << (16 * (i % 2));
             }

@@ -309,7 +309,8 @@ unsafe fn pack_panels_for(
     words: &mut AlignedVec<u32>,
 ) {
     let depth = kernel.depth(k);
-    zeroed(words, n.div_ceil(NR) * depth * NR);
+    // `pack_right` writes every word of its panel.
+    let words = sized(words, n.div_ceil(NR) * depth * NR);
     let pack = |column: &mut Vec<u32>, (j, panel): (usize, &mut [u32])| {
         // SAFETY: the caller guarantees `rhs` addresses k × n elements.
         unsafe { pack_right(rhs, k, n, j * NR, panel, column) }
@@ -477,8 +478,8 @@ unsafe fn block(
             ..packed
         },
         Matrix::F32(lhs) => {
-            zeroed(left, mb.div_ceil(mr) * mr * depth);
-            for (r, words) in left.chunks_exact_mut(depth.max(1)).enumerate() {
+            let rows = sized(left, mb.div_ceil(mr) * mr * depth);
+            for (r, words) in rows.chunks_exact_mut(depth.max(1)).enumerate() {
                 if r < mb {
                     // SAFETY: the caller guarantees `lhs` addresses m × k elements, with
                     // unit column stride (`Product::run`).
@@ -797,7 +798,7 @@ pub(crate) mod native {
 
     /// 32 values as 16 pairs: the first 16 values' bf16 in the low half of the 64 bytes.
     #[inline(always)]
-    unsafe fn pairs(lo: __m512, hi: __m512) -> __m512i {
+    pub(crate) unsafe fn pairs(lo: __m512, hi: __m512) -> __m512i {
         // SAFETY: the caller's CPU has AVX512-BF16; `__m512bh` and `__m512i` are 64 bytes.
         unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)) }
     }
