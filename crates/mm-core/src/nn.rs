@@ -2,12 +2,13 @@
 //! multi-head attention on top of burn's fused attention kernel.
 
 use crate::device::runs_cpu_kernels;
-use burn::module::Param;
-use burn::nn::GroupNorm;
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{GroupNorm, Initializer};
 use burn::tensor::activation;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Int, Tensor};
+use burn::tensor::{Bool, DType, Device, Int, Tensor};
 
 use crate::cpu::{self, activation::Kind};
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,95 @@ pub fn group_norm<const D: usize>(
     match act {
         Some(act) if !activated => act.forward(y),
         _ => y,
+    }
+}
+
+/// Layer normalisation over the last axis with a learned scale and shift, as
+/// `torch.nn.LayerNorm`: burn's `LayerNorm` with the same parameters (`gamma` and `beta`,
+/// the checkpoints' `weight` and `bias`) and the same results, whose `forward` runs one fused
+/// pass per row on f32 tensors of the flex CPU backend (burn-flex's zero-fills its output on
+/// one thread first).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mm_core::nn::LayerNormConfig;
+///
+/// let device = Device::flex();
+/// let norm = LayerNormConfig::new(4).with_epsilon(1e-6).init(&device);
+/// let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0, 4.0]], &device);
+/// let y: Vec<f32> = norm.forward(x).into_data().to_vec().unwrap();
+/// assert!((y[0] + 1.3416).abs() < 1e-3 && (y[3] - 1.3416).abs() < 1e-3);
+/// ```
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// The scale (`weight` in checkpoints).
+    pub gamma: Param<Tensor<1>>,
+    /// The shift (`bias`), if the layer has one.
+    pub beta: Option<Param<Tensor<1>>>,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+/// The configuration of a [`LayerNorm`], as burn's `LayerNormConfig`.
+#[derive(Config, Debug)]
+pub struct LayerNormConfig {
+    /// The size of the last axis.
+    pub d_model: usize,
+    /// Added to the variance.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+    /// Whether the layer has a shift (`beta`).
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+impl LayerNormConfig {
+    /// The layer with a unit scale and a zero shift.
+    pub fn init(&self, device: &Device) -> LayerNorm {
+        LayerNorm {
+            gamma: Initializer::Ones.init([self.d_model], device),
+            beta: self
+                .bias
+                .then(|| Initializer::Zeros.init([self.d_model], device)),
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl LayerNorm {
+    /// `(x - mean) / sqrt(var + epsilon) · gamma + beta` over the last axis of `x`.
+    ///
+    /// # Panics
+    ///
+    /// When the last axis of `x` is not the layer's size.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let gamma = self.gamma.val();
+        let [width] = gamma.dims();
+        assert_eq!(x.dims()[D - 1], width, "the last axis is the layer's size");
+        let beta = self.beta.as_ref().map(|b| b.val());
+        if cpu::activation::supports(&x) {
+            let values = |t: Tensor<1>| t.cast(DType::F32).into_data().try_into_vec::<f32>();
+            let gamma = values(gamma).expect("f32 values");
+            let beta = match beta {
+                Some(beta) => values(beta).expect("f32 values"),
+                None => vec![0.0; width],
+            };
+            return cpu::norm::layer_norm(x, &gamma, &beta, self.epsilon);
+        }
+        // As burn's: f16 inputs widened to f32 for the sums.
+        let dtype = x.dtype();
+        let wide = if dtype == DType::F16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let y = burn::tensor::module::layer_norm(
+            x.cast(wide),
+            gamma.cast(wide),
+            beta.map(|b| b.cast(wide)),
+            self.epsilon,
+        );
+        y.cast(dtype)
     }
 }
 
@@ -398,6 +488,37 @@ mod tests {
             );
             let diff = (ours - theirs).abs().max().into_scalar::<f32>();
             assert!(diff < 1e-5, "{diff}");
+        }
+    }
+
+    /// [`LayerNorm`] against burn's `LayerNorm` with the same parameters, with and without a
+    /// shift, on a strided view (copied first) and on a contiguous tensor, and in f16 (burn's
+    /// path, widened for the sums).
+    #[test]
+    fn layer_norm_agrees_with_burn() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([3, 70, 40], Distribution::Normal(0.5, 2.0), &device);
+        let random = |mean| Tensor::random([40], Distribution::Normal(mean, 0.5), &device);
+        for bias in [true, false] {
+            let config = LayerNormConfig::new(40).with_bias(bias).with_epsilon(1e-6);
+            let mut ours = config.init(&device);
+            ours.gamma = Param::from_tensor(random(1.0));
+            ours.beta = bias.then(|| Param::from_tensor(random(0.0)));
+            let mut burns = burn::nn::LayerNormConfig::new(40)
+                .with_bias(bias)
+                .with_epsilon(1e-6)
+                .init(&device);
+            burns.gamma = ours.gamma.clone();
+            burns.beta = ours.beta.clone();
+            for x in [x.clone(), x.clone().swap_dims(0, 1)] {
+                let want = burns.forward(x.clone());
+                let diff = (ours.forward(x) - want).abs().max().into_scalar::<f32>();
+                assert!(diff < 1e-5, "bias={bias}: {diff}");
+            }
+            let half = |t: Tensor<3>| t.cast(DType::F16);
+            let f16 = ours.forward(half(x.clone())).cast(DType::F32);
+            let want = burns.forward(half(x.clone())).cast(DType::F32);
+            assert!((f16 - want).abs().max().into_scalar::<f32>() < 1e-2);
         }
     }
 

@@ -7,9 +7,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use burn::nn::LinearConfig;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{LayerNormConfig, LinearConfig};
 use burn::tensor::{Bool, Device, Distribution, Tensor};
+use mm_core::nn::LayerNormConfig;
 use mm_core::nn::{Activation, merge_heads, quick_gelu, scaled_dot_product_attention, split_heads};
 use mm_vision::encoder::{Encoder, EncoderDims};
 

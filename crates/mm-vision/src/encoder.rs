@@ -2,10 +2,11 @@
 //! `layers.N.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
 use mm_core::config::{Checks, encoder_parameters};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::linear;
 
 use crate::Result;

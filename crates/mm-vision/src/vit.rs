@@ -28,10 +28,11 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::linear;
 use mm_core::weights::Weights;
 use serde::{Deserialize, Serialize};

@@ -235,11 +235,11 @@ pub(crate) unsafe fn gemm(p: &Product, kernel: Kernel) {
     if let Matrix::F32(lhs) = p.lhs {
         assert_eq!(lhs.cs, 1, "the left operand's rows are contiguous");
     }
-    if let Matrix::F32(rhs) = p.rhs
-        && m <= STREAM_ROWS
-    {
+    // A right operand packed once is streamed too when the threads share the product (a
+    // cached weight); attention's single-threaded products keep their depth blocks.
+    if m <= STREAM_ROWS && (matches!(p.rhs, Matrix::F32(_)) || p.parallel) {
         // SAFETY: forwarded from the caller.
-        return unsafe { stream(p, kernel, rhs) };
+        return unsafe { stream(p, kernel) };
     }
     let mut scratch = RIGHT.take();
     let right = match p.rhs {
@@ -342,16 +342,18 @@ const STREAM_ROWS: usize = 256;
 /// Columns per task of [`stream`] (a multiple of [`NR`]).
 const STREAM_COLS: usize = 256;
 
-/// `p` for a few rows (at most [`STREAM_ROWS`]) by an f32 right operand, such as a layer's
-/// weight applied to a prompt's tokens: the left rows are packed once, then each task packs
-/// its [`STREAM_COLS`] columns of the right operand over the whole depth into a scratch
-/// buffer in cache and multiplies every row by them, the sums of a tile kept in registers over
-/// the whole depth. Packing the whole right operand first, as [`gemm`] does for many rows
-/// that reuse it, would write it to memory and read it back.
+/// `p` for a few rows (at most [`STREAM_ROWS`]), such as a layer's weight applied to a
+/// prompt's tokens: the left rows are packed once, then each task multiplies every row by its
+/// columns of the right operand over the whole depth, the sums of a tile kept in registers.
+/// An f32 right operand is packed by the task into a scratch buffer in cache (packing it
+/// whole first, as [`gemm`] does for many rows that reuse it, would write it to memory and
+/// read it back); a packed one (a weight cached in an autocast scope) is read where it lies.
+/// The tasks split the columns evenly between the threads (in blocks of 128 rows by 512
+/// columns, a 154-row prompt's product left the two threads 11 % apart).
 ///
 /// # Safety
 /// As [`gemm`].
-unsafe fn stream(p: &Product, kernel: Kernel, rhs: Operand) {
+unsafe fn stream(p: &Product, kernel: Kernel) {
     let Product { m, n, k, .. } = *p;
     let (depth, mr) = (kernel.depth(k), kernel.rows());
     let mut left = LEFT.take();
@@ -379,44 +381,58 @@ unsafe fn stream(p: &Product, kernel: Kernel, rhs: Operand) {
     // Columns per task: with rows contiguous, as many as keep the task's packed panel over
     // the whole depth in about 1 MiB (L2), up to 512 read from each row, in a number of
     // tasks that the threads share evenly.
-    let stream_cols = if rhs.cs == 1 {
-        let budget = ((1 << 18) / depth.max(1) / NR * NR).clamp(NR, 512);
-        let threads = if p.parallel {
-            rayon::current_num_threads()
-        } else {
-            1
-        };
-        let tasks = n.div_ceil(budget).div_ceil(threads) * threads;
-        n.div_ceil(tasks).div_ceil(NR) * NR
+    // Otherwise whole panels, up to STREAM_COLS columns.
+    let threads = if p.parallel {
+        rayon::current_num_threads()
     } else {
-        STREAM_COLS
+        1
+    };
+    let stream_cols = match p.rhs {
+        Matrix::F32(rhs) if rhs.cs == 1 => {
+            let budget = ((1 << 18) / depth.max(1) / NR * NR).clamp(NR, 512);
+            let tasks = n.div_ceil(budget).div_ceil(threads) * threads;
+            n.div_ceil(tasks).div_ceil(NR) * NR
+        }
+        _ => {
+            let panels = n.div_ceil(NR);
+            let tasks = panels.div_ceil(STREAM_COLS / NR).div_ceil(threads) * threads;
+            panels.div_ceil(tasks) * NR
+        }
     };
     let task = |column: &mut Vec<u32>, j0: usize| {
         let mut panels = RIGHT.take();
         let cols = stream_cols.min(n - j0);
-        let right = if rhs.cs == 1 {
-            // Rows contiguous: the task's columns as one panel of pair-rows, read row by row.
-            let width = cols.div_ceil(NR) * NR;
-            let words = sized(&mut panels, depth * width);
-            let rs = rhs.rs as usize;
-            let len = if k == 0 { 0 } else { (k - 1) * rs + cols };
-            // SAFETY: the caller guarantees `rhs` addresses k × n elements (rows `rs` apart).
-            let src = unsafe { std::slice::from_raw_parts(rhs.ptr.add(j0), len) };
-            for (q, words) in words.chunks_exact_mut(width).enumerate() {
-                padded_pair_row(src, k, rs, cols, q, words);
+        let right = match p.rhs {
+            // Columns j0.. (a whole number of panels) where they lie.
+            Matrix::Packed(packed) => Packed {
+                ptr: packed.right_at(0, j0),
+                ..packed
+            },
+            Matrix::F32(rhs) if rhs.cs == 1 => {
+                // Rows contiguous: the task's columns as one panel of pair-rows, read row by row.
+                let width = cols.div_ceil(NR) * NR;
+                let words = sized(&mut panels, depth * width);
+                let rs = rhs.rs as usize;
+                let len = if k == 0 { 0 } else { (k - 1) * rs + cols };
+                // SAFETY: the caller guarantees `rhs` addresses k × n elements (rows `rs` apart).
+                let src = unsafe { std::slice::from_raw_parts(rhs.ptr.add(j0), len) };
+                for (q, words) in words.chunks_exact_mut(width).enumerate() {
+                    padded_pair_row(src, k, rs, cols, q, words);
+                }
+                Packed::new(&panels, width)
             }
-            Packed::new(&panels, width)
-        } else {
-            let panel = depth * NR;
-            let words = sized(&mut panels, cols.div_ceil(NR) * panel.max(1));
-            for (t, words) in words.chunks_mut(panel.max(1)).enumerate() {
-                // SAFETY: the caller guarantees `rhs` addresses k × n elements.
-                unsafe { pack_right(rhs, k, n, j0 + t * NR, words, column) };
-            }
-            Packed {
-                ptr: panels.as_ptr(),
-                ld: NR,
-                panel,
+            Matrix::F32(rhs) => {
+                let panel = depth * NR;
+                let words = sized(&mut panels, cols.div_ceil(NR) * panel.max(1));
+                for (t, words) in words.chunks_mut(panel.max(1)).enumerate() {
+                    // SAFETY: the caller guarantees `rhs` addresses k × n elements.
+                    unsafe { pack_right(rhs, k, n, j0 + t * NR, words, column) };
+                }
+                Packed {
+                    ptr: panels.as_ptr(),
+                    ld: NR,
+                    panel,
+                }
             }
         };
         let _tiles = Tiles::begin(kernel);

@@ -43,24 +43,18 @@ pub(crate) use dispatch;
 /// baseline version, which only x86 CPUs without FMA (made before 2013) run.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    use reduction::*;
-    let x = if x < -87.0 { -87.0 } else { x };
-    let t = x.mul_add(LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let (t, r) = reduction::split(x);
     let mut p = 1.987_569_1e-4_f32;
     p = p.mul_add(r, 1.398_199_9e-3);
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
-    let y = (p * r).mul_add(r, r + 1.0);
-    let exponent = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    y * f32::from_bits(((exponent + 127) << 23) as u32)
+    reduction::times_power((p * r).mul_add(r, r + 1.0), t)
 }
 
-/// The constants of [`exp`] and [`exp_bf16`]'s range reduction: `x = n · ln 2 + r`, `n` the
-/// nearest integer to `x · log₂e` (`x · log₂e + ROUND` rounds it), `ln 2` in two parts.
+/// The range reduction of [`exp`] and [`exp_bf16`]: `x = n · ln 2 + r`, `n` the nearest
+/// integer to `x · log₂e` (`x · log₂e + ROUND` rounds it), `ln 2` in two parts.
 pub(crate) mod reduction {
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
     pub const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³
@@ -69,6 +63,22 @@ pub(crate) mod reduction {
     /// `exp(r)` for `|r| ≤ ln 2 / 2` as `1 + r(1 + r(C[3] + r(C[2] + r(C[1] + r·C[0]))))`
     /// (Taylor's coefficients: 2.4e-6 at the ends).
     pub const EXP_BF16: [f32; 4] = [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5];
+
+    /// `(n + ROUND, r)` for `x` clamped to -87 and above.
+    #[inline(always)]
+    pub fn split(x: f32) -> (f32, f32) {
+        let x = if x < -87.0 { -87.0 } else { x };
+        let t = x.mul_add(LOG2E, ROUND);
+        let n = t - ROUND;
+        (t, n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x)))
+    }
+
+    /// `y · 2ⁿ` for `t = n + ROUND` ([`split`]'s).
+    #[inline(always)]
+    pub fn times_power(y: f32, t: f32) -> f32 {
+        let exponent = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+        y * f32::from_bits(((exponent + 127) << 23) as u32)
+    }
 }
 
 /// `exp(x)` to 4e-6 relative error for `x ≤ 0` (inputs below -87 give about 1.6e-38),
@@ -78,17 +88,12 @@ pub(crate) mod reduction {
 #[inline(always)]
 pub(crate) fn exp_bf16(x: f32) -> f32 {
     use reduction::*;
-    let x = if x < -87.0 { -87.0 } else { x };
-    let t = x.mul_add(LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let (t, r) = split(x);
     let mut p = EXP_BF16[0];
     for c in &EXP_BF16[1..] {
         p = p.mul_add(r, *c);
     }
-    let y = p.mul_add(r, 1.0).mul_add(r, 1.0);
-    let exponent = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    y * f32::from_bits(((exponent + 127) << 23) as u32)
+    times_power(p.mul_add(r, 1.0).mul_add(r, 1.0), t)
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! image embedding projected to a few cross-attention tokens (diffusers' `ImageProjection`).
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::{compute_dtype_of, linear};
 use serde::{Deserialize, Serialize};
 

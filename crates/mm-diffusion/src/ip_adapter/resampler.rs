@@ -5,9 +5,10 @@
 //! (`layers.{i}.0` the attention, `layers.{i}.1` the feed-forward).
 
 use burn::module::{Module, Param};
-use burn::nn::{Gelu, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Gelu, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::{Activation, merge_heads, scaled_dot_product_attention, split_heads};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::{compute_dtype_of, linear};
 use serde::{Deserialize, Serialize};
 

@@ -4,11 +4,10 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{
-    Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use mm_core::nn::{Activation, geglu};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::{conv2d, linear};
 
 use super::attention::Attention;

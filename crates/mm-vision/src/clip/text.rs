@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mm_core::nn::padding_mask;
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::linear;
 use mm_core::weights::Weights;
 

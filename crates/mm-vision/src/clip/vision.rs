@@ -4,10 +4,9 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::{conv2d, embedding, linear};
 use mm_core::weights::Weights;
 

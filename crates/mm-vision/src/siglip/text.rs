@@ -1,9 +1,10 @@
 //! The SigLIP text tower (`SiglipTextModel`).
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use mm_core::nn::padding_mask;
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::precision::linear;
 
 use super::config::SiglipTextConfig;

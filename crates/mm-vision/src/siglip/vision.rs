@@ -2,10 +2,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
+use mm_core::nn::{LayerNorm, LayerNormConfig};
 use mm_core::nn::{merge_heads, scaled_dot_product_attention, split_heads};
 use mm_core::precision::{embedding, linear, matmul};
 
