@@ -378,10 +378,10 @@ unsafe fn stream(p: &Product, kernel: Kernel) {
             Packed::new(&left, depth)
         }
     };
-    // Columns per task: with rows contiguous, as many as keep the task's packed panel over
-    // the whole depth in about 1 MiB (L2), up to 512 read from each row, in a number of
-    // tasks that the threads share evenly.
-    // Otherwise whole panels, up to STREAM_COLS columns.
+    // Columns per task, in a number of tasks that the threads share evenly: for an f32
+    // operand with rows contiguous, as many as keep the task's packed panel over the whole
+    // depth in about 1 MiB (L2), up to 512 read from each row; otherwise whole panels, up to
+    // STREAM_COLS columns.
     let threads = if p.parallel {
         rayon::current_num_threads()
     } else {

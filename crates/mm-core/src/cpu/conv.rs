@@ -481,7 +481,7 @@ fn phases(p: &Conv, weight: &[u32], words: &mut AlignedVec<u32>, out: &mut [Mayb
                 pad.fill(0);
                 for (r, row) in image.chunks_exact_mut(wo).enumerate() {
                     let iy = (s * r + py).checked_sub(ph).filter(|&iy| iy < h);
-                    let Some(iy) = iy.filter(|_| 2 * q < c) else {
+                    let Some(iy) = iy.filter(|_| 2 * q < c && x0 < x1) else {
                         row.fill(0);
                         continue;
                     };
@@ -643,6 +643,7 @@ mod tests {
             (1, 4, 5, 6, 2, 3, 3, 0, 0, 1, true), // valid: the output shrinks
             (1, 3, 4, 4, 2, 3, 1, 1, 0, 1, false), // rectangular kernel
             (2, 37, 16, 16, 70, 3, 3, 1, 1, 1, true), // whole and partial tiles
+            (1, 2, 1, 2, 3, 3, 3, 2, 2, 1, false), // padding wider than the input
             // Strides of 2 (bf16 products only): odd and even sizes, a 1 × 1 kernel.
             (2, 6, 9, 8, 5, 3, 3, 1, 1, 2, true),
             (1, 34, 16, 16, 33, 3, 3, 1, 1, 2, false),
