@@ -200,7 +200,7 @@ impl LayerNorm {
 /// Layer normalisation over the last axis without affine parameters (PyTorch's
 /// `nn.LayerNorm(dim, elementwise_affine=False)`, as the diffusion transformers' adaptive norms
 /// use it): `(x - mean) / sqrt(var + epsilon)` per row. f32 tensors on the flex CPU backend take
-/// the fused normalisation kernel of [`group_norm`], one row per task.
+/// [`LayerNorm`]'s kernel with a unit scale and no shift.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -211,18 +211,10 @@ impl LayerNorm {
 /// assert!((y[0] + 1.3416).abs() < 1e-3 && (y[3] - 1.3416).abs() < 1e-3);
 /// ```
 pub fn layer_norm<const D: usize>(x: Tensor<D>, epsilon: f64) -> Tensor<D> {
-    let dims = x.dims();
-    let width = dims[D - 1];
-    if cpu::activation::supports(&x) && width > 0 {
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let p = cpu::norm::GroupNorm {
-            groups: 1,
-            gamma: None,
-            beta: None,
-            epsilon,
-            act: None,
-        };
-        return cpu::norm::group_norm(x.reshape([rows, 1, width]), &p).reshape(dims);
+    let width = x.dims()[D - 1];
+    if cpu::activation::supports(&x) {
+        let (ones, zeros) = (vec![1.0; width], vec![0.0; width]);
+        return cpu::norm::layer_norm(x, &ones, &zeros, epsilon);
     }
     let centered = x.clone() - x.mean_dim(D - 1);
     let var = centered.clone().powi_scalar(2).mean_dim(D - 1);

@@ -616,6 +616,10 @@ pub(crate) struct Reduction<'a> {
 // SAFETY: as for `Product`.
 unsafe impl Sync for Reduction<'_> {}
 
+/// A task's row values for [`Start::Rows`], on a cache line as the AMX tile loads want.
+#[repr(C, align(64))]
+struct RowValues([f32; REDUCE_ROWS * 16]);
+
 /// Output rows per task of [`reduce`] (a multiple of [`AMX_ROWS`]).
 const REDUCE_ROWS: usize = 64;
 /// Output columns per task of [`reduce`] (a multiple of [`NR`]).
@@ -648,10 +652,9 @@ pub(crate) unsafe fn reduce(r: &Reduction, kernel: Kernel) {
         );
         let mr = kernel.rows();
         // The task's biases as the tiles start from them (`Start::Rows`).
-        let mut rows = AlignedVec::<f32>::new();
+        let mut rows = RowValues([0.0; REDUCE_ROWS * 16]);
         if let Some(bias) = r.bias {
-            let rows = rows.sized(REDUCE_ROWS * 16);
-            for (row, &b) in rows.chunks_exact_mut(16).zip(&bias[i0..i1]) {
+            for (row, &b) in rows.0.chunks_exact_mut(16).zip(&bias[i0..i1]) {
                 row.fill(b);
             }
         }
@@ -672,7 +675,7 @@ pub(crate) unsafe fn reduce(r: &Reduction, kernel: Kernel) {
                     out: unsafe { dst.add(i * r.dst_rs + j) },
                     ldo: r.dst_rs,
                     start: match r.bias {
-                        Some(_) => Start::Rows(rows[(i - i0) * 16..].as_ptr()),
+                        Some(_) => Start::Rows(rows.0[(i - i0) * 16..].as_ptr()),
                         None => Start::Zero,
                     },
                 };

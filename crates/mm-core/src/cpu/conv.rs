@@ -49,7 +49,7 @@ struct Scratch {
     work: AlignedVec<f32>,
     /// [`Strategy::Phases`]: the weight and the input's phases as bf16 pairs.
     packed_weight: AlignedVec<u32>,
-    phases: AlignedVec<u32>,
+    packed_input: AlignedVec<u32>,
 }
 
 thread_local! {
@@ -160,7 +160,7 @@ fn compute(p: &Conv, strategy: Strategy, scratch: &mut Scratch, out: &mut [Maybe
         weight,
         work,
         packed_weight,
-        phases: packed_input,
+        packed_input,
     } = scratch;
     let weight = match p.weight {
         Weight::F32(w) => w,

@@ -72,11 +72,14 @@ pub(crate) fn layer_norm<const D: usize>(
     beta: &[f32],
     epsilon: f64,
 ) -> Tensor<D> {
+    let width = gamma.len();
+    if width == 0 {
+        return x;
+    }
     let shape = x.shape();
     let values = Values::new(x);
     let src = values.as_slice();
-    let width = gamma.len();
-    let rows = (LAYER_NORM_CHUNK / width.max(1)).max(1) * width;
+    let rows = (LAYER_NORM_CHUNK / width).max(1) * width;
     let write = |dst: &mut [MaybeUninit<f32>]| {
         dst.par_chunks_mut(rows)
             .zip(src.par_chunks(rows))
