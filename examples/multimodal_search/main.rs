@@ -53,8 +53,8 @@ enum Command {
         /// Catalogue folder (created if needed; an existing one is added to).
         #[arg(long)]
         db: PathBuf,
-        /// CLIP or SigLIP folder or Hugging Face repo id. Default: the tiny random CLIP of
-        /// tests/fixtures/saved/clip (answers are noise; use openai/clip-vit-base-patch32).
+        /// CLIP or SigLIP folder or Hugging Face repo id. Default: the zoo CLIP (zoo/clip),
+        /// which knows the shapes world only; for photos use openai/clip-vit-base-patch32.
         #[arg(long)]
         model: Option<String>,
         /// Images per model call and per stored batch.

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench -p mm-retrieval --bench store                              # 100 000 vectors
-//! MM_BENCH_VECTORS=1000000 cargo bench -p mm-retrieval --bench store     # 1 M (manual)
+//! MM_BENCH_VECTORS=1000000 cargo bench -p mm-retrieval --bench store     # 1 M (35 min, 2 cores)
 //! ```
 //!
 //! `MM_BENCH_QUERIES` (default 500), `MM_BENCH_DIR` (default: a folder under target/),
@@ -92,8 +92,9 @@ fn main() {
     let ef = std::env::var("MM_BENCH_EF")
         .ok()
         .and_then(|v| v.parse().ok());
+    let data = std::env::var("MM_BENCH_DATA").unwrap_or_else(|_| "random".into());
     println!(
-        "{n} random unit vectors of width {DIM}, {queries} queries, k = 10, {options:?}, ef override {ef:?}"
+        "{n} {data} unit vectors of width {DIM}, {queries} queries, k = 10, {options:?}, ef override {ef:?}"
     );
 
     // Phase 1: the engine.
@@ -180,7 +181,12 @@ fn main() {
         percentile(&exact_times, 0.5),
         percentile(&exact_times, 0.99)
     );
-    println!("peak RSS (engine phase): {engine_peak:.2} GiB");
+    println!(
+        "peak RSS (engine phase): {engine_peak:.2} GiB; now {:.2} GiB anonymous + {:.2} GiB \
+         file-backed (pages of the memory-mapped segments, which the kernel can drop)",
+        status("RssAnon"),
+        status("RssFile")
+    );
     let disk = std::process::Command::new("du")
         .arg("-sh")
         .arg(&dir)

@@ -35,8 +35,11 @@ use crate::store::{Point, ScoredId, SearchParams, Space, VectorStore, check_quer
 /// Index settings of an [`EdgeStore`]. The defaults (m 32, ef_construct 256, ef 256: more than
 /// Qdrant's 16 / 100 / 100, since a query's time is dominated by the model's text or image
 /// embedding, not by the search) give recall@10 ≥ 0.99 against exact search on clustered,
-/// CLIP-like vectors (`tests/ann.rs`); uniformly random vectors of width 768 are a worst case
-/// for HNSW (recall@10 0.25 at ef 128 among 100 000 of them, see `docs/performance.md`).
+/// CLIP-like vectors (`tests/ann.rs`; 1.000 among 1 000 000 clustered vectors of width 768,
+/// at 1.5 ms a query on two cores, against 116 ms for the exact scan); uniformly random
+/// vectors of width 768 are a worst case for HNSW (recall@10 0.25 at ef 128 among 100 000 of
+/// them). Qdrant's own defaults (m 16, ef_construct 100) build 4× faster and reach 0.97 at
+/// 1 000 000. See `docs/performance.md` ("Retrieval").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeOptions {
     /// HNSW graph degree (`m`). Default 32.

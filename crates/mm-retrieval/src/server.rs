@@ -25,12 +25,13 @@ use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vectors_config::Config;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, Range,
-    SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
-    VectorsSelector,
+    GetPointsBuilder, HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList,
+    QueryPointsBuilder, Range, SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfigBuilder, VectorsSelector,
 };
 use serde_json::{Map, Value};
 
+use crate::edge::EdgeOptions;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::item::ItemId;
@@ -61,9 +62,10 @@ fn store_err(e: impl std::fmt::Display) -> Error {
 
 impl ServerStore {
     /// Connects to the server at `url` (gRPC, e.g. `http://localhost:6334`) and opens the
-    /// collection, creating it with named vectors `image` and `text` of width `dim` (cosine)
-    /// if it does not exist. An existing collection of another width is
-    /// [`Error::DimensionMismatch`].
+    /// collection, creating it with named vectors `image` and `text` of width `dim` (cosine;
+    /// HNSW m 32, ef_construct 256, as the embedded store) if it does not exist. An existing
+    /// collection of another width is [`Error::DimensionMismatch`]; a server that does not
+    /// answer is [`Error::Store`].
     pub fn connect(url: &str, collection: &str, dim: usize) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -75,13 +77,14 @@ impl ServerStore {
             runtime,
             collection: collection.to_string(),
             dim,
-            hnsw_ef: None,
+            hnsw_ef: Some(EdgeOptions::default().hnsw_ef as u64),
         };
         store.ensure_collection()?;
         Ok(store)
     }
 
-    /// Sets the HNSW beam width of searches (`None`: the server's default).
+    /// Sets the HNSW beam width of searches: default 256, the embedded store's (`None`: the
+    /// server's own default, its `ef_construct`).
     pub fn with_hnsw_ef(mut self, ef: Option<usize>) -> Self {
         self.hnsw_ef = ef.map(|e| e as u64);
         self
@@ -90,6 +93,14 @@ impl ServerStore {
     /// The client, for everything this crate does not wrap.
     pub fn client(&self) -> &Qdrant {
         &self.client
+    }
+
+    /// Deletes the collection from the server, with every point in it.
+    pub fn delete_collection(self) -> Result<()> {
+        self.runtime
+            .block_on(self.client.delete_collection(self.collection.as_str()))
+            .map_err(store_err)?;
+        Ok(())
     }
 
     fn ensure_collection(&self) -> Result<()> {
@@ -108,8 +119,17 @@ impl ServerStore {
                         VectorParamsBuilder::new(self.dim as u64, Distance::Cosine),
                     );
                 }
+                // The embedded store's graph settings (see `EdgeOptions`).
+                let defaults = EdgeOptions::default();
+                let hnsw = HnswConfigDiffBuilder::default()
+                    .m(defaults.m as u64)
+                    .ef_construct(defaults.ef_construct as u64);
                 self.client
-                    .create_collection(CreateCollectionBuilder::new(name).vectors_config(vectors))
+                    .create_collection(
+                        CreateCollectionBuilder::new(name)
+                            .vectors_config(vectors)
+                            .hnsw_config(hnsw),
+                    )
                     .await
                     .map_err(store_err)?;
                 return Ok(());
@@ -282,10 +302,10 @@ impl VectorStore for ServerStore {
             let Some(vectors) = point.vectors else {
                 continue;
             };
-            if let Some(v) = vectors.get_vector_by_name(space.name()) {
-                if let qdrant_client::qdrant::vector_output::Vector::Dense(dense) = v {
-                    out.insert(id, dense.data);
-                }
+            if let Some(qdrant_client::qdrant::vector_output::Vector::Dense(dense)) =
+                vectors.get_vector_by_name(space.name())
+            {
+                out.insert(id, dense.data);
             }
         }
         Ok(out)

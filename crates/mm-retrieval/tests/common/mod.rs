@@ -2,6 +2,8 @@
 //! truth, exact brute-force search.
 #![allow(dead_code)]
 
+pub mod checks;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
