@@ -1,9 +1,15 @@
 //! Draws samples of the shapes world (`mm_train::shapes`) into one PNG grid and prints their
-//! captions: the data the tiny model zoo trains on.
+//! captions: the data the tiny model zoo trains on. With `--folder`, also writes them as a
+//! catalogue of PNG files with a captions CSV, for `multimodal_search`.
 //!
 //! ```text
 //! cargo run --release --example shapes_world -- --count 16 --out shapes.png
 //! cargo run --release --example shapes_world -- --split held-out --count 8 --out held-out.png
+//! # a catalogue for multimodal_search: 3 000 PNGs and captions.csv
+//! cargo run --release --example shapes_world -- --count 3000 --folder catalogue/
+//! cargo run --release --example multimodal_search -- index --images catalogue/ \
+//!     --captions catalogue/captions.csv --db shapes.db
+//! cargo run --release --example multimodal_search -- query --db shapes.db --text "a red star"
 //! ```
 
 use clap::Parser;
@@ -29,9 +35,13 @@ struct Cli {
     /// Image side in pixels.
     #[arg(long, default_value_t = 64)]
     size: u32,
-    /// Output PNG.
+    /// Output PNG (a grid of the first 1 024 samples at most).
     #[arg(long, default_value = "shapes.png")]
     out: std::path::PathBuf,
+    /// Also write every sample (up to 100 000) as FOLDER/NNNNNN.png, with FOLDER/captions.csv
+    /// (`file,caption`): a catalogue for `multimodal_search index`.
+    #[arg(long)]
+    folder: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,7 +73,45 @@ fn run() -> Result<(), AnyError> {
         );
         image::imageops::replace(&mut grid, &sample.image, x.into(), y.into());
     }
+    if let Some(folder) = &cli.folder {
+        write_folder(
+            &world,
+            split,
+            cli.start,
+            cli.count.clamp(1, 100_000),
+            folder,
+        )?;
+    }
     grid.save(&cli.out)?;
     eprintln!("wrote {} ({columns} × {rows} samples)", cli.out.display());
+    Ok(())
+}
+
+/// Samples `start..start + count` as PNG files in `folder`, with `captions.csv`.
+fn write_folder(
+    world: &ShapesWorld,
+    split: Split,
+    start: u64,
+    count: u64,
+    folder: &std::path::Path,
+) -> Result<(), AnyError> {
+    std::fs::create_dir_all(folder)?;
+    let mut csv = String::from("file,caption\n");
+    for index in start..start + count {
+        let sample = world.sample(split, index);
+        let file = format!("{index:06}.png");
+        sample.image.save(folder.join(&file))?;
+        csv.push_str(&format!(
+            "{file},\"{}\"\n",
+            sample.caption.replace('"', "\"\"")
+        ));
+    }
+    let captions = folder.join("captions.csv");
+    std::fs::write(&captions, csv)?;
+    eprintln!(
+        "wrote {count} samples to {} and their captions to {}",
+        folder.display(),
+        captions.display()
+    );
     Ok(())
 }
