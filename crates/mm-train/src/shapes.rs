@@ -568,7 +568,7 @@ fn caption(objects: &[Object], background: Background, template: u64) -> String 
 }
 
 /// `word` with its indefinite article ("a red", "an orange").
-pub(crate) fn article(word: &str) -> String {
+pub fn article(word: &str) -> String {
     let vowel = word.starts_with(['a', 'e', 'i', 'o', 'u']);
     format!("{} {word}", if vowel { "an" } else { "a" })
 }
